@@ -1,0 +1,338 @@
+"""LSTM recurrence kernels (gate order i f g o, as torch.nn) and their launchers.
+
+The input projection x @ W_ih^T + b_ih + b_hh is a GEMM done by the caller; these kernels run the part
+that must go step by step. Buffers use "slots" so that no step needs a special case:
+
+- h_all [T + 1, B, H]: the forward direction reads h_{t-1} from slot t and writes h_t to slot t + 1
+  (h0 in slot 0); the reverse direction reads slot t + 1 and writes slot t (h0 in slot T). The output
+  sequence and the h_{t-1} operand of the weight gradient are both plain slices of it.
+- c_all [C_SLOTS, B, H] fp32: the same slots as h_all, modulo c_slots (T + 1 when training, so the
+  backward finds every c_t; 2 in inference, a ring).
+- dgates_all [T + 1, B, 4H]: the gradient of step t's gate pre-activations sits in slot t + REVERSE; the
+  slot "after" the last step processed by the forward is zero, so the recurrent gradient of the first
+  backward step is a product with zeros.
+"""
+
+import torch
+import triton
+import triton.language as tl
+
+from .activations import sigmoid, tanh
+from .configs import plan_scan
+from .launch import dot_in_fp32, launch_scan
+
+
+@triton.jit
+def _lstm_fwd_tile(
+    gates_ptr,  # [T, B, 4H] in: x W_ih^T + b_ih + b_hh; out (TRAINING): activated gates i f g o
+    w_hh_ptr,  # [4H, H] recurrent weight, torch.nn layout
+    h_all_ptr,  # [T + 1, B, H] hidden-state slots, h0 already in the first read slot
+    c_all_ptr,  # [c_slots, B, H] fp32 cell-state slots, c0 already in the first read slot
+    step,
+    T,
+    B,
+    H,
+    c_slots,
+    pid_b,
+    n_start,
+    REVERSE: tl.constexpr,
+    TRAINING: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    DOT_FP32: tl.constexpr,
+):
+    t = step
+    if REVERSE:
+        t = T - 1 - step
+    read_slot = t + REVERSE
+    write_slot = t + 1 - REVERSE
+
+    offs_b = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
+    offs_n = n_start + tl.arange(0, BLOCK_N)
+    mask_b = offs_b < B
+    mask_n = offs_n < H
+    mask = mask_b[:, None] & mask_n[None, :]
+
+    gate_offs = ((t.to(tl.int64) * B + offs_b) * 4 * H)[:, None] + offs_n[None, :]
+    acc_i = tl.load(gates_ptr + gate_offs, mask=mask, other=0.0).to(tl.float32)
+    acc_f = tl.load(gates_ptr + gate_offs + H, mask=mask, other=0.0).to(tl.float32)
+    acc_g = tl.load(gates_ptr + gate_offs + 2 * H, mask=mask, other=0.0).to(tl.float32)
+    acc_o = tl.load(gates_ptr + gate_offs + 3 * H, mask=mask, other=0.0).to(tl.float32)
+
+    h_prev_rows = (read_slot.to(tl.int64) * B + offs_b) * H
+    for k in range(0, H, BLOCK_K):
+        offs_k = k + tl.arange(0, BLOCK_K)
+        mask_k = offs_k < H
+        # .cg: h_{t-1} was written by other warps (or programs) in the previous step; read it from L2.
+        h_prev = tl.load(
+            h_all_ptr + h_prev_rows[:, None] + offs_k[None, :],
+            mask=mask_b[:, None] & mask_k[None, :],
+            other=0.0,
+            cache_modifier=".cg",
+        )
+        w_offs = offs_n[None, :] * H + offs_k[:, None]  # W_hh^T tile [BLOCK_K, BLOCK_N] of gate i
+        w_mask = mask_k[:, None] & mask_n[None, :]
+        w_i = tl.load(w_hh_ptr + w_offs, mask=w_mask, other=0.0)
+        w_f = tl.load(w_hh_ptr + w_offs + H * H, mask=w_mask, other=0.0)
+        w_g = tl.load(w_hh_ptr + w_offs + 2 * H * H, mask=w_mask, other=0.0)
+        w_o = tl.load(w_hh_ptr + w_offs + 3 * H * H, mask=w_mask, other=0.0)
+        if DOT_FP32:
+            h_prev = h_prev.to(tl.float32)
+            w_i = w_i.to(tl.float32)
+            w_f = w_f.to(tl.float32)
+            w_g = w_g.to(tl.float32)
+            w_o = w_o.to(tl.float32)
+        acc_i = tl.dot(h_prev, w_i, acc_i, input_precision="ieee")
+        acc_f = tl.dot(h_prev, w_f, acc_f, input_precision="ieee")
+        acc_g = tl.dot(h_prev, w_g, acc_g, input_precision="ieee")
+        acc_o = tl.dot(h_prev, w_o, acc_o, input_precision="ieee")
+
+    gate_i = sigmoid(acc_i)
+    gate_f = sigmoid(acc_f)
+    gate_g = tanh(acc_g)
+    gate_o = sigmoid(acc_o)
+
+    c_read_offs = (((read_slot % c_slots).to(tl.int64) * B + offs_b) * H)[:, None] + offs_n[None, :]
+    c_write_offs = (((write_slot % c_slots).to(tl.int64) * B + offs_b) * H)[:, None] + offs_n[None, :]
+    c_prev = tl.load(c_all_ptr + c_read_offs, mask=mask, other=0.0)
+    c = gate_f * c_prev + gate_i * gate_g
+    h = gate_o * tanh(c)
+    tl.store(c_all_ptr + c_write_offs, c, mask=mask)
+    h_offs = ((write_slot.to(tl.int64) * B + offs_b) * H)[:, None] + offs_n[None, :]
+    tl.store(h_all_ptr + h_offs, h.to(h_all_ptr.dtype.element_ty), mask=mask)
+    if TRAINING:
+        gate_ty = gates_ptr.dtype.element_ty
+        tl.store(gates_ptr + gate_offs, gate_i.to(gate_ty), mask=mask)
+        tl.store(gates_ptr + gate_offs + H, gate_f.to(gate_ty), mask=mask)
+        tl.store(gates_ptr + gate_offs + 2 * H, gate_g.to(gate_ty), mask=mask)
+        tl.store(gates_ptr + gate_offs + 3 * H, gate_o.to(gate_ty), mask=mask)
+
+
+@triton.jit(do_not_specialize=["T"])
+def _lstm_fwd_persistent_kernel(
+    gates_ptr,  # [T, B, 4H]
+    w_hh_ptr,  # [4H, H]
+    h_all_ptr,  # [T + 1, B, H]
+    c_all_ptr,  # [c_slots, B, H] fp32
+    T,
+    B,
+    H,
+    c_slots,
+    REVERSE: tl.constexpr,
+    TRAINING: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    DOT_FP32: tl.constexpr,
+):
+    pid_b = tl.program_id(0)
+    for step in range(T):
+        for n_start in range(0, H, BLOCK_N):
+            _lstm_fwd_tile(
+                gates_ptr, w_hh_ptr, h_all_ptr, c_all_ptr, step, T, B, H, c_slots, pid_b, n_start,
+                REVERSE, TRAINING, BLOCK_B, BLOCK_N, BLOCK_K, DOT_FP32,
+            )  # fmt: skip
+        # The next step reads every hidden unit this program just wrote.
+        tl.debug_barrier()
+
+
+@triton.jit(do_not_specialize=["T", "step"])
+def _lstm_fwd_step_kernel(
+    gates_ptr,  # [T, B, 4H]
+    w_hh_ptr,  # [4H, H]
+    h_all_ptr,  # [T + 1, B, H]
+    c_all_ptr,  # [c_slots, B, H] fp32
+    step,
+    T,
+    B,
+    H,
+    c_slots,
+    REVERSE: tl.constexpr,
+    TRAINING: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    DOT_FP32: tl.constexpr,
+):
+    _lstm_fwd_tile(
+        gates_ptr, w_hh_ptr, h_all_ptr, c_all_ptr, step, T, B, H, c_slots,
+        tl.program_id(0), tl.program_id(1) * BLOCK_N,
+        REVERSE, TRAINING, BLOCK_B, BLOCK_N, BLOCK_K, DOT_FP32,
+    )  # fmt: skip
+
+
+@triton.jit
+def _lstm_bwd_tile(
+    dgates_all_ptr,  # [T + 1, B, 4H] out: gradient of the gate pre-activations, zero "after" slot
+    gates_ptr,  # [T, B, 4H] activated gates i f g o saved by the forward
+    w_hh_ptr,  # [4H, H]
+    c_all_ptr,  # [T + 1, B, H] fp32 cell-state slots saved by the forward
+    dh_ptr,  # [T, B, H] gradient reaching h_t from the output (dh_n already added at the last step)
+    dc_ptr,  # [B, H] fp32 gradient of the cell state: dc_n in, dc_0 out, updated in place
+    step,
+    T,
+    B,
+    H,
+    pid_b,
+    n_start,
+    REVERSE: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    DOT_FP32: tl.constexpr,
+):
+    t = T - 1 - step
+    if REVERSE:
+        t = step
+    dgates_slot = t + REVERSE
+    next_dgates_slot = t + 1 - REVERSE
+
+    offs_b = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
+    offs_n = n_start + tl.arange(0, BLOCK_N)
+    mask_b = offs_b < B
+    mask_n = offs_n < H
+    mask = mask_b[:, None] & mask_n[None, :]
+
+    state_offs = ((t.to(tl.int64) * B + offs_b) * H)[:, None] + offs_n[None, :]
+    dh = tl.load(dh_ptr + state_offs, mask=mask, other=0.0).to(tl.float32)
+    next_dgates_rows = (next_dgates_slot.to(tl.int64) * B + offs_b) * 4 * H
+    for k in range(0, 4 * H, BLOCK_K):
+        offs_k = k + tl.arange(0, BLOCK_K)
+        mask_k = offs_k < 4 * H
+        # .cg: the next step's gate gradients were written by other warps (or programs).
+        next_dgates = tl.load(
+            dgates_all_ptr + next_dgates_rows[:, None] + offs_k[None, :],
+            mask=mask_b[:, None] & mask_k[None, :],
+            other=0.0,
+            cache_modifier=".cg",
+        )
+        w = tl.load(
+            w_hh_ptr + offs_k[:, None] * H + offs_n[None, :],
+            mask=mask_k[:, None] & mask_n[None, :],
+            other=0.0,
+        )
+        if DOT_FP32:
+            next_dgates = next_dgates.to(tl.float32)
+            w = w.to(tl.float32)
+        dh = tl.dot(next_dgates, w, dh, input_precision="ieee")
+
+    gate_offs = ((t.to(tl.int64) * B + offs_b) * 4 * H)[:, None] + offs_n[None, :]
+    gate_i = tl.load(gates_ptr + gate_offs, mask=mask, other=0.0).to(tl.float32)
+    gate_f = tl.load(gates_ptr + gate_offs + H, mask=mask, other=0.0).to(tl.float32)
+    gate_g = tl.load(gates_ptr + gate_offs + 2 * H, mask=mask, other=0.0).to(tl.float32)
+    gate_o = tl.load(gates_ptr + gate_offs + 3 * H, mask=mask, other=0.0).to(tl.float32)
+    c_offs = (((t + 1 - REVERSE).to(tl.int64) * B + offs_b) * H)[:, None] + offs_n[None, :]
+    c_prev_offs = (((t + REVERSE).to(tl.int64) * B + offs_b) * H)[:, None] + offs_n[None, :]
+    c = tl.load(c_all_ptr + c_offs, mask=mask, other=0.0)
+    c_prev = tl.load(c_all_ptr + c_prev_offs, mask=mask, other=0.0)
+    dc_offs = (offs_b.to(tl.int64) * H)[:, None] + offs_n[None, :]
+
+    tanh_c = tanh(c)
+    dc = tl.load(dc_ptr + dc_offs, mask=mask, other=0.0) + dh * gate_o * (1.0 - tanh_c * tanh_c)
+    d_i = dc * gate_g * gate_i * (1.0 - gate_i)
+    d_f = dc * c_prev * gate_f * (1.0 - gate_f)
+    d_g = dc * gate_i * (1.0 - gate_g * gate_g)
+    d_o = dh * tanh_c * gate_o * (1.0 - gate_o)
+    tl.store(dc_ptr + dc_offs, dc * gate_f, mask=mask)
+
+    dgates_ty = dgates_all_ptr.dtype.element_ty
+    dgates_offs = ((dgates_slot.to(tl.int64) * B + offs_b) * 4 * H)[:, None] + offs_n[None, :]
+    tl.store(dgates_all_ptr + dgates_offs, d_i.to(dgates_ty), mask=mask)
+    tl.store(dgates_all_ptr + dgates_offs + H, d_f.to(dgates_ty), mask=mask)
+    tl.store(dgates_all_ptr + dgates_offs + 2 * H, d_g.to(dgates_ty), mask=mask)
+    tl.store(dgates_all_ptr + dgates_offs + 3 * H, d_o.to(dgates_ty), mask=mask)
+
+
+@triton.jit(do_not_specialize=["T"])
+def _lstm_bwd_persistent_kernel(
+    dgates_all_ptr,  # [T + 1, B, 4H]
+    gates_ptr,  # [T, B, 4H]
+    w_hh_ptr,  # [4H, H]
+    c_all_ptr,  # [T + 1, B, H] fp32
+    dh_ptr,  # [T, B, H]
+    dc_ptr,  # [B, H] fp32
+    T,
+    B,
+    H,
+    REVERSE: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    DOT_FP32: tl.constexpr,
+):
+    pid_b = tl.program_id(0)
+    for step in range(T):
+        for n_start in range(0, H, BLOCK_N):
+            _lstm_bwd_tile(
+                dgates_all_ptr, gates_ptr, w_hh_ptr, c_all_ptr, dh_ptr, dc_ptr, step, T, B, H, pid_b,
+                n_start, REVERSE, BLOCK_B, BLOCK_N, BLOCK_K, DOT_FP32,
+            )  # fmt: skip
+        # The next step reads every gate gradient this program just wrote.
+        tl.debug_barrier()
+
+
+@triton.jit(do_not_specialize=["T", "step"])
+def _lstm_bwd_step_kernel(
+    dgates_all_ptr,  # [T + 1, B, 4H]
+    gates_ptr,  # [T, B, 4H]
+    w_hh_ptr,  # [4H, H]
+    c_all_ptr,  # [T + 1, B, H] fp32
+    dh_ptr,  # [T, B, H]
+    dc_ptr,  # [B, H] fp32
+    step,
+    T,
+    B,
+    H,
+    REVERSE: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    DOT_FP32: tl.constexpr,
+):
+    _lstm_bwd_tile(
+        dgates_all_ptr, gates_ptr, w_hh_ptr, c_all_ptr, dh_ptr, dc_ptr, step, T, B, H,
+        tl.program_id(0), tl.program_id(1) * BLOCK_N, REVERSE, BLOCK_B, BLOCK_N, BLOCK_K, DOT_FP32,
+    )  # fmt: skip
+
+
+def lstm_scan_fwd(
+    gates: torch.Tensor, w_hh: torch.Tensor, h_all: torch.Tensor, c_all: torch.Tensor, reverse: bool, training: bool
+) -> None:
+    """Runs the recurrence over gates [T, B, 4H] (overwritten with activated gates when training),
+    filling the slots of h_all [T + 1, B, H] and c_all [c_slots, B, H] (fp32)."""
+    seq_len, batch, hidden = h_all.shape[0] - 1, h_all.shape[1], h_all.shape[2]
+    plan = plan_scan(hidden)
+    launch_scan(
+        plan,
+        _lstm_fwd_persistent_kernel if plan.variant == "persistent" else _lstm_fwd_step_kernel,
+        (gates, w_hh, h_all, c_all),
+        seq_len,
+        batch,
+        hidden,
+        dict(c_slots=c_all.shape[0], REVERSE=int(reverse), TRAINING=training, DOT_FP32=dot_in_fp32(gates.dtype)),
+    )
+
+
+def lstm_scan_bwd(
+    dgates_all: torch.Tensor,
+    gates: torch.Tensor,
+    w_hh: torch.Tensor,
+    c_all: torch.Tensor,
+    dh: torch.Tensor,
+    dc: torch.Tensor,
+    reverse: bool,
+) -> None:
+    """Backward through time: fills dgates_all [T + 1, B, 4H] (its zero slot already cleared) and turns
+    dc [B, H] (fp32) from dc_n into dc_0."""
+    seq_len, batch, hidden = dh.shape
+    plan = plan_scan(hidden)
+    launch_scan(
+        plan,
+        _lstm_bwd_persistent_kernel if plan.variant == "persistent" else _lstm_bwd_step_kernel,
+        (dgates_all, gates, w_hh, c_all, dh, dc),
+        seq_len,
+        batch,
+        hidden,
+        dict(REVERSE=int(reverse), DOT_FP32=dot_in_fp32(gates.dtype)),
+    )

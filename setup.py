@@ -1,0 +1,13 @@
+from setuptools import setup
+
+setup(
+    name="rnnfast",
+    version="0.1.0",
+    description="Drop-in torch.nn LSTM/GRU/RNN on fused Triton kernels, with a pure-PyTorch CPU fallback",
+    python_requires=">=3.10",
+    packages=["rnnfast", "rnnfast.kernels", "rnnfast.seq2seq"],
+    # Triton code lives in kernels/ but is only ever importable as rnnfast.kernels.
+    package_dir={"rnnfast": "rnnfast", "rnnfast.kernels": "kernels"},
+    install_requires=["torch>=2.1", "numpy", "triton>=3.2; platform_system == 'Linux'"],
+    extras_require={"test": ["pytest"]},
+)
