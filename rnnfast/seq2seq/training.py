@@ -158,6 +158,17 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dic
     return torch.load(path, map_location=device, weights_only=True)
 
 
+def translator_checkpoint(translator: Translator, data_config: DataConfig) -> dict:
+    """What `translator_from_checkpoint` needs: model config and weights, vocabularies, data config."""
+    return {
+        "model_config": translator.model.config.to_dict(),
+        "data_config": asdict(data_config),
+        "source_vocab": translator.source_vocab.itos,
+        "target_vocab": translator.target_vocab.itos,
+        "model_state": translator.model.state_dict(),
+    }
+
+
 def translator_from_checkpoint(
     checkpoint: dict, device: str | torch.device = "cpu", cell_impl: str | None = None
 ) -> Translator:
@@ -278,7 +289,7 @@ def train(
     generator = torch.Generator().manual_seed(train_config.seed)
     history = History()
     first_epoch = 1
-    best_accuracy = -math.inf
+    best_accuracy, best_valid_loss = -math.inf, math.inf
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model_state"])
         optimizer.load_state_dict(checkpoint["optimizer_state"])
@@ -286,24 +297,21 @@ def train(
         torch.set_rng_state(checkpoint["torch_rng_state"])
         history = History(**checkpoint["history"])
         first_epoch = checkpoint["epoch"] + 1
-        best_accuracy = checkpoint["best_valid_accuracy"]
+        best_accuracy, best_valid_loss = checkpoint["best_valid_accuracy"], checkpoint["best_valid_loss"]
 
     translator = Translator(model, source_vocab, target_vocab, tokenizer, data_config.max_length)
 
     def snapshot(epoch: int) -> dict:
         return {
-            "model_config": model_config.to_dict(),
-            "data_config": asdict(data_config),
+            **translator_checkpoint(translator, data_config),
             "train_config": asdict(train_config),
-            "source_vocab": source_vocab.itos,
-            "target_vocab": target_vocab.itos,
-            "model_state": model.state_dict(),
             "optimizer_state": optimizer.state_dict(),
             "shuffle_rng_state": generator.get_state(),
             "torch_rng_state": torch.get_rng_state(),
             "history": asdict(history),
             "epoch": epoch,
             "best_valid_accuracy": best_accuracy,
+            "best_valid_loss": best_valid_loss,
         }
 
     for epoch in range(first_epoch, train_config.epochs + 1):
@@ -325,9 +333,10 @@ def train(
         history.train_loss.append(train_loss)
         history.valid_loss.append(valid_loss)
         history.valid_accuracy.append(accuracy)
-        improved = accuracy > best_accuracy
+        # Exact match is coarse early on (often 0 for several epochs); the loss breaks its ties.
+        improved = (accuracy, -valid_loss) > (best_accuracy, -best_valid_loss)
         if improved:
-            best_accuracy = accuracy
+            best_accuracy, best_valid_loss = accuracy, valid_loss
         if show_progress:
             tqdm.write(
                 f"epoch {epoch}: train loss {train_loss:.4f}, valid loss {valid_loss:.4f}, "
