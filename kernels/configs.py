@@ -16,6 +16,7 @@ Variants:
 
 from dataclasses import dataclass
 
+import torch
 import triton
 
 BLOCK_B = 16
@@ -38,8 +39,14 @@ class ScanPlan:
         return 1 if self.variant == "persistent" else seq_len
 
 
-def plan_scan(hidden_size: int) -> ScanPlan:
-    """Tile sizes and variant for a scan with this hidden size (the same plan for forward and backward)."""
+def plan_scan(hidden_size: int, dtype: torch.dtype) -> ScanPlan:
+    """Tile sizes and variant for a scan of this hidden size and dtype (the same plan for forward and
+    backward, so one table describes both)."""
     tile = min(64, max(16, triton.next_power_of_2(hidden_size)))
     variant = "persistent" if hidden_size <= PERSISTENT_MAX_HIDDEN else "step"
-    return ScanPlan(variant=variant, block_b=BLOCK_B, block_n=tile, block_k=min(32, tile), num_warps=4)
+    # 8 warps at the widest tile keep the four gate accumulators and the weight tiles in registers
+    # without spills (sm_80/sm_90, fp32 and bf16); narrower tiles spill less with 4.
+    # fp32 operands take twice the registers of 16-bit ones: a shorter K step keeps them spill-free.
+    num_warps = 8 if tile == 64 else 4
+    block_k = min(16 if dtype == torch.float32 else 32, tile)
+    return ScanPlan(variant=variant, block_b=BLOCK_B, block_n=tile, block_k=block_k, num_warps=num_warps)

@@ -296,16 +296,25 @@ def _lstm_bwd_step_kernel(
     )  # fmt: skip
 
 
+# Every kernel the planner can launch, by (pass, variant), with its fp32 pointer arguments.
+SCAN_KERNELS = {
+    ("forward", "persistent"): (_lstm_fwd_persistent_kernel, frozenset({"c_all_ptr"})),
+    ("forward", "step"): (_lstm_fwd_step_kernel, frozenset({"c_all_ptr"})),
+    ("backward", "persistent"): (_lstm_bwd_persistent_kernel, frozenset({"c_all_ptr", "dh_ptr", "dc_ptr"})),
+    ("backward", "step"): (_lstm_bwd_step_kernel, frozenset({"c_all_ptr", "dh_ptr", "dc_ptr"})),
+}
+
+
 def lstm_scan_fwd(
     gates: torch.Tensor, w_hh: torch.Tensor, h_all: torch.Tensor, c_all: torch.Tensor, reverse: bool, training: bool
 ) -> None:
     """Runs the recurrence over gates [T, B, 4H] (overwritten with activated gates when training),
     filling the slots of h_all [T + 1, B, H] and c_all [c_slots, B, H] (fp32)."""
     seq_len, batch, hidden = h_all.shape[0] - 1, h_all.shape[1], h_all.shape[2]
-    plan = plan_scan(hidden)
+    plan = plan_scan(hidden, gates.dtype)
     launch_scan(
         plan,
-        _lstm_fwd_persistent_kernel if plan.variant == "persistent" else _lstm_fwd_step_kernel,
+        SCAN_KERNELS["forward", plan.variant][0],
         (gates, w_hh, h_all, c_all),
         seq_len,
         batch,
@@ -326,10 +335,10 @@ def lstm_scan_bwd(
     """Backward through time: fills dgates_all [T + 1, B, 4H] (its zero slot already cleared) and turns
     dc [B, H] (fp32) from dc_n into dc_0."""
     seq_len, batch, hidden = dh.shape
-    plan = plan_scan(hidden)
+    plan = plan_scan(hidden, gates.dtype)
     launch_scan(
         plan,
-        _lstm_bwd_persistent_kernel if plan.variant == "persistent" else _lstm_bwd_step_kernel,
+        SCAN_KERNELS["backward", plan.variant][0],
         (dgates_all, gates, w_hh, c_all, dh, dc),
         seq_len,
         batch,

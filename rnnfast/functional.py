@@ -9,6 +9,7 @@ import importlib.util
 import os
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from . import reference
 
@@ -90,6 +91,7 @@ class LSTMScan(torch.autograd.Function):
         return y, h_all[last_slot].clone(), c_all[last_slot % c_all.shape[0]].to(x.dtype)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, dy, dh_n, dc_n):
         x2d, w_ih, w_hh, h_all, c_all, gates = ctx.saved_tensors
         seq_len, batch, hidden = h_all.shape[0] - 1, h_all.shape[1], h_all.shape[2]
@@ -118,13 +120,13 @@ class LSTMScan(torch.autograd.Function):
 
 def _projection_grads(ctx, x2d, w_ih, w_hh, h_all, dgates, reverse):
     """dx, dh0 and the weight and bias gradients from the gate pre-activation gradients [T, B, G*H]."""
-    seq_len, batch, gate_width = dgates.shape
+    seq_len, batch, _ = dgates.shape
     needs = ctx.needs_input_grad
-    dgates2d = dgates.reshape(seq_len * batch, gate_width)
-    dx = (dgates2d @ w_ih).view(seq_len, batch, -1) if needs[0] else None
+    dgates2d = dgates.flatten(0, 1)
+    dx = (dgates2d @ w_ih).view(seq_len, batch, w_ih.shape[1]) if needs[0] else None
     dh0 = dgates[seq_len - 1 if reverse else 0] @ w_hh if needs[1] else None
     dw_ih = dgates2d.t() @ x2d if needs[3] else None
     h_prev = h_all[1:] if reverse else h_all[:seq_len]
-    dw_hh = dgates2d.t() @ h_prev.reshape(seq_len * batch, -1) if needs[4] else None
+    dw_hh = dgates2d.t() @ h_prev.flatten(0, 1) if needs[4] else None
     dbias = dgates2d.sum(0) if ctx.has_bias and (needs[5] or needs[6]) else None
     return dx, dh0, dw_ih, dw_hh, dbias

@@ -5,12 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-pytest.importorskip("num2words")
-pytest.importorskip("sacrebleu")
-
-import rnnfast  # noqa: E402
-from rnnfast.seq2seq.__main__ import main  # noqa: E402
-from rnnfast.seq2seq.data import (  # noqa: E402
+import rnnfast
+from rnnfast.seq2seq.__main__ import main
+from rnnfast.seq2seq.data import (
     EOS_ID,
     PAD_ID,
     Pair,
@@ -23,15 +20,15 @@ from rnnfast.seq2seq.data import (  # noqa: E402
     read_tsv,
     tokenize,
 )
-from rnnfast.seq2seq.decoding import beam_search, greedy_decode  # noqa: E402
-from rnnfast.seq2seq.model import (  # noqa: E402
+from rnnfast.seq2seq.decoding import beam_search, greedy_decode
+from rnnfast.seq2seq.model import (
     Seq2Seq,
     Seq2SeqConfig,
     recurrent_layer,
     reverse_within_lengths,
     sequence_loss,
 )
-from rnnfast.seq2seq.training import (  # noqa: E402
+from rnnfast.seq2seq.training import (
     DataConfig,
     TrainConfig,
     Translator,
@@ -41,6 +38,9 @@ from rnnfast.seq2seq.training import (  # noqa: E402
     translator_checkpoint,
     translator_from_checkpoint,
 )
+
+pytest.importorskip("num2words")
+pytest.importorskip("sacrebleu")
 
 MEMORISED = [
     ("un", "one"),
@@ -61,7 +61,7 @@ def tokenized(pairs: list[tuple[str, str]]) -> list[TokenizedPair]:
 
 
 def tiny_model(source_vocab_size: int, target_vocab_size: int, **overrides) -> Seq2Seq:
-    config = dict(embedding_size=16, hidden_size=24, cell_impl="torch")
+    config = {"embedding_size": 16, "hidden_size": 24, "cell_impl": "torch"}
     config.update(overrides)
     return Seq2Seq(Seq2SeqConfig(source_vocab_size, target_vocab_size, **config))
 

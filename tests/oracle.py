@@ -1,0 +1,66 @@
+"""Comparison of an rnnfast module against its torch.nn twin: outputs, final states and every gradient."""
+
+import torch
+
+# Largest error allowed, relative to the largest magnitude of the expected tensor (at least 1).
+# fp32 is compared with torch.nn in fp32; fp16/bf16 with torch.nn in fp32 on the same rounded inputs
+# and weights, so the error is that of storing h, the gates and their gradients in 16 bits.
+TOLERANCE = {
+    torch.float64: 1e-10,
+    torch.float32: 1e-5,
+    torch.float16: 1e-2,
+    torch.bfloat16: 4e-2,
+}
+
+
+def assert_matches(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype, what: str) -> None:
+    assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    error = (actual.double() - expected.double()).abs().max().item() if expected.numel() else 0.0
+    scale = max(1.0, expected.double().abs().max().item() if expected.numel() else 0.0)
+    assert error <= TOLERANCE[dtype] * scale, f"{what}: max error {error:.3g} (scale {scale:.3g}) for {dtype}"
+
+
+def _flatten_state(state) -> list[torch.Tensor]:
+    return list(state) if isinstance(state, tuple) else [state]
+
+
+def compare_with_torch(
+    module, reference, x: torch.Tensor, hx=None, dtype: torch.dtype = torch.float32, grad_output=None
+) -> None:
+    """Runs `reference` (torch.nn, fp32/fp64) and `module` (rnnfast, in `dtype`, same state_dict) on the
+    same inputs and compares output, final states and the gradients of input, hx and every parameter.
+
+    x and hx are given in the reference's dtype; grad_output (any layout) defaults to random.
+    """
+    ref_inputs = [x.detach().requires_grad_()]
+    ref_state = None if hx is None else tuple(h.detach().requires_grad_() for h in _flatten_state(hx))
+    ref_out, ref_final = reference(ref_inputs[0], _as_state(ref_state, hx))
+
+    inputs = [x.detach().to(dtype).requires_grad_()]
+    state = None if hx is None else tuple(h.detach().to(dtype).requires_grad_() for h in _flatten_state(hx))
+    out, final = module(inputs[0], _as_state(state, hx))
+
+    assert out.dtype == dtype
+    assert_matches(out, ref_out, dtype, "output")
+    for i, (mine, theirs) in enumerate(zip(_flatten_state(final), _flatten_state(ref_final))):
+        assert_matches(mine, theirs, dtype, f"final state {i}")
+
+    if grad_output is None:
+        grad_output = torch.randn_like(ref_out)
+    # Gradients are handed to autograd as they are: a strided grad_output reaches the backward strided.
+    final_grads = [torch.randn_like(f) for f in _flatten_state(ref_final)]
+    ref_leaves = ref_inputs + list(ref_state or ()) + list(reference.parameters())
+    leaves = inputs + list(state or ()) + list(module.parameters())
+    ref_grads = torch.autograd.grad([ref_out, *_flatten_state(ref_final)], ref_leaves, [grad_output, *final_grads])
+    grads = torch.autograd.grad(
+        [out, *_flatten_state(final)], leaves, [grad_output.to(dtype), *(g.to(dtype) for g in final_grads)]
+    )
+    names = ["input"] + [f"hx[{i}]" for i in range(len(state or ()))] + [n for n, _ in module.named_parameters()]
+    for name, mine, theirs in zip(names, grads, ref_grads):
+        assert_matches(mine, theirs, dtype, f"grad of {name}")
+
+
+def _as_state(tensors, like):
+    if tensors is None:
+        return None
+    return tensors if isinstance(like, tuple) else tensors[0]
