@@ -1,13 +1,19 @@
 """Compiling the planner's kernels for real GPUs on a machine without one, and reading their resources.
 
 triton.compile with a GPUTarget produces PTX and a cubin offline; the cuobjdump shipped inside triton
-reports registers per thread and stack bytes (spills to local memory) of the cubin.
+reports registers per thread and stack bytes (spills to local memory) of the cubin. Under
+TRITON_INTERPRET=1 kernels are interpreter objects that cannot be compiled, so `planned_kernel_report`
+then runs itself in a subprocess without the interpreter (`python -m rnnfast.kernels.hardware`).
 """
 
+import dataclasses
 import functools
+import importlib
+import json
 import os
 import re
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 
@@ -16,9 +22,11 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from .configs import MAX_REGISTERS_PER_THREAD, SHARED_MEMORY_LIMIT, ScanPlan
+from .configs import MAX_REGISTERS_PER_THREAD, SHARED_MEMORY_LIMIT, ScanPlan, plan_scan
+from .launch import interpreting
 
 _TRITON_DTYPE = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+_TORCH_DTYPE = {name: dtype for dtype, name in _TRITON_DTYPE.items()}
 
 
 @dataclass(frozen=True)
@@ -68,3 +76,53 @@ def compile_scan_kernel(
     values.update(constexprs)
     values = {name: value for name, value in values.items() if name in signature}
     return _compile(kernel, tuple(signature.items()), tuple(sorted(values.items())), plan.num_warps, arch)
+
+
+def planned_kernel_report(cells: list[str], hidden_sizes: list[int], dtypes: list[torch.dtype], archs: list[int]) -> list[dict]:
+    """One row per distinct kernel launch the planner can make for these cells (module names in
+    rnnfast.kernels, e.g. "lstm"), hidden sizes and dtypes, compiled for each arch: the plan, the hidden
+    sizes that map to it, and registers, spill bytes, shared memory and whether it fits the hardware."""
+    request = dict(cells=cells, hidden_sizes=hidden_sizes, dtypes=[_TRITON_DTYPE[d] for d in dtypes], archs=archs)
+    if interpreting():
+        env = {name: value for name, value in os.environ.items() if name != "TRITON_INTERPRET"}
+        result = subprocess.run(
+            [sys.executable, "-m", "rnnfast.kernels.hardware"],
+            input=json.dumps(request), capture_output=True, text=True, env=env, check=True,
+        )  # fmt: skip
+        return json.loads(result.stdout)
+    return _report(**request)
+
+
+def _report(cells, hidden_sizes, dtypes, archs) -> list[dict]:
+    rows = []
+    for cell in cells:
+        scan_kernels = importlib.import_module(f"{__package__}.{cell}").SCAN_KERNELS
+        for dtype_name in dtypes:
+            dtype = _TORCH_DTYPE[dtype_name]
+            launches = {}
+            for hidden in hidden_sizes:
+                plan = plan_scan(hidden, dtype)
+                for (scan_pass, variant), (kernel, fp32_pointers) in scan_kernels.items():
+                    if variant != plan.variant:
+                        continue
+                    trainings = (True, False) if scan_pass == "forward" else (None,)
+                    for reverse in (0, 1):
+                        for training in trainings:
+                            constexprs = dict(REVERSE=reverse)
+                            if training is not None:
+                                constexprs["TRAINING"] = training
+                            key = (plan, scan_pass, tuple(constexprs.items()))
+                            launches.setdefault(key, (kernel, fp32_pointers, []))[2].append(hidden)
+            for (plan, scan_pass, constexprs), (kernel, fp32_pointers, hiddens) in launches.items():
+                for arch in archs:
+                    resources = compile_scan_kernel(kernel, fp32_pointers, plan, dtype, arch, **dict(constexprs))
+                    rows.append(dict(
+                        cell=cell, dtype=dtype_name, arch=arch, scan_pass=scan_pass, kernel=kernel.__name__,
+                        constexprs=dict(constexprs), hidden_sizes=hiddens, plan=dataclasses.asdict(plan),
+                        **dataclasses.asdict(resources), fits=resources.fits(arch),
+                    ))  # fmt: skip
+    return rows
+
+
+if __name__ == "__main__":
+    json.dump(_report(**json.load(sys.stdin)), sys.stdout)
