@@ -298,7 +298,15 @@ def test_checkpoint_round_trip_gives_identical_translations(memorised_translator
         assert restored.translate(sources, beam_size) == memorised_translator.translate(sources, beam_size)
 
 
-def test_command_line_train_resume_evaluate_translate(tmp_path, capsys):
+@pytest.fixture
+def keep_thread_count():
+    """The command line sets torch's thread count for the whole process; later tests get it back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_command_line_train_resume_evaluate_translate(tmp_path, capsys, keep_thread_count):
     common = ["--max-number", "99", "--hidden-size", "16", "--embedding-size", "8", "--batch-size", "32"]
     common += ["--cell-impl", "torch", "--device", "cpu"]
     main(["train", *common, "--epochs", "2", "--output-dir", str(tmp_path / "straight")])

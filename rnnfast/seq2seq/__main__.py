@@ -34,8 +34,9 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads",
         type=int,
-        default=None,
-        help="torch.set_num_threads for CPU runs (default: torch's choice)",
+        default=1,
+        help="torch.set_num_threads; the default model gains little from more threads on CPU, "
+        "and threads competing for busy cores stall it",
     )
 
 
@@ -173,7 +174,13 @@ def run_train(args: argparse.Namespace) -> None:
         seed=args.seed,
     )
     start = time.perf_counter()
-    best = train(model_config, data_config, train_config, args.output_dir, args.device, args.resume)
+    try:
+        best = train(model_config, data_config, train_config, args.output_dir, args.device, args.resume)
+    except KeyboardInterrupt:
+        raise SystemExit(
+            f"interrupted; checkpoints already in {args.output_dir}/ are intact "
+            f"(continue with --resume {args.output_dir}/last.pt)"
+        ) from None
     translator = translator_from_checkpoint(best, args.device)
     data_config = DataConfig(**best["data_config"])
     test_pairs = tokenize_pairs(data_config.load_splits().test, data_config.source_tokenizer)
@@ -211,8 +218,7 @@ def run_translate(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
     if args.command in ("evaluate", "translate") and not Path(args.checkpoint).is_file():
         raise SystemExit(f"no checkpoint at {args.checkpoint}; train first or pass --checkpoint")
     {"train": run_train, "evaluate": run_evaluate, "translate": run_translate}[args.command](args)

@@ -52,7 +52,7 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 20
+    epochs: int = 10
     batch_size: int = 64
     learning_rate: float = 2e-3
     gradient_clip: float = 1.0
