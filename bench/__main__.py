@@ -1,0 +1,89 @@
+"""python -m bench [options]: rnnfast against torch.nn.  python -m bench report [options]: hardware report."""
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from .cases import CELLS, GRIDS, MODES
+from .providers import PROVIDER_NAMES, PROVIDERS
+from .results import (
+    footnotes,
+    format_text,
+    run_metadata,
+    table_columns,
+    table_rows,
+    write_all,
+)
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def bench_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Time and memory of rnnfast's layers against torch.nn. `python -m bench report` prints "
+        "the planner's kernel choices and their compiled resources instead.",
+    )
+    grid = parser.add_mutually_exclusive_group()
+    grid.add_argument("--smoke", action="store_true", help="tiny grid in seconds; writes files only with --out")
+    grid.add_argument("--full", action="store_true", help="the large grid, meant for a GPU")
+    parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available, else cpu")
+    parser.add_argument("--cell", action="append", choices=CELLS, help="only this cell (repeatable)")
+    parser.add_argument("--mode", action="append", choices=MODES, help="only this mode (repeatable)")
+    parser.add_argument("--provider", action="append", choices=PROVIDER_NAMES, help="only this provider (repeatable)")
+    parser.add_argument("--min-run-time", type=float, help="CPU: seconds of timed runs per measurement (default "
+                        "0.5; 0.01 with --smoke); slow calls get at least 5 runs")  # fmt: skip
+    parser.add_argument(
+        "--out", type=Path, help=f"folder for CSV/JSON/markdown/PNG (default {RESULTS}, none with --smoke)"
+    )
+    return parser
+
+
+def main_bench(argv: list[str]) -> int:
+    args = bench_parser().parse_args(argv)
+    from .run import run_grid
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("--device cuda: CUDA is not available", file=sys.stderr)
+        return 2
+    grid_name = "smoke" if args.smoke else "full" if args.full else "default"
+    cases = [case for case in GRIDS[grid_name]() if args.cell is None or case.cell in args.cell]
+    modes = [mode for mode in MODES if args.mode is None or mode in args.mode]
+    providers = [p for p in PROVIDERS if args.provider is None or p.name in args.provider]
+    min_run_time = args.min_run_time if args.min_run_time is not None else 0.01 if args.smoke else 0.5
+
+    metadata = run_metadata(device, argv)
+    print(f"{metadata['command']}\n{metadata['device_name']}, torch {metadata['torch']} "
+          f"({metadata['torch_num_threads']} threads), triton {metadata['triton']}, rnnfast {metadata['rnnfast']}")  # fmt: skip
+    rows = run_grid(cases, providers, modes, device, min_run_time)
+
+    # A provider skipped on every case (rnnfast-triton on a CPU) gets a footnote, not empty columns.
+    names = [p.name for p in providers if any(row["provider"] == p.name and row["status"] != "skipped" for row in rows)]
+    print(format_text(table_columns(names, device.type == "cuda"), table_rows(rows, names, device.type == "cuda")))
+    for note in footnotes(rows):
+        print(f"  {note}")
+
+    out = args.out if args.out is not None or args.smoke else RESULTS
+    if out is not None:
+        filters = [*(args.cell or []), *(args.mode or []), *(args.provider or [])]
+        stem = "-".join([device.type, grid_name, *filters]).replace("+", "_")
+        for path in write_all(rows, metadata, names, out, stem):
+            print(f"wrote {path}")
+    errors = [row for row in rows if row["status"] == "error"]
+    return 1 if errors else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["report"]:
+        from .report import main_report
+
+        return main_report(argv[1:])
+    return main_bench(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""What is measured: one Case per layer configuration, and the grids that list them."""
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import torch
+
+CELLS = ("lstm", "gru", "rnn")
+MODES = ("inference", "forward", "forward+backward")
+DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+
+
+@dataclass(frozen=True)
+class Case:
+    cell: str
+    batch: int
+    seq_len: int
+    input_size: int
+    hidden_size: int
+    num_layers: int = 1
+    bidirectional: bool = False
+    dtype: torch.dtype = torch.float32
+    # Too slow for the CPU (a GPU reference point); CPU runs list it as skipped.
+    gpu_only: bool = False
+    # Which sweeps (plot axes) the case belongs to: "hidden", "seq"; not part of its identity.
+    sweeps: frozenset[str] = field(default=frozenset(), compare=False)
+
+    @property
+    def name(self) -> str:
+        parts = [self.cell, f"B{self.batch}", f"T{self.seq_len}", f"I{self.input_size}", f"H{self.hidden_size}"]
+        if self.num_layers > 1:
+            parts.append(f"layers{self.num_layers}")
+        if self.bidirectional:
+            parts.append("bidir")
+        parts.append(DTYPE_NAMES[self.dtype])
+        return "-".join(parts)
+
+
+def _merge(cases: Iterable[Case]) -> list[Case]:
+    """Drops repeated cases (keeping the first position) and unions their sweeps."""
+    merged: dict[Case, Case] = {}
+    for case in cases:
+        if case in merged:
+            previous = merged[case]
+            merged[case] = Case(**{**previous.__dict__, "sweeps": previous.sweeps | case.sweeps})
+        else:
+            merged[case] = case
+    return list(merged.values())
+
+
+def _hidden_sweep(cell: str, batch: int, seq_len: int, hidden_sizes: Iterable[int], dtype=torch.float32):
+    return [Case(cell, batch, seq_len, h, h, dtype=dtype, sweeps=frozenset({"hidden"})) for h in hidden_sizes]
+
+
+def _seq_sweep(cell: str, batch: int, hidden: int, seq_lens: Iterable[int], dtype=torch.float32):
+    return [Case(cell, batch, t, hidden, hidden, dtype=dtype, sweeps=frozenset({"seq"})) for t in seq_lens]
+
+
+HIDDEN_SIZES = (64, 128, 256, 512, 1024)
+# FlashRNN's and cuDNN's LSTM reference point: far too slow for a CPU.
+FLASHRNN_CASE = Case("lstm", 16, 1024, 768, 768, dtype=torch.bfloat16, gpu_only=True)
+
+
+def smoke_grid() -> list[Case]:
+    """Every cell at toy sizes, plus a stacked bidirectional layer: runs in seconds."""
+    cases = [Case(cell, 2, 5, 8, 16) for cell in CELLS]
+    cases.append(Case("lstm", 2, 5, 8, 16, num_layers=2, bidirectional=True))
+    return cases
+
+
+def default_grid() -> list[Case]:
+    """Sized for a few minutes on a 2-core CPU: the LSTM sweeps at batch 16, the B64 T100 256 reference
+    point for every cell, small batches, a stacked bidirectional layer, and the GPU-only FlashRNN point."""
+    cases = [Case(cell, 64, 100, 256, 256) for cell in CELLS]
+    cases += _hidden_sweep("lstm", 16, 100, HIDDEN_SIZES)
+    cases += _seq_sweep("lstm", 16, 256, (25, 50, 100, 200, 400))
+    cases += [Case("lstm", batch, 100, 256, 256) for batch in (1, 8)]
+    cases += [Case("lstm", 16, 100, 256, 256, num_layers=2, bidirectional=True)]
+    cases.append(FLASHRNN_CASE)
+    return _merge(cases)
+
+
+def full_grid() -> list[Case]:
+    """The GPU grid: every cell over hidden size and sequence length in fp32 and bf16, fp16 at the
+    reference point, small batches, stacked and bidirectional layers, and the FlashRNN point."""
+    cases = []
+    for cell in CELLS:
+        for dtype in (torch.float32, torch.bfloat16):
+            cases += _hidden_sweep(cell, 64, 100, HIDDEN_SIZES, dtype)
+            cases += _seq_sweep(cell, 64, 256, (50, 100, 200, 500, 1000, 2000), dtype)
+            cases += [Case(cell, batch, 100, 256, 256, dtype=dtype) for batch in (1, 8, 256)]
+            cases += [Case(cell, 64, 100, 256, 256, dtype=dtype, num_layers=layers, bidirectional=bidir)
+                      for layers in (1, 2, 4) for bidir in (False, True)]  # fmt: skip
+        cases.append(Case(cell, 64, 100, 256, 256, dtype=torch.float16))
+        cases += [Case(cell, batch, 1024, 768, 768, dtype=torch.bfloat16) for batch in (1, 8)]
+    cases.append(FLASHRNN_CASE)
+    return _merge(cases)
+
+
+GRIDS = {"smoke": smoke_grid, "default": default_grid, "full": full_grid}
+
+
+def make_inputs(case: Case, device: torch.device) -> torch.Tensor:
+    """The input sequence of a case, batch_first [B, T, I] (the one place inputs are built)."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(case.batch, case.seq_len, case.input_size, generator=generator)
+    return x.to(device=device, dtype=case.dtype)

@@ -1,0 +1,74 @@
+"""Time and memory of one callable: medians with quantiles, bytes saved for backward, CUDA peak memory."""
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+from torch.utils import benchmark
+
+QUANTILES = (0.5, 0.2, 0.8)
+# Below this many timed runs a p20/p80 says little: slow statements get a longer measuring window.
+MIN_SAMPLES = 5
+
+
+@dataclass(frozen=True)
+class Timing:
+    median_ms: float
+    p20_ms: float
+    p80_ms: float
+    samples: int | None  # timed runs (None where do_bench does not say)
+
+
+def time_cpu(fn: Callable[[], object], min_run_time: float) -> Timing:
+    """torch.utils.benchmark's blocked_autorange with torch's own thread count (Timer defaults to one)."""
+    fn()  # warm-up: the first call pays one-time costs (allocator, kernel selection)
+    start = time.perf_counter()
+    fn()
+    estimate = time.perf_counter() - start
+    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+    measurement = timer.blocked_autorange(min_run_time=max(min_run_time, MIN_SAMPLES * estimate))
+    times = torch.tensor(measurement.times, dtype=torch.float64)
+    median, p20, p80 = times.quantile(torch.tensor(QUANTILES, dtype=torch.float64)).tolist()
+    return Timing(median * 1e3, p20 * 1e3, p80 * 1e3, len(measurement.times))
+
+
+def time_cuda(fn: Callable[[], object], warmup_ms: int = 25, rep_ms: int = 100) -> Timing:
+    """triton.testing.do_bench: warm-up, L2 flush between runs, CUDA-event timings."""
+    from triton.testing import do_bench
+
+    median, p20, p80 = do_bench(fn, warmup=warmup_ms, rep=rep_ms, quantiles=list(QUANTILES))
+    return Timing(median, p20, p80, None)
+
+
+def _storage_key(tensor: torch.Tensor) -> tuple:
+    storage = tensor.untyped_storage()
+    return tensor.device, storage.data_ptr(), storage.nbytes()
+
+
+def saved_tensor_bytes(fn: Callable[[], object], exclude: Iterable[torch.Tensor] = ()) -> int:
+    """Bytes of the distinct storages autograd saves for backward while `fn` runs, leaving out the storages
+    of `exclude` (inputs and parameters, which exist with or without autograd). Views of one storage count
+    once, at the storage's full size."""
+    excluded = {_storage_key(tensor) for tensor in exclude}
+    saved: set[tuple] = set()
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        key = _storage_key(tensor)
+        if key not in excluded:
+            saved.add(key)
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        fn()
+    return sum(nbytes for _, _, nbytes in saved)
+
+
+def cuda_peak_bytes(fn: Callable[[], object], device: torch.device) -> int:
+    """Peak memory allocated on `device` while `fn` runs, above what was allocated before it."""
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    fn()
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device) - before
