@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 
 from .data import EOS_ID, SOS_ID
-from .model import Seq2Seq
+from .model import EncodedSource, Seq2Seq, map_state
 
 
 @torch.no_grad()
@@ -55,7 +57,7 @@ def beam_search(
     return results
 
 
-def _beam_search_one(model: Seq2Seq, sentence, beam_size: int, max_length: int) -> list[int]:
+def _beam_search_one(model: Seq2Seq, sentence: EncodedSource, beam_size: int, max_length: int) -> list[int]:
     device = sentence.memory.device
     live_tokens: list[list[int]] = [[]]
     live_scores = torch.zeros(1, device=device)
@@ -89,7 +91,7 @@ def _beam_search_one(model: Seq2Seq, sentence, beam_size: int, max_length: int) 
         live_tokens = [live_tokens[beam] + [token] for beam, token in zip(kept_beams, kept_tokens)]
         live_scores = torch.tensor(kept_scores, device=device)
         kept = torch.tensor(kept_beams, device=device)
-        state = tuple(part[:, kept] for part in state) if isinstance(state, tuple) else state[:, kept]
+        state = map_state(partial(torch.index_select, dim=1, index=kept), state)
         step_input = torch.tensor(kept_tokens, device=device).unsqueeze(1)
     else:
         finished.extend(zip(live_scores.tolist(), live_tokens))

@@ -6,12 +6,13 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 
 from .data import (
+    PAD_ID,
     Splits,
     TokenizedPair,
     Vocabulary,
@@ -134,7 +135,7 @@ def average_loss(translator: Translator, pairs: Sequence[TokenizedPair], batch_s
         batch = batch.to(device)
         logits = model(batch.source, batch.source_lengths, batch.decoder_input)
         total += sequence_loss(logits, batch.decoder_target, reduction="sum").item()
-        tokens += int((batch.decoder_target != 0).sum())
+        tokens += int((batch.decoder_target != PAD_ID).sum())
     return total / max(tokens, 1)
 
 
@@ -181,8 +182,8 @@ def translator_from_checkpoint(
     data_config = DataConfig(**checkpoint["data_config"])
     return Translator(
         model,
-        Vocabulary(checkpoint["source_vocab"][4:]),
-        Vocabulary(checkpoint["target_vocab"][4:]),
+        Vocabulary(checkpoint["source_vocab"]),
+        Vocabulary(checkpoint["target_vocab"]),
         data_config.source_tokenizer,
         data_config.max_length,
     )
@@ -230,7 +231,7 @@ def train_epoch(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.gradient_clip)
         optimizer.step()
-        target_tokens = int((batch.decoder_target != 0).sum())
+        target_tokens = int((batch.decoder_target != PAD_ID).sum())
         total_loss += loss.item() * target_tokens
         total_tokens += target_tokens
         seen_tokens += target_tokens + int(batch.source_lengths.sum())
@@ -259,7 +260,7 @@ def train(
     from tqdm import tqdm
 
     output_dir = Path(output_dir)
-    checkpoint = load_checkpoint(resume, device) if resume is not None else None
+    checkpoint = load_checkpoint(resume) if resume is not None else None
     if checkpoint is not None:
         data_config = DataConfig(**checkpoint["data_config"])
         epochs = train_config.epochs
@@ -274,14 +275,15 @@ def train(
         raise ValueError("no training or validation pairs left after the max-length filter")
 
     if checkpoint is not None:
-        source_vocab = Vocabulary(checkpoint["source_vocab"][4:])
-        target_vocab = Vocabulary(checkpoint["target_vocab"][4:])
+        source_vocab = Vocabulary(checkpoint["source_vocab"])
+        target_vocab = Vocabulary(checkpoint["target_vocab"])
         model_config = Seq2SeqConfig(**checkpoint["model_config"])
     else:
         source_vocab = Vocabulary.build((p.source for p in train_pairs), data_config.min_freq)
         target_vocab = Vocabulary.build((p.target for p in train_pairs), data_config.min_freq)
-        model_config.source_vocab_size = len(source_vocab)
-        model_config.target_vocab_size = len(target_vocab)
+        model_config = replace(
+            model_config, source_vocab_size=len(source_vocab), target_vocab_size=len(target_vocab)
+        )
 
     model = Seq2Seq(model_config).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=train_config.learning_rate)
