@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 
@@ -26,6 +27,8 @@ _GLUED_LEFT = re.compile(r" ([,.!?;:%)\]}])")
 _GLUED_RIGHT = re.compile(r"([(\[{]) ")
 
 TOKENIZERS = ("words", "chars")
+
+T = TypeVar("T")
 
 
 def tokenize(text: str, tokenizer: str = "words") -> list[str]:
@@ -130,17 +133,17 @@ def read_tsv(path: str | Path) -> list[Pair]:
     return pairs
 
 
+def shuffled_split(items: Sequence[T]) -> tuple[list[T], list[T], list[T]]:
+    """`items` in a fixed shuffled order, cut 80/10/10 into train / validation / test."""
+    shuffled = list(items)
+    random.Random(SPLIT_SEED).shuffle(shuffled)
+    train_end = int(len(shuffled) * SPLIT_FRACTIONS[0])
+    valid_end = train_end + int(len(shuffled) * SPLIT_FRACTIONS[1])
+    return shuffled[:train_end], shuffled[train_end:valid_end], shuffled[valid_end:]
+
+
 def split_pairs(pairs: Sequence[Pair]) -> Splits:
-    """Deterministic 80/10/10 train/validation/test split of `pairs` in a fixed shuffled order."""
-    order = list(range(len(pairs)))
-    random.Random(SPLIT_SEED).shuffle(order)
-    train_end = int(len(order) * SPLIT_FRACTIONS[0])
-    valid_end = train_end + int(len(order) * SPLIT_FRACTIONS[1])
-    return Splits(
-        train=[pairs[i] for i in order[:train_end]],
-        valid=[pairs[i] for i in order[train_end:valid_end]],
-        test=[pairs[i] for i in order[valid_end:]],
-    )
+    return Splits(*shuffled_split(pairs))
 
 
 NUMBER_PAIRS = {"fr-en": ("fr", "en"), "ko-en": ("ko", "en")}
@@ -148,11 +151,7 @@ NUMBER_PAIRS = {"fr-en": ("fr", "en"), "ko-en": ("ko", "en")}
 
 def number_split(max_number: int) -> tuple[list[int], list[int], list[int]]:
     """The numbers 0..max_number split into train / validation / test, disjoint by construction."""
-    order = list(range(max_number + 1))
-    random.Random(SPLIT_SEED).shuffle(order)
-    train_end = int(len(order) * SPLIT_FRACTIONS[0])
-    valid_end = train_end + int(len(order) * SPLIT_FRACTIONS[1])
-    return order[:train_end], order[train_end:valid_end], order[valid_end:]
+    return shuffled_split(range(max_number + 1))
 
 
 def number_pairs(pair: str, max_number: int) -> Splits:
