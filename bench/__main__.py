@@ -1,6 +1,7 @@
 """python -m bench [options]: rnnfast against torch.nn.  python -m bench report [options]: hardware report."""
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -59,6 +60,7 @@ def main_bench(argv: list[str]) -> int:
     print(f"{metadata['command']}\n{metadata['device_name']}, torch {metadata['torch']} "
           f"({metadata['torch_num_threads']} threads), triton {metadata['triton']}, rnnfast {metadata['rnnfast']}")  # fmt: skip
     rows = run_grid(cases, providers, modes, device, min_run_time)
+    metadata["load_average_after"] = [round(load, 2) for load in os.getloadavg()]
 
     # A provider skipped on every case (rnnfast-triton on a CPU) gets a footnote, not empty columns.
     names = [p.name for p in providers if any(row["provider"] == p.name and row["status"] != "skipped" for row in rows)]

@@ -22,9 +22,8 @@ class Timing:
 
 def time_cpu(fn: Callable[[], object], min_run_time: float) -> Timing:
     """torch.utils.benchmark's blocked_autorange with torch's own thread count (Timer defaults to one)."""
-    fn()  # warm-up: the first call pays one-time costs (allocator, kernel selection)
     start = time.perf_counter()
-    fn()
+    fn()  # warm-up (blocked_autorange warms up again while sizing its blocks), and an upper bound on a run
     estimate = time.perf_counter() - start
     timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
     measurement = timer.blocked_autorange(min_run_time=max(min_run_time, MIN_SAMPLES * estimate))

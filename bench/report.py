@@ -27,8 +27,8 @@ SEQ_LEN = 1024
 DTYPES = {name: dtype for dtype, name in DTYPE_NAMES.items()}
 # The kernels one layer-direction launches, as (label, pass, constexprs for both directions).
 KERNELS = (
-    ("forward (training)", "forward", ({"REVERSE": 0, "TRAINING": True}, {"REVERSE": 1, "TRAINING": True})),
-    ("forward (inference)", "forward", ({"REVERSE": 0, "TRAINING": False}, {"REVERSE": 1, "TRAINING": False})),
+    ("forward-training", "forward", ({"REVERSE": 0, "TRAINING": True}, {"REVERSE": 1, "TRAINING": True})),
+    ("forward-inference", "forward", ({"REVERSE": 0, "TRAINING": False}, {"REVERSE": 1, "TRAINING": False})),
     ("backward", "backward", ({"REVERSE": 0}, {"REVERSE": 1})),
 )
 
@@ -77,7 +77,11 @@ def plan_rows(
 
 
 def resource_rows(
-    scan_kernels: dict[str, dict], dtypes: Sequence[torch.dtype], hidden_sizes: Sequence[int], archs: Sequence[int]
+    scan_kernels: dict[str, dict],
+    dtypes: Sequence[torch.dtype],
+    hidden_sizes: Sequence[int],
+    archs: Sequence[int],
+    kernels: Sequence[tuple] = KERNELS,
 ) -> list[dict]:
     """Compiled resources of each distinct kernel the planner launches, per cell, dtype and arch: the
     larger of the forward-in-time and reversed kernels, and whether both fit."""
@@ -85,14 +89,14 @@ def resource_rows(
     from rnnfast.kernels.configs import plan_scan
 
     rows = []
-    for cell, kernels in scan_kernels.items():
+    for cell, cell_kernels in scan_kernels.items():
         for dtype in dtypes:
             plans: dict = {}
             for hidden in hidden_sizes:
                 plans.setdefault(plan_scan(hidden, dtype), []).append(hidden)
             for plan, hiddens in plans.items():
-                for label, scan_pass, directions in KERNELS:
-                    kernel, fp32_pointers = kernels[scan_pass, plan.variant]
+                for label, scan_pass, directions in kernels:
+                    kernel, fp32_pointers = cell_kernels[scan_pass, plan.variant]
                     for arch in archs:
                         used = [
                             hardware.compile_scan_kernel(kernel, fp32_pointers, plan, dtype, arch, **constexprs)
@@ -179,6 +183,9 @@ def report_parser() -> argparse.ArgumentParser:
     parser.add_argument("--hidden", type=int, nargs="+", default=list(HIDDEN_SIZES), help="hidden sizes")
     parser.add_argument("--batch", type=int, nargs="+", default=list(BATCH_SIZES), help="batch sizes")
     parser.add_argument("--arch", type=int, action="append", choices=ARCHS, help="only this sm_ arch (repeatable)")
+    parser.add_argument(
+        "--kernel", action="append", choices=[label for label, _, _ in KERNELS], help="only this kernel (repeatable)"
+    )
     parser.add_argument("--seq-len", type=int, default=SEQ_LEN, help="T for the launch counts (default %(default)s)")
     parser.add_argument(
         "--out", type=Path, default=RESULTS, help="folder for report.csv, report-kernels.csv, report.md"
@@ -198,7 +205,8 @@ def main_report(argv: list[str]) -> int:
     archs = sorted(args.arch or ARCHS)
 
     plans = plan_rows(list(scan_kernels), dtypes, args.hidden, args.batch, args.seq_len)
-    resources = resource_rows(scan_kernels, dtypes, args.hidden, archs)
+    kernels = [entry for entry in KERNELS if args.kernel is None or entry[0] in args.kernel]
+    resources = resource_rows(scan_kernels, dtypes, args.hidden, archs, kernels)
     summarize(plans, resources, archs)
     plan_columns, plan_lines = _plan_table(plans, args.batch, archs, args.seq_len)
     kernel_columns, kernel_lines = _kernel_table(resources, archs)

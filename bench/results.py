@@ -59,6 +59,8 @@ def run_metadata(device: torch.device, argv: Sequence[str]) -> dict:
         "device": device.type,
         "device_name": device_name(device),
         "torch_num_threads": torch.get_num_threads(),
+        # Other work on the machine inflates CPU timings; the 1/5/15-minute load averages show how much.
+        "load_average": [round(load, 2) for load in os.getloadavg()],
         "cpu_count": os.cpu_count(),
         "torch": torch.__version__,
         "triton": _version("triton"),
@@ -173,7 +175,9 @@ def write_markdown(rows: Sequence[dict], metadata: dict, providers: Sequence[str
         f"`{metadata['command']}` — {metadata['date']}, commit {metadata['git_commit'][:12]}"
         + (" (uncommitted changes in rnnfast/ or kernels/)" if metadata["git_dirty"] else ""),
         "",
-        f"torch {metadata['torch']} ({metadata['torch_num_threads']} threads), triton {metadata['triton']}, "
+        f"torch {metadata['torch']} ({metadata['torch_num_threads']} threads; load average "
+        + f"{metadata['load_average'][0]} before, {metadata.get('load_average_after', ['?'])[0]} after), "
+        + f"triton {metadata['triton']}, "
         + f"rnnfast {metadata['rnnfast']}, Python {metadata['python']}.",
         "Times: milliseconds per call, median (p20-p80). Saved MB: tensors autograd keeps for backward, "
         + "beyond inputs and parameters."
