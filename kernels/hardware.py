@@ -9,6 +9,7 @@ then runs itself in a subprocess without the interpreter (`python -m rnnfast.ker
 import dataclasses
 import functools
 import importlib
+import itertools
 import json
 import os
 import re
@@ -72,7 +73,7 @@ def compile_scan_kernel(
 ) -> KernelResources:
     """Compiles `kernel` as the plan launches it for `dtype` on sm_`arch` (80, 90) and reads its resources."""
     signature = kernel_signature(kernel, dtype, fp32_pointers)
-    values = dict(BLOCK_B=plan.block_b, BLOCK_N=plan.block_n, BLOCK_K=plan.block_k, DOT_FP32=dtype == torch.float32)
+    values = dict(BLOCK_B=plan.block_b, BLOCK_N=plan.block_n, BLOCK_K=plan.block_k, BF16_INTERPRETER=False)
     values.update(constexprs)
     values = {name: value for name, value in values.items() if name in signature}
     return _compile(kernel, tuple(signature.items()), tuple(sorted(values.items())), plan.num_warps, arch)
@@ -93,6 +94,16 @@ def planned_kernel_report(cells: list[str], hidden_sizes: list[int], dtypes: lis
     return _report(**request)
 
 
+def _flag_combinations(kernel) -> list[dict]:
+    """Every value of the kernel's flag constexprs (REVERSE, TRAINING, RELU, ...): all are launchable."""
+    fixed = {"BLOCK_B", "BLOCK_N", "BLOCK_K", "BF16_INTERPRETER"}
+    flags = [kernel.arg_names[i] for i in kernel.constexprs if kernel.arg_names[i] not in fixed]
+    return [
+        {name: (int(bit) if name == "REVERSE" else bool(bit)) for name, bit in zip(flags, bits)}
+        for bits in itertools.product((0, 1), repeat=len(flags))
+    ]
+
+
 def _report(cells, hidden_sizes, dtypes, archs) -> list[dict]:
     rows = []
     for cell in cells:
@@ -105,14 +116,9 @@ def _report(cells, hidden_sizes, dtypes, archs) -> list[dict]:
                 for (scan_pass, variant), (kernel, fp32_pointers) in scan_kernels.items():
                     if variant != plan.variant:
                         continue
-                    trainings = (True, False) if scan_pass == "forward" else (None,)
-                    for reverse in (0, 1):
-                        for training in trainings:
-                            constexprs = dict(REVERSE=reverse)
-                            if training is not None:
-                                constexprs["TRAINING"] = training
-                            key = (plan, scan_pass, tuple(constexprs.items()))
-                            launches.setdefault(key, (kernel, fp32_pointers, []))[2].append(hidden)
+                    for constexprs in _flag_combinations(kernel):
+                        key = (plan, scan_pass, tuple(constexprs.items()))
+                        launches.setdefault(key, (kernel, fp32_pointers, []))[2].append(hidden)
             for (plan, scan_pass, constexprs), (kernel, fp32_pointers, hiddens) in launches.items():
                 for arch in archs:
                     resources = compile_scan_kernel(kernel, fp32_pointers, plan, dtype, arch, **dict(constexprs))

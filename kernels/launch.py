@@ -14,13 +14,11 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-def dot_in_fp32(dtype: torch.dtype) -> bool:
-    """Whether the recurrent tl.dot upcasts its operands to fp32.
-
-    fp32 always does (with IEEE precision, no TF32). bf16 does only under the interpreter, which computes
-    bf16 arithmetic on raw bit patterns; on a GPU bf16 operands go to the tensor cores as they are.
-    """
-    return dtype == torch.float32 or (dtype == torch.bfloat16 and interpreting())
+def bf16_under_interpreter(dtype: torch.dtype) -> bool:
+    """bf16 data run by Triton's interpreter, which computes bf16 arithmetic (tl.dot included) on raw bit
+    patterns and truncates fp32 -> bf16 casts: kernels then upcast the dot operands to fp32 and round
+    stores explicitly. On a GPU bf16 operands go to the tensor cores as they are."""
+    return dtype == torch.bfloat16 and interpreting()
 
 
 def launch_scan(plan: ScanPlan, kernel, tensors: tuple, seq_len: int, batch: int, hidden: int, options: dict) -> None:

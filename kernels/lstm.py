@@ -17,9 +17,9 @@ import torch
 import triton
 import triton.language as tl
 
-from .activations import sigmoid, tanh
+from .activations import sigmoid, tanh, to_storage
 from .configs import plan_scan
-from .launch import dot_in_fp32, launch_scan
+from .launch import bf16_under_interpreter, launch_scan
 
 
 @triton.jit
@@ -40,7 +40,7 @@ def _lstm_fwd_tile(
     BLOCK_B: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
-    DOT_FP32: tl.constexpr,
+    BF16_INTERPRETER: tl.constexpr,
 ):
     t = step
     if REVERSE:
@@ -77,7 +77,7 @@ def _lstm_fwd_tile(
         w_f = tl.load(w_hh_ptr + w_offs + H * H, mask=w_mask, other=0.0)
         w_g = tl.load(w_hh_ptr + w_offs + 2 * H * H, mask=w_mask, other=0.0)
         w_o = tl.load(w_hh_ptr + w_offs + 3 * H * H, mask=w_mask, other=0.0)
-        if DOT_FP32:
+        if BF16_INTERPRETER:  # the interpreter computes bf16 arithmetic on raw bits
             h_prev = h_prev.to(tl.float32)
             w_i = w_i.to(tl.float32)
             w_f = w_f.to(tl.float32)
@@ -100,13 +100,12 @@ def _lstm_fwd_tile(
     h = gate_o * tanh(c)
     tl.store(c_all_ptr + c_write_offs, c, mask=mask)
     h_offs = ((write_slot.to(tl.int64) * B + offs_b) * H)[:, None] + offs_n[None, :]
-    tl.store(h_all_ptr + h_offs, h.to(h_all_ptr.dtype.element_ty), mask=mask)
+    tl.store(h_all_ptr + h_offs, to_storage(h, h_all_ptr, BF16_INTERPRETER), mask=mask)
     if TRAINING:
-        gate_ty = gates_ptr.dtype.element_ty
-        tl.store(gates_ptr + gate_offs, gate_i.to(gate_ty), mask=mask)
-        tl.store(gates_ptr + gate_offs + H, gate_f.to(gate_ty), mask=mask)
-        tl.store(gates_ptr + gate_offs + 2 * H, gate_g.to(gate_ty), mask=mask)
-        tl.store(gates_ptr + gate_offs + 3 * H, gate_o.to(gate_ty), mask=mask)
+        tl.store(gates_ptr + gate_offs, to_storage(gate_i, gates_ptr, BF16_INTERPRETER), mask=mask)
+        tl.store(gates_ptr + gate_offs + H, to_storage(gate_f, gates_ptr, BF16_INTERPRETER), mask=mask)
+        tl.store(gates_ptr + gate_offs + 2 * H, to_storage(gate_g, gates_ptr, BF16_INTERPRETER), mask=mask)
+        tl.store(gates_ptr + gate_offs + 3 * H, to_storage(gate_o, gates_ptr, BF16_INTERPRETER), mask=mask)
 
 
 @triton.jit(do_not_specialize=["T"])
@@ -124,14 +123,14 @@ def _lstm_fwd_persistent_kernel(
     BLOCK_B: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
-    DOT_FP32: tl.constexpr,
+    BF16_INTERPRETER: tl.constexpr,
 ):
     pid_b = tl.program_id(0)
     for step in range(T):
         for n_start in range(0, H, BLOCK_N):
             _lstm_fwd_tile(
                 gates_ptr, w_hh_ptr, h_all_ptr, c_all_ptr, step, T, B, H, c_slots, pid_b, n_start,
-                REVERSE, TRAINING, BLOCK_B, BLOCK_N, BLOCK_K, DOT_FP32,
+                REVERSE, TRAINING, BLOCK_B, BLOCK_N, BLOCK_K, BF16_INTERPRETER,
             )  # fmt: skip
         # The next step reads every hidden unit this program just wrote.
         tl.debug_barrier()
@@ -153,18 +152,18 @@ def _lstm_fwd_step_kernel(
     BLOCK_B: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
-    DOT_FP32: tl.constexpr,
+    BF16_INTERPRETER: tl.constexpr,
 ):
     _lstm_fwd_tile(
         gates_ptr, w_hh_ptr, h_all_ptr, c_all_ptr, step, T, B, H, c_slots,
         tl.program_id(0), tl.program_id(1) * BLOCK_N,
-        REVERSE, TRAINING, BLOCK_B, BLOCK_N, BLOCK_K, DOT_FP32,
+        REVERSE, TRAINING, BLOCK_B, BLOCK_N, BLOCK_K, BF16_INTERPRETER,
     )  # fmt: skip
 
 
 @triton.jit
 def _lstm_bwd_tile(
-    dgates_all_ptr,  # [T + 1, B, 4H] out: gradient of the gate pre-activations, zero "after" slot
+    dgates_all_ptr,  # [T + 1, B, 4H] fp32 out: gradient of the gate pre-activations, zero "after" slot
     gates_ptr,  # [T, B, 4H] activated gates i f g o saved by the forward
     w_hh_ptr,  # [4H, H]
     c_all_ptr,  # [T + 1, B, H] fp32 cell-state slots saved by the forward
@@ -180,7 +179,6 @@ def _lstm_bwd_tile(
     BLOCK_B: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
-    DOT_FP32: tl.constexpr,
 ):
     t = T - 1 - step
     if REVERSE:
@@ -212,10 +210,7 @@ def _lstm_bwd_tile(
             mask=mask_k[:, None] & mask_n[None, :],
             other=0.0,
         )
-        if DOT_FP32:
-            next_dgates = next_dgates.to(tl.float32)
-            w = w.to(tl.float32)
-        dh = tl.dot(next_dgates, w, dh, input_precision="ieee")
+        dh = tl.dot(next_dgates, w.to(tl.float32), dh, input_precision="ieee")
 
     gate_offs = ((t.to(tl.int64) * B + offs_b) * 4 * H)[:, None] + offs_n[None, :]
     gate_i = tl.load(gates_ptr + gate_offs, mask=mask, other=0.0).to(tl.float32)
@@ -236,12 +231,11 @@ def _lstm_bwd_tile(
     d_o = dh * tanh_c * gate_o * (1.0 - gate_o)
     tl.store(dc_ptr + dc_offs, dc * gate_f, mask=mask)
 
-    dgates_ty = dgates_all_ptr.dtype.element_ty
     dgates_offs = ((dgates_slot.to(tl.int64) * B + offs_b) * 4 * H)[:, None] + offs_n[None, :]
-    tl.store(dgates_all_ptr + dgates_offs, d_i.to(dgates_ty), mask=mask)
-    tl.store(dgates_all_ptr + dgates_offs + H, d_f.to(dgates_ty), mask=mask)
-    tl.store(dgates_all_ptr + dgates_offs + 2 * H, d_g.to(dgates_ty), mask=mask)
-    tl.store(dgates_all_ptr + dgates_offs + 3 * H, d_o.to(dgates_ty), mask=mask)
+    tl.store(dgates_all_ptr + dgates_offs, d_i, mask=mask)
+    tl.store(dgates_all_ptr + dgates_offs + H, d_f, mask=mask)
+    tl.store(dgates_all_ptr + dgates_offs + 2 * H, d_g, mask=mask)
+    tl.store(dgates_all_ptr + dgates_offs + 3 * H, d_o, mask=mask)
 
 
 @triton.jit(do_not_specialize=["T"])
@@ -259,14 +253,13 @@ def _lstm_bwd_persistent_kernel(
     BLOCK_B: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
-    DOT_FP32: tl.constexpr,
 ):
     pid_b = tl.program_id(0)
     for step in range(T):
         for n_start in range(0, H, BLOCK_N):
             _lstm_bwd_tile(
                 dgates_all_ptr, gates_ptr, w_hh_ptr, c_all_ptr, dh_ptr, dc_ptr, step, T, B, H, pid_b,
-                n_start, REVERSE, BLOCK_B, BLOCK_N, BLOCK_K, DOT_FP32,
+                n_start, REVERSE, BLOCK_B, BLOCK_N, BLOCK_K,
             )  # fmt: skip
         # The next step reads every gate gradient this program just wrote.
         tl.debug_barrier()
@@ -288,11 +281,10 @@ def _lstm_bwd_step_kernel(
     BLOCK_B: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
-    DOT_FP32: tl.constexpr,
 ):
     _lstm_bwd_tile(
         dgates_all_ptr, gates_ptr, w_hh_ptr, c_all_ptr, dh_ptr, dc_ptr, step, T, B, H,
-        tl.program_id(0), tl.program_id(1) * BLOCK_N, REVERSE, BLOCK_B, BLOCK_N, BLOCK_K, DOT_FP32,
+        tl.program_id(0), tl.program_id(1) * BLOCK_N, REVERSE, BLOCK_B, BLOCK_N, BLOCK_K,
     )  # fmt: skip
 
 
@@ -300,8 +292,8 @@ def _lstm_bwd_step_kernel(
 SCAN_KERNELS = {
     ("forward", "persistent"): (_lstm_fwd_persistent_kernel, frozenset({"c_all_ptr"})),
     ("forward", "step"): (_lstm_fwd_step_kernel, frozenset({"c_all_ptr"})),
-    ("backward", "persistent"): (_lstm_bwd_persistent_kernel, frozenset({"c_all_ptr", "dh_ptr", "dc_ptr"})),
-    ("backward", "step"): (_lstm_bwd_step_kernel, frozenset({"c_all_ptr", "dh_ptr", "dc_ptr"})),
+    ("backward", "persistent"): (_lstm_bwd_persistent_kernel, frozenset({"dgates_all_ptr", "c_all_ptr", "dh_ptr", "dc_ptr"})),
+    ("backward", "step"): (_lstm_bwd_step_kernel, frozenset({"dgates_all_ptr", "c_all_ptr", "dh_ptr", "dc_ptr"})),
 }
 
 
@@ -319,7 +311,7 @@ def lstm_scan_fwd(
         seq_len,
         batch,
         hidden,
-        dict(c_slots=c_all.shape[0], REVERSE=int(reverse), TRAINING=training, DOT_FP32=dot_in_fp32(gates.dtype)),
+        dict(c_slots=c_all.shape[0], REVERSE=int(reverse), TRAINING=training, BF16_INTERPRETER=bf16_under_interpreter(gates.dtype)),
     )
 
 
@@ -343,5 +335,5 @@ def lstm_scan_bwd(
         seq_len,
         batch,
         hidden,
-        dict(REVERSE=int(reverse), DOT_FP32=dot_in_fp32(gates.dtype)),
+        dict(REVERSE=int(reverse)),
     )

@@ -61,72 +61,107 @@ def _input_projection(x2d: torch.Tensor, w_ih: torch.Tensor, bias: torch.Tensor 
     return torch.addmm(bias, x2d, w_ih.t())
 
 
-class LSTMScan(torch.autograd.Function):
-    """One LSTM layer in one direction over time-major x [T, B, I]: returns y [T, B, H], h_n, c_n [B, H]."""
+GATE_COUNT = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
+
+
+class Scan(torch.autograd.Function):
+    """One layer of `cell` ("lstm", "gru", "rnn_tanh", "rnn_relu") in one direction over time-major
+    x [T, B, I]. Returns y [T, B, H] and h_n [B, H], plus c_n [B, H] for the LSTM (c0 is None otherwise).
+    b_ih and b_hh are both None when the layer has no bias."""
 
     @staticmethod
-    def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse: bool, backend: str):
+    def forward(ctx, cell: str, reverse: bool, backend: str, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
         seq_len, batch, input_size = x.shape
         hidden = w_hh.shape[1]
         x2d = x.reshape(seq_len * batch, input_size)
-        bias = None if b_ih is None else b_ih + b_hh
-        gates = _input_projection(x2d, w_ih, bias).view(seq_len, batch, 4 * hidden)
+        has_bias = b_ih is not None
+        # GRU keeps b_hh inside the reset product; the other cells fold it into the input projection.
+        if cell == "gru":
+            input_bias = b_ih
+            b_hh = b_hh if has_bias else w_hh.new_zeros(3 * hidden)
+        else:
+            input_bias = b_ih + b_hh if has_bias else None
+        gates = _input_projection(x2d, w_ih, input_bias).view(seq_len, batch, GATE_COUNT[cell] * hidden)
         training = any(ctx.needs_input_grad)
+        recurrence = _recurrence(backend)
 
-        cell_dtype = reference.state_dtype(x.dtype)
+        state_dtype = reference.state_dtype(x.dtype)
         h_all = x.new_empty(seq_len + 1, batch, hidden)
-        c_all = x.new_empty(seq_len + 1 if training else 2, batch, hidden, dtype=cell_dtype)
         first_slot, last_slot = (seq_len, 0) if reverse else (0, seq_len)
         h_all[first_slot] = h0
-        c_all[first_slot % c_all.shape[0]] = c0
-        if batch > 0:
-            _recurrence(backend).lstm_scan_fwd(gates, w_hh, h_all, c_all, reverse, training)
+        run = batch > 0
+        if cell == "lstm":
+            cell_state = x.new_empty(seq_len + 1 if training else 2, batch, hidden, dtype=state_dtype)
+            cell_state[first_slot % cell_state.shape[0]] = c0
+            if run:
+                recurrence.lstm_scan_fwd(gates, w_hh, h_all, cell_state, reverse, training)
+        elif cell == "gru":
+            cell_state = x.new_empty(seq_len if training else 0, batch, hidden, dtype=state_dtype)  # W_hn h + b_hn
+            if run:
+                recurrence.gru_scan_fwd(gates, w_hh, b_hh, h_all, cell_state, reverse, training)
+        else:
+            cell_state = x.new_empty(0)
+            if run:
+                recurrence.elman_scan_fwd(gates, w_hh, h_all, reverse, cell == "rnn_relu")
 
         if training:
-            ctx.save_for_backward(x2d, w_ih, w_hh, h_all, c_all, gates)
-            ctx.reverse = reverse
-            ctx.backend = backend
-            ctx.has_bias = b_ih is not None
+            ctx.save_for_backward(x2d, w_ih, w_hh, h_all, cell_state, gates)
+            ctx.cell, ctx.reverse, ctx.backend, ctx.has_bias = cell, reverse, backend, has_bias
         y = h_all[:seq_len] if reverse else h_all[1:]
-        return y, h_all[last_slot].clone(), c_all[last_slot % c_all.shape[0]].to(x.dtype)
+        h_n = h_all[last_slot].clone()
+        if cell == "lstm":
+            return y, h_n, cell_state[last_slot % cell_state.shape[0]].to(x.dtype)
+        return y, h_n
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, dy, dh_n, dc_n):
-        x2d, w_ih, w_hh, h_all, c_all, gates = ctx.saved_tensors
+    def backward(ctx, dy, dh_n, dc_n=None):
+        x2d, w_ih, w_hh, h_all, cell_state, gates = ctx.saved_tensors
+        cell, reverse = ctx.cell, ctx.reverse
         seq_len, batch, hidden = h_all.shape[0] - 1, h_all.shape[1], h_all.shape[2]
-        reverse = ctx.reverse
-        grad_dtype = c_all.dtype
+        grad_dtype = reference.state_dtype(gates.dtype)
+        recurrence = _recurrence(ctx.backend)
+        run = batch > 0
 
         # A fresh contiguous copy: grad_output may be a strided view (after torch.cat, say).
         if dy is None:
             dh = torch.zeros(seq_len, batch, hidden, dtype=grad_dtype, device=h_all.device)
         else:
             dh = dy.to(grad_dtype, memory_format=torch.contiguous_format, copy=True)
-        last_t = 0 if reverse else seq_len - 1
         if dh_n is not None:
-            dh[last_t] += dh_n
-        dc = torch.zeros_like(dh[0]) if dc_n is None else dc_n.to(grad_dtype, copy=True)
+            dh[0 if reverse else seq_len - 1] += dh_n
 
-        dgates_all = torch.empty(seq_len + 1, batch, 4 * hidden, dtype=gates.dtype, device=gates.device)
-        dgates_all[0 if reverse else seq_len].zero_()
-        if batch > 0:
-            _recurrence(ctx.backend).lstm_scan_bwd(dgates_all, gates, w_hh, c_all, dh, dc, reverse)
-        dgates = dgates_all[1:] if reverse else dgates_all[:seq_len]
-        dx, dh0, dw_ih, dw_hh, dbias = _projection_grads(ctx, x2d, w_ih, w_hh, h_all, dgates, reverse)
-        dc0 = dc.to(gates.dtype) if ctx.needs_input_grad[2] else None
-        return dx, dh0, dc0, dw_ih, dw_hh, dbias, dbias, None, None
+        # Gate gradients stay in the state dtype through time (16-bit rounding at every step would compound);
+        # they meet the 16-bit weights only in the GEMMs after the loop.
+        dgates_h_all = gates.new_empty(seq_len + 1, batch, gates.shape[2], dtype=grad_dtype)
+        dgates_h_all[0 if reverse else seq_len].zero_()
+        dgates_h = dgates_h_all[1:] if reverse else dgates_h_all[:seq_len]
+        dgates_x, dc0, dh0_direct = dgates_h, None, None
+        if cell == "lstm":
+            dc = torch.zeros_like(dh[0]) if dc_n is None else dc_n.to(grad_dtype, copy=True)
+            if run:
+                recurrence.lstm_scan_bwd(dgates_h_all, gates, w_hh, cell_state, dh, dc, reverse)
+            dc0 = dc.to(gates.dtype) if ctx.needs_input_grad[5] else None
+        elif cell == "gru":
+            dgates_x = torch.empty_like(gates, dtype=grad_dtype)
+            dh0_direct = torch.zeros_like(dh[0])
+            if run:
+                recurrence.gru_scan_bwd(dgates_h_all, dgates_x, gates, w_hh, h_all, cell_state, dh, dh0_direct, reverse)
+        elif run:
+            recurrence.elman_scan_bwd(dgates_h_all, w_hh, h_all, dh, reverse, cell == "rnn_relu")
 
-
-def _projection_grads(ctx, x2d, w_ih, w_hh, h_all, dgates, reverse):
-    """dx, dh0 and the weight and bias gradients from the gate pre-activation gradients [T, B, G*H]."""
-    seq_len, batch, _ = dgates.shape
-    needs = ctx.needs_input_grad
-    dgates2d = dgates.flatten(0, 1)
-    dx = (dgates2d @ w_ih).view(seq_len, batch, w_ih.shape[1]) if needs[0] else None
-    dh0 = dgates[seq_len - 1 if reverse else 0] @ w_hh if needs[1] else None
-    dw_ih = dgates2d.t() @ x2d if needs[3] else None
-    h_prev = h_all[1:] if reverse else h_all[:seq_len]
-    dw_hh = dgates2d.t() @ h_prev.flatten(0, 1) if needs[4] else None
-    dbias = dgates2d.sum(0) if ctx.has_bias and (needs[5] or needs[6]) else None
-    return dx, dh0, dw_ih, dw_hh, dbias
+        needs = ctx.needs_input_grad
+        dgates_x2d, dgates_h2d = dgates_x.flatten(0, 1).to(w_ih.dtype), dgates_h.flatten(0, 1).to(w_ih.dtype)
+        dx = (dgates_x2d @ w_ih).view(seq_len, batch, w_ih.shape[1]) if needs[3] else None
+        dh0 = None
+        if needs[4]:
+            dh0 = dgates_h[seq_len - 1 if reverse else 0] @ w_hh.to(grad_dtype)
+            if dh0_direct is not None:
+                dh0 += dh0_direct
+            dh0 = dh0.to(w_hh.dtype)
+        dw_ih = dgates_x2d.t() @ x2d if needs[6] else None
+        h_prev = h_all[1:] if reverse else h_all[:seq_len]
+        dw_hh = dgates_h2d.t() @ h_prev.flatten(0, 1) if needs[7] else None
+        db_ih = dgates_x2d.sum(0) if ctx.has_bias and needs[8] else None
+        db_hh = dgates_h2d.sum(0) if ctx.has_bias and needs[9] else None
+        return None, None, None, dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh

@@ -9,7 +9,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
-from .functional import LSTMScan, check_backend_name, resolve_backend
+from .functional import Scan, check_backend_name, resolve_backend
+
+_BACKEND_DOC = """backend: "auto" (Triton for CUDA tensors, pure PyTorch otherwise), "triton" (always; CPU
+            tensors only under TRITON_INTERPRET=1) or "torch". None reads RNNFAST_BACKEND, default "auto"."""
 
 
 def _check_same_device_and_dtype(x: torch.Tensor, weight: torch.Tensor, hidden: tuple[torch.Tensor, ...]) -> None:
@@ -31,12 +34,104 @@ def _check_same_device_and_dtype(x: torch.Tensor, weight: torch.Tensor, hidden: 
             )
 
 
-class LSTM(nn.LSTM):
-    """torch.nn.LSTM with fused Triton kernels on CUDA and a pure-PyTorch scan on CPU.
+class _RecurrentLayers:
+    """forward() shared by LSTM, GRU and RNN, mixed into their torch.nn base classes."""
+
+    def _init_backend(self, backend: str | None) -> None:
+        self.backend = check_backend_name(backend)
+
+    def extra_repr(self) -> str:
+        backend = "" if self.backend is None else f", backend={self.backend!r}"
+        return super().extra_repr() + backend
+
+    def _cell_name(self) -> str:
+        return {"LSTM": "lstm", "GRU": "gru", "RNN_TANH": "rnn_tanh", "RNN_RELU": "rnn_relu"}[self.mode]
+
+    def forward(self, input, hx=None):
+        name = type(self).__name__
+        is_lstm = self.mode == "LSTM"
+        if isinstance(input, PackedSequence):
+            raise NotImplementedError(f"rnnfast.{name} does not accept PackedSequence input yet")
+        if input.dim() not in (2, 3):
+            raise ValueError(f"{name}: Expected input to be 2D or 3D, got {input.dim()}D instead")
+        is_batched = input.dim() == 3
+        batch_dim = 0 if self.batch_first else 1
+        if not is_batched:
+            input = input.unsqueeze(batch_dim)
+        num_directions = 2 if self.bidirectional else 1
+        if hx is None:
+            zeros = input.new_zeros(self.num_layers * num_directions, input.size(batch_dim), self.hidden_size)
+            hidden = (zeros, zeros) if is_lstm else (zeros,)
+        else:
+            hidden = self._hidden_tuple(hx, is_batched)
+        self.check_forward_args(input, hidden if is_lstm else hidden[0], None)
+        _check_same_device_and_dtype(input, self._flat_weights[0], hidden)
+
+        x = input.transpose(0, 1) if self.batch_first else input
+        output, final = self._scan_layers(x, hidden)
+        if self.batch_first:
+            output = output.transpose(0, 1)
+        if not is_batched:
+            output = output.squeeze(batch_dim)
+            final = tuple(state.squeeze(1) for state in final)
+        return output, final if is_lstm else final[0]
+
+    def _hidden_tuple(self, hx, is_batched: bool) -> tuple[torch.Tensor, ...]:
+        """hx as a tuple of 3-D tensors, with torch.nn's errors for the wrong kind or rank."""
+        expected_dim = 3 if is_batched else 2
+        kind = "batched 3-D" if is_batched else "unbatched 2-D"
+        if self.mode == "LSTM":
+            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+                raise TypeError("LSTM: hx must be a tuple (h_0, c_0) of tensors")
+            if hx[0].dim() != expected_dim or hx[1].dim() != expected_dim:
+                raise RuntimeError(
+                    f"For {kind} input, hx and cx should also be {expected_dim}-D but got "
+                    f"({hx[0].dim()}-D, {hx[1].dim()}-D) tensors"
+                )
+            hidden = tuple(hx)
+        else:
+            if not isinstance(hx, torch.Tensor):
+                raise TypeError(f"{type(self).__name__}: hx must be a tensor")
+            if hx.dim() != expected_dim:
+                raise RuntimeError(f"For {kind} input, hx should also be {expected_dim}-D but got {hx.dim()}-D tensor")
+            hidden = (hx,)
+        return hidden if is_batched else tuple(h.unsqueeze(1) for h in hidden)
+
+    def _scan_layers(self, x: torch.Tensor, hidden: tuple[torch.Tensor, ...]):
+        if x.size(0) == 0:
+            raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
+        backend = resolve_backend(self.backend, x.device, x.dtype)
+        cell = self._cell_name()
+        num_directions = 2 if self.bidirectional else 1
+        finals = [[] for _ in hidden]
+        layer_input = x
+        for layer in range(self.num_layers):
+            outputs = []
+            for direction in range(num_directions):
+                index = layer * num_directions + direction
+                h0 = hidden[0][index]
+                c0 = hidden[1][index] if len(hidden) == 2 else None
+                y, *states = Scan.apply(cell, direction == 1, backend, layer_input, h0, c0, *self._layer_weights(index))
+                outputs.append(y)
+                for final, state in zip(finals, states):
+                    final.append(state)
+            layer_input = outputs[0] if num_directions == 1 else torch.cat(outputs, dim=2)
+            if self.dropout > 0 and self.training and layer < self.num_layers - 1:
+                layer_input = F.dropout(layer_input, self.dropout, training=True)
+        return layer_input, tuple(torch.stack(final) for final in finals)
+
+    def _layer_weights(self, index: int) -> tuple:
+        """(w_ih, w_hh, b_ih, b_hh) of one layer-direction; biases None when bias=False."""
+        per_layer = len(self._flat_weights) // len(self._all_weights)
+        weights = self._flat_weights[index * per_layer : (index + 1) * per_layer]
+        return tuple(weights) if self.bias else (weights[0], weights[1], None, None)
+
+
+class LSTM(_RecurrentLayers, nn.LSTM):
+    __doc__ = f"""torch.nn.LSTM with fused Triton kernels on CUDA and a pure-PyTorch scan on CPU.
 
     Args: those of torch.nn.LSTM, plus
-        backend: "auto" (Triton for CUDA tensors, PyTorch otherwise), "triton" (always; CPU tensors only
-            under TRITON_INTERPRET=1) or "torch". None reads RNNFAST_BACKEND, default "auto".
+        {_BACKEND_DOC}
 
     Returns (output, (h_n, c_n)) exactly as torch.nn.LSTM: output [T, B, D*H] ([B, T, D*H] with
     batch_first, [T, D*H] for unbatched input), h_n and c_n [num_layers*D, B, H] ([num_layers*D, H]).
@@ -51,118 +146,138 @@ class LSTM(nn.LSTM):
         super().__init__(*args, **kwargs)
         if self.proj_size > 0:
             raise NotImplementedError("rnnfast.LSTM does not support proj_size > 0 yet")
+        self._init_backend(backend)
+
+
+class GRU(_RecurrentLayers, nn.GRU):
+    __doc__ = f"""torch.nn.GRU (gates r z n, b_hn inside the reset product) on rnnfast's kernels.
+
+    Args: those of torch.nn.GRU, plus
+        {_BACKEND_DOC}
+
+    Returns (output, h_n) exactly as torch.nn.GRU: output [T, B, D*H] ([B, T, D*H] with batch_first,
+    [T, D*H] unbatched), h_n [num_layers*D, B, H] ([num_layers*D, H] unbatched).
+
+    Example:
+        >>> gru = rnnfast.GRU(32, 64, bidirectional=True)
+        >>> output, h_n = gru(torch.randn(100, 8, 32))
+    """
+
+    def __init__(self, *args, backend: str | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._init_backend(backend)
+
+
+class RNN(_RecurrentLayers, nn.RNN):
+    __doc__ = f"""torch.nn.RNN (Elman network, nonlinearity "tanh" or "relu") on rnnfast's kernels.
+
+    Args: those of torch.nn.RNN, plus
+        {_BACKEND_DOC}
+
+    Returns (output, h_n) exactly as torch.nn.RNN (shapes as rnnfast.GRU).
+
+    Example:
+        >>> rnn = rnnfast.RNN(32, 64, num_layers=2, nonlinearity="relu")
+        >>> output, h_n = rnn(torch.randn(100, 8, 32))
+    """
+
+    def __init__(self, *args, backend: str | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._init_backend(backend)
+
+
+class _RecurrentCell:
+    """forward() shared by LSTMCell, GRUCell and RNNCell: one step of the same scan (T = 1)."""
+
+    def _init_backend(self, backend: str | None) -> None:
         self.backend = check_backend_name(backend)
 
-    def extra_repr(self) -> str:
-        backend = "" if self.backend is None else f", backend={self.backend!r}"
-        return super().extra_repr() + backend
+    def _cell_name(self) -> str:
+        if isinstance(self, nn.RNNCell):
+            return f"rnn_{self.nonlinearity}"
+        return "lstm" if isinstance(self, nn.LSTMCell) else "gru"
 
     def forward(self, input, hx=None):
-        if isinstance(input, PackedSequence):
-            raise NotImplementedError("rnnfast.LSTM does not accept PackedSequence input yet")
-        if input.dim() not in (2, 3):
-            raise ValueError(f"LSTM: Expected input to be 2D or 3D, got {input.dim()}D instead")
-        is_batched = input.dim() == 3
-        batch_dim = 0 if self.batch_first else 1
-        if not is_batched:
-            input = input.unsqueeze(batch_dim)
-        num_directions = 2 if self.bidirectional else 1
+        name = type(self).__name__
+        is_lstm = isinstance(self, nn.LSTMCell)
+        if input.dim() not in (1, 2):
+            raise ValueError(f"{name}: Expected input to be 1D or 2D, got {input.dim()}D instead")
         if hx is None:
-            zeros = input.new_zeros(self.num_layers * num_directions, input.size(batch_dim), self.hidden_size)
-            hx = (zeros, zeros)
-        else:
+            hidden = None
+        elif is_lstm:
             if not isinstance(hx, (tuple, list)) or len(hx) != 2:
-                raise TypeError("LSTM: hx must be a tuple (h_0, c_0) of tensors")
-            expected_dim = 3 if is_batched else 2
-            if hx[0].dim() != expected_dim or hx[1].dim() != expected_dim:
-                kind = "batched 3-D input, hx and cx should also be 3-D" if is_batched else (
-                    "unbatched 2-D input, hx and cx should also be 2-D"
-                )
-                raise RuntimeError(f"For {kind} but got ({hx[0].dim()}-D, {hx[1].dim()}-D) tensors")
-            if not is_batched:
-                hx = (hx[0].unsqueeze(1), hx[1].unsqueeze(1))
-        self.check_forward_args(input, hx, None)
-        _check_same_device_and_dtype(input, self.weight_ih_l0, hx)
-
-        x = input.transpose(0, 1) if self.batch_first else input
-        output, h_n, c_n = self._scan_layers(x, hx[0], hx[1])
-        if self.batch_first:
-            output = output.transpose(0, 1)
+                raise TypeError("LSTMCell: hx must be a tuple (h_0, c_0) of tensors")
+            hidden = tuple(hx)
+        else:
+            if not isinstance(hx, torch.Tensor):
+                raise TypeError(f"{name}: hx must be a tensor")
+            hidden = (hx,)
+        for i, h in enumerate(hidden or ()):
+            if h.dim() not in (1, 2):
+                what = f"hx[{i}]" if is_lstm else "hidden"
+                raise ValueError(f"{name}: Expected {what} to be 1D or 2D, got {h.dim()}D instead")
+        is_batched = input.dim() == 2
         if not is_batched:
-            output = output.squeeze(batch_dim)
-            h_n, c_n = h_n.squeeze(1), c_n.squeeze(1)
-        return output, (h_n, c_n)
+            input = input.unsqueeze(0)
+        if hidden is None:
+            zeros = input.new_zeros(input.size(0), self.hidden_size)
+            hidden = (zeros, zeros) if is_lstm else (zeros,)
+        elif not is_batched:
+            hidden = tuple(h.unsqueeze(0) for h in hidden)
+        _check_cell_args(input, hidden, self.input_size, self.hidden_size)
+        _check_same_device_and_dtype(input, self.weight_ih, hidden)
+        if input.dtype != self.weight_ih.dtype:
+            raise RuntimeError(f"expected input dtype ({input.dtype}) to match weight dtype ({self.weight_ih.dtype})")
 
-    def _scan_layers(self, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor):
-        if x.size(0) == 0:
-            raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
-        backend = resolve_backend(self.backend, x.device, x.dtype)
-        num_directions = 2 if self.bidirectional else 1
-        h_n, c_n = [], []
-        layer_input = x
-        for layer in range(self.num_layers):
-            outputs = []
-            for direction in range(num_directions):
-                index = layer * num_directions + direction
-                weights = self._layer_weights(index)
-                y, h, c = LSTMScan.apply(layer_input, h0[index], c0[index], *weights, direction == 1, backend)
-                outputs.append(y)
-                h_n.append(h)
-                c_n.append(c)
-            layer_input = outputs[0] if num_directions == 1 else torch.cat(outputs, dim=2)
-            if self.dropout > 0 and self.training and layer < self.num_layers - 1:
-                layer_input = F.dropout(layer_input, self.dropout, training=True)
-        return layer_input, torch.stack(h_n), torch.stack(c_n)
-
-    def _layer_weights(self, index: int) -> tuple:
-        """(w_ih, w_hh, b_ih, b_hh) of one layer-direction; biases None when bias=False."""
-        per_layer = len(self._flat_weights) // len(self._all_weights)
-        weights = self._flat_weights[index * per_layer : (index + 1) * per_layer]
-        return tuple(weights) if self.bias else (weights[0], weights[1], None, None)
+        backend = resolve_backend(self.backend, input.device, input.dtype)
+        c0 = hidden[1] if is_lstm else None
+        weights = (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+        _, *states = Scan.apply(self._cell_name(), False, backend, input.unsqueeze(0), hidden[0], c0, *weights)
+        if not is_batched:
+            states = [state.squeeze(0) for state in states]
+        return tuple(states) if is_lstm else states[0]
 
 
-class LSTMCell(nn.LSTMCell):
-    """torch.nn.LSTMCell on rnnfast's LSTM scan with T = 1 (same kernels as rnnfast.LSTM).
+class LSTMCell(_RecurrentCell, nn.LSTMCell):
+    __doc__ = f"""torch.nn.LSTMCell on rnnfast's LSTM scan with T = 1 (same kernels as rnnfast.LSTM).
 
-    Args: those of torch.nn.LSTMCell, plus backend (as rnnfast.LSTM).
+    Args: those of torch.nn.LSTMCell, plus
+        {_BACKEND_DOC}
+
     Returns (h', c'), each [B, H] ([H] for unbatched input).
     """
 
     def __init__(self, *args, backend: str | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.backend = check_backend_name(backend)
+        self._init_backend(backend)
 
-    def forward(self, input, hx=None):
-        if input.dim() not in (1, 2):
-            raise ValueError(f"LSTMCell: Expected input to be 1D or 2D, got {input.dim()}D instead")
-        if hx is not None and (not isinstance(hx, (tuple, list)) or len(hx) != 2):
-            raise TypeError("LSTMCell: hx must be a tuple (h_0, c_0) of tensors")
-        if hx is not None:
-            for i, h in enumerate(hx):
-                if h.dim() not in (1, 2):
-                    raise ValueError(f"LSTMCell: Expected hx[{i}] to be 1D or 2D, got {h.dim()}D instead")
-        is_batched = input.dim() == 2
-        if not is_batched:
-            input = input.unsqueeze(0)
-        if hx is None:
-            zeros = input.new_zeros(input.size(0), self.hidden_size)
-            hx = (zeros, zeros)
-        elif not is_batched:
-            hx = (hx[0].unsqueeze(0), hx[1].unsqueeze(0))
-        _check_cell_args(input, hx, self.input_size, self.hidden_size)
-        _check_same_device_and_dtype(input, self.weight_ih, hx)
-        if input.dtype != self.weight_ih.dtype:
-            raise RuntimeError(
-                f"expected input dtype ({input.dtype}) to match weight dtype ({self.weight_ih.dtype})"
-            )
 
-        backend = resolve_backend(self.backend, input.device, input.dtype)
-        _, h, c = LSTMScan.apply(
-            input.unsqueeze(0), hx[0], hx[1], self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, False, backend
-        )
-        if not is_batched:
-            h, c = h.squeeze(0), c.squeeze(0)
-        return h, c
+class GRUCell(_RecurrentCell, nn.GRUCell):
+    __doc__ = f"""torch.nn.GRUCell on rnnfast's GRU scan with T = 1.
+
+    Args: those of torch.nn.GRUCell, plus
+        {_BACKEND_DOC}
+
+    Returns h' [B, H] ([H] for unbatched input).
+    """
+
+    def __init__(self, *args, backend: str | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._init_backend(backend)
+
+
+class RNNCell(_RecurrentCell, nn.RNNCell):
+    __doc__ = f"""torch.nn.RNNCell (tanh or relu) on rnnfast's Elman scan with T = 1.
+
+    Args: those of torch.nn.RNNCell, plus
+        {_BACKEND_DOC}
+
+    Returns h' [B, H] ([H] for unbatched input).
+    """
+
+    def __init__(self, *args, backend: str | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._init_backend(backend)
 
 
 def _check_cell_args(x: torch.Tensor, hidden: tuple[torch.Tensor, ...], input_size: int, hidden_size: int) -> None:

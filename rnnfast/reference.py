@@ -2,6 +2,7 @@
 
 Each function has the same signature and buffer conventions as its Triton twin in rnnfast.kernels (see
 kernels/lstm.py for the slot layout of h_all, c_all and dgates_all), so functional.py can call either.
+Gate gradients (dgates_*) are in the state dtype, their zero slot already cleared.
 The input projection and the weight gradients are GEMMs done by functional.py; only the step-by-step
 part lives here. Gate math runs in the state dtype (fp32, or fp64 for fp64 tensors).
 """
@@ -59,17 +60,104 @@ def lstm_scan_bwd(
         (gate_g * gate_i * (1 - gate_i), c_prev * gate_f * (1 - gate_f), gate_i * (1 - gate_g * gate_g)), dim=2
     )  # [T, B, 3, H]
 
-    same_dtype = dgates_all.dtype == compute_dtype
-    work = dgates_all if same_dtype else torch.empty_like(dgates_all, dtype=compute_dtype)
-    work[0 if reverse else seq_len].zero_()
     for step in range(seq_len):
         t = step if reverse else seq_len - 1 - step
         slot, next_slot = (t + 1, t) if reverse else (t, t + 1)
-        dh_t = torch.addmm(dh[t], work[next_slot], w_hh)
+        dh_t = torch.addmm(dh[t], dgates_all[next_slot], w_hh)
         dc.addcmul_(dh_t, dc_per_dh[t])
-        dgates_t = work[slot].view(batch, 4, hidden)
+        dgates_t = dgates_all[slot].view(batch, 4, hidden)
         torch.mul(difg_per_dc[t], dc.unsqueeze(1), out=dgates_t[:, :3])
         torch.mul(dh_t, do_per_dh[t], out=dgates_t[:, 3])
         dc.mul_(gate_f[t])
-    if not same_dtype:
-        dgates_all.copy_(work)
+
+
+def gru_scan_fwd(
+    gates: torch.Tensor,
+    w_hh: torch.Tensor,
+    b_hh: torch.Tensor,
+    h_all: torch.Tensor,
+    hn_all: torch.Tensor,
+    reverse: bool,
+    training: bool,
+) -> None:
+    seq_len, hidden = h_all.shape[0] - 1, h_all.shape[2]
+    compute_dtype = state_dtype(gates.dtype)
+    w_hh_t = w_hh.t().to(compute_dtype)
+    b_hh = b_hh.to(compute_dtype)
+    for step in range(seq_len):
+        t = seq_len - 1 - step if reverse else step
+        read_slot, write_slot = (t + 1, t) if reverse else (t, t + 1)
+        h_prev = h_all[read_slot].to(compute_dtype)
+        recurrent = torch.addmm(b_hh, h_prev, w_hh_t)
+        # In place into gates[t] when it is already in the compute dtype: it becomes the saved activations.
+        act = gates[t].to(compute_dtype)
+        act[:, : 2 * hidden].add_(recurrent[:, : 2 * hidden]).sigmoid_()
+        gate_r, gate_z, gate_n = act.chunk(3, dim=1)
+        gate_n.addcmul_(gate_r, recurrent[:, 2 * hidden :]).tanh_()
+        h_all[write_slot] = torch.lerp(gate_n, h_prev, gate_z)
+        if training:
+            hn_all[t] = recurrent[:, 2 * hidden :]
+            if act.data_ptr() != gates[t].data_ptr():
+                gates[t] = act
+
+
+def gru_scan_bwd(
+    dgates_h_all: torch.Tensor,
+    dgates_x: torch.Tensor,
+    gates: torch.Tensor,
+    w_hh: torch.Tensor,
+    h_all: torch.Tensor,
+    hn_all: torch.Tensor,
+    dh: torch.Tensor,
+    dh_carry: torch.Tensor,
+    reverse: bool,
+) -> None:
+    seq_len, batch, hidden = dh.shape
+    compute_dtype = dh.dtype
+    w_hh = w_hh.to(compute_dtype)
+    gate_r, gate_z, gate_n = gates.to(compute_dtype).chunk(3, dim=2)
+    h_prev = (h_all[1:] if reverse else h_all[:seq_len]).to(compute_dtype)
+
+    # Everything that does not depend on the incoming gradient, for all steps at once.
+    dn_per_dh = (1 - gate_z) * (1 - gate_n * gate_n)
+    dz_per_dh = (h_prev - gate_n) * gate_z * (1 - gate_z)
+    dr_per_dn = hn_all * gate_r * (1 - gate_r)
+
+    for step in range(seq_len):
+        t = step if reverse else seq_len - 1 - step
+        slot, next_slot = (t + 1, t) if reverse else (t, t + 1)
+        dh_t = torch.addmm(dh[t] + dh_carry, dgates_h_all[next_slot], w_hh)
+        d_r, d_z, d_n = dgates_x[t].chunk(3, dim=1)
+        torch.mul(dh_t, dn_per_dh[t], out=d_n)
+        torch.mul(dh_t, dz_per_dh[t], out=d_z)
+        torch.mul(d_n, dr_per_dn[t], out=d_r)
+        dgates_h_all[slot, :, : 2 * hidden] = dgates_x[t, :, : 2 * hidden]
+        torch.mul(d_n, gate_r[t], out=dgates_h_all[slot, :, 2 * hidden :])
+        torch.mul(dh_t, gate_z[t], out=dh_carry)
+
+
+def elman_scan_fwd(gates: torch.Tensor, w_hh: torch.Tensor, h_all: torch.Tensor, reverse: bool, relu: bool) -> None:
+    seq_len = h_all.shape[0] - 1
+    compute_dtype = state_dtype(gates.dtype)
+    w_hh_t = w_hh.t().to(compute_dtype)
+    activation = torch.relu_ if relu else torch.tanh_
+    for step in range(seq_len):
+        t = seq_len - 1 - step if reverse else step
+        read_slot, write_slot = (t + 1, t) if reverse else (t, t + 1)
+        pre = gates[t].to(compute_dtype).addmm_(h_all[read_slot].to(compute_dtype), w_hh_t)
+        h_all[write_slot] = activation(pre)
+
+
+def elman_scan_bwd(
+    dgates_all: torch.Tensor, w_hh: torch.Tensor, h_all: torch.Tensor, dh: torch.Tensor, reverse: bool, relu: bool
+) -> None:
+    seq_len = dh.shape[0]
+    compute_dtype = dh.dtype
+    w_hh = w_hh.to(compute_dtype)
+    h = (h_all[:seq_len] if reverse else h_all[1:]).to(compute_dtype)
+    d_pre_per_dh = (h > 0).to(compute_dtype) if relu else 1 - h * h
+
+    for step in range(seq_len):
+        t = step if reverse else seq_len - 1 - step
+        slot, next_slot = (t + 1, t) if reverse else (t, t + 1)
+        torch.mul(torch.addmm(dh[t], dgates_all[next_slot], w_hh), d_pre_per_dh[t], out=dgates_all[slot])

@@ -1,6 +1,58 @@
-"""Comparison of an rnnfast module against its torch.nn twin: outputs, final states and every gradient."""
+"""Comparison of an rnnfast module against its torch.nn twin: outputs, final states and every gradient,
+and the shapes the per-cell tests share."""
+
+from dataclasses import dataclass
 
 import torch
+
+@dataclass(frozen=True)
+class Case:
+    batch: int
+    seq_len: int
+    input_size: int
+    hidden_size: int
+    num_layers: int = 1
+    bidirectional: bool = False
+    batch_first: bool = False
+    with_hx: bool = True
+
+    def __str__(self):
+        flags = ["bidir" if self.bidirectional else "", "bfirst" if self.batch_first else "", "" if self.with_hx else "nohx"]
+        parts = [f"B{self.batch}", f"T{self.seq_len}", f"I{self.input_size}", f"H{self.hidden_size}", f"L{self.num_layers}"]
+        return "-".join(parts + [f for f in flags if f])
+
+
+def make_pair(module_class, reference_class, case: Case, dtype=torch.float32, backend="torch", **kwargs):
+    """An rnnfast module in `dtype` and its torch.nn twin (fp32) with the same weights."""
+    args = (case.input_size, case.hidden_size, case.num_layers)
+    options = dict(bidirectional=case.bidirectional, batch_first=case.batch_first, **kwargs)
+    reference = reference_class(*args, **options)
+    module = module_class(*args, **options, backend=backend).to(dtype)
+    module.load_state_dict(reference.state_dict())
+    if dtype != torch.float32:  # compare against fp32 on the very same rounded weights
+        reference.load_state_dict(module.state_dict())
+        reference.float()
+    return module, reference
+
+
+def make_inputs(case: Case, dtype=torch.float32, strided=True, lstm=True):
+    """Input and hx ((h0, c0) for the LSTM, h0 otherwise); the input is a strided view (every other
+    feature of a wider tensor) when asked."""
+    shape = (case.batch, case.seq_len) if case.batch_first else (case.seq_len, case.batch)
+    x = torch.randn(*shape, 2 * case.input_size, dtype=dtype)[..., ::2] if strided else torch.randn(*shape, case.input_size)
+    states = case.num_layers * (2 if case.bidirectional else 1)
+    hx = None
+    if case.with_hx:
+        hx = tuple(torch.randn(states, case.batch, case.hidden_size, dtype=dtype) for _ in range(2 if lstm else 1))
+        hx = hx if lstm else hx[0]
+    return x, hx
+
+
+def strided_grad_output(case: Case) -> torch.Tensor:
+    directions = 2 if case.bidirectional else 1
+    shape = (case.batch, case.seq_len) if case.batch_first else (case.seq_len, case.batch)
+    return torch.randn(*shape, 3 * directions * case.hidden_size)[..., ::3]
+
 
 # Largest error allowed, relative to the largest magnitude of the expected tensor (at least 1).
 # fp32 is compared with torch.nn in fp32; fp16/bf16 with torch.nn in fp32 on the same rounded inputs

@@ -1,0 +1,334 @@
+"""GRU recurrence kernels (gate order r z n, as torch.nn) and their launchers.
+
+n = tanh(W_in x + b_in + r * (W_hn h + b_hn)) keeps the recurrent part of n, with its own bias, inside
+the reset product, so the recurrent pre-activations (h W_hh^T + b_hh) are accumulated apart from the
+input projection x W_ih^T + b_ih (done by the caller). Slots as in kernels/lstm.py: h_all [T + 1, B, H]
+(forward reads slot t, writes t + 1; reverse reads t + 1, writes t) and dgates_h_all [T + 1, B, 3H]
+(step t in slot t + REVERSE, the slot after the last processed step zero).
+"""
+
+import torch
+import triton
+import triton.language as tl
+
+from .activations import sigmoid, tanh, to_storage
+from .configs import plan_scan
+from .launch import bf16_under_interpreter, launch_scan
+
+
+@triton.jit
+def _gru_fwd_tile(
+    gates_ptr,  # [T, B, 3H] in: x W_ih^T + b_ih; out (TRAINING): activated gates r z n
+    w_hh_ptr,  # [3H, H] recurrent weight, torch.nn layout
+    b_hh_ptr,  # [3H] recurrent bias
+    h_all_ptr,  # [T + 1, B, H] hidden-state slots, h0 already in the first read slot
+    hn_all_ptr,  # [T, B, H] fp32 out (TRAINING): W_hn h_{t-1} + b_hn, the reset-gated term
+    step,
+    T,
+    B,
+    H,
+    pid_b,
+    n_start,
+    REVERSE: tl.constexpr,
+    TRAINING: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    BF16_INTERPRETER: tl.constexpr,
+):
+    t = step
+    if REVERSE:
+        t = T - 1 - step
+    read_slot = t + REVERSE
+    write_slot = t + 1 - REVERSE
+
+    offs_b = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
+    offs_n = n_start + tl.arange(0, BLOCK_N)
+    mask_b = offs_b < B
+    mask_n = offs_n < H
+    mask = mask_b[:, None] & mask_n[None, :]
+
+    acc_r = tl.zeros((BLOCK_B, BLOCK_N), tl.float32) + tl.load(b_hh_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)[None, :]
+    acc_z = tl.zeros((BLOCK_B, BLOCK_N), tl.float32) + tl.load(b_hh_ptr + H + offs_n, mask=mask_n, other=0.0).to(tl.float32)[None, :]
+    acc_n = tl.zeros((BLOCK_B, BLOCK_N), tl.float32) + tl.load(b_hh_ptr + 2 * H + offs_n, mask=mask_n, other=0.0).to(tl.float32)[None, :]
+    h_prev_rows = (read_slot.to(tl.int64) * B + offs_b) * H
+    for k in range(0, H, BLOCK_K):
+        offs_k = k + tl.arange(0, BLOCK_K)
+        mask_k = offs_k < H
+        # .cg: h_{t-1} was written by other warps (or programs) in the previous step; read it from L2.
+        h_prev = tl.load(
+            h_all_ptr + h_prev_rows[:, None] + offs_k[None, :],
+            mask=mask_b[:, None] & mask_k[None, :],
+            other=0.0,
+            cache_modifier=".cg",
+        )
+        w_offs = offs_n[None, :] * H + offs_k[:, None]  # W_hh^T tile [BLOCK_K, BLOCK_N] of gate r
+        w_mask = mask_k[:, None] & mask_n[None, :]
+        w_r = tl.load(w_hh_ptr + w_offs, mask=w_mask, other=0.0)
+        w_z = tl.load(w_hh_ptr + w_offs + H * H, mask=w_mask, other=0.0)
+        w_n = tl.load(w_hh_ptr + w_offs + 2 * H * H, mask=w_mask, other=0.0)
+        if BF16_INTERPRETER:  # the interpreter computes bf16 arithmetic on raw bits
+            h_prev = h_prev.to(tl.float32)
+            w_r = w_r.to(tl.float32)
+            w_z = w_z.to(tl.float32)
+            w_n = w_n.to(tl.float32)
+        acc_r = tl.dot(h_prev, w_r, acc_r, input_precision="ieee")
+        acc_z = tl.dot(h_prev, w_z, acc_z, input_precision="ieee")
+        acc_n = tl.dot(h_prev, w_n, acc_n, input_precision="ieee")
+
+    gate_offs = ((t.to(tl.int64) * B + offs_b) * 3 * H)[:, None] + offs_n[None, :]
+    gate_r = sigmoid(tl.load(gates_ptr + gate_offs, mask=mask, other=0.0).to(tl.float32) + acc_r)
+    gate_z = sigmoid(tl.load(gates_ptr + gate_offs + H, mask=mask, other=0.0).to(tl.float32) + acc_z)
+    gate_n = tanh(tl.load(gates_ptr + gate_offs + 2 * H, mask=mask, other=0.0).to(tl.float32) + gate_r * acc_n)
+    h_prev_tile = tl.load(h_all_ptr + h_prev_rows[:, None] + offs_n[None, :], mask=mask, other=0.0).to(tl.float32)
+    h = (1.0 - gate_z) * gate_n + gate_z * h_prev_tile
+
+    h_offs = ((write_slot.to(tl.int64) * B + offs_b) * H)[:, None] + offs_n[None, :]
+    tl.store(h_all_ptr + h_offs, to_storage(h, h_all_ptr, BF16_INTERPRETER), mask=mask)
+    if TRAINING:
+        tl.store(gates_ptr + gate_offs, to_storage(gate_r, gates_ptr, BF16_INTERPRETER), mask=mask)
+        tl.store(gates_ptr + gate_offs + H, to_storage(gate_z, gates_ptr, BF16_INTERPRETER), mask=mask)
+        tl.store(gates_ptr + gate_offs + 2 * H, to_storage(gate_n, gates_ptr, BF16_INTERPRETER), mask=mask)
+        hn_offs = ((t.to(tl.int64) * B + offs_b) * H)[:, None] + offs_n[None, :]
+        tl.store(hn_all_ptr + hn_offs, acc_n, mask=mask)
+
+
+@triton.jit(do_not_specialize=["T"])
+def _gru_fwd_persistent_kernel(
+    gates_ptr,  # [T, B, 3H]
+    w_hh_ptr,  # [3H, H]
+    b_hh_ptr,  # [3H]
+    h_all_ptr,  # [T + 1, B, H]
+    hn_all_ptr,  # [T, B, H] fp32
+    T,
+    B,
+    H,
+    REVERSE: tl.constexpr,
+    TRAINING: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    BF16_INTERPRETER: tl.constexpr,
+):
+    pid_b = tl.program_id(0)
+    for step in range(T):
+        for n_start in range(0, H, BLOCK_N):
+            _gru_fwd_tile(
+                gates_ptr, w_hh_ptr, b_hh_ptr, h_all_ptr, hn_all_ptr, step, T, B, H, pid_b, n_start,
+                REVERSE, TRAINING, BLOCK_B, BLOCK_N, BLOCK_K, BF16_INTERPRETER,
+            )  # fmt: skip
+        # The next step reads every hidden unit this program just wrote.
+        tl.debug_barrier()
+
+
+@triton.jit(do_not_specialize=["T", "step"])
+def _gru_fwd_step_kernel(
+    gates_ptr,  # [T, B, 3H]
+    w_hh_ptr,  # [3H, H]
+    b_hh_ptr,  # [3H]
+    h_all_ptr,  # [T + 1, B, H]
+    hn_all_ptr,  # [T, B, H] fp32
+    step,
+    T,
+    B,
+    H,
+    REVERSE: tl.constexpr,
+    TRAINING: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    BF16_INTERPRETER: tl.constexpr,
+):
+    _gru_fwd_tile(
+        gates_ptr, w_hh_ptr, b_hh_ptr, h_all_ptr, hn_all_ptr, step, T, B, H,
+        tl.program_id(0), tl.program_id(1) * BLOCK_N, REVERSE, TRAINING, BLOCK_B, BLOCK_N, BLOCK_K, BF16_INTERPRETER,
+    )  # fmt: skip
+
+
+@triton.jit
+def _gru_bwd_tile(
+    dgates_h_all_ptr,  # [T + 1, B, 3H] fp32 out: gradient of the recurrent pre-activations h W_hh^T + b_hh
+    dgates_x_ptr,  # [T, B, 3H] fp32 out: gradient of the input projection x W_ih^T + b_ih
+    gates_ptr,  # [T, B, 3H] activated gates r z n saved by the forward
+    w_hh_ptr,  # [3H, H]
+    h_all_ptr,  # [T + 1, B, H] hidden-state slots saved by the forward
+    hn_all_ptr,  # [T, B, H] fp32 W_hn h_{t-1} + b_hn saved by the forward
+    dh_ptr,  # [T, B, H] fp32 gradient reaching h_t from the output (dh_n already added at the last step)
+    dh_carry_ptr,  # [B, H] fp32 gradient reaching h_t through z * h_t in the next step; updated in place
+    step,
+    T,
+    B,
+    H,
+    pid_b,
+    n_start,
+    REVERSE: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    t = T - 1 - step
+    if REVERSE:
+        t = step
+    dgates_slot = t + REVERSE
+    next_dgates_slot = t + 1 - REVERSE
+
+    offs_b = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
+    offs_n = n_start + tl.arange(0, BLOCK_N)
+    mask_b = offs_b < B
+    mask_n = offs_n < H
+    mask = mask_b[:, None] & mask_n[None, :]
+
+    state_offs = ((t.to(tl.int64) * B + offs_b) * H)[:, None] + offs_n[None, :]
+    carry_offs = (offs_b.to(tl.int64) * H)[:, None] + offs_n[None, :]
+    dh = tl.load(dh_ptr + state_offs, mask=mask, other=0.0) + tl.load(dh_carry_ptr + carry_offs, mask=mask, other=0.0)
+    next_dgates_rows = (next_dgates_slot.to(tl.int64) * B + offs_b) * 3 * H
+    for k in range(0, 3 * H, BLOCK_K):
+        offs_k = k + tl.arange(0, BLOCK_K)
+        mask_k = offs_k < 3 * H
+        # .cg: the next step's gate gradients were written by other warps (or programs).
+        next_dgates = tl.load(
+            dgates_h_all_ptr + next_dgates_rows[:, None] + offs_k[None, :],
+            mask=mask_b[:, None] & mask_k[None, :],
+            other=0.0,
+            cache_modifier=".cg",
+        )
+        w = tl.load(
+            w_hh_ptr + offs_k[:, None] * H + offs_n[None, :],
+            mask=mask_k[:, None] & mask_n[None, :],
+            other=0.0,
+        )
+        dh = tl.dot(next_dgates, w.to(tl.float32), dh, input_precision="ieee")
+
+    gate_offs = ((t.to(tl.int64) * B + offs_b) * 3 * H)[:, None] + offs_n[None, :]
+    gate_r = tl.load(gates_ptr + gate_offs, mask=mask, other=0.0).to(tl.float32)
+    gate_z = tl.load(gates_ptr + gate_offs + H, mask=mask, other=0.0).to(tl.float32)
+    gate_n = tl.load(gates_ptr + gate_offs + 2 * H, mask=mask, other=0.0).to(tl.float32)
+    hn = tl.load(hn_all_ptr + state_offs, mask=mask, other=0.0)
+    h_prev_offs = (((t + REVERSE).to(tl.int64) * B + offs_b) * H)[:, None] + offs_n[None, :]
+    h_prev = tl.load(h_all_ptr + h_prev_offs, mask=mask, other=0.0).to(tl.float32)
+
+    d_n = dh * (1.0 - gate_z) * (1.0 - gate_n * gate_n)
+    d_z = dh * (h_prev - gate_n) * gate_z * (1.0 - gate_z)
+    d_r = d_n * hn * gate_r * (1.0 - gate_r)
+    tl.store(dh_carry_ptr + carry_offs, dh * gate_z, mask=mask)
+
+    dgates_h_offs = ((dgates_slot.to(tl.int64) * B + offs_b) * 3 * H)[:, None] + offs_n[None, :]
+    tl.store(dgates_h_all_ptr + dgates_h_offs, d_r, mask=mask)
+    tl.store(dgates_h_all_ptr + dgates_h_offs + H, d_z, mask=mask)
+    tl.store(dgates_h_all_ptr + dgates_h_offs + 2 * H, d_n * gate_r, mask=mask)
+    tl.store(dgates_x_ptr + gate_offs, d_r, mask=mask)
+    tl.store(dgates_x_ptr + gate_offs + H, d_z, mask=mask)
+    tl.store(dgates_x_ptr + gate_offs + 2 * H, d_n, mask=mask)
+
+
+@triton.jit(do_not_specialize=["T"])
+def _gru_bwd_persistent_kernel(
+    dgates_h_all_ptr,  # [T + 1, B, 3H]
+    dgates_x_ptr,  # [T, B, 3H]
+    gates_ptr,  # [T, B, 3H]
+    w_hh_ptr,  # [3H, H]
+    h_all_ptr,  # [T + 1, B, H]
+    hn_all_ptr,  # [T, B, H] fp32
+    dh_ptr,  # [T, B, H] fp32
+    dh_carry_ptr,  # [B, H] fp32
+    T,
+    B,
+    H,
+    REVERSE: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    pid_b = tl.program_id(0)
+    for step in range(T):
+        for n_start in range(0, H, BLOCK_N):
+            _gru_bwd_tile(
+                dgates_h_all_ptr, dgates_x_ptr, gates_ptr, w_hh_ptr, h_all_ptr, hn_all_ptr, dh_ptr, dh_carry_ptr,
+                step, T, B, H, pid_b, n_start, REVERSE, BLOCK_B, BLOCK_N, BLOCK_K,
+            )  # fmt: skip
+        # The next step reads every gate gradient this program just wrote.
+        tl.debug_barrier()
+
+
+@triton.jit(do_not_specialize=["T", "step"])
+def _gru_bwd_step_kernel(
+    dgates_h_all_ptr,  # [T + 1, B, 3H]
+    dgates_x_ptr,  # [T, B, 3H]
+    gates_ptr,  # [T, B, 3H]
+    w_hh_ptr,  # [3H, H]
+    h_all_ptr,  # [T + 1, B, H]
+    hn_all_ptr,  # [T, B, H] fp32
+    dh_ptr,  # [T, B, H] fp32
+    dh_carry_ptr,  # [B, H] fp32
+    step,
+    T,
+    B,
+    H,
+    REVERSE: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    _gru_bwd_tile(
+        dgates_h_all_ptr, dgates_x_ptr, gates_ptr, w_hh_ptr, h_all_ptr, hn_all_ptr, dh_ptr, dh_carry_ptr,
+        step, T, B, H, tl.program_id(0), tl.program_id(1) * BLOCK_N, REVERSE, BLOCK_B, BLOCK_N, BLOCK_K,
+    )  # fmt: skip
+
+
+# Every kernel the planner can launch, by (pass, variant), with its fp32 pointer arguments.
+SCAN_KERNELS = {
+    ("forward", "persistent"): (_gru_fwd_persistent_kernel, frozenset({"hn_all_ptr"})),
+    ("forward", "step"): (_gru_fwd_step_kernel, frozenset({"hn_all_ptr"})),
+    ("backward", "persistent"): (_gru_bwd_persistent_kernel, frozenset({"dgates_h_all_ptr", "dgates_x_ptr", "hn_all_ptr", "dh_ptr", "dh_carry_ptr"})),
+    ("backward", "step"): (_gru_bwd_step_kernel, frozenset({"dgates_h_all_ptr", "dgates_x_ptr", "hn_all_ptr", "dh_ptr", "dh_carry_ptr"})),
+}
+
+
+def gru_scan_fwd(
+    gates: torch.Tensor,
+    w_hh: torch.Tensor,
+    b_hh: torch.Tensor,
+    h_all: torch.Tensor,
+    hn_all: torch.Tensor,
+    reverse: bool,
+    training: bool,
+) -> None:
+    """Runs the recurrence over gates [T, B, 3H] (overwritten with activated gates when training), filling
+    the slots of h_all [T + 1, B, H] and, when training, hn_all [T, B, H] (fp32)."""
+    seq_len, batch, hidden = h_all.shape[0] - 1, h_all.shape[1], h_all.shape[2]
+    plan = plan_scan(hidden, gates.dtype)
+    launch_scan(
+        plan,
+        SCAN_KERNELS["forward", plan.variant][0],
+        (gates, w_hh, b_hh, h_all, hn_all),
+        seq_len,
+        batch,
+        hidden,
+        dict(REVERSE=int(reverse), TRAINING=training, BF16_INTERPRETER=bf16_under_interpreter(gates.dtype)),
+    )
+
+
+def gru_scan_bwd(
+    dgates_h_all: torch.Tensor,
+    dgates_x: torch.Tensor,
+    gates: torch.Tensor,
+    w_hh: torch.Tensor,
+    h_all: torch.Tensor,
+    hn_all: torch.Tensor,
+    dh: torch.Tensor,
+    dh_carry: torch.Tensor,
+    reverse: bool,
+) -> None:
+    """Backward through time: fills dgates_h_all [T + 1, B, 3H] (its zero slot already cleared) and
+    dgates_x [T, B, 3H], and leaves in dh_carry [B, H] (fp32, zero in) the direct part of dh_0."""
+    seq_len, batch, hidden = dh.shape
+    plan = plan_scan(hidden, gates.dtype)
+    launch_scan(
+        plan,
+        SCAN_KERNELS["backward", plan.variant][0],
+        (dgates_h_all, dgates_x, gates, w_hh, h_all, hn_all, dh, dh_carry),
+        seq_len,
+        batch,
+        hidden,
+        dict(REVERSE=int(reverse)),
+    )

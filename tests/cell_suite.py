@@ -1,0 +1,278 @@
+"""The checks every rnnfast cell must pass against its torch.nn twin (same state_dict).
+
+Each tests/test_<cell>.py imports these tests and defines the `spec` fixture naming its classes.
+backend "triton" runs the kernels through Triton's interpreter (conftest sets TRITON_INTERPRET=1);
+backend "torch" is the pure-PyTorch fallback.
+"""
+
+from dataclasses import dataclass, field
+
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence
+
+from rnnfast.kernels import configs
+from tests.oracle import Case, compare_with_torch, make_inputs, make_pair, strided_grad_output
+
+BACKENDS = ["torch", "triton"]
+
+CASES = [
+    Case(3, 6, 5, 17),
+    Case(1, 1, 5, 17),  # T=1, batch 1
+    Case(4, 5, 16, 100, num_layers=2),  # H not a power of two, over one tile
+    Case(2, 4, 7, 20, num_layers=3, bidirectional=True),
+    Case(5, 3, 6, 8, num_layers=2, bidirectional=True, batch_first=True, with_hx=False),
+    Case(17, 3, 5, 5),  # batch over one tile, tiny H
+]
+
+
+@dataclass(frozen=True)
+class CellSpec:
+    module: type  # rnnfast.LSTM ...
+    reference: type  # torch.nn.LSTM ...
+    cell: type  # rnnfast.LSTMCell ...
+    reference_cell: type  # torch.nn.LSTMCell ...
+    options: dict = field(default_factory=dict)  # e.g. nonlinearity="relu"
+
+    @property
+    def is_lstm(self) -> bool:
+        return self.reference is torch.nn.LSTM
+
+    def pair(self, case: Case, **kwargs):
+        return make_pair(self.module, self.reference, case, **self.options, **kwargs)
+
+    def inputs(self, case: Case, **kwargs):
+        return make_inputs(case, lstm=self.is_lstm, **kwargs)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_matches_torch_nn(spec, case, backend):
+    torch.manual_seed(0)
+    module, reference = spec.pair(case, backend=backend)
+    x, hx = spec.inputs(case)
+    compare_with_torch(module, reference, x, hx, grad_output=strided_grad_output(case))
+
+
+@pytest.mark.parametrize("variant", ["persistent", "step"])
+@pytest.mark.parametrize("hidden_size", [24, 70])
+def test_both_kernel_variants(spec, hidden_size, variant, monkeypatch):
+    monkeypatch.setattr(configs, "PERSISTENT_MAX_HIDDEN", 10_000 if variant == "persistent" else 0)
+    assert configs.plan_scan(hidden_size, torch.float32).variant == variant
+    torch.manual_seed(1)
+    case = Case(3, 4, 6, hidden_size, bidirectional=True)
+    module, reference = spec.pair(case, backend="triton")
+    compare_with_torch(module, reference, *spec.inputs(case))
+
+
+def test_step_variant_at_its_real_size(spec):
+    case = Case(2, 2, 4, 300)
+    assert configs.plan_scan(case.hidden_size, torch.float32).variant == "step"
+    torch.manual_seed(2)
+    module, reference = spec.pair(case, backend="triton")
+    compare_with_torch(module, reference, *spec.inputs(case))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_half_precision(spec, dtype, backend):
+    torch.manual_seed(3)
+    case = Case(3, 5, 8, 20, num_layers=2, bidirectional=True)
+    module, reference = spec.pair(case, dtype=dtype, backend=backend)
+    x, hx = spec.inputs(case)
+    round_trip = lambda t: t.to(dtype).float()  # noqa: E731  the same rounded values for both
+    hx = tuple(map(round_trip, hx)) if spec.is_lstm else round_trip(hx)
+    compare_with_torch(module, reference, round_trip(x), hx, dtype=dtype)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_unbatched_input(spec, backend):
+    torch.manual_seed(4)
+    module, reference = spec.pair(Case(1, 4, 5, 9, num_layers=2, bidirectional=True), backend=backend)
+    x = torch.randn(4, 5)
+    hx = tuple(torch.randn(4, 9) for _ in range(2)) if spec.is_lstm else torch.randn(4, 9)
+    compare_with_torch(module, reference, x, hx)
+    compare_with_torch(module, reference, x)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("batched", [True, False])
+@pytest.mark.parametrize("bias", [True, False])
+def test_cell(spec, backend, batched, bias):
+    torch.manual_seed(5)
+    reference = spec.reference_cell(6, 11, bias=bias, **spec.options)
+    cell = spec.cell(6, 11, bias=bias, backend=backend, **spec.options)
+    cell.load_state_dict(reference.state_dict())
+    shape = (3,) if batched else ()
+    x = torch.randn(*shape, 6)
+    hx = tuple(torch.randn(*shape, 11) for _ in range(2 if spec.is_lstm else 1))
+
+    def as_tuple(state):
+        return state if isinstance(state, tuple) else (state,)
+
+    def call(module, x, hx):
+        return as_tuple(module(x, hx if spec.is_lstm else hx[0]))
+
+    for mine, theirs in zip(as_tuple(cell(x)), as_tuple(reference(x))):
+        torch.testing.assert_close(mine, theirs, atol=1e-5, rtol=1e-5)
+    inputs = [t.clone().requires_grad_() for t in (x, *hx)]
+    ref_inputs = [t.clone().requires_grad_() for t in (x, *hx)]
+    outputs = call(cell, inputs[0], tuple(inputs[1:]))
+    ref_outputs = call(reference, ref_inputs[0], tuple(ref_inputs[1:]))
+    for mine, theirs in zip(outputs, ref_outputs):
+        torch.testing.assert_close(mine, theirs, atol=1e-5, rtol=1e-5)
+    grad_outputs = [torch.randn_like(o) for o in ref_outputs]
+    grads = torch.autograd.grad(outputs, inputs + list(cell.parameters()), grad_outputs)
+    ref_grads = torch.autograd.grad(ref_outputs, ref_inputs + list(reference.parameters()), grad_outputs)
+    for mine, theirs in zip(grads, ref_grads):
+        torch.testing.assert_close(mine, theirs, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_float64_gradcheck_of_fallback(spec, bidirectional):
+    torch.manual_seed(6)
+    module = spec.module(3, 4, num_layers=2, bidirectional=bidirectional, backend="torch", **spec.options).double()
+    states = 4 if bidirectional else 2
+    x = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
+    hx = [torch.randn(states, 2, 4, dtype=torch.float64, requires_grad=True) for _ in range(2 if spec.is_lstm else 1)]
+    names = [name for name, _ in module.named_parameters()]
+
+    def run(x, *tensors):
+        hidden, weights = tensors[: len(hx)], tensors[len(hx) :]
+        out, final = torch.func.functional_call(
+            module, dict(zip(names, weights)), (x, tuple(hidden) if spec.is_lstm else hidden[0])
+        )
+        return (out, *final) if spec.is_lstm else (out, final)
+
+    weights = [p.detach().clone().requires_grad_() for p in module.parameters()]
+    assert torch.autograd.gradcheck(run, (x, *hx, *weights))
+
+
+def test_dropout_matches_torch_nn_rng(spec):
+    torch.manual_seed(7)
+    module, reference = spec.pair(Case(2, 5, 4, 6, num_layers=3), dropout=0.5)
+    x = torch.randn(5, 2, 4)
+    torch.manual_seed(8)
+    expected, _ = reference(x)
+    torch.manual_seed(8)
+    actual, _ = module(x)
+    torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-5)
+    module.eval()
+    reference.eval()
+    torch.testing.assert_close(module(x)[0], reference(x)[0], atol=1e-5, rtol=1e-5)
+
+
+def test_state_dict_round_trip(spec):
+    options = dict(num_layers=2, bidirectional=True, bias=False, **spec.options)
+    reference = spec.reference(5, 7, **options)
+    module = spec.module(5, 7, **options)
+    module.load_state_dict(reference.state_dict())
+    back = spec.reference(5, 7, **options)
+    back.load_state_dict(module.state_dict())
+    assert list(module.state_dict()) == list(reference.state_dict())
+    for key, value in reference.state_dict().items():
+        assert torch.equal(back.state_dict()[key], value)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_no_grad_saves_nothing(spec, backend):
+    module = spec.module(4, 8, num_layers=2, backend=backend, **spec.options)
+    x = torch.randn(3, 2, 4)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        with torch.no_grad():
+            out, _ = module(x)
+        assert out.grad_fn is None and not saved
+        module(x)
+    assert saved
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_backward_twice_with_retain_graph(spec, backend):
+    module = spec.module(4, 8, backend=backend, **spec.options)
+    out, final = module(torch.randn(3, 2, 4))
+    loss = out.sum() + (final[1] if spec.is_lstm else final).sum()
+    first = torch.autograd.grad(loss, list(module.parameters()), retain_graph=True)
+    second = torch.autograd.grad(loss, list(module.parameters()))
+    for a, b in zip(first, second):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_empty_batch_like_torch_nn(spec, backend):
+    module, reference = spec.pair(Case(0, 4, 3, 5, num_layers=2, bidirectional=True), backend=backend)
+    x = torch.randn(4, 0, 3, requires_grad=True)
+    out, final = module(x)
+    ref_out, ref_final = reference(x)
+    assert out.shape == ref_out.shape
+    for mine, theirs in zip(final if spec.is_lstm else (final,), ref_final if spec.is_lstm else (ref_final,)):
+        assert mine.shape == theirs.shape
+    out.sum().backward()
+    assert x.grad.shape == x.shape
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_nan_input_gives_nan_output(spec, backend):
+    module = spec.module(3, 5, backend=backend, **spec.options)
+    with torch.no_grad():  # keep every unit's pre-activation away from relu's flat side
+        module.weight_ih_l0.fill_(0.5)
+    x = torch.rand(4, 2, 3)
+    x[1, 0, 0] = float("nan")
+    out, final = module(x)
+    h_n = final[0] if spec.is_lstm else final
+    assert out[1:, 0].isnan().all() and not out[:, 1].isnan().any()
+    assert h_n[0, 0].isnan().all() and not h_n[0, 1].isnan().any()
+
+
+def _bad_inputs(spec):
+    hx = lambda *shape: (torch.zeros(*shape), torch.zeros(*shape)) if spec.is_lstm else torch.zeros(*shape)  # noqa: E731
+    name = spec.module.__name__
+    return [
+        (lambda m: m(torch.randn(3)), ValueError, f"{name}: Expected input to be 2D or 3D, got 1D instead"),
+        (lambda m: m(torch.randn(4, 2, 3, 1)), ValueError, "Expected input to be 2D or 3D, got 4D"),
+        (lambda m: m(torch.randn(4, 2, 6)), RuntimeError, "input.size(-1) must be equal to input_size. Expected 3, got 6"),
+        (lambda m: m(torch.randn(4, 2, 3).double()), ValueError, "RNN input dtype (torch.float64) does not match weight dtype"),
+        (lambda m: m(torch.randn(4, 2, 3), hx(1, 3, 5)), RuntimeError, "Expected hidden[0] size (1, 2, 5), got [1, 3, 5]" if spec.is_lstm else "Expected hidden size (1, 2, 5), got [1, 3, 5]"),
+        (lambda m: m(torch.randn(4, 2, 3), hx(2, 5)), RuntimeError, "should also be 3-D"),
+        (lambda m: m(torch.randn(4, 3), hx(1, 1, 5)), RuntimeError, "should also be 2-D"),
+        (lambda m: m(torch.randn(4, 2, 3), hx(1, 2, 5)[0] if spec.is_lstm else (torch.zeros(1, 2, 5),)), TypeError, "hx must be a"),
+        (lambda m: m(torch.randn(4, 2, 3, device="meta")), RuntimeError, "Input and parameter tensors are not at the same device"),
+        (lambda m: m(torch.randn(0, 2, 3)), RuntimeError, "Expected sequence length to be larger than 0 in RNN"),
+        (lambda m: m(pack_padded_sequence(torch.randn(4, 2, 3), torch.tensor([4, 2]))), NotImplementedError, "PackedSequence"),
+    ]
+
+
+@pytest.mark.parametrize("index", range(11))
+def test_bad_input_errors(spec, index):
+    call, error, message = _bad_inputs(spec)[index]
+    with pytest.raises(error) as raised:
+        call(spec.module(3, 5, **spec.options))
+    assert message in str(raised.value)
+
+
+def test_hidden_dtype_mismatch_is_refused(spec):
+    hx = (torch.zeros(1, 2, 5).double(), torch.zeros(1, 2, 5)) if spec.is_lstm else torch.zeros(1, 2, 5).double()
+    with pytest.raises(RuntimeError, match="Input and hidden tensors are not the same dtype"):
+        spec.module(3, 5, **spec.options)(torch.randn(4, 2, 3), hx)
+
+
+def test_bad_cell_input_errors(spec):
+    cell = spec.cell(3, 5, **spec.options)
+    hx = lambda *shape: (torch.zeros(*shape), torch.zeros(*shape)) if spec.is_lstm else torch.zeros(*shape)  # noqa: E731
+    cases = [
+        (lambda: cell(torch.randn(2, 2, 3)), ValueError, f"{spec.cell.__name__}: Expected input to be 1D or 2D, got 3D instead"),
+        (lambda: cell(torch.randn(2, 4)), RuntimeError, "input has inconsistent input_size: got 4 expected 3"),
+        (lambda: cell(torch.randn(2, 3), hx(3, 5)), RuntimeError, "Input batch size 2 doesn't match hidden0 batch size 3"),
+        (lambda: cell(torch.randn(2, 3), hx(2, 4)), RuntimeError, "hidden0 has inconsistent hidden_size: got 4, expected 5"),
+    ]
+    for call, error, message in cases:
+        with pytest.raises(error) as raised:
+            call()
+        assert message in str(raised.value)
+
+
+def test_unknown_backend_is_refused(spec):
+    with pytest.raises(ValueError, match="backend must be one of"):
+        spec.module(3, 5, backend="cudnn", **spec.options)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        spec.cell(3, 5, backend="cudnn", **spec.options)
