@@ -29,7 +29,10 @@ def default_device() -> str:
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--device", choices=("cpu", "cuda"), default=default_device(), help="default: cuda if available"
+        "--device",
+        choices=("cpu", "cuda"),
+        default=default_device(),
+        help="where to run (cuda when available)",
     )
     parser.add_argument(
         "--threads",
@@ -92,10 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--num-layers", type=int, default=defaults_model.num_layers)
     model.add_argument("--bidirectional", action="store_true")
     model.add_argument(
-        "--no-reverse-source",
-        dest="reverse_source",
-        action="store_false",
-        help="read the source left to right (default reads it reversed)",
+        "--reverse-source",
+        action=argparse.BooleanOptionalAction,
+        default=defaults_model.reverse_source,
+        help="read each source sentence backwards, so its first words sit next to the decoder's start",
     )
     model.add_argument("--attention", choices=ATTENTION_TYPES, default=defaults_model.attention)
     model.add_argument("--dropout", type=float, default=defaults_model.dropout)
