@@ -9,5 +9,8 @@ setup(
     # Triton code lives in kernels/ but is only ever importable as rnnfast.kernels.
     package_dir={"rnnfast": "rnnfast", "rnnfast.kernels": "kernels"},
     install_requires=["torch>=2.1", "numpy", "triton>=3.2; platform_system == 'Linux'"],
-    extras_require={"test": ["pytest"]},
+    extras_require={
+        "seq2seq": ["num2words", "sacrebleu", "tqdm", "matplotlib"],
+        "test": ["pytest", "num2words", "sacrebleu", "tqdm", "matplotlib"],
+    },
 )

@@ -46,7 +46,7 @@ def plan_scan(hidden_size: int, dtype: torch.dtype) -> ScanPlan:
     variant = "persistent" if hidden_size <= PERSISTENT_MAX_HIDDEN else "step"
     # 8 warps at the widest tile keep the four gate accumulators and the weight tiles in registers
     # without spills (sm_80/sm_90, fp32 and bf16); narrower tiles spill less with 4.
-    # fp32 operands take twice the registers of 16-bit ones: a shorter K step keeps them spill-free.
+    # The backward's dots are fp32 whatever the dtype (gate gradients stay fp32), and fp32 operands take
+    # twice the registers of 16-bit ones: K steps of 16 (one bf16/fp16 mma deep) keep every kernel spill-free.
     num_warps = 8 if tile == 64 else 4
-    block_k = min(16 if dtype == torch.float32 else 32, tile)
-    return ScanPlan(variant=variant, block_b=BLOCK_B, block_n=tile, block_k=block_k, num_warps=num_warps)
+    return ScanPlan(variant=variant, block_b=BLOCK_B, block_n=tile, block_k=16, num_warps=num_warps)

@@ -48,9 +48,18 @@ def _gru_fwd_tile(
     mask_n = offs_n < H
     mask = mask_b[:, None] & mask_n[None, :]
 
-    acc_r = tl.zeros((BLOCK_B, BLOCK_N), tl.float32) + tl.load(b_hh_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)[None, :]
-    acc_z = tl.zeros((BLOCK_B, BLOCK_N), tl.float32) + tl.load(b_hh_ptr + H + offs_n, mask=mask_n, other=0.0).to(tl.float32)[None, :]
-    acc_n = tl.zeros((BLOCK_B, BLOCK_N), tl.float32) + tl.load(b_hh_ptr + 2 * H + offs_n, mask=mask_n, other=0.0).to(tl.float32)[None, :]
+    acc_r = (
+        tl.zeros((BLOCK_B, BLOCK_N), tl.float32)
+        + tl.load(b_hh_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)[None, :]
+    )
+    acc_z = (
+        tl.zeros((BLOCK_B, BLOCK_N), tl.float32)
+        + tl.load(b_hh_ptr + H + offs_n, mask=mask_n, other=0.0).to(tl.float32)[None, :]
+    )
+    acc_n = (
+        tl.zeros((BLOCK_B, BLOCK_N), tl.float32)
+        + tl.load(b_hh_ptr + 2 * H + offs_n, mask=mask_n, other=0.0).to(tl.float32)[None, :]
+    )
     h_prev_rows = (read_slot.to(tl.int64) * B + offs_b) * H
     for k in range(0, H, BLOCK_K):
         offs_k = k + tl.arange(0, BLOCK_K)
@@ -279,8 +288,14 @@ def _gru_bwd_step_kernel(
 SCAN_KERNELS = {
     ("forward", "persistent"): (_gru_fwd_persistent_kernel, frozenset({"hn_all_ptr"})),
     ("forward", "step"): (_gru_fwd_step_kernel, frozenset({"hn_all_ptr"})),
-    ("backward", "persistent"): (_gru_bwd_persistent_kernel, frozenset({"dgates_h_all_ptr", "dgates_x_ptr", "hn_all_ptr", "dh_ptr", "dh_carry_ptr"})),
-    ("backward", "step"): (_gru_bwd_step_kernel, frozenset({"dgates_h_all_ptr", "dgates_x_ptr", "hn_all_ptr", "dh_ptr", "dh_carry_ptr"})),
+    ("backward", "persistent"): (
+        _gru_bwd_persistent_kernel,
+        frozenset({"dgates_h_all_ptr", "dgates_x_ptr", "hn_all_ptr", "dh_ptr", "dh_carry_ptr"}),
+    ),
+    ("backward", "step"): (
+        _gru_bwd_step_kernel,
+        frozenset({"dgates_h_all_ptr", "dgates_x_ptr", "hn_all_ptr", "dh_ptr", "dh_carry_ptr"}),
+    ),
 }
 
 

@@ -54,7 +54,7 @@ def kernel_signature(kernel, dtype: torch.dtype, fp32_pointers: frozenset[str]) 
     return signature
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _compile(kernel, signature: tuple, constexprs: tuple, num_warps: int, arch: int) -> KernelResources:
     source = ASTSource(fn=kernel, signature=dict(signature), constexprs=dict(constexprs))
     compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32), options={"num_warps": num_warps})
@@ -79,11 +79,20 @@ def compile_scan_kernel(
     return _compile(kernel, tuple(signature.items()), tuple(sorted(values.items())), plan.num_warps, arch)
 
 
-def planned_kernel_report(cells: list[str], hidden_sizes: list[int], dtypes: list[torch.dtype], archs: list[int]) -> list[dict]:
+def planned_kernel_report(
+    cells: list[str], hidden_sizes: list[int], dtypes: list[torch.dtype], archs: list[int], every_flag: bool = True
+) -> list[dict]:
     """One row per distinct kernel launch the planner can make for these cells (module names in
     rnnfast.kernels, e.g. "lstm"), hidden sizes and dtypes, compiled for each arch: the plan, the hidden
-    sizes that map to it, and registers, spill bytes, shared memory and whether it fits the hardware."""
-    request = dict(cells=cells, hidden_sizes=hidden_sizes, dtypes=[_TRITON_DTYPE[d] for d in dtypes], archs=archs)
+    sizes that map to it, and registers, spill bytes, shared memory and whether it fits the hardware.
+    every_flag=False compiles each plan with its heaviest flags only (HEAVIEST_FLAGS), a quarter of the work."""
+    request = dict(
+        cells=cells,
+        hidden_sizes=hidden_sizes,
+        dtypes=[_TRITON_DTYPE[d] for d in dtypes],
+        archs=archs,
+        every_flag=every_flag,
+    )
     if interpreting():
         env = {name: value for name, value in os.environ.items() if name != "TRITON_INTERPRET"}
         result = subprocess.run(
@@ -94,17 +103,24 @@ def planned_kernel_report(cells: list[str], hidden_sizes: list[int], dtypes: lis
     return _report(**request)
 
 
-def _flag_combinations(kernel) -> list[dict]:
-    """Every value of the kernel's flag constexprs (REVERSE, TRAINING, RELU, ...): all are launchable."""
+# The flag values that make a kernel do the most work: it stores the gates, and tanh has more to compute.
+HEAVIEST_FLAGS = {"REVERSE": 1, "TRAINING": True, "RELU": False}
+
+
+def _flag_combinations(kernel, every_flag: bool) -> list[dict]:
+    """Values of the kernel's flag constexprs (REVERSE, TRAINING, RELU): every combination, all of them
+    launchable, or only the heaviest one."""
     fixed = {"BLOCK_B", "BLOCK_N", "BLOCK_K", "BF16_INTERPRETER"}
     flags = [kernel.arg_names[i] for i in kernel.constexprs if kernel.arg_names[i] not in fixed]
+    if not every_flag:
+        return [{name: HEAVIEST_FLAGS[name] for name in flags}]
     return [
         {name: (int(bit) if name == "REVERSE" else bool(bit)) for name, bit in zip(flags, bits)}
         for bits in itertools.product((0, 1), repeat=len(flags))
     ]
 
 
-def _report(cells, hidden_sizes, dtypes, archs) -> list[dict]:
+def _report(cells, hidden_sizes, dtypes, archs, every_flag) -> list[dict]:
     rows = []
     for cell in cells:
         scan_kernels = importlib.import_module(f"{__package__}.{cell}").SCAN_KERNELS
@@ -116,7 +132,7 @@ def _report(cells, hidden_sizes, dtypes, archs) -> list[dict]:
                 for (scan_pass, variant), (kernel, fp32_pointers) in scan_kernels.items():
                     if variant != plan.variant:
                         continue
-                    for constexprs in _flag_combinations(kernel):
+                    for constexprs in _flag_combinations(kernel, every_flag):
                         key = (plan, scan_pass, tuple(constexprs.items()))
                         launches.setdefault(key, (kernel, fp32_pointers, []))[2].append(hidden)
             for (plan, scan_pass, constexprs), (kernel, fp32_pointers, hiddens) in launches.items():

@@ -292,7 +292,10 @@ def _lstm_bwd_step_kernel(
 SCAN_KERNELS = {
     ("forward", "persistent"): (_lstm_fwd_persistent_kernel, frozenset({"c_all_ptr"})),
     ("forward", "step"): (_lstm_fwd_step_kernel, frozenset({"c_all_ptr"})),
-    ("backward", "persistent"): (_lstm_bwd_persistent_kernel, frozenset({"dgates_all_ptr", "c_all_ptr", "dh_ptr", "dc_ptr"})),
+    ("backward", "persistent"): (
+        _lstm_bwd_persistent_kernel,
+        frozenset({"dgates_all_ptr", "c_all_ptr", "dh_ptr", "dc_ptr"}),
+    ),
     ("backward", "step"): (_lstm_bwd_step_kernel, frozenset({"dgates_all_ptr", "c_all_ptr", "dh_ptr", "dc_ptr"})),
 }
 
@@ -311,7 +314,12 @@ def lstm_scan_fwd(
         seq_len,
         batch,
         hidden,
-        dict(c_slots=c_all.shape[0], REVERSE=int(reverse), TRAINING=training, BF16_INTERPRETER=bf16_under_interpreter(gates.dtype)),
+        dict(
+            c_slots=c_all.shape[0],
+            REVERSE=int(reverse),
+            TRAINING=training,
+            BF16_INTERPRETER=bf16_under_interpreter(gates.dtype),
+        ),
     )
 
 

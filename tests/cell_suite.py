@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 
 import pytest
 import torch
+from rnnfast.kernels import configs
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from rnnfast.kernels import configs
 from tests.oracle import Case, compare_with_torch, make_inputs, make_pair, strided_grad_output
 
 BACKENDS = ["torch", "triton"]
@@ -230,15 +230,41 @@ def _bad_inputs(spec):
     return [
         (lambda m: m(torch.randn(3)), ValueError, f"{name}: Expected input to be 2D or 3D, got 1D instead"),
         (lambda m: m(torch.randn(4, 2, 3, 1)), ValueError, "Expected input to be 2D or 3D, got 4D"),
-        (lambda m: m(torch.randn(4, 2, 6)), RuntimeError, "input.size(-1) must be equal to input_size. Expected 3, got 6"),
-        (lambda m: m(torch.randn(4, 2, 3).double()), ValueError, "RNN input dtype (torch.float64) does not match weight dtype"),
-        (lambda m: m(torch.randn(4, 2, 3), hx(1, 3, 5)), RuntimeError, "Expected hidden[0] size (1, 2, 5), got [1, 3, 5]" if spec.is_lstm else "Expected hidden size (1, 2, 5), got [1, 3, 5]"),
+        (
+            lambda m: m(torch.randn(4, 2, 6)),
+            RuntimeError,
+            "input.size(-1) must be equal to input_size. Expected 3, got 6",
+        ),
+        (
+            lambda m: m(torch.randn(4, 2, 3).double()),
+            ValueError,
+            "RNN input dtype (torch.float64) does not match weight dtype",
+        ),
+        (
+            lambda m: m(torch.randn(4, 2, 3), hx(1, 3, 5)),
+            RuntimeError,
+            "Expected hidden[0] size (1, 2, 5), got [1, 3, 5]"
+            if spec.is_lstm
+            else "Expected hidden size (1, 2, 5), got [1, 3, 5]",
+        ),
         (lambda m: m(torch.randn(4, 2, 3), hx(2, 5)), RuntimeError, "should also be 3-D"),
         (lambda m: m(torch.randn(4, 3), hx(1, 1, 5)), RuntimeError, "should also be 2-D"),
-        (lambda m: m(torch.randn(4, 2, 3), hx(1, 2, 5)[0] if spec.is_lstm else (torch.zeros(1, 2, 5),)), TypeError, "hx must be a"),
-        (lambda m: m(torch.randn(4, 2, 3, device="meta")), RuntimeError, "Input and parameter tensors are not at the same device"),
+        (
+            lambda m: m(torch.randn(4, 2, 3), hx(1, 2, 5)[0] if spec.is_lstm else (torch.zeros(1, 2, 5),)),
+            TypeError,
+            "hx must be a",
+        ),
+        (
+            lambda m: m(torch.randn(4, 2, 3, device="meta")),
+            RuntimeError,
+            "Input and parameter tensors are not at the same device",
+        ),
         (lambda m: m(torch.randn(0, 2, 3)), RuntimeError, "Expected sequence length to be larger than 0 in RNN"),
-        (lambda m: m(pack_padded_sequence(torch.randn(4, 2, 3), torch.tensor([4, 2]))), NotImplementedError, "PackedSequence"),
+        (
+            lambda m: m(pack_padded_sequence(torch.randn(4, 2, 3), torch.tensor([4, 2]))),
+            NotImplementedError,
+            "PackedSequence",
+        ),
     ]
 
 
@@ -260,10 +286,22 @@ def test_bad_cell_input_errors(spec):
     cell = spec.cell(3, 5, **spec.options)
     hx = lambda *shape: (torch.zeros(*shape), torch.zeros(*shape)) if spec.is_lstm else torch.zeros(*shape)  # noqa: E731
     cases = [
-        (lambda: cell(torch.randn(2, 2, 3)), ValueError, f"{spec.cell.__name__}: Expected input to be 1D or 2D, got 3D instead"),
+        (
+            lambda: cell(torch.randn(2, 2, 3)),
+            ValueError,
+            f"{spec.cell.__name__}: Expected input to be 1D or 2D, got 3D instead",
+        ),
         (lambda: cell(torch.randn(2, 4)), RuntimeError, "input has inconsistent input_size: got 4 expected 3"),
-        (lambda: cell(torch.randn(2, 3), hx(3, 5)), RuntimeError, "Input batch size 2 doesn't match hidden0 batch size 3"),
-        (lambda: cell(torch.randn(2, 3), hx(2, 4)), RuntimeError, "hidden0 has inconsistent hidden_size: got 4, expected 5"),
+        (
+            lambda: cell(torch.randn(2, 3), hx(3, 5)),
+            RuntimeError,
+            "Input batch size 2 doesn't match hidden0 batch size 3",
+        ),
+        (
+            lambda: cell(torch.randn(2, 3), hx(2, 4)),
+            RuntimeError,
+            "hidden0 has inconsistent hidden_size: got 4, expected 5",
+        ),
     ]
     for call, error, message in cases:
         with pytest.raises(error) as raised:

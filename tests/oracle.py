@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 import torch
 
+
 @dataclass(frozen=True)
 class Case:
     batch: int
@@ -17,8 +18,18 @@ class Case:
     with_hx: bool = True
 
     def __str__(self):
-        flags = ["bidir" if self.bidirectional else "", "bfirst" if self.batch_first else "", "" if self.with_hx else "nohx"]
-        parts = [f"B{self.batch}", f"T{self.seq_len}", f"I{self.input_size}", f"H{self.hidden_size}", f"L{self.num_layers}"]
+        flags = [
+            "bidir" if self.bidirectional else "",
+            "bfirst" if self.batch_first else "",
+            "" if self.with_hx else "nohx",
+        ]
+        parts = [
+            f"B{self.batch}",
+            f"T{self.seq_len}",
+            f"I{self.input_size}",
+            f"H{self.hidden_size}",
+            f"L{self.num_layers}",
+        ]
         return "-".join(parts + [f for f in flags if f])
 
 
@@ -39,7 +50,11 @@ def make_inputs(case: Case, dtype=torch.float32, strided=True, lstm=True):
     """Input and hx ((h0, c0) for the LSTM, h0 otherwise); the input is a strided view (every other
     feature of a wider tensor) when asked."""
     shape = (case.batch, case.seq_len) if case.batch_first else (case.seq_len, case.batch)
-    x = torch.randn(*shape, 2 * case.input_size, dtype=dtype)[..., ::2] if strided else torch.randn(*shape, case.input_size)
+    x = (
+        torch.randn(*shape, 2 * case.input_size, dtype=dtype)[..., ::2]
+        if strided
+        else torch.randn(*shape, case.input_size)
+    )
     states = case.num_layers * (2 if case.bidirectional else 1)
     hx = None
     if case.with_hx:

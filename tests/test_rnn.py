@@ -25,5 +25,7 @@ def test_relu_units_on_both_sides_of_zero(backend):
     x = 2 * torch.randn(7, 4, 6)
     out, _ = reference(x)
     inactive = (out == 0).float().mean().item()
-    assert 0.2 < inactive < 0.8, f"only {inactive:.0%} of the relu units are at zero: the test does not cover both sides"
+    assert 0.2 < inactive < 0.8, (
+        f"only {inactive:.0%} of the relu units are at zero: the test does not cover both sides"
+    )
     compare_with_torch(module, reference, x, torch.randn(4, 4, 12))

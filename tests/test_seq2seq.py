@@ -168,9 +168,7 @@ def test_reverse_within_lengths_keeps_padding_at_the_end():
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_padded_row_encodes_like_the_row_alone(cell, bidirectional, reverse_source):
     torch.manual_seed(0)
-    model = tiny_model(
-        20, 20, cell=cell, num_layers=2, bidirectional=bidirectional, reverse_source=reverse_source
-    )
+    model = tiny_model(20, 20, cell=cell, num_layers=2, bidirectional=bidirectional, reverse_source=reverse_source)
     model.eval()
     source, lengths, _, _ = random_batch(20, [5, 2, 4], [1, 1, 1])
     encoded = model.encode(source, lengths)
@@ -212,9 +210,7 @@ def test_step_by_step_decoder_matches_full_sequence():
     full, _ = model.decoder(decoder_input, encoded.state, encoded.memory, encoded.memory_mask)
     state, steps = encoded.state, []
     for step in range(decoder_input.shape[1]):
-        logits, state = model.decoder(
-            decoder_input[:, step : step + 1], state, encoded.memory, encoded.memory_mask
-        )
+        logits, state = model.decoder(decoder_input[:, step : step + 1], state, encoded.memory, encoded.memory_mask)
         steps.append(logits)
     torch.testing.assert_close(torch.cat(steps, dim=1), full)
 
@@ -268,9 +264,7 @@ def memorised_translator() -> Translator:
     batch = make_batch(pairs, source_vocab, target_vocab)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     for _ in range(150):
-        loss = sequence_loss(
-            model(batch.source, batch.source_lengths, batch.decoder_input), batch.decoder_target
-        )
+        loss = sequence_loss(model(batch.source, batch.source_lengths, batch.decoder_input), batch.decoder_target)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -341,9 +335,7 @@ def test_rnnfast_and_torch_models_train_alike(cell):
     losses = {}
     for cell_impl in ("torch", "rnnfast"):
         torch.manual_seed(0)
-        model = tiny_model(
-            20, 20, cell=cell, cell_impl=cell_impl, num_layers=2, bidirectional=True, attention="dot"
-        )
+        model = tiny_model(20, 20, cell=cell, cell_impl=cell_impl, num_layers=2, bidirectional=True, attention="dot")
         if cell_impl == "torch":
             torch_state = {name: tensor.clone() for name, tensor in model.state_dict().items()}
         else:

@@ -78,9 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="built-in task uses the numbers 0..max-number",
     )
     data.add_argument("--tsv", default=None, help="train on source<TAB>target lines from this file instead")
-    data.add_argument(
-        "--min-freq", type=int, default=defaults_data.min_freq, help="rarer tokens become <unk>"
-    )
+    data.add_argument("--min-freq", type=int, default=defaults_data.min_freq, help="rarer tokens become <unk>")
     data.add_argument(
         "--max-length",
         type=int,
@@ -106,9 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument("--epochs", type=int, default=defaults_train.epochs)
     training.add_argument("--batch-size", type=int, default=defaults_train.batch_size)
     training.add_argument("--lr", type=float, default=defaults_train.learning_rate)
-    training.add_argument(
-        "--clip", type=float, default=defaults_train.gradient_clip, help="gradient norm limit"
-    )
+    training.add_argument("--clip", type=float, default=defaults_train.gradient_clip, help="gradient norm limit")
     training.add_argument(
         "--teacher-forcing",
         type=float,
@@ -122,9 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="epochs between validations and checkpoints",
     )
     training.add_argument("--seed", type=int, default=defaults_train.seed)
-    training.add_argument(
-        "--output-dir", default=DEFAULT_OUTPUT_DIR, help="where best.pt, last.pt and curves.png go"
-    )
+    training.add_argument("--output-dir", default=DEFAULT_OUTPUT_DIR, help="where best.pt, last.pt and curves.png go")
     training.add_argument(
         "--resume", default=None, help="continue from this checkpoint (its configs win over the flags above)"
     )
@@ -139,9 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     translate_parser = commands.add_parser("translate", help="translate sentences")
     add_decoding_arguments(translate_parser)
-    translate_parser.add_argument(
-        "sentences", nargs="*", help="sentences to translate (default: stdin, one per line)"
-    )
+    translate_parser.add_argument("sentences", nargs="*", help="sentences to translate (default: stdin, one per line)")
     add_common_arguments(translate_parser)
     return parser
 

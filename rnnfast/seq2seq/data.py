@@ -182,9 +182,7 @@ class TokenizedPair:
     target: list[str]
 
 
-def tokenize_pairs(
-    pairs: Iterable[Pair], source_tokenizer: str, max_length: int | None = None
-) -> list[TokenizedPair]:
+def tokenize_pairs(pairs: Iterable[Pair], source_tokenizer: str, max_length: int | None = None) -> list[TokenizedPair]:
     """Tokenised pairs, dropping those with more than `max_length` tokens on either side."""
     tokenized = []
     for pair in pairs:

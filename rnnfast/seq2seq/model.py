@@ -197,14 +197,10 @@ class LuongAttention(nn.Module):
         super().__init__()
         if score not in ("dot", "general"):
             raise ValueError(f"unknown attention score {score!r}, expected 'dot' or 'general'")
-        self.memory_transform = (
-            nn.Linear(hidden_size, hidden_size, bias=False) if score == "general" else None
-        )
+        self.memory_transform = nn.Linear(hidden_size, hidden_size, bias=False) if score == "general" else None
         self.combine = nn.Linear(2 * hidden_size, hidden_size)
 
-    def forward(
-        self, decoder_outputs: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor
-    ) -> torch.Tensor:
+    def forward(self, decoder_outputs: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor) -> torch.Tensor:
         """
         Args:
             decoder_outputs: [B, T, H] top-layer decoder states.
@@ -237,9 +233,7 @@ class Decoder(nn.Module):
             config.dropout,
         )
         self.dropout = nn.Dropout(config.dropout)
-        self.attention = (
-            None if config.attention == "none" else LuongAttention(config.hidden_size, config.attention)
-        )
+        self.attention = None if config.attention == "none" else LuongAttention(config.hidden_size, config.attention)
         self.output = nn.Linear(config.hidden_size, config.target_vocab_size)
 
     def forward(

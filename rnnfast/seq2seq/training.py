@@ -118,9 +118,7 @@ def score_translations(translator: Translator, pairs: Sequence[TokenizedPair], b
 
     hypotheses = translator.translate_tokens(pairs, beam_size)
     exact = sum(h == p.target for h, p in zip(hypotheses, pairs)) / max(len(pairs), 1)
-    bleu = sacrebleu.corpus_bleu(
-        [detokenize(h) for h in hypotheses], [[detokenize(p.target) for p in pairs]]
-    ).score
+    bleu = sacrebleu.corpus_bleu([detokenize(h) for h in hypotheses], [[detokenize(p.target) for p in pairs]]).score
     return Scores(exact_match=exact, bleu=bleu)
 
 
@@ -221,9 +219,7 @@ def train_epoch(
     device = next(model.parameters()).device
     total_loss, total_tokens, seen_tokens = 0.0, 0, 0
     start = time.perf_counter()
-    for batch in batches(
-        train_pairs, translator.source_vocab, translator.target_vocab, config.batch_size, generator
-    ):
+    for batch in batches(train_pairs, translator.source_vocab, translator.target_vocab, config.batch_size, generator):
         batch = batch.to(device)
         logits = model(batch.source, batch.source_lengths, batch.decoder_input, config.teacher_forcing_ratio)
         loss = sequence_loss(logits, batch.decoder_target)
@@ -281,9 +277,7 @@ def train(
     else:
         source_vocab = Vocabulary.build((p.source for p in train_pairs), data_config.min_freq)
         target_vocab = Vocabulary.build((p.target for p in train_pairs), data_config.min_freq)
-        model_config = replace(
-            model_config, source_vocab_size=len(source_vocab), target_vocab_size=len(target_vocab)
-        )
+        model_config = replace(model_config, source_vocab_size=len(source_vocab), target_vocab_size=len(target_vocab))
 
     model = Seq2Seq(model_config).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=train_config.learning_rate)
@@ -323,9 +317,7 @@ def train(
             disable=not show_progress,
             leave=False,
         ) as progress:
-            train_loss = train_epoch(
-                model, optimizer, train_pairs, translator, train_config, generator, progress
-            )
+            train_loss = train_epoch(model, optimizer, train_pairs, translator, train_config, generator, progress)
         if epoch % train_config.validate_every and epoch != train_config.epochs:
             continue
         valid_loss = average_loss(translator, valid_pairs, 256)
