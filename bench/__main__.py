@@ -57,8 +57,11 @@ def main_bench(argv: list[str]) -> int:
     min_run_time = args.min_run_time if args.min_run_time is not None else 0.01 if args.smoke else 0.5
 
     metadata = run_metadata(device, argv)
-    print(f"{metadata['command']}\n{metadata['device_name']}, torch {metadata['torch']} "
-          f"({metadata['torch_num_threads']} threads), triton {metadata['triton']}, rnnfast {metadata['rnnfast']}")  # fmt: skip
+    print(metadata["command"])
+    print(
+        f"{metadata['device_name']}, torch {metadata['torch']} ({metadata['torch_num_threads']} threads), "
+        f"triton {metadata['triton']}, rnnfast {metadata['rnnfast']}"
+    )
     rows = run_grid(cases, providers, modes, device, min_run_time)
     metadata["load_average_after"] = [round(load, 2) for load in os.getloadavg()]
 

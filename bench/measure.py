@@ -26,10 +26,12 @@ def time_cpu(fn: Callable[[], object], min_run_time: float) -> Timing:
     fn()  # warm-up (blocked_autorange warms up again while sizing its blocks), and an upper bound on a run
     estimate = time.perf_counter() - start
     timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
-    measurement = timer.blocked_autorange(min_run_time=max(min_run_time, MIN_SAMPLES * estimate))
-    times = torch.tensor(measurement.times, dtype=torch.float64)
+    samples = timer.blocked_autorange(min_run_time=max(min_run_time, MIN_SAMPLES * estimate)).times
+    while len(samples) < MIN_SAMPLES:  # the estimate ran faster than later calls: top up, a block at a time
+        samples += timer.blocked_autorange(min_run_time=0).times
+    times = torch.tensor(samples, dtype=torch.float64)
     median, p20, p80 = times.quantile(torch.tensor(QUANTILES, dtype=torch.float64)).tolist()
-    return Timing(median * 1e3, p20 * 1e3, p80 * 1e3, len(measurement.times))
+    return Timing(median * 1e3, p20 * 1e3, p80 * 1e3, len(samples))
 
 
 def time_cuda(fn: Callable[[], object], warmup_ms: int = 25, rep_ms: int = 100) -> Timing:
