@@ -12,6 +12,15 @@ import triton.language as tl
 from .activations import tanh, to_storage
 from .configs import plan_scan
 from .launch import bf16_under_interpreter, launch_scan
+from .recurrence import (
+    backward_step_slots,
+    forward_step_slots,
+    load_h_chunk,
+    load_w_t_chunk,
+    recurrent_grad,
+    row_offsets,
+    tile_offsets,
+)
 
 
 @triton.jit
@@ -32,46 +41,23 @@ def _elman_fwd_tile(
     BLOCK_K: tl.constexpr,
     BF16_INTERPRETER: tl.constexpr,
 ):
-    t = step
-    if REVERSE:
-        t = T - 1 - step
-    read_slot = t + REVERSE
-    write_slot = t + 1 - REVERSE
+    t, read_slot, write_slot = forward_step_slots(step, T, REVERSE)
+    offs_b, offs_n, mask_b, mask_n, mask = tile_offsets(pid_b, n_start, B, H, BLOCK_B, BLOCK_N)
 
-    offs_b = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
-    offs_n = n_start + tl.arange(0, BLOCK_N)
-    mask_b = offs_b < B
-    mask_n = offs_n < H
-    mask = mask_b[:, None] & mask_n[None, :]
-
-    state_offs = ((t.to(tl.int64) * B + offs_b) * H)[:, None] + offs_n[None, :]
-    acc = tl.load(gates_ptr + state_offs, mask=mask, other=0.0).to(tl.float32)
+    acc = tl.load(gates_ptr + row_offsets(t, B, offs_b, offs_n, H), mask=mask, other=0.0).to(tl.float32)
     h_prev_rows = (read_slot.to(tl.int64) * B + offs_b) * H
     for k in range(0, H, BLOCK_K):
         offs_k = k + tl.arange(0, BLOCK_K)
         mask_k = offs_k < H
-        # .cg: h_{t-1} was written by other warps (or programs) in the previous step; read it from L2.
-        h_prev = tl.load(
-            h_all_ptr + h_prev_rows[:, None] + offs_k[None, :],
-            mask=mask_b[:, None] & mask_k[None, :],
-            other=0.0,
-            cache_modifier=".cg",
-        )
-        w = tl.load(
-            w_hh_ptr + offs_n[None, :] * H + offs_k[:, None],  # W_hh^T tile [BLOCK_K, BLOCK_N]
-            mask=mask_k[:, None] & mask_n[None, :],
-            other=0.0,
-        )
-        if BF16_INTERPRETER:  # the interpreter computes bf16 arithmetic on raw bits
-            h_prev = h_prev.to(tl.float32)
-            w = w.to(tl.float32)
+        h_prev = load_h_chunk(h_all_ptr, h_prev_rows, offs_k, mask_b, mask_k, BF16_INTERPRETER)
+        w = load_w_t_chunk(w_hh_ptr, 0, offs_k, mask_k, offs_n, mask_n, H, BF16_INTERPRETER)
         acc = tl.dot(h_prev, w, acc, input_precision="ieee")
 
     if RELU:
         h = tl.where(acc < 0.0, 0.0, acc)  # NaN stays NaN, as torch.relu
     else:
         h = tanh(acc)
-    h_offs = ((write_slot.to(tl.int64) * B + offs_b) * H)[:, None] + offs_n[None, :]
+    h_offs = row_offsets(write_slot, B, offs_b, offs_n, H)
     tl.store(h_all_ptr + h_offs, to_storage(h, h_all_ptr, BF16_INTERPRETER), mask=mask)
 
 
@@ -141,46 +127,19 @@ def _elman_bwd_tile(
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
 ):
-    t = T - 1 - step
-    if REVERSE:
-        t = step
-    dgates_slot = t + REVERSE
-    next_dgates_slot = t + 1 - REVERSE
+    t, dgates_slot, next_dgates_slot = backward_step_slots(step, T, REVERSE)
+    offs_b, offs_n, mask_b, mask_n, mask = tile_offsets(pid_b, n_start, B, H, BLOCK_B, BLOCK_N)
 
-    offs_b = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
-    offs_n = n_start + tl.arange(0, BLOCK_N)
-    mask_b = offs_b < B
-    mask_n = offs_n < H
-    mask = mask_b[:, None] & mask_n[None, :]
-
-    state_offs = ((t.to(tl.int64) * B + offs_b) * H)[:, None] + offs_n[None, :]
-    dh = tl.load(dh_ptr + state_offs, mask=mask, other=0.0)
-    next_dgates_rows = (next_dgates_slot.to(tl.int64) * B + offs_b) * H
-    for k in range(0, H, BLOCK_K):
-        offs_k = k + tl.arange(0, BLOCK_K)
-        mask_k = offs_k < H
-        # .cg: the next step's gradients were written by other warps (or programs).
-        next_dgates = tl.load(
-            dgates_all_ptr + next_dgates_rows[:, None] + offs_k[None, :],
-            mask=mask_b[:, None] & mask_k[None, :],
-            other=0.0,
-            cache_modifier=".cg",
-        )
-        w = tl.load(
-            w_hh_ptr + offs_k[:, None] * H + offs_n[None, :],
-            mask=mask_k[:, None] & mask_n[None, :],
-            other=0.0,
-        )
-        dh = tl.dot(next_dgates, w.to(tl.float32), dh, input_precision="ieee")
-
-    h_offs = (((t + 1 - REVERSE).to(tl.int64) * B + offs_b) * H)[:, None] + offs_n[None, :]
-    h = tl.load(h_all_ptr + h_offs, mask=mask, other=0.0).to(tl.float32)
+    dh = tl.load(dh_ptr + row_offsets(t, B, offs_b, offs_n, H), mask=mask, other=0.0)
+    dh = recurrent_grad(
+        dh, dgates_all_ptr, next_dgates_slot, w_hh_ptr, offs_b, mask_b, offs_n, mask_n, B, H, 1, BLOCK_K
+    )
+    h = tl.load(h_all_ptr + row_offsets(t + 1 - REVERSE, B, offs_b, offs_n, H), mask=mask, other=0.0).to(tl.float32)
     if RELU:
         d_pre = tl.where(h > 0.0, dh, 0.0)
     else:
         d_pre = dh * (1.0 - h * h)
-    dgates_offs = ((dgates_slot.to(tl.int64) * B + offs_b) * H)[:, None] + offs_n[None, :]
-    tl.store(dgates_all_ptr + dgates_offs, d_pre, mask=mask)
+    tl.store(dgates_all_ptr + row_offsets(dgates_slot, B, offs_b, offs_n, H), d_pre, mask=mask)
 
 
 @triton.jit(do_not_specialize=["T"])

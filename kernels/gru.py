@@ -14,6 +14,15 @@ import triton.language as tl
 from .activations import sigmoid, tanh, to_storage
 from .configs import plan_scan
 from .launch import bf16_under_interpreter, launch_scan
+from .recurrence import (
+    backward_step_slots,
+    forward_step_slots,
+    load_h_chunk,
+    load_w_t_chunk,
+    recurrent_grad,
+    row_offsets,
+    tile_offsets,
+)
 
 
 @triton.jit
@@ -36,70 +45,40 @@ def _gru_fwd_tile(
     BLOCK_K: tl.constexpr,
     BF16_INTERPRETER: tl.constexpr,
 ):
-    t = step
-    if REVERSE:
-        t = T - 1 - step
-    read_slot = t + REVERSE
-    write_slot = t + 1 - REVERSE
+    t, read_slot, write_slot = forward_step_slots(step, T, REVERSE)
+    offs_b, offs_n, mask_b, mask_n, mask = tile_offsets(pid_b, n_start, B, H, BLOCK_B, BLOCK_N)
 
-    offs_b = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
-    offs_n = n_start + tl.arange(0, BLOCK_N)
-    mask_b = offs_b < B
-    mask_n = offs_n < H
-    mask = mask_b[:, None] & mask_n[None, :]
-
-    acc_r = (
-        tl.zeros((BLOCK_B, BLOCK_N), tl.float32)
-        + tl.load(b_hh_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)[None, :]
-    )
-    acc_z = (
-        tl.zeros((BLOCK_B, BLOCK_N), tl.float32)
-        + tl.load(b_hh_ptr + H + offs_n, mask=mask_n, other=0.0).to(tl.float32)[None, :]
-    )
-    acc_n = (
-        tl.zeros((BLOCK_B, BLOCK_N), tl.float32)
-        + tl.load(b_hh_ptr + 2 * H + offs_n, mask=mask_n, other=0.0).to(tl.float32)[None, :]
-    )
+    zeros = tl.zeros((BLOCK_B, BLOCK_N), tl.float32)
+    acc_r = zeros + tl.load(b_hh_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)[None, :]
+    acc_z = zeros + tl.load(b_hh_ptr + H + offs_n, mask=mask_n, other=0.0).to(tl.float32)[None, :]
+    acc_n = zeros + tl.load(b_hh_ptr + 2 * H + offs_n, mask=mask_n, other=0.0).to(tl.float32)[None, :]
     h_prev_rows = (read_slot.to(tl.int64) * B + offs_b) * H
     for k in range(0, H, BLOCK_K):
         offs_k = k + tl.arange(0, BLOCK_K)
         mask_k = offs_k < H
-        # .cg: h_{t-1} was written by other warps (or programs) in the previous step; read it from L2.
-        h_prev = tl.load(
-            h_all_ptr + h_prev_rows[:, None] + offs_k[None, :],
-            mask=mask_b[:, None] & mask_k[None, :],
-            other=0.0,
-            cache_modifier=".cg",
-        )
-        w_offs = offs_n[None, :] * H + offs_k[:, None]  # W_hh^T tile [BLOCK_K, BLOCK_N] of gate r
-        w_mask = mask_k[:, None] & mask_n[None, :]
-        w_r = tl.load(w_hh_ptr + w_offs, mask=w_mask, other=0.0)
-        w_z = tl.load(w_hh_ptr + w_offs + H * H, mask=w_mask, other=0.0)
-        w_n = tl.load(w_hh_ptr + w_offs + 2 * H * H, mask=w_mask, other=0.0)
-        if BF16_INTERPRETER:  # the interpreter computes bf16 arithmetic on raw bits
-            h_prev = h_prev.to(tl.float32)
-            w_r = w_r.to(tl.float32)
-            w_z = w_z.to(tl.float32)
-            w_n = w_n.to(tl.float32)
+        h_prev = load_h_chunk(h_all_ptr, h_prev_rows, offs_k, mask_b, mask_k, BF16_INTERPRETER)
+        w_r = load_w_t_chunk(w_hh_ptr, 0, offs_k, mask_k, offs_n, mask_n, H, BF16_INTERPRETER)
+        w_z = load_w_t_chunk(w_hh_ptr, 1, offs_k, mask_k, offs_n, mask_n, H, BF16_INTERPRETER)
+        w_n = load_w_t_chunk(w_hh_ptr, 2, offs_k, mask_k, offs_n, mask_n, H, BF16_INTERPRETER)
         acc_r = tl.dot(h_prev, w_r, acc_r, input_precision="ieee")
         acc_z = tl.dot(h_prev, w_z, acc_z, input_precision="ieee")
         acc_n = tl.dot(h_prev, w_n, acc_n, input_precision="ieee")
 
-    gate_offs = ((t.to(tl.int64) * B + offs_b) * 3 * H)[:, None] + offs_n[None, :]
+    gate_offs = row_offsets(t, B, offs_b, offs_n, 3 * H)
     gate_r = sigmoid(tl.load(gates_ptr + gate_offs, mask=mask, other=0.0).to(tl.float32) + acc_r)
     gate_z = sigmoid(tl.load(gates_ptr + gate_offs + H, mask=mask, other=0.0).to(tl.float32) + acc_z)
     gate_n = tanh(tl.load(gates_ptr + gate_offs + 2 * H, mask=mask, other=0.0).to(tl.float32) + gate_r * acc_n)
-    h_prev_tile = tl.load(h_all_ptr + h_prev_rows[:, None] + offs_n[None, :], mask=mask, other=0.0).to(tl.float32)
+    h_prev_offs = h_prev_rows[:, None] + offs_n[None, :]
+    h_prev_tile = tl.load(h_all_ptr + h_prev_offs, mask=mask, other=0.0, cache_modifier=".cg").to(tl.float32)
     h = (1.0 - gate_z) * gate_n + gate_z * h_prev_tile
 
-    h_offs = ((write_slot.to(tl.int64) * B + offs_b) * H)[:, None] + offs_n[None, :]
+    h_offs = row_offsets(write_slot, B, offs_b, offs_n, H)
     tl.store(h_all_ptr + h_offs, to_storage(h, h_all_ptr, BF16_INTERPRETER), mask=mask)
     if TRAINING:
         tl.store(gates_ptr + gate_offs, to_storage(gate_r, gates_ptr, BF16_INTERPRETER), mask=mask)
         tl.store(gates_ptr + gate_offs + H, to_storage(gate_z, gates_ptr, BF16_INTERPRETER), mask=mask)
         tl.store(gates_ptr + gate_offs + 2 * H, to_storage(gate_n, gates_ptr, BF16_INTERPRETER), mask=mask)
-        hn_offs = ((t.to(tl.int64) * B + offs_b) * H)[:, None] + offs_n[None, :]
-        tl.store(hn_all_ptr + hn_offs, acc_n, mask=mask)
+        tl.store(hn_all_ptr + row_offsets(t, B, offs_b, offs_n, H), acc_n, mask=mask)
 
 
 @triton.jit(do_not_specialize=["T"])
@@ -175,53 +154,30 @@ def _gru_bwd_tile(
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
 ):
-    t = T - 1 - step
-    if REVERSE:
-        t = step
-    dgates_slot = t + REVERSE
-    next_dgates_slot = t + 1 - REVERSE
+    t, dgates_slot, next_dgates_slot = backward_step_slots(step, T, REVERSE)
+    offs_b, offs_n, mask_b, mask_n, mask = tile_offsets(pid_b, n_start, B, H, BLOCK_B, BLOCK_N)
 
-    offs_b = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
-    offs_n = n_start + tl.arange(0, BLOCK_N)
-    mask_b = offs_b < B
-    mask_n = offs_n < H
-    mask = mask_b[:, None] & mask_n[None, :]
-
-    state_offs = ((t.to(tl.int64) * B + offs_b) * H)[:, None] + offs_n[None, :]
+    state_offs = row_offsets(t, B, offs_b, offs_n, H)
     carry_offs = (offs_b.to(tl.int64) * H)[:, None] + offs_n[None, :]
-    dh = tl.load(dh_ptr + state_offs, mask=mask, other=0.0) + tl.load(dh_carry_ptr + carry_offs, mask=mask, other=0.0)
-    next_dgates_rows = (next_dgates_slot.to(tl.int64) * B + offs_b) * 3 * H
-    for k in range(0, 3 * H, BLOCK_K):
-        offs_k = k + tl.arange(0, BLOCK_K)
-        mask_k = offs_k < 3 * H
-        # .cg: the next step's gate gradients were written by other warps (or programs).
-        next_dgates = tl.load(
-            dgates_h_all_ptr + next_dgates_rows[:, None] + offs_k[None, :],
-            mask=mask_b[:, None] & mask_k[None, :],
-            other=0.0,
-            cache_modifier=".cg",
-        )
-        w = tl.load(
-            w_hh_ptr + offs_k[:, None] * H + offs_n[None, :],
-            mask=mask_k[:, None] & mask_n[None, :],
-            other=0.0,
-        )
-        dh = tl.dot(next_dgates, w.to(tl.float32), dh, input_precision="ieee")
+    dh = tl.load(dh_ptr + state_offs, mask=mask, other=0.0)
+    dh += tl.load(dh_carry_ptr + carry_offs, mask=mask, other=0.0, cache_modifier=".cg")
+    dh = recurrent_grad(
+        dh, dgates_h_all_ptr, next_dgates_slot, w_hh_ptr, offs_b, mask_b, offs_n, mask_n, B, H, 3, BLOCK_K
+    )
 
-    gate_offs = ((t.to(tl.int64) * B + offs_b) * 3 * H)[:, None] + offs_n[None, :]
+    gate_offs = row_offsets(t, B, offs_b, offs_n, 3 * H)
     gate_r = tl.load(gates_ptr + gate_offs, mask=mask, other=0.0).to(tl.float32)
     gate_z = tl.load(gates_ptr + gate_offs + H, mask=mask, other=0.0).to(tl.float32)
     gate_n = tl.load(gates_ptr + gate_offs + 2 * H, mask=mask, other=0.0).to(tl.float32)
     hn = tl.load(hn_all_ptr + state_offs, mask=mask, other=0.0)
-    h_prev_offs = (((t + REVERSE).to(tl.int64) * B + offs_b) * H)[:, None] + offs_n[None, :]
-    h_prev = tl.load(h_all_ptr + h_prev_offs, mask=mask, other=0.0).to(tl.float32)
+    h_prev = tl.load(h_all_ptr + row_offsets(t + REVERSE, B, offs_b, offs_n, H), mask=mask, other=0.0).to(tl.float32)
 
     d_n = dh * (1.0 - gate_z) * (1.0 - gate_n * gate_n)
     d_z = dh * (h_prev - gate_n) * gate_z * (1.0 - gate_z)
     d_r = d_n * hn * gate_r * (1.0 - gate_r)
     tl.store(dh_carry_ptr + carry_offs, dh * gate_z, mask=mask)
 
-    dgates_h_offs = ((dgates_slot.to(tl.int64) * B + offs_b) * 3 * H)[:, None] + offs_n[None, :]
+    dgates_h_offs = row_offsets(dgates_slot, B, offs_b, offs_n, 3 * H)
     tl.store(dgates_h_all_ptr + dgates_h_offs, d_r, mask=mask)
     tl.store(dgates_h_all_ptr + dgates_h_offs + H, d_z, mask=mask)
     tl.store(dgates_h_all_ptr + dgates_h_offs + 2 * H, d_n * gate_r, mask=mask)

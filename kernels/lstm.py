@@ -20,6 +20,15 @@ import triton.language as tl
 from .activations import sigmoid, tanh, to_storage
 from .configs import plan_scan
 from .launch import bf16_under_interpreter, launch_scan
+from .recurrence import (
+    backward_step_slots,
+    forward_step_slots,
+    load_h_chunk,
+    load_w_t_chunk,
+    recurrent_grad,
+    row_offsets,
+    tile_offsets,
+)
 
 
 @triton.jit
@@ -42,47 +51,23 @@ def _lstm_fwd_tile(
     BLOCK_K: tl.constexpr,
     BF16_INTERPRETER: tl.constexpr,
 ):
-    t = step
-    if REVERSE:
-        t = T - 1 - step
-    read_slot = t + REVERSE
-    write_slot = t + 1 - REVERSE
+    t, read_slot, write_slot = forward_step_slots(step, T, REVERSE)
+    offs_b, offs_n, mask_b, mask_n, mask = tile_offsets(pid_b, n_start, B, H, BLOCK_B, BLOCK_N)
 
-    offs_b = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
-    offs_n = n_start + tl.arange(0, BLOCK_N)
-    mask_b = offs_b < B
-    mask_n = offs_n < H
-    mask = mask_b[:, None] & mask_n[None, :]
-
-    gate_offs = ((t.to(tl.int64) * B + offs_b) * 4 * H)[:, None] + offs_n[None, :]
+    gate_offs = row_offsets(t, B, offs_b, offs_n, 4 * H)
     acc_i = tl.load(gates_ptr + gate_offs, mask=mask, other=0.0).to(tl.float32)
     acc_f = tl.load(gates_ptr + gate_offs + H, mask=mask, other=0.0).to(tl.float32)
     acc_g = tl.load(gates_ptr + gate_offs + 2 * H, mask=mask, other=0.0).to(tl.float32)
     acc_o = tl.load(gates_ptr + gate_offs + 3 * H, mask=mask, other=0.0).to(tl.float32)
-
     h_prev_rows = (read_slot.to(tl.int64) * B + offs_b) * H
     for k in range(0, H, BLOCK_K):
         offs_k = k + tl.arange(0, BLOCK_K)
         mask_k = offs_k < H
-        # .cg: h_{t-1} was written by other warps (or programs) in the previous step; read it from L2.
-        h_prev = tl.load(
-            h_all_ptr + h_prev_rows[:, None] + offs_k[None, :],
-            mask=mask_b[:, None] & mask_k[None, :],
-            other=0.0,
-            cache_modifier=".cg",
-        )
-        w_offs = offs_n[None, :] * H + offs_k[:, None]  # W_hh^T tile [BLOCK_K, BLOCK_N] of gate i
-        w_mask = mask_k[:, None] & mask_n[None, :]
-        w_i = tl.load(w_hh_ptr + w_offs, mask=w_mask, other=0.0)
-        w_f = tl.load(w_hh_ptr + w_offs + H * H, mask=w_mask, other=0.0)
-        w_g = tl.load(w_hh_ptr + w_offs + 2 * H * H, mask=w_mask, other=0.0)
-        w_o = tl.load(w_hh_ptr + w_offs + 3 * H * H, mask=w_mask, other=0.0)
-        if BF16_INTERPRETER:  # the interpreter computes bf16 arithmetic on raw bits
-            h_prev = h_prev.to(tl.float32)
-            w_i = w_i.to(tl.float32)
-            w_f = w_f.to(tl.float32)
-            w_g = w_g.to(tl.float32)
-            w_o = w_o.to(tl.float32)
+        h_prev = load_h_chunk(h_all_ptr, h_prev_rows, offs_k, mask_b, mask_k, BF16_INTERPRETER)
+        w_i = load_w_t_chunk(w_hh_ptr, 0, offs_k, mask_k, offs_n, mask_n, H, BF16_INTERPRETER)
+        w_f = load_w_t_chunk(w_hh_ptr, 1, offs_k, mask_k, offs_n, mask_n, H, BF16_INTERPRETER)
+        w_g = load_w_t_chunk(w_hh_ptr, 2, offs_k, mask_k, offs_n, mask_n, H, BF16_INTERPRETER)
+        w_o = load_w_t_chunk(w_hh_ptr, 3, offs_k, mask_k, offs_n, mask_n, H, BF16_INTERPRETER)
         acc_i = tl.dot(h_prev, w_i, acc_i, input_precision="ieee")
         acc_f = tl.dot(h_prev, w_f, acc_f, input_precision="ieee")
         acc_g = tl.dot(h_prev, w_g, acc_g, input_precision="ieee")
@@ -93,13 +78,12 @@ def _lstm_fwd_tile(
     gate_g = tanh(acc_g)
     gate_o = sigmoid(acc_o)
 
-    c_read_offs = (((read_slot % c_slots).to(tl.int64) * B + offs_b) * H)[:, None] + offs_n[None, :]
-    c_write_offs = (((write_slot % c_slots).to(tl.int64) * B + offs_b) * H)[:, None] + offs_n[None, :]
-    c_prev = tl.load(c_all_ptr + c_read_offs, mask=mask, other=0.0)
+    c_prev_offs = row_offsets(read_slot % c_slots, B, offs_b, offs_n, H)
+    c_prev = tl.load(c_all_ptr + c_prev_offs, mask=mask, other=0.0, cache_modifier=".cg")
     c = gate_f * c_prev + gate_i * gate_g
     h = gate_o * tanh(c)
-    tl.store(c_all_ptr + c_write_offs, c, mask=mask)
-    h_offs = ((write_slot.to(tl.int64) * B + offs_b) * H)[:, None] + offs_n[None, :]
+    tl.store(c_all_ptr + row_offsets(write_slot % c_slots, B, offs_b, offs_n, H), c, mask=mask)
+    h_offs = row_offsets(write_slot, B, offs_b, offs_n, H)
     tl.store(h_all_ptr + h_offs, to_storage(h, h_all_ptr, BF16_INTERPRETER), mask=mask)
     if TRAINING:
         tl.store(gates_ptr + gate_offs, to_storage(gate_i, gates_ptr, BF16_INTERPRETER), mask=mask)
@@ -167,7 +151,7 @@ def _lstm_bwd_tile(
     gates_ptr,  # [T, B, 4H] activated gates i f g o saved by the forward
     w_hh_ptr,  # [4H, H]
     c_all_ptr,  # [T + 1, B, H] fp32 cell-state slots saved by the forward
-    dh_ptr,  # [T, B, H] gradient reaching h_t from the output (dh_n already added at the last step)
+    dh_ptr,  # [T, B, H] fp32 gradient reaching h_t from the output (dh_n already added at the last step)
     dc_ptr,  # [B, H] fp32 gradient of the cell state: dc_n in, dc_0 out, updated in place
     step,
     T,
@@ -180,58 +164,32 @@ def _lstm_bwd_tile(
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
 ):
-    t = T - 1 - step
-    if REVERSE:
-        t = step
-    dgates_slot = t + REVERSE
-    next_dgates_slot = t + 1 - REVERSE
+    t, dgates_slot, next_dgates_slot = backward_step_slots(step, T, REVERSE)
+    offs_b, offs_n, mask_b, mask_n, mask = tile_offsets(pid_b, n_start, B, H, BLOCK_B, BLOCK_N)
 
-    offs_b = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
-    offs_n = n_start + tl.arange(0, BLOCK_N)
-    mask_b = offs_b < B
-    mask_n = offs_n < H
-    mask = mask_b[:, None] & mask_n[None, :]
+    dh = tl.load(dh_ptr + row_offsets(t, B, offs_b, offs_n, H), mask=mask, other=0.0)
+    dh = recurrent_grad(
+        dh, dgates_all_ptr, next_dgates_slot, w_hh_ptr, offs_b, mask_b, offs_n, mask_n, B, H, 4, BLOCK_K
+    )
 
-    state_offs = ((t.to(tl.int64) * B + offs_b) * H)[:, None] + offs_n[None, :]
-    dh = tl.load(dh_ptr + state_offs, mask=mask, other=0.0).to(tl.float32)
-    next_dgates_rows = (next_dgates_slot.to(tl.int64) * B + offs_b) * 4 * H
-    for k in range(0, 4 * H, BLOCK_K):
-        offs_k = k + tl.arange(0, BLOCK_K)
-        mask_k = offs_k < 4 * H
-        # .cg: the next step's gate gradients were written by other warps (or programs).
-        next_dgates = tl.load(
-            dgates_all_ptr + next_dgates_rows[:, None] + offs_k[None, :],
-            mask=mask_b[:, None] & mask_k[None, :],
-            other=0.0,
-            cache_modifier=".cg",
-        )
-        w = tl.load(
-            w_hh_ptr + offs_k[:, None] * H + offs_n[None, :],
-            mask=mask_k[:, None] & mask_n[None, :],
-            other=0.0,
-        )
-        dh = tl.dot(next_dgates, w.to(tl.float32), dh, input_precision="ieee")
-
-    gate_offs = ((t.to(tl.int64) * B + offs_b) * 4 * H)[:, None] + offs_n[None, :]
+    gate_offs = row_offsets(t, B, offs_b, offs_n, 4 * H)
     gate_i = tl.load(gates_ptr + gate_offs, mask=mask, other=0.0).to(tl.float32)
     gate_f = tl.load(gates_ptr + gate_offs + H, mask=mask, other=0.0).to(tl.float32)
     gate_g = tl.load(gates_ptr + gate_offs + 2 * H, mask=mask, other=0.0).to(tl.float32)
     gate_o = tl.load(gates_ptr + gate_offs + 3 * H, mask=mask, other=0.0).to(tl.float32)
-    c_offs = (((t + 1 - REVERSE).to(tl.int64) * B + offs_b) * H)[:, None] + offs_n[None, :]
-    c_prev_offs = (((t + REVERSE).to(tl.int64) * B + offs_b) * H)[:, None] + offs_n[None, :]
-    c = tl.load(c_all_ptr + c_offs, mask=mask, other=0.0)
-    c_prev = tl.load(c_all_ptr + c_prev_offs, mask=mask, other=0.0)
+    c = tl.load(c_all_ptr + row_offsets(t + 1 - REVERSE, B, offs_b, offs_n, H), mask=mask, other=0.0)
+    c_prev = tl.load(c_all_ptr + row_offsets(t + REVERSE, B, offs_b, offs_n, H), mask=mask, other=0.0)
     dc_offs = (offs_b.to(tl.int64) * H)[:, None] + offs_n[None, :]
 
     tanh_c = tanh(c)
-    dc = tl.load(dc_ptr + dc_offs, mask=mask, other=0.0) + dh * gate_o * (1.0 - tanh_c * tanh_c)
+    dc = tl.load(dc_ptr + dc_offs, mask=mask, other=0.0, cache_modifier=".cg") + dh * gate_o * (1.0 - tanh_c * tanh_c)
     d_i = dc * gate_g * gate_i * (1.0 - gate_i)
     d_f = dc * c_prev * gate_f * (1.0 - gate_f)
     d_g = dc * gate_i * (1.0 - gate_g * gate_g)
     d_o = dh * tanh_c * gate_o * (1.0 - gate_o)
     tl.store(dc_ptr + dc_offs, dc * gate_f, mask=mask)
 
-    dgates_offs = ((dgates_slot.to(tl.int64) * B + offs_b) * 4 * H)[:, None] + offs_n[None, :]
+    dgates_offs = row_offsets(dgates_slot, B, offs_b, offs_n, 4 * H)
     tl.store(dgates_all_ptr + dgates_offs, d_i, mask=mask)
     tl.store(dgates_all_ptr + dgates_offs + H, d_f, mask=mask)
     tl.store(dgates_all_ptr + dgates_offs + 2 * H, d_g, mask=mask)
@@ -244,7 +202,7 @@ def _lstm_bwd_persistent_kernel(
     gates_ptr,  # [T, B, 4H]
     w_hh_ptr,  # [4H, H]
     c_all_ptr,  # [T + 1, B, H] fp32
-    dh_ptr,  # [T, B, H]
+    dh_ptr,  # [T, B, H] fp32
     dc_ptr,  # [B, H] fp32
     T,
     B,
@@ -271,7 +229,7 @@ def _lstm_bwd_step_kernel(
     gates_ptr,  # [T, B, 4H]
     w_hh_ptr,  # [4H, H]
     c_all_ptr,  # [T + 1, B, H] fp32
-    dh_ptr,  # [T, B, H]
+    dh_ptr,  # [T, B, H] fp32
     dc_ptr,  # [B, H] fp32
     step,
     T,
