@@ -1,0 +1,299 @@
+"""rnnfast.convert / rnnfast.revert on whole models: the converted model trains, saves, copies and casts like
+its torch.nn twin, on the very same Parameter objects."""
+
+import copy
+import io
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+import rnnfast
+from rnnfast.convert import TO_RNNFAST, TO_TORCH
+from tests.oracle import TOLERANCE
+
+BACKENDS = ["torch", "triton"]
+VOCAB, SEQ_LEN, BATCH, DECODE_STEPS = 7, 3, 2, 2
+
+
+class Seq2Seq(nn.Module):
+    """Every recurrent module type: embedding -> bidirectional 2-layer LSTM -> GRU -> relu RNN, then a
+    decoder of LSTMCell -> GRUCell -> RNNCell steps, and one linear head over every position."""
+
+    def __init__(self):
+        super().__init__()
+        self.embedding = nn.Embedding(VOCAB, 5)
+        self.encoder = nn.LSTM(5, 4, num_layers=2, bidirectional=True)
+        self.middle = nn.GRU(8, 3)
+        self.elman = nn.RNN(3, 3, nonlinearity="relu")
+        self.decoder = nn.ModuleDict(
+            {"lstm": nn.LSTMCell(3, 3), "gru": nn.GRUCell(3, 3), "rnn": nn.RNNCell(3, 3, bias=False)}
+        )
+        self.head = nn.Linear(3, VOCAB)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        x, _ = self.encoder(self.embedding(tokens))
+        x, h = self.middle(x)
+        x, h = self.elman(x, h)
+        h, c, step = h[0], torch.zeros_like(h[0]), x[-1]
+        positions = [x]
+        for _ in range(DECODE_STEPS):
+            h, c = self.decoder["lstm"](step, (h, c))
+            h = self.decoder["gru"](step, h)
+            step = self.decoder["rnn"](h)
+            positions.append(step.unsqueeze(0))
+        return self.head(torch.cat(positions))  # [SEQ_LEN + DECODE_STEPS, BATCH, VOCAB]
+
+
+def make_batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(VOCAB, (SEQ_LEN, BATCH), generator=generator)
+    targets = torch.randint(VOCAB, (SEQ_LEN + DECODE_STEPS, BATCH), generator=generator)
+    return tokens, targets
+
+
+def loss_of(model: nn.Module, tokens: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return nn.functional.cross_entropy(model(tokens).flatten(0, 1), targets.flatten())
+
+
+def recurrent_types(model: nn.Module) -> dict[str, type]:
+    return {name: type(m) for name, m in model.named_modules() if isinstance(m, (nn.RNNBase, nn.RNNCellBase))}
+
+
+def assert_all_rnnfast(model: nn.Module, backend: str) -> None:
+    types = recurrent_types(model)
+    assert len(types) == 6
+    assert all(t in TO_TORCH for t in types.values()), types
+    assert all(m.backend == backend for m in model.modules() if type(m) in TO_TORCH)
+
+
+def assert_close_to(module_output: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype) -> None:
+    scale = max(expected.abs().max().item(), 1.0)
+    error = (module_output.to(expected.dtype) - expected).abs().max().item()
+    assert error <= TOLERANCE[dtype] * scale, f"{dtype}: error {error:.3g} over {TOLERANCE[dtype]} * {scale:.3g}"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_trains_step_by_step_like_torch_nn(backend):
+    torch.manual_seed(0)
+    model = Seq2Seq()
+    twin = copy.deepcopy(model)
+    parameters_before = dict(model.named_parameters())
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)  # made before convert
+    twin_optimizer = torch.optim.SGD(twin.parameters(), lr=0.5, momentum=0.9)
+
+    assert rnnfast.convert(model, backend=backend) is model
+    assert_all_rnnfast(model, backend)
+    assert all(recurrent_type in TO_RNNFAST for recurrent_type in recurrent_types(twin).values())
+    parameters_after = dict(model.named_parameters())
+    assert parameters_after.keys() == parameters_before.keys()
+    assert all(parameters_after[name] is parameter for name, parameter in parameters_before.items())
+
+    for step in range(3):
+        tokens, targets = make_batch(step)
+        losses = []
+        for module, module_optimizer in ((model, optimizer), (twin, twin_optimizer)):
+            module_optimizer.zero_grad()
+            loss = loss_of(module, tokens, targets)
+            loss.backward()
+            module_optimizer.step()
+            losses.append(loss)
+        torch.testing.assert_close(losses[0], losses[1], atol=1e-5, rtol=1e-5, msg=f"loss at step {step}")
+        for (name, parameter), twin_parameter in zip(model.named_parameters(), twin.parameters()):
+            torch.testing.assert_close(parameter, twin_parameter, atol=1e-5, rtol=1e-5, msg=f"{name} at step {step}")
+    assert all(parameters_before[name] is parameter for name, parameter in model.named_parameters())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_backward_in_eval_mode(backend):
+    torch.manual_seed(0)
+    twin = Seq2Seq().eval()
+    model = rnnfast.convert(copy.deepcopy(twin), backend=backend)
+    assert not any(m.training for m in model.modules())
+    tokens, targets = make_batch()
+    for module in (model, twin):
+        loss_of(module, tokens, targets).backward()
+    for (name, parameter), twin_parameter in zip(model.named_parameters(), twin.parameters()):
+        torch.testing.assert_close(parameter.grad, twin_parameter.grad, atol=1e-5, rtol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_runs_are_bitwise_identical(backend):
+    torch.manual_seed(0)
+    model = rnnfast.convert(Seq2Seq(), backend=backend)
+    tokens, targets = make_batch()
+    runs = []
+    for _ in range(2):
+        model.zero_grad()
+        output = model(tokens)
+        nn.functional.cross_entropy(output.flatten(0, 1), targets.flatten()).backward()
+        runs.append([output.detach()] + [p.grad.clone() for p in model.parameters()])
+    assert all(torch.equal(first, second) for first, second in zip(*runs))
+
+
+def test_revert_round_trip():
+    torch.manual_seed(0)
+    original = Seq2Seq()
+    original_types = recurrent_types(original)
+    parameters = list(original.parameters())
+    tokens, _ = make_batch()
+    expected = original(tokens)
+
+    model = rnnfast.revert(rnnfast.convert(original, backend="torch"))
+    assert recurrent_types(model) == original_types
+    assert all(after is before for after, before in zip(model.parameters(), parameters))
+    assert torch.equal(model(tokens), expected)
+
+
+def test_root_module_and_shared_modules():
+    lstm = nn.LSTM(3, 4)
+    converted = rnnfast.convert(lstm, backend="torch")
+    assert type(converted) is rnnfast.LSTM and converted.weight_hh_l0 is lstm.weight_hh_l0
+    assert type(rnnfast.revert(converted)) is nn.LSTM
+
+    shared = nn.GRUCell(3, 3)
+    model = rnnfast.convert(nn.ModuleDict({"first": shared, "second": nn.Sequential(shared)}))
+    assert type(model["first"]) is rnnfast.GRUCell and model["second"][0] is model["first"]
+
+
+def test_convert_keeps_settings_mode_and_hooks():
+    model = nn.ModuleDict(
+        {
+            "lstm": nn.LSTM(3, 4, num_layers=2, bias=False, batch_first=True, dropout=0.25),
+            "rnn": nn.RNN(3, 4, nonlinearity="relu").eval(),
+            "cell": nn.RNNCell(3, 4, nonlinearity="relu", dtype=torch.float64),
+        }
+    )
+    model["cell"].weight_hh.requires_grad_(False)
+    calls = []
+    handle = model["rnn"].register_forward_hook(lambda module, args, output: calls.append(type(module)))
+    settings = {name: module.__dict__.copy() for name, module in model.items()}
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing to warn about, not even the dropout of the rebuilt LSTM
+        rnnfast.convert(model, backend="torch")
+    for name, module in model.items():
+        for key in ("input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout", "nonlinearity"):
+            assert getattr(module, key, None) == settings[name].get(key), (name, key)
+        assert module.training == settings[name]["training"]
+    assert model["cell"].weight_hh.dtype == torch.float64 and not model["cell"].weight_hh.requires_grad
+
+    model["rnn"](torch.randn(2, 1, 3))
+    handle.remove()
+    model["rnn"](torch.randn(2, 1, 3))
+    assert calls == [rnnfast.RNN]
+
+
+def test_subclasses_are_warned_about_and_left():
+    class TracedLSTM(nn.LSTM):
+        pass
+
+    class TracedGRU(rnnfast.GRU):
+        pass
+
+    model = nn.Sequential(nn.Sequential(TracedLSTM(3, 4)), nn.GRU(4, 4), TracedGRU(4, 4))
+    with pytest.warns(UserWarning, match=r"subclasses.*0\.0 \(.*TracedLSTM\)") as record:
+        rnnfast.convert(model)
+    assert len(record) == 1 and "TracedGRU" not in str(record[0].message)  # already rnnfast: nothing to do
+    assert [type(m) for m in (model[0][0], model[1], model[2])] == [TracedLSTM, rnnfast.GRU, TracedGRU]
+
+    with pytest.warns(UserWarning, match=r"subclasses.*2 \(.*TracedGRU\)"):
+        rnnfast.revert(model)
+    assert [type(m) for m in (model[0][0], model[1], model[2])] == [TracedLSTM, nn.GRU, TracedGRU]
+
+
+@pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN")
+def test_projections_are_converted_or_warned_about():
+    try:
+        rnnfast.LSTM(3, 4, proj_size=2)
+        supported = True
+    except NotImplementedError:
+        supported = False
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.LSTM(3, 4, proj_size=2), nn.GRU(2, 2))
+    x = torch.randn(5, 2, 3)
+    expected, _ = model[0](x)
+    if supported:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            rnnfast.convert(model, backend="torch")
+        assert type(model[0]) is rnnfast.LSTM and model[0].proj_size == 2
+        torch.testing.assert_close(model[0](x)[0], expected, atol=1e-5, rtol=1e-5)
+    else:
+        with pytest.warns(UserWarning, match=r"not supported: 0 \(LSTM\): .*proj_size"):
+            rnnfast.convert(model, backend="torch")
+        assert type(model[0]) is nn.LSTM
+    assert type(model[1]) is rnnfast.GRU
+
+
+def test_save_load_and_deepcopy_keep_backend():
+    torch.manual_seed(0)
+    model = rnnfast.convert(Seq2Seq(), backend="torch")
+    tokens, _ = make_batch()
+    expected = model(tokens)
+
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=False)
+    copied = copy.deepcopy(model)
+    for other in (loaded, copied):
+        assert_all_rnnfast(other, "torch")
+        assert torch.equal(other(tokens), expected)
+
+
+def test_state_dict_round_trips_between_rnnfast_and_torch_nn():
+    torch.manual_seed(0)
+    model = rnnfast.convert(Seq2Seq(), backend="torch")
+    torch.manual_seed(1)
+    plain = Seq2Seq()
+    tokens, _ = make_batch()
+
+    assert model.state_dict().keys() == plain.state_dict().keys()
+    plain.load_state_dict(model.state_dict())
+    torch.testing.assert_close(plain(tokens), model(tokens), atol=1e-5, rtol=1e-5)
+    torch.manual_seed(2)
+    fresh = rnnfast.convert(Seq2Seq(), backend="torch")
+    fresh.load_state_dict(plain.state_dict())
+    assert torch.equal(fresh(tokens), model(tokens))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16], ids=str)
+def test_dtype_casts(dtype):
+    torch.manual_seed(0)
+    model = rnnfast.convert(Seq2Seq(), backend="torch")
+    parameters = list(model.parameters())
+    cast = {torch.float64: lambda m: m.to(torch.float64), torch.float16: nn.Module.half}
+    cast.get(dtype, nn.Module.bfloat16)(model)
+    assert all(after is before and after.dtype == dtype for after, before in zip(model.parameters(), parameters))
+    assert_all_rnnfast(model, "torch")
+
+    # 16-bit models are compared with torch.nn in fp32 on the very same rounded weights
+    reference = Seq2Seq().to(torch.float64 if dtype == torch.float64 else torch.float32)
+    reference.load_state_dict(model.state_dict())
+    tokens, targets = make_batch()
+    output = model(tokens)
+    assert output.dtype == dtype
+    assert_close_to(output, reference(tokens), dtype)
+    loss_of(model, tokens, targets).backward()
+    loss_of(reference, tokens, targets).backward()
+    for (name, parameter), reference_parameter in zip(model.named_parameters(), reference.parameters()):
+        assert parameter.grad.dtype == dtype, name
+        assert_close_to(parameter.grad, reference_parameter.grad, dtype)
+
+
+@pytest.mark.parametrize("layer", [nn.GRU(3, 4), nn.LSTMCell(3, 4), nn.GRUCell(3, 4)], ids=lambda m: type(m).__name__)
+def test_cpu_autocast_output_dtype_where_torch_nn_keeps_fp32(layer):
+    """Under CPU bf16 autocast torch.nn's GRU, LSTMCell and GRUCell return fp32 (its LSTM, RNN and RNNCell
+    return bf16, rnnfast fp32: not tested here); rnnfast agrees on these three."""
+    torch.manual_seed(0)
+    converted = rnnfast.convert(copy.deepcopy(layer), backend="torch")
+    x = torch.randn(5, 2, 3) if isinstance(layer, nn.GRU) else torch.randn(2, 3)
+    outputs = []
+    for module in (converted, layer):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            output = module(x)
+        outputs.append(output[0] if isinstance(output, tuple) else output)
+    assert outputs[0].dtype == outputs[1].dtype == torch.float32
+    assert_close_to(outputs[0], outputs[1], torch.bfloat16)
