@@ -37,6 +37,9 @@ def bench_parser() -> argparse.ArgumentParser:
     parser.add_argument("--min-run-time", type=float, help="CPU: seconds of timed runs per measurement (default "
                         "0.5; 0.01 with --smoke); slow calls get at least 5 runs")  # fmt: skip
     parser.add_argument(
+        "--threads", type=int, help="torch.set_num_threads for the run (default: torch's own choice; recorded)"
+    )
+    parser.add_argument(
         "--out", type=Path, help=f"folder for CSV/JSON/markdown/PNG (default {RESULTS}, none with --smoke)"
     )
     return parser
@@ -56,6 +59,8 @@ def main_bench(argv: list[str]) -> int:
     providers = [p for p in PROVIDERS if args.provider is None or p.name in args.provider]
     min_run_time = args.min_run_time if args.min_run_time is not None else 0.01 if args.smoke else 0.5
 
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     metadata = run_metadata(device, argv)
     print(metadata["command"])
     print(

@@ -1,6 +1,5 @@
 """Time and memory of one callable: medians with quantiles, bytes saved for backward, CUDA peak memory."""
 
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -20,18 +19,26 @@ class Timing:
     samples: int | None  # timed runs (None where do_bench does not say)
 
 
-def time_cpu(fn: Callable[[], object], min_run_time: float) -> Timing:
-    """torch.utils.benchmark's blocked_autorange with torch's own thread count (Timer defaults to one)."""
-    start = time.perf_counter()
-    fn()  # warm-up (blocked_autorange warms up again while sizing its blocks), and an upper bound on a run
-    estimate = time.perf_counter() - start
-    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
-    samples = timer.blocked_autorange(min_run_time=max(min_run_time, MIN_SAMPLES * estimate)).times
-    while len(samples) < MIN_SAMPLES:  # the estimate ran faster than later calls: top up, a block at a time
-        samples += timer.blocked_autorange(min_run_time=0).times
-    times = torch.tensor(samples, dtype=torch.float64)
-    median, p20, p80 = times.quantile(torch.tensor(QUANTILES, dtype=torch.float64)).tolist()
-    return Timing(median * 1e3, p20 * 1e3, p80 * 1e3, len(samples))
+def time_cpu(fns: dict[str, Callable[[], object]], min_run_time: float) -> dict[str, Timing]:
+    """torch.utils.benchmark's blocked_autorange with torch's own thread count (Timer defaults to one), in
+    MIN_SAMPLES rounds that take turns between the callables: on a shared machine, load that comes and goes
+    then lands on every provider alike instead of on whichever ran during it."""
+    timers = {
+        name: benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+        for name, fn in fns.items()
+    }
+    for fn in fns.values():
+        fn()  # warm-up (blocked_autorange also warms up while sizing its blocks)
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(MIN_SAMPLES):
+        for name, timer in timers.items():
+            samples[name] += timer.blocked_autorange(min_run_time=min_run_time / MIN_SAMPLES).times
+    timings = {}
+    for name, times in samples.items():
+        quantiles = torch.tensor(times, dtype=torch.float64).quantile(torch.tensor(QUANTILES, dtype=torch.float64))
+        median, p20, p80 = (seconds * 1e3 for seconds in quantiles.tolist())
+        timings[name] = Timing(median, p20, p80, len(times))
+    return timings
 
 
 def time_cuda(fn: Callable[[], object], warmup_ms: int = 25, rep_ms: int = 100) -> Timing:

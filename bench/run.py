@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from .cases import Case, make_inputs
-from .measure import cuda_peak_bytes, saved_tensor_bytes, time_cpu, time_cuda
+from .measure import Timing, cuda_peak_bytes, saved_tensor_bytes, time_cpu, time_cuda
 from .providers import BASELINE, Provider, build_module, skip_reason
 
 
@@ -51,42 +51,61 @@ def _empty_row(case: Case, provider: Provider, mode: str, status: str, reason: s
     )  # fmt: skip
 
 
-def measure_provider(
-    case: Case, provider: Provider, modes: Sequence[str], device: torch.device, min_run_time: float
+def time_cuda_each(fns: dict[str, Callable[[], object]]) -> dict[str, Timing]:
+    """do_bench one provider after another (CUDA timings are not disturbed by other processes' CPU load)."""
+    return {name: time_cuda(fn) for name, fn in fns.items()}
+
+
+def _error_rows(case: Case, provider: Provider, modes: Sequence[str], error: Exception) -> list[dict]:
+    reason = f"{type(error).__name__}: {error}".splitlines()[0]
+    return [_empty_row(case, provider, mode, "error", reason) for mode in modes]
+
+
+def measure_case(
+    case: Case, providers: Sequence[Provider], modes: Sequence[str], device: torch.device, min_run_time: float
 ) -> list[dict]:
-    """Rows of one provider on one case: a single "all" row when it is skipped, else one per mode."""
-    reason = skip_reason(provider, case, device)
-    if reason is not None:
-        return [_empty_row(case, provider, "all", "skipped", reason)]
+    """Rows of every provider on one case: a single "all" row for a provider that is skipped, else one per
+    mode. A provider that fails (out of memory, an unsupported option) gets "error" rows, and the grid goes
+    on; the command exits non-zero."""
     rows = []
-    try:
-        module = build_module(provider, case, device)
-        x = make_inputs(case, device)
-        saved = None
-        if any(mode != "inference" for mode in modes):
-            parameters = list(module.parameters())
-            forward = mode_callable(module, x, "forward")
-            saved = saved_tensor_bytes(forward, exclude=[x, *parameters])
-        for mode in modes:
-            fn = mode_callable(module, x, mode)
+    prepared = {}
+    for provider in providers:
+        reason = skip_reason(provider, case, device)
+        if reason is not None:
+            rows.append(_empty_row(case, provider, "all", "skipped", reason))
+            continue
+        try:
+            module = build_module(provider, case, device)
+            x = make_inputs(case, device)
+            saved = None
+            if any(mode != "inference" for mode in modes):
+                saved = saved_tensor_bytes(mode_callable(module, x, "forward"), exclude=[x, *module.parameters()])
+            prepared[provider.name] = (provider, module, x, saved)
+        except (RuntimeError, NotImplementedError, ValueError) as error:
+            rows += _error_rows(case, provider, modes, error)
+    for mode in modes:
+        fns = {name: mode_callable(module, x, mode) for name, (_, module, x, _) in prepared.items()}
+        try:
+            timings = time_cuda_each(fns) if device.type == "cuda" else time_cpu(fns, min_run_time)
+        except (RuntimeError, NotImplementedError, ValueError) as error:
+            for provider, _, _, _ in prepared.values():
+                rows += _error_rows(case, provider, [mode], error)
+            continue
+        for name, timing in timings.items():
+            provider, _, _, saved = prepared[name]
             row = _empty_row(case, provider, mode, "ok")
-            timing = time_cuda(fn) if device.type == "cuda" else time_cpu(fn, min_run_time)
             row.update(median_ms=timing.median_ms, p20_ms=timing.p20_ms, p80_ms=timing.p80_ms, samples=timing.samples)
             if mode != "inference":
                 row["saved_bytes"] = saved
             if device.type == "cuda":
-                row["peak_bytes"] = cuda_peak_bytes(fn, device)
+                row["peak_bytes"] = cuda_peak_bytes(fns[name], device)
             rows.append(row)
-    except (RuntimeError, NotImplementedError, ValueError) as error:
-        # A provider that fails on one case (out of memory, an unsupported option) must not stop the grid;
-        # the row records it and the run exits non-zero.
-        done = {row["mode"] for row in rows}
-        rows += [_empty_row(case, provider, mode, "error", f"{type(error).__name__}: {error}".splitlines()[0])
-                 for mode in modes if mode not in done]  # fmt: skip
-    finally:
-        gc.collect()
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+    prepared.clear()  # the modules and inputs go before the next case allocates its own
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    order = {provider.name: index for index, provider in enumerate(providers)}
+    rows.sort(key=lambda row: order[row["provider"]])
     return rows
 
 
@@ -116,9 +135,7 @@ def run_grid(
     rows: list[dict] = []
     for index, case in enumerate(cases, 1):
         start = time.perf_counter()
-        case_rows = []
-        for provider in providers:
-            case_rows += measure_provider(case, provider, modes, device, min_run_time)
+        case_rows = measure_case(case, providers, modes, device, min_run_time)
         add_ratios(case_rows)
         rows += case_rows
         progress(f"[{index}/{len(cases)}] {case.name} ({time.perf_counter() - start:.1f} s)")
