@@ -7,6 +7,7 @@ old one's Parameter objects themselves, so optimizers and anything else holding 
 import warnings
 from collections.abc import Callable
 
+import torch
 from torch import nn
 
 from . import modules
@@ -135,20 +136,21 @@ def _constructor_kwargs(module: nn.Module) -> dict:
 
 
 def _rebuild(module: nn.Module, target: Callable[..., nn.Module], extra_kwargs: dict) -> nn.Module:
-    """A `target` module with `module`'s structure that holds `module`'s own parameters and buffers."""
+    """A `target` module with `module`'s structure that holds `module`'s own parameters, buffers and hooks."""
     with warnings.catch_warnings():
         # The original module already warned about dropout with a single layer when it was built.
         warnings.filterwarnings("ignore", message="dropout option adds dropout", category=UserWarning)
         replacement = target(**_constructor_kwargs(module), **extra_kwargs, device="meta")
-    for name, parameter in module.named_parameters(recurse=False):
-        replacement.register_parameter(name, parameter)
-    for name, buffer in module.named_buffers(recurse=False):
-        replacement.register_buffer(name, buffer, persistent=name not in module._non_persistent_buffers_set)
+    # Exactly the original's parameters and buffers, in its order: a pruned or torch.nn.utils.weight_norm'ed
+    # module has swapped a weight for other parameters and recomputes the weight itself as a plain attribute.
+    replacement._parameters = module._parameters.copy()
+    replacement._buffers = module._buffers.copy()
+    replacement._non_persistent_buffers_set = module._non_persistent_buffers_set.copy()
+    # The hook dicts themselves move over, so the handles returned when they were registered still remove them.
+    for key, value in vars(module).items():
+        if isinstance(value, torch.Tensor) or "_hook" in key:
+            replacement.__dict__[key] = value
     if isinstance(replacement, nn.RNNBase):
         replacement._init_flat_weights()
     replacement.train(module.training)
-    # The hook dicts themselves move over, so the handles returned when they were registered still remove them.
-    for key, hooks in vars(module).items():
-        if "_hook" in key:
-            replacement.__dict__[key] = hooks
     return replacement

@@ -8,6 +8,7 @@ import warnings
 import pytest
 import torch
 from torch import nn
+from torch.nn.utils import prune
 
 import rnnfast
 from rnnfast.convert import TO_RNNFAST, TO_TORCH
@@ -183,6 +184,25 @@ def test_convert_keeps_settings_mode_and_hooks():
     handle.remove()
     model["rnn"](torch.randn(2, 1, 3))
     assert calls == [rnnfast.RNN]
+
+
+def test_pruned_module_keeps_working():
+    """Pruning replaces a parameter by `<name>_orig`, a mask buffer, a plain tensor attribute and a hook."""
+    pair = []
+    for _ in range(2):  # torch cannot deepcopy a pruned module
+        torch.manual_seed(0)
+        pair.append(nn.GRU(3, 4))
+        prune.l1_unstructured(pair[-1], "weight_hh_l0", amount=0.5)
+    model, twin = rnnfast.convert(pair[0], backend="torch"), pair[1]
+    assert model.state_dict().keys() == twin.state_dict().keys()
+    x = torch.randn(5, 2, 3)
+    outputs = [module(x)[0] for module in (model, twin)]
+    torch.testing.assert_close(outputs[0], outputs[1], atol=1e-5, rtol=1e-5)
+    for output in outputs:
+        output.sum().backward()
+    torch.testing.assert_close(model.weight_hh_l0_orig.grad, twin.weight_hh_l0_orig.grad, atol=1e-5, rtol=1e-5)
+    assert (model.weight_hh_l0_orig.grad[model.weight_hh_l0_mask == 0] == 0).all()
+    assert torch.equal(rnnfast.revert(model)(x)[0], outputs[1])
 
 
 def test_subclasses_are_warned_about_and_left():
