@@ -94,7 +94,10 @@ def _swap_all(
             replacement = module
         swapped[id(module)] = replacement
         if replacement is module:
-            for name, child in module.named_children():
+            # _modules rather than named_children(), which skips the second name of a child held twice.
+            for name, child in list(module._modules.items()):
+                if child is None:
+                    continue
                 new_child = swap(child, f"{path}.{name}" if path else name)
                 if new_child is not child:
                     setattr(module, name, new_child)

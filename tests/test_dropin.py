@@ -154,8 +154,9 @@ def test_root_module_and_shared_modules():
     assert type(rnnfast.revert(converted)) is nn.LSTM
 
     shared = nn.GRUCell(3, 3)
-    model = rnnfast.convert(nn.ModuleDict({"first": shared, "second": nn.Sequential(shared)}))
-    assert type(model["first"]) is rnnfast.GRUCell and model["second"][0] is model["first"]
+    model = rnnfast.convert(nn.ModuleDict({"first": shared, "again": shared, "nested": nn.Sequential(shared, None)}))
+    assert type(model["first"]) is rnnfast.GRUCell
+    assert model["again"] is model["first"] and model["nested"][0] is model["first"]
 
 
 def test_convert_keeps_settings_mode_and_hooks():
