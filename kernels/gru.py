@@ -15,9 +15,11 @@ from .activations import sigmoid, tanh, to_storage
 from .configs import plan_scan
 from .launch import bf16_under_interpreter, launch_scan
 from .recurrence import (
+    active_rows,
     backward_step_slots,
     forward_step_slots,
     load_h_chunk,
+    load_state_tile,
     load_w_t_chunk,
     recurrent_grad,
     row_offsets,
@@ -32,6 +34,7 @@ def _gru_fwd_tile(
     b_hh_ptr,  # [3H] recurrent bias
     h_all_ptr,  # [T + 1, B, H] hidden-state slots, h0 already in the first read slot
     hn_all_ptr,  # [T, B, H] fp32 out (TRAINING): W_hn h_{t-1} + b_hn, the reset-gated term
+    lengths_ptr,  # [B] int64 sequence lengths (T for every row of an unpadded batch)
     step,
     T,
     B,
@@ -68,9 +71,9 @@ def _gru_fwd_tile(
     gate_r = sigmoid(tl.load(gates_ptr + gate_offs, mask=mask, other=0.0).to(tl.float32) + acc_r)
     gate_z = sigmoid(tl.load(gates_ptr + gate_offs + H, mask=mask, other=0.0).to(tl.float32) + acc_z)
     gate_n = tanh(tl.load(gates_ptr + gate_offs + 2 * H, mask=mask, other=0.0).to(tl.float32) + gate_r * acc_n)
-    h_prev_offs = h_prev_rows[:, None] + offs_n[None, :]
-    h_prev_tile = tl.load(h_all_ptr + h_prev_offs, mask=mask, other=0.0, cache_modifier=".cg").to(tl.float32)
+    h_prev_tile = load_state_tile(h_all_ptr, read_slot, B, offs_b, offs_n, H, mask)
     h = (1.0 - gate_z) * gate_n + gate_z * h_prev_tile
+    h = tl.where(active_rows(lengths_ptr, t, offs_b, mask_b), h, h_prev_tile)
 
     h_offs = row_offsets(write_slot, B, offs_b, offs_n, H)
     tl.store(h_all_ptr + h_offs, to_storage(h, h_all_ptr, BF16_INTERPRETER), mask=mask)
@@ -88,6 +91,7 @@ def _gru_fwd_persistent_kernel(
     b_hh_ptr,  # [3H]
     h_all_ptr,  # [T + 1, B, H]
     hn_all_ptr,  # [T, B, H] fp32
+    lengths_ptr,  # [B] int64
     T,
     B,
     H,
@@ -102,7 +106,7 @@ def _gru_fwd_persistent_kernel(
     for step in range(T):
         for n_start in range(0, H, BLOCK_N):
             _gru_fwd_tile(
-                gates_ptr, w_hh_ptr, b_hh_ptr, h_all_ptr, hn_all_ptr, step, T, B, H, pid_b, n_start,
+                gates_ptr, w_hh_ptr, b_hh_ptr, h_all_ptr, hn_all_ptr, lengths_ptr, step, T, B, H, pid_b, n_start,
                 REVERSE, TRAINING, BLOCK_B, BLOCK_N, BLOCK_K, BF16_INTERPRETER,
             )  # fmt: skip
         # The next step reads every hidden unit this program just wrote.
@@ -116,6 +120,7 @@ def _gru_fwd_step_kernel(
     b_hh_ptr,  # [3H]
     h_all_ptr,  # [T + 1, B, H]
     hn_all_ptr,  # [T, B, H] fp32
+    lengths_ptr,  # [B] int64
     step,
     T,
     B,
@@ -128,7 +133,7 @@ def _gru_fwd_step_kernel(
     BF16_INTERPRETER: tl.constexpr,
 ):
     _gru_fwd_tile(
-        gates_ptr, w_hh_ptr, b_hh_ptr, h_all_ptr, hn_all_ptr, step, T, B, H,
+        gates_ptr, w_hh_ptr, b_hh_ptr, h_all_ptr, hn_all_ptr, lengths_ptr, step, T, B, H,
         tl.program_id(0), tl.program_id(1) * BLOCK_N, REVERSE, TRAINING, BLOCK_B, BLOCK_N, BLOCK_K, BF16_INTERPRETER,
     )  # fmt: skip
 
@@ -142,7 +147,8 @@ def _gru_bwd_tile(
     h_all_ptr,  # [T + 1, B, H] hidden-state slots saved by the forward
     hn_all_ptr,  # [T, B, H] fp32 W_hn h_{t-1} + b_hn saved by the forward
     dh_ptr,  # [T, B, H] fp32 gradient reaching h_t from the output (dh_n already added at the last step)
-    dh_carry_ptr,  # [B, H] fp32 gradient reaching h_t through z * h_t in the next step; updated in place
+    dh_carry_ptr,  # [B, H] fp32 gradient reaching h_t directly (z * h_t, or carried past a row's length); zero in
+    lengths_ptr,  # [B] int64 sequence lengths
     step,
     T,
     B,
@@ -172,10 +178,11 @@ def _gru_bwd_tile(
     hn = tl.load(hn_all_ptr + state_offs, mask=mask, other=0.0)
     h_prev = tl.load(h_all_ptr + row_offsets(t + REVERSE, B, offs_b, offs_n, H), mask=mask, other=0.0).to(tl.float32)
 
-    d_n = dh * (1.0 - gate_z) * (1.0 - gate_n * gate_n)
-    d_z = dh * (h_prev - gate_n) * gate_z * (1.0 - gate_z)
+    active = active_rows(lengths_ptr, t, offs_b, mask_b)
+    d_n = tl.where(active, dh * (1.0 - gate_z) * (1.0 - gate_n * gate_n), 0.0)
+    d_z = tl.where(active, dh * (h_prev - gate_n) * gate_z * (1.0 - gate_z), 0.0)
     d_r = d_n * hn * gate_r * (1.0 - gate_r)
-    tl.store(dh_carry_ptr + carry_offs, dh * gate_z, mask=mask)
+    tl.store(dh_carry_ptr + carry_offs, tl.where(active, dh * gate_z, dh), mask=mask)
 
     dgates_h_offs = row_offsets(dgates_slot, B, offs_b, offs_n, 3 * H)
     tl.store(dgates_h_all_ptr + dgates_h_offs, d_r, mask=mask)
@@ -196,6 +203,7 @@ def _gru_bwd_persistent_kernel(
     hn_all_ptr,  # [T, B, H] fp32
     dh_ptr,  # [T, B, H] fp32
     dh_carry_ptr,  # [B, H] fp32
+    lengths_ptr,  # [B] int64
     T,
     B,
     H,
@@ -209,7 +217,7 @@ def _gru_bwd_persistent_kernel(
         for n_start in range(0, H, BLOCK_N):
             _gru_bwd_tile(
                 dgates_h_all_ptr, dgates_x_ptr, gates_ptr, w_hh_ptr, h_all_ptr, hn_all_ptr, dh_ptr, dh_carry_ptr,
-                step, T, B, H, pid_b, n_start, REVERSE, BLOCK_B, BLOCK_N, BLOCK_K,
+                lengths_ptr, step, T, B, H, pid_b, n_start, REVERSE, BLOCK_B, BLOCK_N, BLOCK_K,
             )  # fmt: skip
         # The next step reads every gate gradient this program just wrote.
         tl.debug_barrier()
@@ -225,6 +233,7 @@ def _gru_bwd_step_kernel(
     hn_all_ptr,  # [T, B, H] fp32
     dh_ptr,  # [T, B, H] fp32
     dh_carry_ptr,  # [B, H] fp32
+    lengths_ptr,  # [B] int64
     step,
     T,
     B,
@@ -235,7 +244,7 @@ def _gru_bwd_step_kernel(
     BLOCK_K: tl.constexpr,
 ):
     _gru_bwd_tile(
-        dgates_h_all_ptr, dgates_x_ptr, gates_ptr, w_hh_ptr, h_all_ptr, hn_all_ptr, dh_ptr, dh_carry_ptr,
+        dgates_h_all_ptr, dgates_x_ptr, gates_ptr, w_hh_ptr, h_all_ptr, hn_all_ptr, dh_ptr, dh_carry_ptr, lengths_ptr,
         step, T, B, H, tl.program_id(0), tl.program_id(1) * BLOCK_N, REVERSE, BLOCK_B, BLOCK_N, BLOCK_K,
     )  # fmt: skip
 
@@ -261,6 +270,7 @@ def gru_scan_fwd(
     b_hh: torch.Tensor,
     h_all: torch.Tensor,
     hn_all: torch.Tensor,
+    lengths: torch.Tensor,
     reverse: bool,
     training: bool,
 ) -> None:
@@ -271,7 +281,7 @@ def gru_scan_fwd(
     launch_scan(
         plan,
         SCAN_KERNELS["forward", plan.variant][0],
-        (gates, w_hh, b_hh, h_all, hn_all),
+        (gates, w_hh, b_hh, h_all, hn_all, lengths),
         seq_len,
         batch,
         hidden,
@@ -288,6 +298,7 @@ def gru_scan_bwd(
     hn_all: torch.Tensor,
     dh: torch.Tensor,
     dh_carry: torch.Tensor,
+    lengths: torch.Tensor,
     reverse: bool,
 ) -> None:
     """Backward through time: fills dgates_h_all [T + 1, B, 3H] (its zero slot already cleared) and
@@ -297,7 +308,7 @@ def gru_scan_bwd(
     launch_scan(
         plan,
         SCAN_KERNELS["backward", plan.variant][0],
-        (dgates_h_all, dgates_x, gates, w_hh, h_all, hn_all, dh, dh_carry),
+        (dgates_h_all, dgates_x, gates, w_hh, h_all, hn_all, dh, dh_carry, lengths),
         seq_len,
         batch,
         hidden,

@@ -41,12 +41,14 @@ class KernelResources:
 
 
 def kernel_signature(kernel, dtype: torch.dtype, fp32_pointers: frozenset[str]) -> dict[str, str]:
-    """Triton signature of a scan kernel: `*_ptr` arguments are pointers (fp32 for the state buffers named
-    in fp32_pointers, `dtype` otherwise), constexprs are constexpr, the rest int32."""
+    """Triton signature of a scan kernel: `*_ptr` arguments are pointers (int64 lengths, fp32 for the state
+    buffers named in fp32_pointers, `dtype` otherwise), constexprs are constexpr, the rest int32."""
     signature = {}
     for index, name in enumerate(kernel.arg_names):
         if index in kernel.constexprs:
             signature[name] = "constexpr"
+        elif name == "lengths_ptr":
+            signature[name] = "*i64"
         elif name.endswith("_ptr"):
             signature[name] = "*fp32" if name in fp32_pointers else f"*{_TRITON_DTYPE[dtype]}"
         else:

@@ -21,9 +21,11 @@ from .activations import sigmoid, tanh, to_storage
 from .configs import plan_scan
 from .launch import bf16_under_interpreter, launch_scan
 from .recurrence import (
+    active_rows,
     backward_step_slots,
     forward_step_slots,
     load_h_chunk,
+    load_state_tile,
     load_w_t_chunk,
     recurrent_grad,
     row_offsets,
@@ -37,6 +39,7 @@ def _lstm_fwd_tile(
     w_hh_ptr,  # [4H, H] recurrent weight, torch.nn layout
     h_all_ptr,  # [T + 1, B, H] hidden-state slots, h0 already in the first read slot
     c_all_ptr,  # [c_slots, B, H] fp32 cell-state slots, c0 already in the first read slot
+    lengths_ptr,  # [B] int64 sequence lengths (T for every row of an unpadded batch)
     step,
     T,
     B,
@@ -78,10 +81,12 @@ def _lstm_fwd_tile(
     gate_g = tanh(acc_g)
     gate_o = sigmoid(acc_o)
 
-    c_prev_offs = row_offsets(read_slot % c_slots, B, offs_b, offs_n, H)
-    c_prev = tl.load(c_all_ptr + c_prev_offs, mask=mask, other=0.0, cache_modifier=".cg")
+    c_prev = load_state_tile(c_all_ptr, read_slot % c_slots, B, offs_b, offs_n, H, mask)
     c = gate_f * c_prev + gate_i * gate_g
     h = gate_o * tanh(c)
+    active = active_rows(lengths_ptr, t, offs_b, mask_b)
+    c = tl.where(active, c, c_prev)
+    h = tl.where(active, h, load_state_tile(h_all_ptr, read_slot, B, offs_b, offs_n, H, mask))
     tl.store(c_all_ptr + row_offsets(write_slot % c_slots, B, offs_b, offs_n, H), c, mask=mask)
     h_offs = row_offsets(write_slot, B, offs_b, offs_n, H)
     tl.store(h_all_ptr + h_offs, to_storage(h, h_all_ptr, BF16_INTERPRETER), mask=mask)
@@ -98,6 +103,7 @@ def _lstm_fwd_persistent_kernel(
     w_hh_ptr,  # [4H, H]
     h_all_ptr,  # [T + 1, B, H]
     c_all_ptr,  # [c_slots, B, H] fp32
+    lengths_ptr,  # [B] int64
     T,
     B,
     H,
@@ -113,7 +119,7 @@ def _lstm_fwd_persistent_kernel(
     for step in range(T):
         for n_start in range(0, H, BLOCK_N):
             _lstm_fwd_tile(
-                gates_ptr, w_hh_ptr, h_all_ptr, c_all_ptr, step, T, B, H, c_slots, pid_b, n_start,
+                gates_ptr, w_hh_ptr, h_all_ptr, c_all_ptr, lengths_ptr, step, T, B, H, c_slots, pid_b, n_start,
                 REVERSE, TRAINING, BLOCK_B, BLOCK_N, BLOCK_K, BF16_INTERPRETER,
             )  # fmt: skip
         # The next step reads every hidden unit this program just wrote.
@@ -126,6 +132,7 @@ def _lstm_fwd_step_kernel(
     w_hh_ptr,  # [4H, H]
     h_all_ptr,  # [T + 1, B, H]
     c_all_ptr,  # [c_slots, B, H] fp32
+    lengths_ptr,  # [B] int64
     step,
     T,
     B,
@@ -139,7 +146,7 @@ def _lstm_fwd_step_kernel(
     BF16_INTERPRETER: tl.constexpr,
 ):
     _lstm_fwd_tile(
-        gates_ptr, w_hh_ptr, h_all_ptr, c_all_ptr, step, T, B, H, c_slots,
+        gates_ptr, w_hh_ptr, h_all_ptr, c_all_ptr, lengths_ptr, step, T, B, H, c_slots,
         tl.program_id(0), tl.program_id(1) * BLOCK_N,
         REVERSE, TRAINING, BLOCK_B, BLOCK_N, BLOCK_K, BF16_INTERPRETER,
     )  # fmt: skip
@@ -153,6 +160,8 @@ def _lstm_bwd_tile(
     c_all_ptr,  # [T + 1, B, H] fp32 cell-state slots saved by the forward
     dh_ptr,  # [T, B, H] fp32 gradient reaching h_t from the output (dh_n already added at the last step)
     dc_ptr,  # [B, H] fp32 gradient of the cell state: dc_n in, dc_0 out, updated in place
+    dh_carry_ptr,  # [B, H] fp32 gradient carried past the steps beyond a row's length; zero in
+    lengths_ptr,  # [B] int64 sequence lengths
     step,
     T,
     B,
@@ -167,7 +176,9 @@ def _lstm_bwd_tile(
     t, dgates_slot, next_dgates_slot = backward_step_slots(step, T, REVERSE)
     offs_b, offs_n, mask_b, mask_n, mask = tile_offsets(pid_b, n_start, B, H, BLOCK_B, BLOCK_N)
 
+    carry_offs = (offs_b.to(tl.int64) * H)[:, None] + offs_n[None, :]
     dh = tl.load(dh_ptr + row_offsets(t, B, offs_b, offs_n, H), mask=mask, other=0.0)
+    dh += tl.load(dh_carry_ptr + carry_offs, mask=mask, other=0.0, cache_modifier=".cg")
     dh = recurrent_grad(
         dh, dgates_all_ptr, next_dgates_slot, w_hh_ptr, offs_b, mask_b, offs_n, mask_n, B, H, 4, BLOCK_K
     )
@@ -179,15 +190,17 @@ def _lstm_bwd_tile(
     gate_o = tl.load(gates_ptr + gate_offs + 3 * H, mask=mask, other=0.0).to(tl.float32)
     c = tl.load(c_all_ptr + row_offsets(t + 1 - REVERSE, B, offs_b, offs_n, H), mask=mask, other=0.0)
     c_prev = tl.load(c_all_ptr + row_offsets(t + REVERSE, B, offs_b, offs_n, H), mask=mask, other=0.0)
-    dc_offs = (offs_b.to(tl.int64) * H)[:, None] + offs_n[None, :]
+    active = active_rows(lengths_ptr, t, offs_b, mask_b)
 
     tanh_c = tanh(c)
-    dc = tl.load(dc_ptr + dc_offs, mask=mask, other=0.0, cache_modifier=".cg") + dh * gate_o * (1.0 - tanh_c * tanh_c)
-    d_i = dc * gate_g * gate_i * (1.0 - gate_i)
-    d_f = dc * c_prev * gate_f * (1.0 - gate_f)
-    d_g = dc * gate_i * (1.0 - gate_g * gate_g)
-    d_o = dh * tanh_c * gate_o * (1.0 - gate_o)
-    tl.store(dc_ptr + dc_offs, dc * gate_f, mask=mask)
+    dc_next = tl.load(dc_ptr + carry_offs, mask=mask, other=0.0, cache_modifier=".cg")
+    dc = dc_next + dh * gate_o * (1.0 - tanh_c * tanh_c)
+    d_i = tl.where(active, dc * gate_g * gate_i * (1.0 - gate_i), 0.0)
+    d_f = tl.where(active, dc * c_prev * gate_f * (1.0 - gate_f), 0.0)
+    d_g = tl.where(active, dc * gate_i * (1.0 - gate_g * gate_g), 0.0)
+    d_o = tl.where(active, dh * tanh_c * gate_o * (1.0 - gate_o), 0.0)
+    tl.store(dc_ptr + carry_offs, tl.where(active, dc * gate_f, dc_next), mask=mask)
+    tl.store(dh_carry_ptr + carry_offs, tl.where(active, 0.0, dh), mask=mask)
 
     dgates_offs = row_offsets(dgates_slot, B, offs_b, offs_n, 4 * H)
     tl.store(dgates_all_ptr + dgates_offs, d_i, mask=mask)
@@ -204,6 +217,8 @@ def _lstm_bwd_persistent_kernel(
     c_all_ptr,  # [T + 1, B, H] fp32
     dh_ptr,  # [T, B, H] fp32
     dc_ptr,  # [B, H] fp32
+    dh_carry_ptr,  # [B, H] fp32
+    lengths_ptr,  # [B] int64
     T,
     B,
     H,
@@ -216,8 +231,8 @@ def _lstm_bwd_persistent_kernel(
     for step in range(T):
         for n_start in range(0, H, BLOCK_N):
             _lstm_bwd_tile(
-                dgates_all_ptr, gates_ptr, w_hh_ptr, c_all_ptr, dh_ptr, dc_ptr, step, T, B, H, pid_b,
-                n_start, REVERSE, BLOCK_B, BLOCK_N, BLOCK_K,
+                dgates_all_ptr, gates_ptr, w_hh_ptr, c_all_ptr, dh_ptr, dc_ptr, dh_carry_ptr, lengths_ptr,
+                step, T, B, H, pid_b, n_start, REVERSE, BLOCK_B, BLOCK_N, BLOCK_K,
             )  # fmt: skip
         # The next step reads every gate gradient this program just wrote.
         tl.debug_barrier()
@@ -231,6 +246,8 @@ def _lstm_bwd_step_kernel(
     c_all_ptr,  # [T + 1, B, H] fp32
     dh_ptr,  # [T, B, H] fp32
     dc_ptr,  # [B, H] fp32
+    dh_carry_ptr,  # [B, H] fp32
+    lengths_ptr,  # [B] int64
     step,
     T,
     B,
@@ -241,7 +258,7 @@ def _lstm_bwd_step_kernel(
     BLOCK_K: tl.constexpr,
 ):
     _lstm_bwd_tile(
-        dgates_all_ptr, gates_ptr, w_hh_ptr, c_all_ptr, dh_ptr, dc_ptr, step, T, B, H,
+        dgates_all_ptr, gates_ptr, w_hh_ptr, c_all_ptr, dh_ptr, dc_ptr, dh_carry_ptr, lengths_ptr, step, T, B, H,
         tl.program_id(0), tl.program_id(1) * BLOCK_N, REVERSE, BLOCK_B, BLOCK_N, BLOCK_K,
     )  # fmt: skip
 
@@ -252,23 +269,33 @@ SCAN_KERNELS = {
     ("forward", "step"): (_lstm_fwd_step_kernel, frozenset({"c_all_ptr"})),
     ("backward", "persistent"): (
         _lstm_bwd_persistent_kernel,
-        frozenset({"dgates_all_ptr", "c_all_ptr", "dh_ptr", "dc_ptr"}),
+        frozenset({"dgates_all_ptr", "c_all_ptr", "dh_ptr", "dc_ptr", "dh_carry_ptr"}),
     ),
-    ("backward", "step"): (_lstm_bwd_step_kernel, frozenset({"dgates_all_ptr", "c_all_ptr", "dh_ptr", "dc_ptr"})),
+    ("backward", "step"): (
+        _lstm_bwd_step_kernel,
+        frozenset({"dgates_all_ptr", "c_all_ptr", "dh_ptr", "dc_ptr", "dh_carry_ptr"}),
+    ),
 }
 
 
 def lstm_scan_fwd(
-    gates: torch.Tensor, w_hh: torch.Tensor, h_all: torch.Tensor, c_all: torch.Tensor, reverse: bool, training: bool
+    gates: torch.Tensor,
+    w_hh: torch.Tensor,
+    h_all: torch.Tensor,
+    c_all: torch.Tensor,
+    lengths: torch.Tensor,
+    reverse: bool,
+    training: bool,
 ) -> None:
     """Runs the recurrence over gates [T, B, 4H] (overwritten with activated gates when training),
-    filling the slots of h_all [T + 1, B, H] and c_all [c_slots, B, H] (fp32)."""
+    filling the slots of h_all [T + 1, B, H] and c_all [c_slots, B, H] (fp32); rows stop updating at
+    their length (lengths [B] int64)."""
     seq_len, batch, hidden = h_all.shape[0] - 1, h_all.shape[1], h_all.shape[2]
     plan = plan_scan(hidden, gates.dtype)
     launch_scan(
         plan,
         SCAN_KERNELS["forward", plan.variant][0],
-        (gates, w_hh, h_all, c_all),
+        (gates, w_hh, h_all, c_all, lengths),
         seq_len,
         batch,
         hidden,
@@ -288,16 +315,19 @@ def lstm_scan_bwd(
     c_all: torch.Tensor,
     dh: torch.Tensor,
     dc: torch.Tensor,
+    dh_carry: torch.Tensor,
+    lengths: torch.Tensor,
     reverse: bool,
 ) -> None:
-    """Backward through time: fills dgates_all [T + 1, B, 4H] (its zero slot already cleared) and turns
-    dc [B, H] (fp32) from dc_n into dc_0."""
+    """Backward through time: fills dgates_all [T + 1, B, 4H] (its zero slot already cleared), turns
+    dc [B, H] (fp32) from dc_n into dc_0 and leaves in dh_carry [B, H] (fp32, zero in) the gradient
+    carried past rows' lengths, the part of dh_0 that does not go through W_hh."""
     seq_len, batch, hidden = dh.shape
     plan = plan_scan(hidden, gates.dtype)
     launch_scan(
         plan,
         SCAN_KERNELS["backward", plan.variant][0],
-        (dgates_all, gates, w_hh, c_all, dh, dc),
+        (dgates_all, gates, w_hh, c_all, dh, dc, dh_carry, lengths),
         seq_len,
         batch,
         hidden,

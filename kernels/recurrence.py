@@ -109,3 +109,18 @@ def recurrent_grad(
         )
         dh = tl.dot(next_dgates, w.to(tl.float32), dh, input_precision="ieee")
     return dh
+
+
+@triton.jit
+def active_rows(lengths_ptr, t, offs_b, mask_b):
+    """[BLOCK_B, 1] mask of the rows whose sequence covers time t. Rows past their length carry their
+    state through unchanged (forward: to h_n; reverse: h0 down to their last valid step)."""
+    return (t < tl.load(lengths_ptr + offs_b, mask=mask_b, other=0))[:, None]
+
+
+@triton.jit
+def load_state_tile(state_ptr, slot, B, offs_b, offs_n, H, mask):
+    """A [BLOCK_B, BLOCK_N] tile of slot `slot` of a [*, B, H] state buffer, in fp32."""
+    # .cg: written in the previous step, possibly by other warps (or programs).
+    offs = row_offsets(slot, B, offs_b, offs_n, H)
+    return tl.load(state_ptr + offs, mask=mask, other=0.0, cache_modifier=".cg").to(tl.float32)

@@ -7,7 +7,7 @@ argument checks are torch.nn's own; only forward runs through rnnfast.functional
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.rnn import PackedSequence
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from .functional import Scan, check_backend_name, resolve_backend
 
@@ -47,30 +47,44 @@ class _RecurrentLayers:
     def _cell_name(self) -> str:
         return {"LSTM": "lstm", "GRU": "gru", "RNN_TANH": "rnn_tanh", "RNN_RELU": "rnn_relu"}[self.mode]
 
-    def forward(self, input, hx=None):
+    def forward(self, input, hx=None, *, lengths=None):
+        """As torch.nn's forward, plus an rnnfast extension: `lengths` [B] (integer tensor or list, any
+        order, each in 1..T) for padded batched input. Rows then stop updating after their length, their
+        outputs there are zero and the final states are those at each row's last valid step, exactly as
+        if the batch had been packed (without the cost of packing)."""
         name = type(self).__name__
         is_lstm = self.mode == "LSTM"
-        if isinstance(input, PackedSequence):
-            raise NotImplementedError(f"rnnfast.{name} does not accept PackedSequence input yet")
-        if input.dim() not in (2, 3):
+        packed = input if isinstance(input, PackedSequence) else None
+        if packed is not None:
+            if lengths is not None:
+                raise ValueError(f"{name}: lengths= cannot be combined with PackedSequence input, which has its own")
+            input, lengths = pad_packed_sequence(packed, batch_first=self.batch_first)
+        elif input.dim() not in (2, 3):
             raise ValueError(f"{name}: Expected input to be 2D or 3D, got {input.dim()}D instead")
         is_batched = input.dim() == 3
+        if lengths is not None and not is_batched:
+            raise ValueError(f"{name}: lengths= needs batched 3-D input, got {input.dim()}-D input")
         batch_dim = 0 if self.batch_first else 1
         if not is_batched:
             input = input.unsqueeze(batch_dim)
-        num_directions = 2 if self.bidirectional else 1
+        batch = input.size(batch_dim)
         if hx is None:
-            zeros = input.new_zeros(self.num_layers * num_directions, input.size(batch_dim), self.hidden_size)
-            hidden = (zeros, zeros) if is_lstm else (zeros,)
+            states = self.num_layers * (2 if self.bidirectional else 1)
+            h_zeros = input.new_zeros(states, batch, self.proj_size or self.hidden_size)
+            hidden = (h_zeros, input.new_zeros(states, batch, self.hidden_size)) if is_lstm else (h_zeros,)
         else:
             hidden = self._hidden_tuple(hx, is_batched)
         self.check_forward_args(input, hidden if is_lstm else hidden[0], None)
         _check_same_device_and_dtype(input, self._flat_weights[0], hidden)
+        if lengths is not None:
+            lengths = _checked_lengths(lengths, input.size(1 - batch_dim), batch, input.device)
 
         x = input.transpose(0, 1) if self.batch_first else input
-        output, final = self._scan_layers(x, hidden)
+        output, final = self._scan_layers(x, hidden, lengths)
         if self.batch_first:
             output = output.transpose(0, 1)
+        if packed is not None:
+            return _pack_like(output, packed, lengths, self.batch_first), final if is_lstm else final[0]
         if not is_batched:
             output = output.squeeze(batch_dim)
             final = tuple(state.squeeze(1) for state in final)
@@ -97,7 +111,7 @@ class _RecurrentLayers:
             hidden = (hx,)
         return hidden if is_batched else tuple(h.unsqueeze(1) for h in hidden)
 
-    def _scan_layers(self, x: torch.Tensor, hidden: tuple[torch.Tensor, ...]):
+    def _scan_layers(self, x: torch.Tensor, hidden: tuple[torch.Tensor, ...], lengths: torch.Tensor | None):
         if x.size(0) == 0:
             raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
         backend = resolve_backend(self.backend, x.device, x.dtype)
@@ -111,7 +125,8 @@ class _RecurrentLayers:
                 index = layer * num_directions + direction
                 h0 = hidden[0][index]
                 c0 = hidden[1][index] if len(hidden) == 2 else None
-                y, *states = Scan.apply(cell, direction == 1, backend, layer_input, h0, c0, *self._layer_weights(index))
+                weights = self._layer_weights(index)
+                y, *states = Scan.apply(cell, direction == 1, backend, layer_input, lengths, h0, c0, *weights)
                 outputs.append(y)
                 for final, state in zip(finals, states):
                     final.append(state)
@@ -121,10 +136,13 @@ class _RecurrentLayers:
         return layer_input, tuple(torch.stack(final) for final in finals)
 
     def _layer_weights(self, index: int) -> tuple:
-        """(w_ih, w_hh, b_ih, b_hh) of one layer-direction; biases None when bias=False."""
+        """(w_ih, w_hh, b_ih, b_hh, w_hr) of one layer-direction; biases None when bias=False, w_hr None
+        without projections."""
         per_layer = len(self._flat_weights) // len(self._all_weights)
         weights = self._flat_weights[index * per_layer : (index + 1) * per_layer]
-        return tuple(weights) if self.bias else (weights[0], weights[1], None, None)
+        w_hr = weights[-1] if self.proj_size > 0 else None
+        biases = tuple(weights[2:4]) if self.bias else (None, None)
+        return (weights[0], weights[1], *biases, w_hr)
 
 
 class LSTM(_RecurrentLayers, nn.LSTM):
@@ -144,8 +162,6 @@ class LSTM(_RecurrentLayers, nn.LSTM):
 
     def __init__(self, *args, backend: str | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        if self.proj_size > 0:
-            raise NotImplementedError("rnnfast.LSTM does not support proj_size > 0 yet")
         self._init_backend(backend)
 
 
@@ -232,7 +248,8 @@ class _RecurrentCell:
         backend = resolve_backend(self.backend, input.device, input.dtype)
         c0 = hidden[1] if is_lstm else None
         weights = (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
-        _, *states = Scan.apply(self._cell_name(), False, backend, input.unsqueeze(0), hidden[0], c0, *weights)
+        x = input.unsqueeze(0)
+        _, *states = Scan.apply(self._cell_name(), False, backend, x, None, hidden[0], c0, *weights, None)
         if not is_batched:
             states = [state.squeeze(0) for state in states]
         return tuple(states) if is_lstm else states[0]
@@ -289,3 +306,36 @@ def _check_cell_args(x: torch.Tensor, hidden: tuple[torch.Tensor, ...], input_si
             raise RuntimeError(f"Input batch size {x.size(0)} doesn't match hidden{i} batch size {h.size(0)}")
         if h.size(1) != hidden_size:
             raise RuntimeError(f"hidden{i} has inconsistent hidden_size: got {h.size(1)}, expected {hidden_size}")
+
+
+def _checked_lengths(lengths, seq_len: int, batch: int, device: torch.device) -> torch.Tensor:
+    """lengths as an int64 tensor on `device`, or a ValueError naming what is wrong with it."""
+    if not isinstance(lengths, torch.Tensor):
+        lengths = torch.as_tensor(lengths)
+    if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
+        raise ValueError(f"lengths must be an integer tensor, got {lengths.dtype}")
+    if lengths.dim() != 1 or lengths.numel() != batch:
+        raise ValueError(f"lengths must be a 1-D tensor of {batch} sequence lengths, got shape {tuple(lengths.shape)}")
+    if lengths.device.type != "cpu" and lengths.device != device:
+        raise ValueError(f"lengths must be on the CPU or on the input's device ({device}), got {lengths.device}")
+    if batch > 0:
+        if lengths.min() <= 0:
+            raise ValueError(
+                "Length of all samples has to be greater than 0, but found an element in 'lengths' that is <= 0"
+            )
+        if lengths.max() > seq_len:
+            raise ValueError(f"lengths must not exceed the sequence length {seq_len}, got {int(lengths.max())}")
+    return lengths.to(device=device, dtype=torch.int64)
+
+
+def _pack_like(
+    output: torch.Tensor, packed: PackedSequence, lengths: torch.Tensor, batch_first: bool
+) -> PackedSequence:
+    """Padded output in the original batch order, packed with the input's batch_sizes and indices."""
+    batch_dim = 0 if batch_first else 1
+    sorted_lengths = lengths.cpu()
+    if packed.sorted_indices is not None:
+        output = output.index_select(batch_dim, packed.sorted_indices)
+        sorted_lengths = sorted_lengths[packed.sorted_indices.cpu()]
+    data = pack_padded_sequence(output, sorted_lengths, batch_first=batch_first, enforce_sorted=True).data
+    return PackedSequence(data, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices)

@@ -2,9 +2,13 @@
 
 Each function has the same signature and buffer conventions as its Triton twin in rnnfast.kernels (see
 kernels/lstm.py for the slot layout of h_all, c_all and dgates_all), so functional.py can call either.
-Gate gradients (dgates_*) are in the state dtype, their zero slot already cleared.
 The input projection and the weight gradients are GEMMs done by functional.py; only the step-by-step
-part lives here. Gate math runs in the state dtype (fp32, or fp64 for fp64 tensors).
+part lives here. Gate math runs in the state dtype (fp32, or fp64 for fp64 tensors); gate gradients
+(dgates_*) are in the state dtype too, their zero slot already cleared.
+
+lengths [B] (int64, or None for an unpadded batch): at time t a row is active while t < its length.
+Inactive rows carry their state through unchanged, and in the backward their gate gradients are zero
+while the gradient reaching their state is carried along in dh_carry.
 """
 
 import torch
@@ -15,8 +19,18 @@ def state_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+def _active(lengths: torch.Tensor | None, t: int) -> torch.Tensor | None:
+    return None if lengths is None else (t < lengths).unsqueeze(1)
+
+
 def lstm_scan_fwd(
-    gates: torch.Tensor, w_hh: torch.Tensor, h_all: torch.Tensor, c_all: torch.Tensor, reverse: bool, training: bool
+    gates: torch.Tensor,
+    w_hh: torch.Tensor,
+    h_all: torch.Tensor,
+    c_all: torch.Tensor,
+    lengths: torch.Tensor | None,
+    reverse: bool,
+    training: bool,
 ) -> None:
     seq_len, hidden = h_all.shape[0] - 1, h_all.shape[2]
     c_slots = c_all.shape[0]
@@ -31,8 +45,14 @@ def lstm_scan_fwd(
         torch.tanh_(pre[:, 2 * hidden : 3 * hidden])
         torch.sigmoid_(pre[:, 3 * hidden :])
         gate_i, gate_f, gate_g, gate_o = pre.chunk(4, dim=1)
-        c = torch.addcmul(gate_f * c_all[read_slot % c_slots], gate_i, gate_g, out=c_all[write_slot % c_slots])
-        h_all[write_slot] = gate_o * torch.tanh(c)
+        c_prev = c_all[read_slot % c_slots]
+        c = torch.addcmul(gate_f * c_prev, gate_i, gate_g, out=c_all[write_slot % c_slots])
+        h = gate_o * torch.tanh(c)
+        active = _active(lengths, t)
+        if active is not None:
+            c.copy_(torch.where(active, c, c_prev))
+            h = torch.where(active, h, h_all[read_slot])
+        h_all[write_slot] = h
         if training and pre.data_ptr() != gates[t].data_ptr():
             gates[t] = pre
 
@@ -44,6 +64,8 @@ def lstm_scan_bwd(
     c_all: torch.Tensor,
     dh: torch.Tensor,
     dc: torch.Tensor,
+    dh_carry: torch.Tensor,
+    lengths: torch.Tensor | None,
     reverse: bool,
 ) -> None:
     seq_len, batch, hidden = dh.shape
@@ -63,12 +85,19 @@ def lstm_scan_bwd(
     for step in range(seq_len):
         t = step if reverse else seq_len - 1 - step
         slot, next_slot = (t + 1, t) if reverse else (t, t + 1)
-        dh_t = torch.addmm(dh[t], dgates_all[next_slot], w_hh)
-        dc.addcmul_(dh_t, dc_per_dh[t])
+        dh_in = dh[t] if lengths is None else dh[t] + dh_carry
+        dh_t = torch.addmm(dh_in, dgates_all[next_slot], w_hh)
+        dc_t = torch.addcmul(dc, dh_t, dc_per_dh[t])
         dgates_t = dgates_all[slot].view(batch, 4, hidden)
-        torch.mul(difg_per_dc[t], dc.unsqueeze(1), out=dgates_t[:, :3])
+        torch.mul(difg_per_dc[t], dc_t.unsqueeze(1), out=dgates_t[:, :3])
         torch.mul(dh_t, do_per_dh[t], out=dgates_t[:, 3])
-        dc.mul_(gate_f[t])
+        active = _active(lengths, t)
+        if active is None:
+            torch.mul(dc_t, gate_f[t], out=dc)
+        else:
+            dgates_t.mul_(active.unsqueeze(2))
+            dc.copy_(torch.where(active, dc_t * gate_f[t], dc))
+            dh_carry.copy_(torch.where(active, 0, dh_t))
 
 
 def gru_scan_fwd(
@@ -77,6 +106,7 @@ def gru_scan_fwd(
     b_hh: torch.Tensor,
     h_all: torch.Tensor,
     hn_all: torch.Tensor,
+    lengths: torch.Tensor | None,
     reverse: bool,
     training: bool,
 ) -> None:
@@ -94,7 +124,9 @@ def gru_scan_fwd(
         act[:, : 2 * hidden].add_(recurrent[:, : 2 * hidden]).sigmoid_()
         gate_r, gate_z, gate_n = act.chunk(3, dim=1)
         gate_n.addcmul_(gate_r, recurrent[:, 2 * hidden :]).tanh_()
-        h_all[write_slot] = torch.lerp(gate_n, h_prev, gate_z)
+        h = torch.lerp(gate_n, h_prev, gate_z)
+        active = _active(lengths, t)
+        h_all[write_slot] = h if active is None else torch.where(active, h, h_prev)
         if training:
             hn_all[t] = recurrent[:, 2 * hidden :]
             if act.data_ptr() != gates[t].data_ptr():
@@ -110,6 +142,7 @@ def gru_scan_bwd(
     hn_all: torch.Tensor,
     dh: torch.Tensor,
     dh_carry: torch.Tensor,
+    lengths: torch.Tensor | None,
     reverse: bool,
 ) -> None:
     seq_len, batch, hidden = dh.shape
@@ -130,13 +163,25 @@ def gru_scan_bwd(
         d_r, d_z, d_n = dgates_x[t].chunk(3, dim=1)
         torch.mul(dh_t, dn_per_dh[t], out=d_n)
         torch.mul(dh_t, dz_per_dh[t], out=d_z)
+        active = _active(lengths, t)
+        if active is not None:
+            d_n.mul_(active)
+            d_z.mul_(active)
         torch.mul(d_n, dr_per_dn[t], out=d_r)
         dgates_h_all[slot, :, : 2 * hidden] = dgates_x[t, :, : 2 * hidden]
         torch.mul(d_n, gate_r[t], out=dgates_h_all[slot, :, 2 * hidden :])
-        torch.mul(dh_t, gate_z[t], out=dh_carry)
+        carried = dh_t * gate_z[t]
+        dh_carry.copy_(carried if active is None else torch.where(active, carried, dh_t))
 
 
-def elman_scan_fwd(gates: torch.Tensor, w_hh: torch.Tensor, h_all: torch.Tensor, reverse: bool, relu: bool) -> None:
+def elman_scan_fwd(
+    gates: torch.Tensor,
+    w_hh: torch.Tensor,
+    h_all: torch.Tensor,
+    lengths: torch.Tensor | None,
+    reverse: bool,
+    relu: bool,
+) -> None:
     seq_len = h_all.shape[0] - 1
     compute_dtype = state_dtype(gates.dtype)
     w_hh_t = w_hh.t().to(compute_dtype)
@@ -144,12 +189,20 @@ def elman_scan_fwd(gates: torch.Tensor, w_hh: torch.Tensor, h_all: torch.Tensor,
     for step in range(seq_len):
         t = seq_len - 1 - step if reverse else step
         read_slot, write_slot = (t + 1, t) if reverse else (t, t + 1)
-        pre = gates[t].to(compute_dtype).addmm_(h_all[read_slot].to(compute_dtype), w_hh_t)
-        h_all[write_slot] = activation(pre)
+        h = activation(gates[t].to(compute_dtype).addmm_(h_all[read_slot].to(compute_dtype), w_hh_t))
+        active = _active(lengths, t)
+        h_all[write_slot] = h if active is None else torch.where(active, h, h_all[read_slot])
 
 
 def elman_scan_bwd(
-    dgates_all: torch.Tensor, w_hh: torch.Tensor, h_all: torch.Tensor, dh: torch.Tensor, reverse: bool, relu: bool
+    dgates_all: torch.Tensor,
+    w_hh: torch.Tensor,
+    h_all: torch.Tensor,
+    dh: torch.Tensor,
+    dh_carry: torch.Tensor,
+    lengths: torch.Tensor | None,
+    reverse: bool,
+    relu: bool,
 ) -> None:
     seq_len = dh.shape[0]
     compute_dtype = dh.dtype
@@ -160,4 +213,11 @@ def elman_scan_bwd(
     for step in range(seq_len):
         t = step if reverse else seq_len - 1 - step
         slot, next_slot = (t + 1, t) if reverse else (t, t + 1)
-        torch.mul(torch.addmm(dh[t], dgates_all[next_slot], w_hh), d_pre_per_dh[t], out=dgates_all[slot])
+        active = _active(lengths, t)
+        if active is None:
+            dh_t = torch.addmm(dh[t], dgates_all[next_slot], w_hh)
+            torch.mul(dh_t, d_pre_per_dh[t], out=dgates_all[slot])
+        else:
+            dh_t = torch.addmm(dh[t] + dh_carry, dgates_all[next_slot], w_hh)
+            torch.mul(dh_t, d_pre_per_dh[t] * active, out=dgates_all[slot])
+            dh_carry.copy_(torch.where(active, 0, dh_t))

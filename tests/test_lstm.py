@@ -20,11 +20,6 @@ def test_cell_state_shape_error():
         rnnfast.LSTM(3, 5)(torch.randn(4, 2, 3), (torch.zeros(1, 2, 5), torch.zeros(1, 2, 4)))
 
 
-def test_projections_are_refused_until_supported():
-    with pytest.raises(NotImplementedError, match="proj_size"):
-        rnnfast.LSTM(3, 5, proj_size=2)
-
-
 def test_backend_resolution(monkeypatch):
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert resolve_backend("auto", cpu, torch.float32) == "torch"

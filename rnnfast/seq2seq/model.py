@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from .data import PAD_ID
 
@@ -65,13 +66,9 @@ def map_state(function, state: State) -> State:
     return function(state)
 
 
-def run_unpadded(rnn: nn.Module, inputs: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, State]:
-    """Run `rnn` over right-padded `inputs` as if every row had been given alone, unpadded.
-
-    Rows are grouped by length and each group runs on its unpadded slice. Gathering the final state
-    at each row's length after one padded call would not be enough: the backward direction of a
-    bidirectional layer would start in the padding, and only the last layer's h is visible per step.
-    Once rnnfast layers take `lengths=`, this call becomes `rnn(inputs, lengths=lengths)`.
+def run_packed(rnn: nn.Module, inputs: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, State]:
+    """Run `rnn` over right-padded `inputs` with each row's own length, through a PackedSequence: torch.nn
+    layers need one, and rnnfast layers take it and run the padded batch in a single pass.
 
     Args:
         rnn: batch-first LSTM/GRU module.
@@ -82,23 +79,10 @@ def run_unpadded(rnn: nn.Module, inputs: torch.Tensor, lengths: torch.Tensor) ->
         outputs [B, S, D*H] with zeros past each row's length, and the final state with
         [num_layers * D, B, H] tensors taken at each row's own length.
     """
-    batch_size, max_length = inputs.shape[:2]
-    num_directions = 2 if rnn.bidirectional else 1
-    outputs = inputs.new_zeros(batch_size, max_length, num_directions * rnn.hidden_size)
-    state_shape = (rnn.num_layers * num_directions, batch_size, rnn.hidden_size)
-    final_state = None
-    for length in lengths.unique().tolist():
-        rows = (lengths == length).nonzero().squeeze(1).to(inputs.device)
-        group_outputs, group_state = rnn(inputs[rows, :length])
-        outputs[rows, :length] = group_outputs
-        if final_state is None:
-            final_state = map_state(lambda part: part.new_zeros(state_shape), group_state)
-        if isinstance(group_state, tuple):
-            for whole, part in zip(final_state, group_state):
-                whole[:, rows] = part
-        else:
-            final_state[:, rows] = group_state
-    return outputs, final_state
+    packed = pack_padded_sequence(inputs, lengths.cpu(), batch_first=True, enforce_sorted=False)
+    outputs, state = rnn(packed)
+    outputs, _ = pad_packed_sequence(outputs, batch_first=True, total_length=inputs.shape[1])
+    return outputs, state
 
 
 def reverse_within_lengths(tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -171,7 +155,7 @@ class Encoder(nn.Module):
         if self.config.reverse_source:
             source = reverse_within_lengths(source, source_lengths)
         embedded = self.dropout(self.embedding(source))
-        outputs, state = run_unpadded(self.rnn, embedded, source_lengths)
+        outputs, state = run_packed(self.rnn, embedded, source_lengths)
         if not self.config.bidirectional:
             return outputs, state
         if isinstance(state, tuple):
