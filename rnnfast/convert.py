@@ -131,9 +131,9 @@ def _constructor_kwargs(module: nn.Module) -> dict:
             dropout=module.dropout,
             bidirectional=module.bidirectional,
         )
-        if isinstance(module, nn.LSTM):
+        if module.mode == "LSTM":
             kwargs["proj_size"] = module.proj_size
-    if isinstance(module, (nn.RNN, nn.RNNCell)):
+    if hasattr(module, "nonlinearity"):  # torch.nn.RNN, RNNCell and their rnnfast twins
         kwargs["nonlinearity"] = module.nonlinearity
     return kwargs
 

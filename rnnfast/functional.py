@@ -1,4 +1,4 @@
-"""autograd Functions around one scan (one layer, one direction), and the choice of backend.
+"""One scan (one layer, one direction) as custom ops with registered autograd, and the choice of backend.
 
 A scan is: one GEMM for the input projection of every step, the recurrence (Triton kernel or the
 pure-PyTorch reference, same buffers), then in backward the recurrence run backwards in time followed
@@ -9,7 +9,6 @@ import importlib.util
 import os
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from . import reference
 
@@ -64,145 +63,222 @@ def _input_projection(x2d: torch.Tensor, w_ih: torch.Tensor, bias: torch.Tensor 
 GATE_COUNT = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
 
 
-class Scan(torch.autograd.Function):
+def scan(cell: str, reverse: bool, backend: str, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr):
     """One layer of `cell` ("lstm", "gru", "rnn_tanh", "rnn_relu") in one direction over time-major
-    x [T, B, I]. Returns y [T, B, P] and h_n [B, P], plus c_n [B, H] for the LSTM (c0 is None otherwise).
+    x [T, B, I]. Returns (y [T, B, P], h_n [B, P]), plus c_n [B, H] for the LSTM (c0 is None otherwise).
 
     lengths [B] (int64 on x's device, each in 1..T; None: every row has length T): a row stops updating
     after its length, its outputs there are zero and h_n/c_n are taken at its last valid step (the reverse
     direction starts there). b_ih and b_hh are both None without bias. w_hr [P, H] (LSTM proj_size, else
     None): h = W_hr (o * tanh(c)); the scan then runs on r = o * tanh(c) with the recurrent weight
-    W_hh W_hr, h0 entering through the first step's gates, and outputs are projected after the scan.
+    W_hh W_hr, h0 entering each row's first step through W_hh, and outputs are projected after the scan.
     """
+    seq_len = x.shape[0]
+    h_init, w_rec, first_gates = h0, w_hh, None
+    if w_hr is not None:
+        h_init, w_rec, first_gates = h0.new_zeros(h0.shape[0], w_hr.shape[1]), w_hh @ w_hr, h0 @ w_hh.t()
+    inputs = (x, h_init, c0, w_ih, w_rec, b_ih, b_hh, first_gates)
+    training = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs)
+    h_all, c_n, _, _ = torch.ops.rnnfast.scan(
+        cell, reverse, backend, x, lengths, h_init, c0, w_ih, w_rec, b_ih, b_hh, first_gates, training
+    )
+    y = h_all[:seq_len] if reverse else h_all[1:]
+    h_n = h_all[0 if reverse else seq_len]
+    if w_hr is not None:
+        y, h_n = y @ w_hr.t(), h_n @ w_hr.t()
+    if lengths is not None:
+        y = y.masked_fill(_padding_mask(lengths, seq_len), 0)
+    return (y, h_n, c_n) if cell == "lstm" else (y, h_n)
 
-    @staticmethod
-    def forward(ctx, cell: str, reverse: bool, backend: str, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr):
-        seq_len, batch, input_size = x.shape
-        hidden = w_ih.shape[0] // GATE_COUNT[cell]
-        x2d = x.reshape(seq_len * batch, input_size)
-        has_bias = b_ih is not None
-        # GRU keeps b_hh inside the reset product; the other cells fold it into the input projection.
-        if cell == "gru":
-            input_bias = b_ih
-            b_hh = b_hh if has_bias else w_hh.new_zeros(3 * hidden)
-        else:
-            input_bias = b_ih + b_hh if has_bias else None
-        gates = _input_projection(x2d, w_ih, input_bias).view(seq_len, batch, GATE_COUNT[cell] * hidden)
-        training = any(ctx.needs_input_grad)
-        recurrence = _recurrence(backend)
-        first_slot, last_slot = (seq_len, 0) if reverse else (0, seq_len)
-        kernel_lengths = lengths
-        if backend == "triton" and lengths is None:
-            kernel_lengths = torch.full((batch,), seq_len, dtype=torch.int64, device=x.device)
 
-        w_rec = w_hh
-        h_all = x.new_empty(seq_len + 1, batch, hidden)
-        if w_hr is None:
-            h_all[first_slot] = h0
-        else:
-            w_rec = w_hh @ w_hr
-            h_all[first_slot] = 0
-            gates[_first_steps(lengths, reverse, batch, seq_len, x.device)] += h0 @ w_hh.t()
-        state_dtype = reference.state_dtype(x.dtype)
-        run = batch > 0
-        if cell == "lstm":
-            cell_state = x.new_empty(seq_len + 1 if training else 2, batch, hidden, dtype=state_dtype)
-            cell_state[first_slot % cell_state.shape[0]] = c0
-            if run:
-                recurrence.lstm_scan_fwd(gates, w_rec, h_all, cell_state, kernel_lengths, reverse, training)
-        elif cell == "gru":
-            cell_state = x.new_empty(seq_len if training else 0, batch, hidden, dtype=state_dtype)  # W_hn h + b_hn
-            if run:
-                recurrence.gru_scan_fwd(gates, w_hh, b_hh, h_all, cell_state, kernel_lengths, reverse, training)
-        else:
-            cell_state = x.new_empty(0)
-            if run:
-                recurrence.elman_scan_fwd(gates, w_hh, h_all, kernel_lengths, reverse, cell == "rnn_relu")
+# The scan and its backward are custom ops, opaque to torch.compile (no graph break, no tracing into
+# the time loop) and exportable; autograd is registered on the forward op.
+@torch.library.custom_op("rnnfast::scan", mutates_args=())
+def _scan_op(
+    cell: str,
+    reverse: bool,
+    backend: str,
+    x: torch.Tensor,
+    lengths: torch.Tensor | None,
+    h_init: torch.Tensor,
+    c0: torch.Tensor | None,
+    w_ih: torch.Tensor,
+    w_rec: torch.Tensor,
+    b_ih: torch.Tensor | None,
+    b_hh: torch.Tensor | None,
+    first_gates: torch.Tensor | None,
+    training: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(h_all [T + 1, B, H] state slots, c_n [B, H] (LSTM, else empty), the cell's saved state and its
+    activated gates [T, B, G*H] (both for the backward; empty in inference)). first_gates [B, G*H] is
+    added to each row's first step's gates."""
+    seq_len, batch, input_size = x.shape
+    hidden = w_rec.shape[1]
+    # GRU keeps b_hh inside the reset product; the other cells fold it into the input projection.
+    if cell == "gru":
+        input_bias = b_ih
+        b_hh = b_hh if b_hh is not None else w_rec.new_zeros(3 * hidden)
+    else:
+        input_bias = b_ih + b_hh if b_ih is not None else None
+    gates = _input_projection(x.reshape(seq_len * batch, input_size), w_ih, input_bias)
+    gates = gates.view(seq_len, batch, w_ih.shape[0])
+    if first_gates is not None:
+        gates[_first_steps(lengths, reverse, batch, seq_len, x.device)] += first_gates
+    recurrence = _recurrence(backend)
+    if backend == "triton" and lengths is None:
+        lengths = torch.full((batch,), seq_len, dtype=torch.int64, device=x.device)
 
-        if training:
-            ctx.save_for_backward(x2d, w_ih, w_hh, w_hr, w_rec, h0, h_all, cell_state, gates, kernel_lengths)
-            ctx.cell, ctx.reverse, ctx.backend, ctx.has_bias = cell, reverse, backend, has_bias
-        y = h_all[:seq_len] if reverse else h_all[1:]
-        h_n = h_all[last_slot]
-        if w_hr is not None:
-            y, h_n = y @ w_hr.t(), h_n @ w_hr.t()
-        if lengths is not None:
-            y = y.masked_fill(_padding_mask(lengths, seq_len), 0)
-        h_n = h_n.clone() if w_hr is None else h_n
-        if cell == "lstm":
-            return y, h_n, cell_state[last_slot % cell_state.shape[0]].to(x.dtype)
-        return y, h_n
+    h_all = x.new_empty(seq_len + 1, batch, hidden)
+    first_slot, last_slot = (seq_len, 0) if reverse else (0, seq_len)
+    h_all[first_slot] = h_init
+    state_dtype = reference.state_dtype(x.dtype)
+    run = batch > 0
+    c_n = x.new_empty(0)
+    if cell == "lstm":
+        cell_state = x.new_empty(seq_len + 1 if training else 2, batch, hidden, dtype=state_dtype)
+        cell_state[first_slot % cell_state.shape[0]] = c0
+        if run:
+            recurrence.lstm_scan_fwd(gates, w_rec, h_all, cell_state, lengths, reverse, training)
+        c_n = cell_state[last_slot % cell_state.shape[0]].to(x.dtype, copy=True)
+    elif cell == "gru":
+        cell_state = x.new_empty(seq_len if training else 0, batch, hidden, dtype=state_dtype)  # W_hn h + b_hn
+        if run:
+            recurrence.gru_scan_fwd(gates, w_rec, b_hh, h_all, cell_state, lengths, reverse, training)
+    else:
+        cell_state = x.new_empty(0)
+        if run:
+            recurrence.elman_scan_fwd(gates, w_rec, h_all, lengths, reverse, cell == "rnn_relu")
+    return h_all, c_n, cell_state, gates if training else x.new_empty(0)
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, dy, dh_n, dc_n=None):
-        x2d, w_ih, w_hh, w_hr, w_rec, h0, h_all, cell_state, gates, lengths = ctx.saved_tensors
-        cell, reverse = ctx.cell, ctx.reverse
-        seq_len, batch, hidden = h_all.shape[0] - 1, h_all.shape[1], h_all.shape[2]
-        first_t, last_t = (seq_len - 1, 0) if reverse else (0, seq_len - 1)
-        grad_dtype = reference.state_dtype(gates.dtype)
-        recurrence = _recurrence(ctx.backend)
-        run = batch > 0
-        r_all = h_all[:seq_len] if reverse else h_all[1:]  # the scan's own state: h, or o * tanh(c) with w_hr
 
-        # A fresh contiguous copy: grad_output may be a strided view (after torch.cat, say).
-        if dy is None:
-            dh = torch.zeros(seq_len, batch, hidden, dtype=grad_dtype, device=h_all.device)
-        else:
-            dy = dy.to(grad_dtype, memory_format=torch.contiguous_format, copy=True)
-            if lengths is not None:
-                dy.masked_fill_(_padding_mask(lengths, seq_len), 0)  # those outputs are constant zeros
-            dh = dy if w_hr is None else dy @ w_hr.to(grad_dtype)
-        if dh_n is not None:
-            dh[last_t] += dh_n if w_hr is None else dh_n.to(grad_dtype) @ w_hr.to(grad_dtype)
+@_scan_op.register_fake
+def _(cell, reverse, backend, x, lengths, h_init, c0, w_ih, w_rec, b_ih, b_hh, first_gates, training):
+    seq_len, batch, _ = x.shape
+    hidden = w_rec.shape[1]
+    state_dtype = reference.state_dtype(x.dtype)
+    empty = x.new_empty(0)
+    if cell == "lstm":
+        c_n = x.new_empty(batch, hidden)
+        cell_state = x.new_empty(seq_len + 1 if training else 2, batch, hidden, dtype=state_dtype)
+    elif cell == "gru":
+        c_n, cell_state = empty, x.new_empty(seq_len if training else 0, batch, hidden, dtype=state_dtype)
+    else:
+        c_n, cell_state = empty, x.new_empty(0)
+    gates = x.new_empty(seq_len, batch, w_ih.shape[0]) if training else x.new_empty(0)
+    return x.new_empty(seq_len + 1, batch, hidden), c_n, cell_state, gates
 
-        dgates_h_all = gates.new_empty(seq_len + 1, batch, gates.shape[2], dtype=grad_dtype)
-        dgates_h_all[0 if reverse else seq_len].zero_()
-        dgates_h = dgates_h_all[1:] if reverse else dgates_h_all[:seq_len]
-        dgates_x, dc0 = dgates_h, None
-        dh_carry = torch.zeros_like(dh[0])  # the part of dh0 that does not go through W_hh
-        if cell == "lstm":
-            dc = torch.zeros_like(dh[0]) if dc_n is None else dc_n.to(grad_dtype, copy=True)
-            if run:
-                recurrence.lstm_scan_bwd(dgates_h_all, gates, w_rec, cell_state, dh, dc, dh_carry, lengths, reverse)
-            dc0 = dc.to(gates.dtype) if ctx.needs_input_grad[6] else None
-        elif cell == "gru":
-            dgates_x = torch.empty_like(gates, dtype=grad_dtype)
-            if run:
-                recurrence.gru_scan_bwd(
-                    dgates_h_all, dgates_x, gates, w_hh, h_all, cell_state, dh, dh_carry, lengths, reverse
-                )
-        elif run:
-            recurrence.elman_scan_bwd(dgates_h_all, w_hh, h_all, dh, dh_carry, lengths, reverse, cell == "rnn_relu")
 
-        needs = ctx.needs_input_grad
-        weight_dtype = w_ih.dtype
-        dgates_x2d, dgates_h2d = dgates_x.flatten(0, 1).to(weight_dtype), dgates_h.flatten(0, 1).to(weight_dtype)
-        dx = (dgates_x2d @ w_ih).view(seq_len, batch, w_ih.shape[1]) if needs[3] else None
-        dw_ih = dgates_x2d.t() @ x2d if needs[7] else None
-        db_ih = dgates_x2d.sum(0) if ctx.has_bias and needs[9] else None
-        db_hh = dgates_h2d.sum(0) if ctx.has_bias and needs[10] else None
-        r_prev = h_all[1:] if reverse else h_all[:seq_len]
-        dw_rec = dgates_h2d.t() @ r_prev.flatten(0, 1)
-        dh0 = dw_hh = dw_hr = None
-        if w_hr is None:
-            if needs[5]:  # h0 sits in the first step's read slot (carried past padding in reverse)
-                dh0 = (dgates_h[first_t] @ w_hh.to(grad_dtype) + dh_carry).to(w_hh.dtype)
-            dw_hh = dw_rec if needs[8] else None
-        else:
-            # W_rec = W_hh W_hr carries the steps after each row's first; h0 enters that one through W_hh.
-            dgates_first = dgates_h[_first_steps(lengths, reverse, batch, seq_len, h_all.device)]
-            if needs[5]:
-                dh0 = (dgates_first @ w_hh.to(grad_dtype)).to(w_hh.dtype)
-            if needs[8]:
-                dw_hh = dw_rec @ w_hr.t() + dgates_first.t().to(weight_dtype) @ h0
-            if needs[11]:
-                dy_total = torch.zeros_like(r_all[:, :, : w_hr.shape[0]], dtype=grad_dtype) if dy is None else dy
-                if dh_n is not None:
-                    dy_total = dy_total.clone()
-                    dy_total[last_t] += dh_n
-                dw_hr = w_hh.t() @ dw_rec + dy_total.flatten(0, 1).to(weight_dtype).t() @ r_all.flatten(0, 1)
-        return None, None, None, dx, None, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr
+@torch.library.custom_op("rnnfast::scan_backward", mutates_args=())
+def _scan_backward_op(
+    cell: str,
+    reverse: bool,
+    backend: str,
+    d_h_all: torch.Tensor,
+    d_c_n: torch.Tensor,
+    x: torch.Tensor,
+    lengths: torch.Tensor | None,
+    w_ih: torch.Tensor,
+    w_rec: torch.Tensor,
+    h_all: torch.Tensor,
+    cell_state: torch.Tensor,
+    gates: torch.Tensor,
+    has_bias: bool,
+) -> tuple[
+    torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor
+]:
+    """Gradients (x, h_init, c0, w_ih, w_rec, b_ih, b_hh, first_gates) of _scan_op from those of h_all
+    [T + 1, B, H] and c_n; empty where the scan has no such input."""
+    seq_len, batch, hidden = h_all.shape
+    seq_len -= 1
+    first_t = seq_len - 1 if reverse else 0
+    first_slot = seq_len if reverse else 0
+    grad_dtype = reference.state_dtype(gates.dtype)
+    recurrence = _recurrence(backend)
+    run = batch > 0
+    if backend == "triton" and lengths is None:
+        lengths = torch.full((batch,), seq_len, dtype=torch.int64, device=x.device)
+
+    # A fresh contiguous copy in the state dtype: the gradient may be a strided view (after torch.cat).
+    dh = (d_h_all[:seq_len] if reverse else d_h_all[1:]).to(
+        grad_dtype, memory_format=torch.contiguous_format, copy=True
+    )
+    dgates_h_all = gates.new_empty(seq_len + 1, batch, gates.shape[2], dtype=grad_dtype)
+    dgates_h_all[0 if reverse else seq_len].zero_()
+    dgates_h = dgates_h_all[1:] if reverse else dgates_h_all[:seq_len]
+    dgates_x, d_c0 = dgates_h, x.new_empty(0)
+    dh_carry = torch.zeros_like(dh[0])  # the part of dh0 that does not go through W_hh
+    if cell == "lstm":
+        dc = d_c_n.to(grad_dtype, copy=True)
+        if run:
+            recurrence.lstm_scan_bwd(dgates_h_all, gates, w_rec, cell_state, dh, dc, dh_carry, lengths, reverse)
+        d_c0 = dc.to(x.dtype)
+    elif cell == "gru":
+        dgates_x = torch.empty_like(gates, dtype=grad_dtype)
+        if run:
+            recurrence.gru_scan_bwd(
+                dgates_h_all, dgates_x, gates, w_rec, h_all, cell_state, dh, dh_carry, lengths, reverse
+            )
+    elif run:
+        recurrence.elman_scan_bwd(dgates_h_all, w_rec, h_all, dh, dh_carry, lengths, reverse, cell == "rnn_relu")
+
+    # h_init sits in the first step's read slot (carried past padding in reverse).
+    d_h_init = dgates_h[first_t] @ w_rec.to(grad_dtype) + dh_carry + d_h_all[first_slot]
+    d_first_gates = dgates_x[_first_steps(lengths, reverse, batch, seq_len, x.device)]
+    dgates_x2d = dgates_x.flatten(0, 1).to(w_ih.dtype)
+    dgates_h2d = dgates_h.flatten(0, 1).to(w_ih.dtype)
+    r_prev = h_all[1:] if reverse else h_all[:seq_len]
+    return (
+        (dgates_x2d @ w_ih).view(x.shape),
+        d_h_init.to(x.dtype),
+        d_c0,
+        dgates_x2d.t() @ x.reshape(seq_len * batch, x.shape[2]),
+        dgates_h2d.t() @ r_prev.flatten(0, 1),
+        dgates_x2d.sum(0) if has_bias else x.new_empty(0),
+        dgates_h2d.sum(0) if has_bias else x.new_empty(0),
+        d_first_gates.to(x.dtype),
+    )
+
+
+@_scan_backward_op.register_fake
+def _(cell, reverse, backend, d_h_all, d_c_n, x, lengths, w_ih, w_rec, h_all, cell_state, gates, has_bias):
+    batch, hidden = h_all.shape[1], h_all.shape[2]
+    bias = x.new_empty(w_ih.shape[0]) if has_bias else x.new_empty(0)
+    return (
+        torch.empty_like(x),
+        x.new_empty(batch, hidden),
+        x.new_empty(batch, hidden) if cell == "lstm" else x.new_empty(0),
+        torch.empty_like(w_ih),
+        torch.empty_like(w_rec),
+        bias,
+        torch.empty_like(bias),
+        x.new_empty(batch, w_ih.shape[0]),
+    )
+
+
+def _scan_setup_context(ctx, inputs, output):
+    cell, reverse, backend, x, lengths, h_init, c0, w_ih, w_rec, b_ih, b_hh, first_gates, training = inputs
+    h_all, _, cell_state, gates = output
+    ctx.save_for_backward(x, lengths, w_ih, w_rec, h_all, cell_state, gates)
+    ctx.cell, ctx.reverse, ctx.backend, ctx.has_bias = cell, reverse, backend, b_ih is not None
+
+
+def _scan_backward(ctx, d_h_all, d_c_n, _d_cell_state, _d_gates):
+    x, lengths, w_ih, w_rec, h_all, cell_state, gates = ctx.saved_tensors
+    if d_h_all is None:
+        d_h_all = torch.zeros_like(h_all)
+    if d_c_n is None:
+        d_c_n = h_all.new_zeros(h_all.shape[1:]) if ctx.cell == "lstm" else h_all.new_empty(0)
+    grads = torch.ops.rnnfast.scan_backward(
+        ctx.cell, ctx.reverse, ctx.backend, d_h_all, d_c_n, x, lengths, w_ih, w_rec, h_all, cell_state, gates,
+        ctx.has_bias,
+    )  # fmt: skip
+    needs = ctx.needs_input_grad
+    picked = [g if needs[i] else None for i, g in zip((3, 5, 6, 7, 8, 9, 10, 11), grads)]
+    dx, d_h_init, d_c0, d_w_ih, d_w_rec, d_b_ih, d_b_hh, d_first_gates = picked
+    return None, None, None, dx, None, d_h_init, d_c0, d_w_ih, d_w_rec, d_b_ih, d_b_hh, d_first_gates, None
+
+
+_scan_op.register_autograd(_scan_backward, setup_context=_scan_setup_context)
 
 
 def _first_steps(lengths, reverse: bool, batch: int, seq_len: int, device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,6 +1,7 @@
 """Drop-in replacements for torch.nn's recurrent modules.
 
-Each class subclasses its torch.nn twin, so parameters, their names, initialisation, state_dict and
+LSTM, GRU and RNN subclass torch.nn.RNNBase (not torch.nn.LSTM etc., which torch.compile refuses to
+trace) and the cells their torch.nn twins, so parameters, their names, initialisation, state_dict and
 argument checks are torch.nn's own; only forward runs through rnnfast.functional.
 """
 
@@ -9,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from .functional import Scan, check_backend_name, resolve_backend
+from .functional import check_backend_name, resolve_backend, scan
 
 _BACKEND_DOC = """backend: "auto" (Triton for CUDA tensors, pure PyTorch otherwise), "triton" (always; CPU
             tensors only under TRITON_INTERPRET=1) or "torch". None reads RNNFAST_BACKEND, default "auto"."""
@@ -126,7 +127,7 @@ class _RecurrentLayers:
                 h0 = hidden[0][index]
                 c0 = hidden[1][index] if len(hidden) == 2 else None
                 weights = self._layer_weights(index)
-                y, *states = Scan.apply(cell, direction == 1, backend, layer_input, lengths, h0, c0, *weights)
+                y, *states = scan(cell, direction == 1, backend, layer_input, lengths, h0, c0, *weights)
                 outputs.append(y)
                 for final, state in zip(finals, states):
                     final.append(state)
@@ -145,7 +146,7 @@ class _RecurrentLayers:
         return (weights[0], weights[1], *biases, w_hr)
 
 
-class LSTM(_RecurrentLayers, nn.LSTM):
+class LSTM(_RecurrentLayers, nn.RNNBase):
     __doc__ = f"""torch.nn.LSTM with fused Triton kernels on CUDA and a pure-PyTorch scan on CPU.
 
     Args: those of torch.nn.LSTM, plus
@@ -160,12 +161,17 @@ class LSTM(_RecurrentLayers, nn.LSTM):
         >>> output, (h_n, c_n) = lstm(torch.randn(8, 100, 32))
     """
 
+    # torch.nn.LSTM's checks of (h_0, c_0); the class itself is not a base: torch.compile refuses to trace
+    # any instance of torch.nn.LSTM/GRU/RNN.
+    check_forward_args = nn.LSTM.check_forward_args
+    get_expected_cell_size = nn.LSTM.get_expected_cell_size
+
     def __init__(self, *args, backend: str | None = None, **kwargs):
-        super().__init__(*args, **kwargs)
+        super().__init__("LSTM", *args, **kwargs)
         self._init_backend(backend)
 
 
-class GRU(_RecurrentLayers, nn.GRU):
+class GRU(_RecurrentLayers, nn.RNNBase):
     __doc__ = f"""torch.nn.GRU (gates r z n, b_hn inside the reset product) on rnnfast's kernels.
 
     Args: those of torch.nn.GRU, plus
@@ -180,11 +186,13 @@ class GRU(_RecurrentLayers, nn.GRU):
     """
 
     def __init__(self, *args, backend: str | None = None, **kwargs):
-        super().__init__(*args, **kwargs)
+        if "proj_size" in kwargs:
+            raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
+        super().__init__("GRU", *args, **kwargs)
         self._init_backend(backend)
 
 
-class RNN(_RecurrentLayers, nn.RNN):
+class RNN(_RecurrentLayers, nn.RNNBase):
     __doc__ = f"""torch.nn.RNN (Elman network, nonlinearity "tanh" or "relu") on rnnfast's kernels.
 
     Args: those of torch.nn.RNN, plus
@@ -198,7 +206,16 @@ class RNN(_RecurrentLayers, nn.RNN):
     """
 
     def __init__(self, *args, backend: str | None = None, **kwargs):
-        super().__init__(*args, **kwargs)
+        if "proj_size" in kwargs:
+            raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
+        if len(args) > 3:
+            self.nonlinearity = args[3]
+            args = args[:3] + args[4:]
+        else:
+            self.nonlinearity = kwargs.pop("nonlinearity", "tanh")
+        if self.nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"Unknown nonlinearity '{self.nonlinearity}'. Select from 'tanh' or 'relu'.")
+        super().__init__(f"RNN_{self.nonlinearity.upper()}", *args, **kwargs)
         self._init_backend(backend)
 
 
@@ -249,7 +266,7 @@ class _RecurrentCell:
         c0 = hidden[1] if is_lstm else None
         weights = (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
         x = input.unsqueeze(0)
-        _, *states = Scan.apply(self._cell_name(), False, backend, x, None, hidden[0], c0, *weights, None)
+        _, *states = scan(self._cell_name(), False, backend, x, None, hidden[0], c0, *weights, None)
         if not is_batched:
             states = [state.squeeze(0) for state in states]
         return tuple(states) if is_lstm else states[0]
@@ -318,7 +335,8 @@ def _checked_lengths(lengths, seq_len: int, batch: int, device: torch.device) ->
         raise ValueError(f"lengths must be a 1-D tensor of {batch} sequence lengths, got shape {tuple(lengths.shape)}")
     if lengths.device.type != "cpu" and lengths.device != device:
         raise ValueError(f"lengths must be on the CPU or on the input's device ({device}), got {lengths.device}")
-    if batch > 0:
+    # Value checks read the tensor: done eagerly, not while torch.compile traces (they would break the graph).
+    if batch > 0 and not torch.compiler.is_compiling():
         if lengths.min() <= 0:
             raise ValueError(
                 "Length of all samples has to be greater than 0, but found an element in 'lengths' that is <= 0"
