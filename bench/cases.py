@@ -22,6 +22,8 @@ class Case:
     dtype: torch.dtype = torch.float32
     # Too slow for the CPU (a GPU reference point); CPU runs list it as skipped.
     gpu_only: bool = False
+    # Sequences of unequal lengths, uniform between T/4 and T (make_lengths): fed padded, packed or as lengths=.
+    varlen: bool = False
     # Which sweeps (plot axes) the case belongs to: "hidden", "seq"; not part of its identity.
     sweeps: frozenset[str] = field(default=frozenset(), compare=False)
 
@@ -32,6 +34,8 @@ class Case:
             parts.append(f"layers{self.num_layers}")
         if self.bidirectional:
             parts.append("bidir")
+        if self.varlen:
+            parts.append("varlen")
         parts.append(DTYPE_NAMES[self.dtype])
         return "-".join(parts)
 
@@ -65,18 +69,21 @@ def smoke_grid() -> list[Case]:
     """Every cell at toy sizes, plus a stacked bidirectional layer: runs in seconds."""
     cases = [Case(cell, 2, 5, 8, 16) for cell in CELLS]
     cases.append(Case("lstm", 2, 5, 8, 16, num_layers=2, bidirectional=True))
+    cases.append(Case("gru", 3, 8, 8, 16, varlen=True))
     return cases
 
 
 def default_grid() -> list[Case]:
     """Sized for a few minutes on a 2-core CPU: the B64 T100 I=H=256 reference point for every cell, the
     LSTM over hidden size (B16 T50) and sequence length (B16 H128), batches 1 and 8, a stacked
-    bidirectional layer, and the GPU-only FlashRNN point (skipped on CPU)."""
+    bidirectional layer, variable lengths at the reference point, and the GPU-only FlashRNN point
+    (skipped on CPU)."""
     cases = [Case(cell, 64, 100, 256, 256) for cell in CELLS]
     cases += _hidden_sweep("lstm", 16, 50, HIDDEN_SIZES)
     cases += _seq_sweep("lstm", 16, 128, (25, 50, 100, 200, 400))
     cases += [Case("lstm", batch, 100, 256, 256) for batch in (1, 8)]
     cases += [Case("lstm", 16, 100, 256, 256, num_layers=2, bidirectional=True)]
+    cases.append(Case("lstm", 64, 100, 256, 256, bidirectional=True, varlen=True))
     cases.append(FLASHRNN_CASE)
     return _merge(cases)
 
@@ -93,6 +100,7 @@ def full_grid() -> list[Case]:
             cases += [Case(cell, 64, 100, 256, 256, dtype=dtype, num_layers=layers, bidirectional=bidir)
                       for layers in (1, 2, 4) for bidir in (False, True)]  # fmt: skip
         cases.append(Case(cell, 64, 100, 256, 256, dtype=torch.float16))
+        cases += [Case(cell, 64, t, 256, 256, bidirectional=True, varlen=True) for t in (100, 500)]
         cases += [Case(cell, batch, 1024, 768, 768, dtype=torch.bfloat16) for batch in (1, 8)]
     cases.append(FLASHRNN_CASE)
     return _merge(cases)
@@ -106,3 +114,9 @@ def make_inputs(case: Case, device: torch.device) -> torch.Tensor:
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(case.batch, case.seq_len, case.input_size, generator=generator)
     return x.to(device=device, dtype=case.dtype)
+
+
+def make_lengths(case: Case) -> torch.Tensor:
+    """Per-sequence lengths of a varlen case, uniform between T/4 and T (CPU int64, any order)."""
+    generator = torch.Generator().manual_seed(1)
+    return torch.randint(max(1, case.seq_len // 4), case.seq_len + 1, (case.batch,), generator=generator)

@@ -8,10 +8,11 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
 
 import rnnfast
 
-from .cases import Case
+from .cases import Case, make_lengths
 
 TORCH_CLASSES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 RNNFAST_NAMES = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}
@@ -23,12 +24,20 @@ class Provider:
     name: str
     backend: str | None  # rnnfast backend, None for torch.nn
     needs_cuda: bool = False
+    # How a varlen case's batch is fed: "padded" (lengths ignored: the cost of not handling them),
+    # "packed" (a PackedSequence, torch.nn's way) or "lengths" (rnnfast's lengths= on the padded batch).
+    feed: str = "padded"
 
 
 PROVIDERS = (
     Provider(BASELINE, None),
     Provider("rnnfast-triton", "triton", needs_cuda=True),
     Provider("rnnfast-torch", "torch"),
+    Provider("torch.nn-packed", None, feed="packed"),
+    Provider("rnnfast-triton-lengths", "triton", needs_cuda=True, feed="lengths"),
+    Provider("rnnfast-triton-packed", "triton", needs_cuda=True, feed="packed"),
+    Provider("rnnfast-torch-lengths", "torch", feed="lengths"),
+    Provider("rnnfast-torch-packed", "torch", feed="packed"),
 )
 PROVIDER_NAMES = tuple(provider.name for provider in PROVIDERS)
 
@@ -37,6 +46,8 @@ def skip_reason(provider: Provider, case: Case, device: torch.device) -> str | N
     """Why `provider` cannot run `case` on `device`, or None when it can."""
     if case.gpu_only and device.type != "cuda":
         return "GPU-only case (too slow on CPU)"
+    if provider.feed != "padded" and not case.varlen:
+        return "fixed-length case"
     if provider.needs_cuda and device.type != "cuda":
         return "needs CUDA"
     if provider.backend is not None and getattr(rnnfast, RNNFAST_NAMES[case.cell], None) is None:
@@ -56,4 +67,21 @@ def build_module(provider: Provider, case: Case, device: torch.device) -> nn.Mod
         rnnfast_class = getattr(rnnfast, RNNFAST_NAMES[case.cell])
         module = rnnfast_class(case.input_size, case.hidden_size, backend=provider.backend, **kwargs)
         module.load_state_dict(reference.state_dict())
-    return module.to(device=device, dtype=case.dtype)
+    module = module.to(device=device, dtype=case.dtype)
+    return FedLayer(module, provider.feed, make_lengths(case)) if case.varlen else module
+
+
+class FedLayer(nn.Module):
+    """A batch-first layer fed a varlen batch the provider's way; returns (output tensor, final state)."""
+
+    def __init__(self, layer: nn.Module, feed: str, lengths: torch.Tensor):
+        super().__init__()
+        self.layer, self.feed, self.lengths = layer, feed, lengths
+
+    def forward(self, x: torch.Tensor):
+        if self.feed == "padded":
+            return self.layer(x)
+        if self.feed == "lengths":
+            return self.layer(x, lengths=self.lengths)
+        output, final = self.layer(pack_padded_sequence(x, self.lengths, batch_first=True, enforce_sorted=False))
+        return output.data, final
