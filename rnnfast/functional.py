@@ -112,6 +112,13 @@ def _scan_op(
     """(h_all [T + 1, B, H] state slots, c_n [B, H] (LSTM, else empty), the cell's saved state and its
     activated gates [T, B, G*H] (both for the backward; empty in inference)). first_gates [B, G*H] is
     added to each row's first step's gates."""
+    with torch.autocast(x.device.type, enabled=False):  # the layer chose its dtype; no op inside re-casts
+        return _scan_impl(
+            cell, reverse, backend, x, lengths, h_init, c0, w_ih, w_rec, b_ih, b_hh, first_gates, training
+        )
+
+
+def _scan_impl(cell, reverse, backend, x, lengths, h_init, c0, w_ih, w_rec, b_ih, b_hh, first_gates, training):
     seq_len, batch, input_size = x.shape
     hidden = w_rec.shape[1]
     # GRU keeps b_hh inside the reset product; the other cells fold it into the input projection.
@@ -188,6 +195,15 @@ def _scan_backward_op(
 ]:
     """Gradients (x, h_init, c0, w_ih, w_rec, b_ih, b_hh, first_gates) of _scan_op from those of h_all
     [T + 1, B, H] and c_n; empty where the scan has no such input."""
+    with torch.autocast(x.device.type, enabled=False):
+        return _scan_backward_impl(
+            cell, reverse, backend, d_h_all, d_c_n, x, lengths, w_ih, w_rec, h_all, cell_state, gates, has_bias
+        )
+
+
+def _scan_backward_impl(
+    cell, reverse, backend, d_h_all, d_c_n, x, lengths, w_ih, w_rec, h_all, cell_state, gates, has_bias
+):
     seq_len, batch, hidden = h_all.shape
     seq_len -= 1
     first_t = seq_len - 1 if reverse else 0

@@ -16,6 +16,24 @@ _BACKEND_DOC = """backend: "auto" (Triton for CUDA tensors, pure PyTorch otherwi
             tensors only under TRITON_INTERPRET=1) or "torch". None reads RNNFAST_BACKEND, default "auto"."""
 
 
+# What torch.nn runs in the autocast dtype: on CUDA cuDNN's RNN and the cell ops are all in autocast's
+# lower-precision list; on CPU (measured with torch 2.13) the LSTM, the Elman RNN and RNNCell are, while
+# the GRU, LSTMCell and GRUCell run in float32.
+_AUTOCAST_LOW_PRECISION = {
+    "cuda": {"lstm", "gru", "rnn_tanh", "rnn_relu", "lstm_cell", "gru_cell", "rnn_cell"},
+    "cpu": {"lstm", "rnn_tanh", "rnn_relu", "rnn_cell"},
+}
+
+
+def _autocast_run_dtype(x: torch.Tensor, kind: str) -> torch.dtype | None:
+    """The dtype a layer of `kind` runs in under autocast on x's device, as torch.nn's does; None when
+    autocast is off there."""
+    device_type = x.device.type
+    if device_type not in _AUTOCAST_LOW_PRECISION or not torch.is_autocast_enabled(device_type):
+        return None
+    return torch.get_autocast_dtype(device_type) if kind in _AUTOCAST_LOW_PRECISION[device_type] else torch.float32
+
+
 def _check_same_device_and_dtype(x: torch.Tensor, weight: torch.Tensor, hidden: tuple[torch.Tensor, ...]) -> None:
     if x.device != weight.device:
         raise RuntimeError(
@@ -76,12 +94,15 @@ class _RecurrentLayers:
         else:
             hidden = self._hidden_tuple(hx, is_batched)
         self.check_forward_args(input, hidden if is_lstm else hidden[0], None)
+        run_dtype = _autocast_run_dtype(input, self._cell_name())
+        if run_dtype is not None:
+            input, hidden = input.to(run_dtype), tuple(h.to(run_dtype) for h in hidden)
         _check_same_device_and_dtype(input, self._flat_weights[0], hidden)
         if lengths is not None:
             lengths = _checked_lengths(lengths, input.size(1 - batch_dim), batch, input.device)
 
         x = input.transpose(0, 1) if self.batch_first else input
-        output, final = self._scan_layers(x, hidden, lengths)
+        output, final = self._scan_layers(x, hidden, lengths, run_dtype)
         if self.batch_first:
             output = output.transpose(0, 1)
         if packed is not None:
@@ -112,7 +133,13 @@ class _RecurrentLayers:
             hidden = (hx,)
         return hidden if is_batched else tuple(h.unsqueeze(1) for h in hidden)
 
-    def _scan_layers(self, x: torch.Tensor, hidden: tuple[torch.Tensor, ...], lengths: torch.Tensor | None):
+    def _scan_layers(
+        self,
+        x: torch.Tensor,
+        hidden: tuple[torch.Tensor, ...],
+        lengths: torch.Tensor | None,
+        run_dtype: torch.dtype | None,
+    ):
         if x.size(0) == 0:
             raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
         backend = resolve_backend(self.backend, x.device, x.dtype)
@@ -127,6 +154,8 @@ class _RecurrentLayers:
                 h0 = hidden[0][index]
                 c0 = hidden[1][index] if len(hidden) == 2 else None
                 weights = self._layer_weights(index)
+                if run_dtype is not None:
+                    weights = tuple(None if w is None else w.to(run_dtype) for w in weights)
                 y, *states = scan(cell, direction == 1, backend, layer_input, lengths, h0, c0, *weights)
                 outputs.append(y)
                 for final, state in zip(finals, states):
@@ -225,6 +254,10 @@ class _RecurrentCell:
     def _init_backend(self, backend: str | None) -> None:
         self.backend = check_backend_name(backend)
 
+    def extra_repr(self) -> str:
+        backend = "" if self.backend is None else f", backend={self.backend!r}"
+        return super().extra_repr() + backend
+
     def _cell_name(self) -> str:
         if isinstance(self, nn.RNNCell):
             return f"rnn_{self.nonlinearity}"
@@ -258,13 +291,17 @@ class _RecurrentCell:
         elif not is_batched:
             hidden = tuple(h.unsqueeze(0) for h in hidden)
         _check_cell_args(input, hidden, self.input_size, self.hidden_size)
+        weights = (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+        run_dtype = _autocast_run_dtype(input, self._cell_name().split("_")[0] + "_cell")
+        if run_dtype is not None:
+            input, hidden = input.to(run_dtype), tuple(h.to(run_dtype) for h in hidden)
+            weights = tuple(None if w is None else w.to(run_dtype) for w in weights)
         _check_same_device_and_dtype(input, self.weight_ih, hidden)
-        if input.dtype != self.weight_ih.dtype:
+        if input.dtype != weights[0].dtype:
             raise RuntimeError(f"expected input dtype ({input.dtype}) to match weight dtype ({self.weight_ih.dtype})")
 
         backend = resolve_backend(self.backend, input.device, input.dtype)
         c0 = hidden[1] if is_lstm else None
-        weights = (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
         x = input.unsqueeze(0)
         _, *states = scan(self._cell_name(), False, backend, x, None, hidden[0], c0, *weights, None)
         if not is_batched:

@@ -45,14 +45,16 @@ def lstm_scan_fwd(
         torch.tanh_(pre[:, 2 * hidden : 3 * hidden])
         torch.sigmoid_(pre[:, 3 * hidden :])
         gate_i, gate_f, gate_g, gate_o = pre.chunk(4, dim=1)
-        c_prev = c_all[read_slot % c_slots]
-        c = torch.addcmul(gate_f * c_prev, gate_i, gate_g, out=c_all[write_slot % c_slots])
-        h = gate_o * torch.tanh(c)
+        c_prev, c = c_all[read_slot % c_slots], c_all[write_slot % c_slots]
+        torch.mul(gate_f, c_prev, out=c).addcmul_(gate_i, gate_g)
         active = _active(lengths, t)
-        if active is not None:
+        if active is None and h_all.dtype == compute_dtype:
+            torch.mul(gate_o, torch.tanh(c), out=h_all[write_slot])
+        elif active is None:
+            h_all[write_slot] = gate_o * torch.tanh(c)
+        else:
+            h_all[write_slot] = torch.where(active, gate_o * torch.tanh(c), h_all[read_slot])
             c.copy_(torch.where(active, c, c_prev))
-            h = torch.where(active, h, h_all[read_slot])
-        h_all[write_slot] = h
         if training and pre.data_ptr() != gates[t].data_ptr():
             gates[t] = pre
 

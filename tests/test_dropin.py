@@ -304,17 +304,24 @@ def test_dtype_casts(dtype):
         assert_close_to(parameter.grad, reference_parameter.grad, dtype)
 
 
-@pytest.mark.parametrize("layer", [nn.GRU(3, 4), nn.LSTMCell(3, 4), nn.GRUCell(3, 4)], ids=lambda m: type(m).__name__)
-def test_cpu_autocast_output_dtype_where_torch_nn_keeps_fp32(layer):
-    """Under CPU bf16 autocast torch.nn's GRU, LSTMCell and GRUCell return fp32 (its LSTM, RNN and RNNCell
-    return bf16, rnnfast fp32: not tested here); rnnfast agrees on these three."""
+AUTOCAST_LAYERS = [nn.LSTM(3, 4), nn.GRU(3, 4), nn.RNN(3, 4), nn.RNN(3, 4, nonlinearity="relu"), nn.LSTMCell(3, 4),
+                   nn.GRUCell(3, 4), nn.RNNCell(3, 4)]  # fmt: skip
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("layer", AUTOCAST_LAYERS, ids=lambda m: f"{type(m).__name__}-{getattr(m, 'mode', '')}")
+def test_cpu_autocast_runs_in_the_dtype_torch_nn_runs_in(layer, backend):
+    """Under CPU bf16 autocast torch.nn's LSTM, RNN and RNNCell run and return bf16, its GRU, LSTMCell and
+    GRUCell fp32; rnnfast's twins do the same, and gradients reach the fp32 parameters."""
     torch.manual_seed(0)
-    converted = rnnfast.convert(copy.deepcopy(layer), backend="torch")
-    x = torch.randn(5, 2, 3) if isinstance(layer, nn.GRU) else torch.randn(2, 3)
+    converted = rnnfast.convert(copy.deepcopy(layer), backend=backend)
+    x = torch.randn(5, 2, 3) if isinstance(layer, nn.RNNBase) else torch.randn(2, 3)
     outputs = []
     for module in (converted, layer):
         with torch.autocast("cpu", dtype=torch.bfloat16):
             output = module(x)
         outputs.append(output[0] if isinstance(output, tuple) else output)
-    assert outputs[0].dtype == outputs[1].dtype == torch.float32
-    assert_close_to(outputs[0], outputs[1], torch.bfloat16)
+    assert outputs[0].dtype == outputs[1].dtype
+    assert_close_to(outputs[0], outputs[1].float(), torch.bfloat16)
+    outputs[0].float().sum().backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in converted.parameters())
