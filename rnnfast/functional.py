@@ -60,9 +60,6 @@ def _input_projection(x2d: torch.Tensor, w_ih: torch.Tensor, bias: torch.Tensor 
     return torch.addmm(bias, x2d, w_ih.t())
 
 
-GATE_COUNT = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
-
-
 def scan(cell: str, reverse: bool, backend: str, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr):
     """One layer of `cell` ("lstm", "gru", "rnn_tanh", "rnn_relu") in one direction over time-major
     x [T, B, I]. Returns (y [T, B, P], h_n [B, P]), plus c_n [B, H] for the LSTM (c0 is None otherwise).

@@ -2,6 +2,7 @@
 with registered autograd and fake implementations, so Dynamo neither breaks the graph nor traces the
 time loop). torch.nn's own RNN modules graph-break under Dynamo."""
 
+import pytest
 import torch
 from torch import nn
 
@@ -21,12 +22,13 @@ class Tagger(nn.Module):
         return self.head(hidden).sum(1) + h_n[0].sum(1, keepdim=True)
 
 
-def test_fullgraph_compile_matches_eager_outputs_and_gradients():
+@pytest.mark.parametrize("compiler", ["inductor", "aot_eager"])
+def test_fullgraph_compile_matches_eager_outputs_and_gradients(compiler):
     torch.manual_seed(0)
     model = Tagger()
     x = torch.randn(3, 5, 4)
     lengths = torch.tensor([5, 2, 4])
-    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    compiled = torch.compile(model, fullgraph=True, backend=compiler)
 
     expected = model(x, lengths)
     expected_grads = torch.autograd.grad(expected.sum(), list(model.parameters()))
