@@ -11,7 +11,7 @@ import pytest
 import torch
 from rnnfast.kernels import configs
 
-from tests.oracle import Case, compare_with_torch, make_inputs, make_pair, strided_grad_output
+from tests.oracle import Case, assert_matches, compare_with_torch, make_inputs, make_pair, strided_grad_output
 
 BACKENDS = ["torch", "triton"]
 
@@ -113,18 +113,18 @@ def test_cell(spec, backend, batched, bias):
         return as_tuple(module(x, hx if spec.is_lstm else hx[0]))
 
     for mine, theirs in zip(as_tuple(cell(x)), as_tuple(reference(x))):
-        torch.testing.assert_close(mine, theirs, atol=1e-5, rtol=1e-5)
+        assert_matches(mine, theirs, torch.float32, "fp32 result")
     inputs = [t.clone().requires_grad_() for t in (x, *hx)]
     ref_inputs = [t.clone().requires_grad_() for t in (x, *hx)]
     outputs = call(cell, inputs[0], tuple(inputs[1:]))
     ref_outputs = call(reference, ref_inputs[0], tuple(ref_inputs[1:]))
     for mine, theirs in zip(outputs, ref_outputs):
-        torch.testing.assert_close(mine, theirs, atol=1e-5, rtol=1e-5)
+        assert_matches(mine, theirs, torch.float32, "fp32 result")
     grad_outputs = [torch.randn_like(o) for o in ref_outputs]
     grads = torch.autograd.grad(outputs, inputs + list(cell.parameters()), grad_outputs)
     ref_grads = torch.autograd.grad(ref_outputs, ref_inputs + list(reference.parameters()), grad_outputs)
     for mine, theirs in zip(grads, ref_grads):
-        torch.testing.assert_close(mine, theirs, atol=1e-5, rtol=1e-5)
+        assert_matches(mine, theirs, torch.float32, "fp32 result")
 
 
 @pytest.mark.parametrize("bidirectional", [False, True])
@@ -155,10 +155,10 @@ def test_dropout_matches_torch_nn_rng(spec):
     expected, _ = reference(x)
     torch.manual_seed(8)
     actual, _ = module(x)
-    torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-5)
+    assert_matches(actual, expected, torch.float32, "fp32 result")
     module.eval()
     reference.eval()
-    torch.testing.assert_close(module(x)[0], reference(x)[0], atol=1e-5, rtol=1e-5)
+    assert_matches(module(x)[0], reference(x)[0], torch.float32, "fp32 result")
 
 
 def test_state_dict_round_trip(spec):

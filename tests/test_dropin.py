@@ -12,7 +12,7 @@ from torch.nn.utils import prune
 
 import rnnfast
 from rnnfast.convert import TO_RNNFAST, TO_TORCH
-from tests.oracle import TOLERANCE
+from tests.oracle import assert_matches
 
 BACKENDS = ["torch", "triton"]
 VOCAB, SEQ_LEN, BATCH, DECODE_STEPS = 7, 3, 2, 2
@@ -69,12 +69,6 @@ def assert_all_rnnfast(model: nn.Module, backend: str) -> None:
     assert all(m.backend == backend for m in model.modules() if type(m) in TO_TORCH)
 
 
-def assert_close_to(module_output: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype) -> None:
-    scale = max(expected.abs().max().item(), 1.0)
-    error = (module_output.to(expected.dtype) - expected).abs().max().item()
-    assert error <= TOLERANCE[dtype] * scale, f"{dtype}: error {error:.3g} over {TOLERANCE[dtype]} * {scale:.3g}"
-
-
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_trains_step_by_step_like_torch_nn(backend):
     torch.manual_seed(0)
@@ -100,9 +94,9 @@ def test_trains_step_by_step_like_torch_nn(backend):
             loss.backward()
             module_optimizer.step()
             losses.append(loss)
-        torch.testing.assert_close(losses[0], losses[1], atol=1e-5, rtol=1e-5, msg=f"loss at step {step}")
+        assert_matches(losses[0], losses[1], torch.float32, f"loss at step {step}")
         for (name, parameter), twin_parameter in zip(model.named_parameters(), twin.parameters()):
-            torch.testing.assert_close(parameter, twin_parameter, atol=1e-5, rtol=1e-5, msg=f"{name} at step {step}")
+            assert_matches(parameter, twin_parameter, torch.float32, f"{name} at step {step}")
     assert all(parameters_before[name] is parameter for name, parameter in model.named_parameters())
 
 
@@ -116,7 +110,7 @@ def test_backward_in_eval_mode(backend):
     for module in (model, twin):
         loss_of(module, tokens, targets).backward()
     for (name, parameter), twin_parameter in zip(model.named_parameters(), twin.parameters()):
-        torch.testing.assert_close(parameter.grad, twin_parameter.grad, atol=1e-5, rtol=1e-5, msg=name)
+        assert_matches(parameter.grad, twin_parameter.grad, torch.float32, name)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -198,10 +192,10 @@ def test_pruned_module_keeps_working():
     assert model.state_dict().keys() == twin.state_dict().keys()
     x = torch.randn(5, 2, 3)
     outputs = [module(x)[0] for module in (model, twin)]
-    torch.testing.assert_close(outputs[0], outputs[1], atol=1e-5, rtol=1e-5)
+    assert_matches(outputs[0], outputs[1], torch.float32, "fp32 result")
     for output in outputs:
         output.sum().backward()
-    torch.testing.assert_close(model.weight_hh_l0_orig.grad, twin.weight_hh_l0_orig.grad, atol=1e-5, rtol=1e-5)
+    assert_matches(model.weight_hh_l0_orig.grad, twin.weight_hh_l0_orig.grad, torch.float32, "fp32 result")
     assert (model.weight_hh_l0_orig.grad[model.weight_hh_l0_mask == 0] == 0).all()
     assert torch.equal(rnnfast.revert(model)(x)[0], outputs[1])
 
@@ -240,7 +234,7 @@ def test_projections_are_converted_or_warned_about():
             warnings.simplefilter("error")
             rnnfast.convert(model, backend="torch")
         assert type(model[0]) is rnnfast.LSTM and model[0].proj_size == 2
-        torch.testing.assert_close(model[0](x)[0], expected, atol=1e-5, rtol=1e-5)
+        assert_matches(model[0](x)[0], expected, torch.float32, "fp32 result")
     else:
         with pytest.warns(UserWarning, match=r"not supported: 0 \(LSTM\): .*proj_size"):
             rnnfast.convert(model, backend="torch")
@@ -273,7 +267,7 @@ def test_state_dict_round_trips_between_rnnfast_and_torch_nn():
 
     assert model.state_dict().keys() == plain.state_dict().keys()
     plain.load_state_dict(model.state_dict())
-    torch.testing.assert_close(plain(tokens), model(tokens), atol=1e-5, rtol=1e-5)
+    assert_matches(plain(tokens), model(tokens), torch.float32, "fp32 result")
     torch.manual_seed(2)
     fresh = rnnfast.convert(Seq2Seq(), backend="torch")
     fresh.load_state_dict(plain.state_dict())
@@ -296,12 +290,12 @@ def test_dtype_casts(dtype):
     tokens, targets = make_batch()
     output = model(tokens)
     assert output.dtype == dtype
-    assert_close_to(output, reference(tokens), dtype)
+    assert_matches(output, reference(tokens), dtype, "output")
     loss_of(model, tokens, targets).backward()
     loss_of(reference, tokens, targets).backward()
     for (name, parameter), reference_parameter in zip(model.named_parameters(), reference.parameters()):
         assert parameter.grad.dtype == dtype, name
-        assert_close_to(parameter.grad, reference_parameter.grad, dtype)
+        assert_matches(parameter.grad, reference_parameter.grad, dtype, "output")
 
 
 AUTOCAST_LAYERS = [nn.LSTM(3, 4), nn.GRU(3, 4), nn.RNN(3, 4), nn.RNN(3, 4, nonlinearity="relu"), nn.LSTMCell(3, 4),
@@ -322,6 +316,6 @@ def test_cpu_autocast_runs_in_the_dtype_torch_nn_runs_in(layer, backend):
             output = module(x)
         outputs.append(output[0] if isinstance(output, tuple) else output)
     assert outputs[0].dtype == outputs[1].dtype
-    assert_close_to(outputs[0], outputs[1].float(), torch.bfloat16)
+    assert_matches(outputs[0], outputs[1].float(), torch.bfloat16, "output")
     outputs[0].float().sum().backward()
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in converted.parameters())

@@ -63,10 +63,6 @@ MEMORISED = [
 ]
 
 
-def has_rnnfast(class_name: str) -> bool:
-    return hasattr(rnnfast, class_name)
-
-
 def tokenized(pairs: list[tuple[str, str]]) -> list[TokenizedPair]:
     return [TokenizedPair(tokenize(source), tokenize(target)) for source, target in pairs]
 
@@ -330,8 +326,6 @@ def test_command_line_train_resume_evaluate_translate(tmp_path, capsys):
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_rnnfast_and_torch_models_train_alike(cell):
-    if not has_rnnfast(cell.upper()):
-        pytest.skip(f"rnnfast.{cell.upper()} does not exist yet")
     losses = {}
     for cell_impl in ("torch", "rnnfast"):
         torch.manual_seed(0)
