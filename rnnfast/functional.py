@@ -14,7 +14,10 @@ from . import reference
 
 BACKENDS = ("auto", "triton", "torch")
 TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-_TRITON_AVAILABLE = importlib.util.find_spec("triton") is not None
+try:
+    _TRITON_AVAILABLE = importlib.util.find_spec("triton") is not None
+except (ImportError, ValueError):  # a broken or blocked install: the PyTorch path runs alone
+    _TRITON_AVAILABLE = False
 
 
 def check_backend_name(backend: str | None) -> str | None:
