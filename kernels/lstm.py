@@ -6,11 +6,15 @@ that must go step by step. Buffers use "slots" so that no step needs a special c
 - h_all [T + 1, B, H]: the forward direction reads h_{t-1} from slot t and writes h_t to slot t + 1
   (h0 in slot 0); the reverse direction reads slot t + 1 and writes slot t (h0 in slot T). The output
   sequence and the h_{t-1} operand of the weight gradient are both plain slices of it.
-- c_all [C_SLOTS, B, H] fp32: the same slots as h_all, modulo c_slots (T + 1 when training, so the
+- c_all [c_slots, B, H] fp32: the same slots as h_all, modulo c_slots (T + 1 when training, so the
   backward finds every c_t; 2 in inference, a ring).
-- dgates_all [T + 1, B, 4H]: the gradient of step t's gate pre-activations sits in slot t + REVERSE; the
-  slot "after" the last step processed by the forward is zero, so the recurrent gradient of the first
+- dgates_all [T + 1, B, 4H] fp32: the gradient of step t's gate pre-activations sits in slot t + REVERSE;
+  the slot "after" the last step processed by the forward is zero, so the recurrent gradient of the first
   backward step is a product with zeros.
+
+Rows past their length (lengths [B]) carry h and c through unchanged, so h_all's last slot holds each
+row's final state; in the backward their gate gradients are zero and the gradient reaching their state
+travels in dh_carry (and dc).
 """
 
 import torch
