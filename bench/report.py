@@ -63,7 +63,7 @@ def plan_rows(
     for cell in cells:
         for dtype in dtypes:
             for hidden in hidden_sizes:
-                plan = plan_scan(hidden, dtype)
+                plan = plan_scan(cell, hidden, dtype)
                 row = {
                     "cell": cell, "dtype": DTYPE_NAMES[dtype], "hidden": hidden, "variant": plan.variant,
                     "block_b": plan.block_b, "block_n": plan.block_n, "block_k": plan.block_k,
@@ -93,7 +93,7 @@ def resource_rows(
         for dtype in dtypes:
             plans: dict = {}
             for hidden in hidden_sizes:
-                plans.setdefault(plan_scan(hidden, dtype), []).append(hidden)
+                plans.setdefault(plan_scan(cell, hidden, dtype), []).append(hidden)
             for plan, hiddens in plans.items():
                 for label, scan_pass, directions in kernels:
                     kernel, fp32_pointers = cell_kernels[scan_pass, plan.variant]

@@ -1,8 +1,8 @@
 """Block sizes, warps and the choice of kernel variant for a recurrent scan.
 
-One plan serves every cell. The recurrent matmul of a step is [BLOCK_B, BLOCK_K] x [BLOCK_K, BLOCK_N]
-tiles accumulated in fp32; tl.dot needs every tile side >= 16 on real GPUs, so tiles never go below 16
-and rows/columns past B or H are masked.
+The recurrent matmul of a step is [BLOCK_B, BLOCK_K] x [BLOCK_K, BLOCK_N] tiles accumulated in fp32;
+tl.dot needs every tile side >= 16 on real GPUs, so tiles never go below 16 and rows/columns past B or
+H are masked. The cells share the variants and differ only in the persistent variant's hidden tile.
 
 Variants:
 - "persistent": one launch per layer and direction. A program owns BLOCK_B batch rows and every hidden
@@ -17,10 +17,17 @@ Variants:
 from dataclasses import dataclass
 
 import torch
-import triton
 
 BLOCK_B = 16
+# K steps of 16 (one bf16/fp16 mma deep) keep the backward's fp32 dots small.
+BLOCK_K = 16
 PERSISTENT_MAX_HIDDEN = 256
+# Hidden-unit tiles, 8 warps each: the widest with no register spill in any kernel, dtype and flag on
+# sm_80 and sm_90 (every combination compiled, tests/test_compile.py). A persistent program keeps all
+# its step's gate accumulators live: 32 columns for the LSTM's four and the Elman cell's one, 16 for
+# the GRU, whose n gate holds its recurrent term apart. The step kernels fit 64.
+PERSISTENT_TILE = {"lstm": 32, "gru": 16, "elman": 32}
+STEP_TILE = 64
 
 # Per-block hardware limits the compile test checks every plan against.
 SHARED_MEMORY_LIMIT = {80: 166912, 90: 232448}
@@ -39,14 +46,10 @@ class ScanPlan:
         return 1 if self.variant == "persistent" else seq_len
 
 
-def plan_scan(hidden_size: int, dtype: torch.dtype) -> ScanPlan:
-    """Tile sizes and variant for a scan of this hidden size and dtype (the same plan for forward and
-    backward, so one table describes both). Every dtype gets the same plan today: the backward's dots
-    are fp32 whatever the dtype, and the forward's fit the same tiles."""
-    tile = min(64, max(16, triton.next_power_of_2(hidden_size)))
-    variant = "persistent" if hidden_size <= PERSISTENT_MAX_HIDDEN else "step"
-    # Measured with the compile test (sm_80/sm_90): 8 warps from 32-wide tiles up hold the gate
-    # accumulators and weight tiles in registers; 4 warps spill less at 16. K steps of 16 (one bf16/fp16
-    # mma deep) keep the fp32 backward dots small. A few fp32 kernels still spill 8-32 bytes.
-    num_warps = 8 if tile >= 32 else 4
-    return ScanPlan(variant=variant, block_b=BLOCK_B, block_n=tile, block_k=16, num_warps=num_warps)
+def plan_scan(cell: str, hidden_size: int, dtype: torch.dtype) -> ScanPlan:
+    """Tile sizes and variant for a scan of `cell` ("lstm", "gru", "elman") with this hidden size and
+    dtype; the same plan for forward and backward, so one table describes both. Every dtype gets the
+    same plan: the backward's dots are fp32 whatever the dtype, and the forward's fit the same tiles."""
+    if hidden_size <= PERSISTENT_MAX_HIDDEN:
+        return ScanPlan("persistent", BLOCK_B, PERSISTENT_TILE[cell], BLOCK_K, num_warps=8)
+    return ScanPlan("step", BLOCK_B, STEP_TILE, BLOCK_K, num_warps=8)

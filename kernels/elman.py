@@ -223,7 +223,7 @@ def elman_scan_fwd(
     """Runs the recurrence over gates [T, B, H], filling the slots of h_all [T + 1, B, H]; rows stop
     updating at their length (lengths [B] int64)."""
     seq_len, batch, hidden = h_all.shape[0] - 1, h_all.shape[1], h_all.shape[2]
-    plan = plan_scan(hidden, gates.dtype)
+    plan = plan_scan("elman", hidden, gates.dtype)
     launch_scan(
         plan,
         SCAN_KERNELS["forward", plan.variant][0],
@@ -248,7 +248,7 @@ def elman_scan_bwd(
     """Backward through time: fills dgates_all [T + 1, B, H] (its zero slot already cleared) and leaves
     in dh_carry [B, H] (fp32, zero in) the gradient carried past rows' lengths."""
     seq_len, batch, hidden = dh.shape
-    plan = plan_scan(hidden, h_all.dtype)
+    plan = plan_scan("elman", hidden, h_all.dtype)
     launch_scan(
         plan,
         SCAN_KERNELS["backward", plan.variant][0],

@@ -277,7 +277,7 @@ def gru_scan_fwd(
     """Runs the recurrence over gates [T, B, 3H] (overwritten with activated gates when training), filling
     the slots of h_all [T + 1, B, H] and, when training, hn_all [T, B, H] (fp32)."""
     seq_len, batch, hidden = h_all.shape[0] - 1, h_all.shape[1], h_all.shape[2]
-    plan = plan_scan(hidden, gates.dtype)
+    plan = plan_scan("gru", hidden, gates.dtype)
     launch_scan(
         plan,
         SCAN_KERNELS["forward", plan.variant][0],
@@ -304,7 +304,7 @@ def gru_scan_bwd(
     """Backward through time: fills dgates_h_all [T + 1, B, 3H] (its zero slot already cleared) and
     dgates_x [T, B, 3H], and leaves in dh_carry [B, H] (fp32, zero in) the direct part of dh_0."""
     seq_len, batch, hidden = dh.shape
-    plan = plan_scan(hidden, gates.dtype)
+    plan = plan_scan("gru", hidden, gates.dtype)
     launch_scan(
         plan,
         SCAN_KERNELS["backward", plan.variant][0],

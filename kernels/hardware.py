@@ -130,7 +130,7 @@ def _report(cells, hidden_sizes, dtypes, archs, every_flag) -> list[dict]:
             dtype = _TORCH_DTYPE[dtype_name]
             launches = {}
             for hidden in hidden_sizes:
-                plan = plan_scan(hidden, dtype)
+                plan = plan_scan(cell, hidden, dtype)
                 for (scan_pass, variant), (kernel, fp32_pointers) in scan_kernels.items():
                     if variant != plan.variant:
                         continue

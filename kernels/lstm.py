@@ -295,7 +295,7 @@ def lstm_scan_fwd(
     filling the slots of h_all [T + 1, B, H] and c_all [c_slots, B, H] (fp32); rows stop updating at
     their length (lengths [B] int64)."""
     seq_len, batch, hidden = h_all.shape[0] - 1, h_all.shape[1], h_all.shape[2]
-    plan = plan_scan(hidden, gates.dtype)
+    plan = plan_scan("lstm", hidden, gates.dtype)
     launch_scan(
         plan,
         SCAN_KERNELS["forward", plan.variant][0],
@@ -327,7 +327,7 @@ def lstm_scan_bwd(
     dc [B, H] (fp32) from dc_n into dc_0 and leaves in dh_carry [B, H] (fp32, zero in) the gradient
     carried past rows' lengths, the part of dh_0 that does not go through W_hh."""
     seq_len, batch, hidden = dh.shape
-    plan = plan_scan(hidden, gates.dtype)
+    plan = plan_scan("lstm", hidden, gates.dtype)
     launch_scan(
         plan,
         SCAN_KERNELS["backward", plan.variant][0],

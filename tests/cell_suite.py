@@ -57,7 +57,7 @@ def test_matches_torch_nn(spec, case, backend):
 @pytest.mark.parametrize("hidden_size", [24, 70])
 def test_both_kernel_variants(spec, hidden_size, variant, monkeypatch):
     monkeypatch.setattr(configs, "PERSISTENT_MAX_HIDDEN", 10_000 if variant == "persistent" else 0)
-    assert configs.plan_scan(hidden_size, torch.float32).variant == variant
+    assert configs.plan_scan("lstm", hidden_size, torch.float32).variant == variant
     torch.manual_seed(1)
     case = Case(3, 4, 6, hidden_size, bidirectional=True)
     module, reference = spec.pair(case, backend="triton")
@@ -66,7 +66,7 @@ def test_both_kernel_variants(spec, hidden_size, variant, monkeypatch):
 
 def test_step_variant_at_its_real_size(spec):
     case = Case(2, 2, 4, 300)
-    assert configs.plan_scan(case.hidden_size, torch.float32).variant == "step"
+    assert configs.plan_scan("lstm", case.hidden_size, torch.float32).variant == "step"
     torch.manual_seed(2)
     module, reference = spec.pair(case, backend="triton")
     compare_with_torch(module, reference, *spec.inputs(case))

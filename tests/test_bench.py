@@ -106,7 +106,7 @@ def test_report_planner_rows_for_lstm():
     rows = report.plan_rows(["lstm"], [torch.float32], hidden_sizes, batch_sizes, seq_len)
     assert [row["hidden"] for row in rows] == hidden_sizes
     for row in rows:
-        plan = plan_scan(row["hidden"], torch.float32)
+        plan = plan_scan("lstm", row["hidden"], torch.float32)
         assert (row["variant"], row["block_b"], row["block_n"], row["block_k"], row["num_warps"]) == (
             plan.variant, plan.block_b, plan.block_n, plan.block_k, plan.num_warps,
         )  # fmt: skip
@@ -137,5 +137,5 @@ def test_report_compiles_a_small_config(tmp_path):
     assert row["fits"] == str(int(row["registers"]) <= 255 and int(row["shared_bytes"]) <= 232448)
     with open(tmp_path / "report.csv") as f:
         (plan,) = list(csv.DictReader(f))
-    assert plan["variant"] == plan_scan(16, torch.float16).variant
+    assert plan["variant"] == plan_scan("lstm", 16, torch.float16).variant
     assert "## Planner choices" in (tmp_path / "report.md").read_text()
