@@ -92,10 +92,17 @@ def _flatten_state(state) -> list[torch.Tensor]:
 
 
 def compare_with_torch(
-    module, reference, x: torch.Tensor, hx=None, dtype: torch.dtype = torch.float32, grad_output=None
+    module,
+    reference,
+    x: torch.Tensor,
+    hx=None,
+    dtype: torch.dtype = torch.float32,
+    grad_output=None,
+    gradients: bool = True,
 ) -> None:
     """Runs `reference` (torch.nn, fp32/fp64) and `module` (rnnfast, in `dtype`, same state_dict) on the
-    same inputs and compares output, final states and the gradients of input, hx and every parameter.
+    same inputs and compares output, final states and (unless gradients=False) the gradients of input, hx
+    and every parameter.
 
     x and hx are given in the reference's dtype; grad_output (any layout) defaults to random.
     """
@@ -112,6 +119,8 @@ def compare_with_torch(
     for i, (mine, theirs) in enumerate(zip(_flatten_state(final), _flatten_state(ref_final))):
         assert_matches(mine, theirs, dtype, f"final state {i}")
 
+    if not gradients:
+        return
     if grad_output is None:
         grad_output = torch.randn_like(ref_out)
     # Gradients are handed to autograd as they are: a strided grad_output reaches the backward strided.
