@@ -132,8 +132,7 @@ def _scan_impl(cell, reverse, backend, x, lengths, h_init, c0, w_ih, w_rec, b_ih
     if first_gates is not None:
         gates[_first_steps(lengths, reverse, batch, seq_len, x.device)] += first_gates
     recurrence = _recurrence(backend)
-    if backend == "triton" and lengths is None:
-        lengths = torch.full((batch,), seq_len, dtype=torch.int64, device=x.device)
+    lengths = _kernel_lengths(backend, lengths, batch, seq_len, x.device)
 
     h_all = x.new_empty(seq_len + 1, batch, hidden)
     first_slot, last_slot = (seq_len, 0) if reverse else (0, seq_len)
@@ -211,8 +210,7 @@ def _scan_backward_impl(
     grad_dtype = reference.state_dtype(gates.dtype)
     recurrence = _recurrence(backend)
     run = batch > 0
-    if backend == "triton" and lengths is None:
-        lengths = torch.full((batch,), seq_len, dtype=torch.int64, device=x.device)
+    lengths = _kernel_lengths(backend, lengths, batch, seq_len, x.device)
 
     # A fresh contiguous copy in the state dtype: the gradient may be a strided view (after torch.cat).
     dh = (d_h_all[:seq_len] if reverse else d_h_all[1:]).to(
@@ -295,6 +293,14 @@ def _scan_backward(ctx, d_h_all, d_c_n, _d_cell_state, _d_gates):
 
 
 _scan_op.register_autograd(_scan_backward, setup_context=_scan_setup_context)
+
+
+def _kernel_lengths(backend: str, lengths, batch: int, seq_len: int, device) -> torch.Tensor | None:
+    """The Triton kernels always take a length vector (T for every row of an unpadded batch); the
+    reference takes None there and skips the per-step masking."""
+    if backend == "triton" and lengths is None:
+        return torch.full((batch,), seq_len, dtype=torch.int64, device=device)
+    return lengths
 
 
 def _first_steps(lengths, reverse: bool, batch: int, seq_len: int, device) -> tuple[torch.Tensor, torch.Tensor]:
