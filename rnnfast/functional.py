@@ -26,13 +26,25 @@ def check_backend_name(backend: str | None) -> str | None:
     return backend
 
 
+def requested_backend(backend: str | None) -> str:
+    """The backend a module asked for: its own, else the RNNFAST_BACKEND environment variable, else "auto"."""
+    return backend or check_backend_name(os.environ.get("RNNFAST_BACKEND", "auto"))
+
+
+def tracing(x: torch.Tensor) -> bool:
+    """True while torch.compile or torch.export traces the call, or for tensor subclasses (fake tensors):
+    then only rnnfast's custom ops may run, whose fake implementations give shapes without computing."""
+    return torch.compiler.is_compiling() or type(x) is not torch.Tensor
+
+
 def resolve_backend(backend: str | None, device: torch.device, dtype: torch.dtype) -> str:
     """'triton' or 'torch' for tensors on `device` of `dtype`.
 
     backend=None takes the RNNFAST_BACKEND environment variable, else "auto": Triton for CUDA tensors of
-    a dtype the kernels support, pure PyTorch otherwise (CPU tensors, float64).
+    a dtype the kernels support, pure PyTorch otherwise (CPU tensors, float64). On CPU, "auto" may run
+    torch's native kernels instead of the PyTorch scan (rnnfast.native decides, per call).
     """
-    backend = backend or check_backend_name(os.environ.get("RNNFAST_BACKEND", "auto"))
+    backend = requested_backend(backend)
     if backend == "auto":
         use_triton = _TRITON_AVAILABLE and device.type == "cuda" and dtype in TRITON_DTYPES
         return "triton" if use_triton else "torch"
@@ -79,9 +91,10 @@ def scan(cell: str, reverse: bool, backend: str, x, lengths, h0, c0, w_ih, w_hh,
         h_init, w_rec, first_gates = h0.new_zeros(h0.shape[0], w_hr.shape[1]), w_hh @ w_hr, h0 @ w_hh.t()
     inputs = (x, h_init, c0, w_ih, w_rec, b_ih, b_hh, first_gates)
     training = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs)
-    h_all, c_n, _, _ = torch.ops.rnnfast.scan(
-        cell, reverse, backend, x, lengths, h_init, c0, w_ih, w_rec, b_ih, b_hh, first_gates, training
-    )
+    # Eagerly the same implementation runs as a plain autograd.Function: a custom op's first call imports
+    # torch._dynamo (and with it triton), about a second that a CPU user would pay for nothing.
+    run = torch.ops.rnnfast.scan if tracing(x) else _EagerScan.apply
+    h_all, c_n, _, _ = run(cell, reverse, backend, x, lengths, h_init, c0, w_ih, w_rec, b_ih, b_hh, first_gates, training)
     y = h_all[:seq_len] if reverse else h_all[1:]
     h_n = h_all[0 if reverse else seq_len]
     if w_hr is not None:
@@ -112,10 +125,12 @@ def _scan_op(
     """(h_all [T + 1, B, H] state slots, c_n [B, H] (LSTM, else empty), the cell's saved state and its
     activated gates [T, B, G*H] (both for the backward; empty in inference)). first_gates [B, G*H] is
     added to each row's first step's gates."""
-    with torch.autocast(x.device.type, enabled=False):  # the layer chose its dtype; no op inside re-casts
-        return _scan_impl(
-            cell, reverse, backend, x, lengths, h_init, c0, w_ih, w_rec, b_ih, b_hh, first_gates, training
-        )
+    return _scan_forward(cell, reverse, backend, x, lengths, h_init, c0, w_ih, w_rec, b_ih, b_hh, first_gates, training)
+
+
+def _scan_forward(*inputs):
+    with torch.autocast(inputs[3].device.type, enabled=False):  # the layer chose its dtype; no op re-casts
+        return _scan_impl(*inputs)
 
 
 def _scan_impl(cell, reverse, backend, x, lengths, h_init, c0, w_ih, w_rec, b_ih, b_hh, first_gates, training):
@@ -194,10 +209,14 @@ def _scan_backward_op(
 ]:
     """Gradients (x, h_init, c0, w_ih, w_rec, b_ih, b_hh, first_gates) of _scan_op from those of h_all
     [T + 1, B, H] and c_n; empty where the scan has no such input."""
-    with torch.autocast(x.device.type, enabled=False):
-        return _scan_backward_impl(
-            cell, reverse, backend, d_h_all, d_c_n, x, lengths, w_ih, w_rec, h_all, cell_state, gates, has_bias
-        )
+    return _scan_backward_run(
+        cell, reverse, backend, d_h_all, d_c_n, x, lengths, w_ih, w_rec, h_all, cell_state, gates, has_bias
+    )
+
+
+def _scan_backward_run(*inputs):
+    with torch.autocast(inputs[5].device.type, enabled=False):
+        return _scan_backward_impl(*inputs)
 
 
 def _scan_backward_impl(
@@ -276,13 +295,14 @@ def _scan_setup_context(ctx, inputs, output):
     ctx.cell, ctx.reverse, ctx.backend, ctx.has_bias = cell, reverse, backend, b_ih is not None
 
 
-def _scan_backward(ctx, d_h_all, d_c_n, _d_cell_state, _d_gates):
+def _scan_grads(ctx, d_h_all, d_c_n, run_backward):
+    """The gradients of every input of the scan, given those of h_all and c_n (None where unused)."""
     x, lengths, w_ih, w_rec, h_all, cell_state, gates = ctx.saved_tensors
     if d_h_all is None:
         d_h_all = torch.zeros_like(h_all)
     if d_c_n is None:
         d_c_n = h_all.new_zeros(h_all.shape[1:]) if ctx.cell == "lstm" else h_all.new_empty(0)
-    grads = torch.ops.rnnfast.scan_backward(
+    grads = run_backward(
         ctx.cell, ctx.reverse, ctx.backend, d_h_all, d_c_n, x, lengths, w_ih, w_rec, h_all, cell_state, gates,
         ctx.has_bias,
     )  # fmt: skip
@@ -292,7 +312,26 @@ def _scan_backward(ctx, d_h_all, d_c_n, _d_cell_state, _d_gates):
     return None, None, None, dx, None, d_h_init, d_c0, d_w_ih, d_w_rec, d_b_ih, d_b_hh, d_first_gates, None
 
 
+def _scan_backward(ctx, d_h_all, d_c_n, _d_cell_state, _d_gates):
+    return _scan_grads(ctx, d_h_all, d_c_n, torch.ops.rnnfast.scan_backward)
+
+
 _scan_op.register_autograd(_scan_backward, setup_context=_scan_setup_context)
+
+
+class _EagerScan(torch.autograd.Function):
+    """rnnfast::scan with its registered autograd, run directly (outside tracing)."""
+
+    @staticmethod
+    def forward(*inputs):
+        return _scan_forward(*inputs)
+
+    setup_context = staticmethod(_scan_setup_context)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, d_h_all, d_c_n, _d_cell_state, _d_gates):
+        return _scan_grads(ctx, d_h_all, d_c_n, _scan_backward_run)
 
 
 def _kernel_lengths(backend: str, lengths, batch: int, seq_len: int, device) -> torch.Tensor | None:

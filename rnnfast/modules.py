@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from .functional import check_backend_name, resolve_backend, scan
+from . import native
+from .functional import check_backend_name, requested_backend, resolve_backend, scan, tracing
 
 _BACKEND_DOC = """backend: "auto" (Triton for CUDA tensors, pure PyTorch otherwise), "triton" (always; CPU
             tensors only under TRITON_INTERPRET=1) or "torch". None reads RNNFAST_BACKEND, default "auto"."""
@@ -77,6 +78,8 @@ class _RecurrentLayers:
         if packed is not None:
             if lengths is not None:
                 raise ValueError(f"{name}: lengths= cannot be combined with PackedSequence input, which has its own")
+            if self._runs_native(packed.data, hx, varlen=True):
+                return self._native_packed(packed, hx)
             input, lengths = pad_packed_sequence(packed, batch_first=self.batch_first)
         elif input.dim() not in (2, 3):
             raise ValueError(f"{name}: Expected input to be 2D or 3D, got {input.dim()}D instead")
@@ -87,30 +90,91 @@ class _RecurrentLayers:
         if not is_batched:
             input = input.unsqueeze(batch_dim)
         batch = input.size(batch_dim)
-        if hx is None:
-            states = self.num_layers * (2 if self.bidirectional else 1)
-            h_zeros = input.new_zeros(states, batch, self.proj_size or self.hidden_size)
-            hidden = (h_zeros, input.new_zeros(states, batch, self.hidden_size)) if is_lstm else (h_zeros,)
-        else:
-            hidden = self._hidden_tuple(hx, is_batched)
+        hidden = self._hidden_or_zeros(input, hx, batch, is_batched)
         self.check_forward_args(input, hidden if is_lstm else hidden[0], None)
-        run_dtype = _autocast_run_dtype(input, self._cell_name())
-        if run_dtype is not None:
-            input, hidden = input.to(run_dtype), tuple(h.to(run_dtype) for h in hidden)
-        _check_same_device_and_dtype(input, self._flat_weights[0], hidden)
         if lengths is not None:
             lengths = _checked_lengths(lengths, input.size(1 - batch_dim), batch, input.device)
-
-        x = input.transpose(0, 1) if self.batch_first else input
-        output, final = self._scan_layers(x, hidden, lengths, run_dtype)
-        if self.batch_first:
-            output = output.transpose(0, 1)
+        if packed is None and self._runs_native(input, hidden, varlen=lengths is not None):
+            if lengths is None:
+                output, final = self._native_layers(input, None, hidden)
+            else:
+                output, final = self._native_padded_with_lengths(input, hidden, lengths)
+        else:
+            run_dtype = _autocast_run_dtype(input, self._cell_name())
+            if run_dtype is not None:
+                input, hidden = input.to(run_dtype), tuple(h.to(run_dtype) for h in hidden)
+            _check_same_device_and_dtype(input, self._layer_weights(0)[0], hidden)
+            x = input.transpose(0, 1) if self.batch_first else input
+            output, final = self._scan_layers(x, hidden, lengths, run_dtype)
+            if self.batch_first:
+                output = output.transpose(0, 1)
         if packed is not None:
             return _pack_like(output, packed, lengths, self.batch_first), final if is_lstm else final[0]
         if not is_batched:
             output = output.squeeze(batch_dim)
             final = tuple(state.squeeze(1) for state in final)
         return output, final if is_lstm else final[0]
+
+    def _hidden_or_zeros(self, input: torch.Tensor, hx, batch: int, is_batched: bool) -> tuple[torch.Tensor, ...]:
+        if hx is not None:
+            return self._hidden_tuple(hx, is_batched)
+        states = self.num_layers * (2 if self.bidirectional else 1)
+        h_zeros = input.new_zeros(states, batch, self.proj_size or self.hidden_size)
+        return (h_zeros, input.new_zeros(states, batch, self.hidden_size)) if self.mode == "LSTM" else (h_zeros,)
+
+    def _runs_native(self, input: torch.Tensor, hidden, varlen: bool) -> bool:
+        """Whether this call runs torch's native kernels: backend "auto" on a CPU tensor, outside tracing
+        (torch's CPU LSTM has no fake-tensor implementation), where the measured rules say they win."""
+        if input.device.type != "cpu" or requested_backend(self.backend) != "auto" or tracing(input):
+            return False
+        states = hidden if isinstance(hidden, (tuple, list)) else (hidden,)
+        training = torch.is_grad_enabled() and (
+            input.requires_grad
+            or any(isinstance(h, torch.Tensor) and h.requires_grad for h in states)
+            or any(w.requires_grad for w in self._native_weights(None))
+        )
+        dtype = _autocast_run_dtype(input, self._cell_name()) or input.dtype
+        return native.layers_win(self._cell_name(), training, dtype, varlen, self.proj_size > 0)
+
+    def _native_weights(self, run_dtype: torch.dtype | None) -> list[torch.Tensor]:
+        """Every layer's weights in torch.nn's _flat_weights order, read through _layer_weights."""
+        weights = [w for index in range(len(self._all_weights)) for w in self._layer_weights(index) if w is not None]
+        return weights if run_dtype is None else [w.to(run_dtype) for w in weights]
+
+    def _native_layers(self, input: torch.Tensor, batch_sizes: torch.Tensor | None, hidden: tuple[torch.Tensor, ...]):
+        """torch's native layer kernel on padded input (batch_sizes None) or on sorted packed data, with
+        torch.nn's autocast dtype (autocast itself casts the weights, as for torch.nn)."""
+        run_dtype = _autocast_run_dtype(input, self._cell_name())
+        if run_dtype is not None:
+            input, hidden = input.to(run_dtype), tuple(h.to(run_dtype) for h in hidden)
+        weights = self._native_weights(run_dtype)
+        _check_same_device_and_dtype(input, weights[0], hidden)
+        return native.run_layers(
+            self._cell_name(), input, batch_sizes, hidden, weights, self.bias, self.num_layers, self.dropout,
+            self.training, self.bidirectional, self.batch_first,
+        )  # fmt: skip
+
+    def _native_packed(self, packed: PackedSequence, hx):
+        """torch.nn's own handling of PackedSequence input, on its native kernels."""
+        data, batch_sizes, sorted_indices, unsorted_indices = packed
+        hidden = self._hidden_or_zeros(data, hx, int(batch_sizes[0]), is_batched=True)
+        self.check_forward_args(data, hidden if self.mode == "LSTM" else hidden[0], batch_sizes)
+        if sorted_indices is not None:
+            hidden = tuple(h.index_select(1, sorted_indices) for h in hidden)
+        output, final = self._native_layers(data, batch_sizes, hidden)
+        if unsorted_indices is not None:
+            final = tuple(h.index_select(1, unsorted_indices) for h in final)
+        output = PackedSequence(output, batch_sizes, sorted_indices, unsorted_indices)
+        return output, final if self.mode == "LSTM" else final[0]
+
+    def _native_padded_with_lengths(self, input: torch.Tensor, hidden: tuple[torch.Tensor, ...], lengths):
+        """lengths= on the native kernels: packed, run, and padded back (zeros past each length)."""
+        packed = pack_padded_sequence(input, lengths.cpu(), batch_first=self.batch_first, enforce_sorted=False)
+        hx = hidden if self.mode == "LSTM" else hidden[0]
+        output, final = self._native_packed(packed, hx)
+        total_length = input.size(1 if self.batch_first else 0)
+        output, _ = pad_packed_sequence(output, batch_first=self.batch_first, total_length=total_length)
+        return output, final if self.mode == "LSTM" else (final,)
 
     def _hidden_tuple(self, hx, is_batched: bool) -> tuple[torch.Tensor, ...]:
         """hx as a tuple of 3-D tensors, with torch.nn's errors for the wrong kind or rank."""
@@ -263,6 +327,15 @@ class _RecurrentCell:
             return f"rnn_{self.nonlinearity}"
         return "lstm" if isinstance(self, nn.LSTMCell) else "gru"
 
+    def _runs_native(self, input: torch.Tensor, hidden: tuple[torch.Tensor, ...], weights: tuple) -> bool:
+        """As for the layers: backend "auto", a CPU tensor, outside tracing, where the measured rules say."""
+        if input.device.type != "cpu" or requested_backend(self.backend) != "auto" or tracing(input):
+            return False
+        training = torch.is_grad_enabled() and any(
+            t is not None and t.requires_grad for t in (input, *hidden, *weights)
+        )
+        return native.cell_wins(self._cell_name(), training, input.dtype)
+
     def forward(self, input, hx=None):
         name = type(self).__name__
         is_lstm = isinstance(self, nn.LSTMCell)
@@ -300,10 +373,13 @@ class _RecurrentCell:
         if input.dtype != weights[0].dtype:
             raise RuntimeError(f"expected input dtype ({input.dtype}) to match weight dtype ({self.weight_ih.dtype})")
 
-        backend = resolve_backend(self.backend, input.device, input.dtype)
-        c0 = hidden[1] if is_lstm else None
-        x = input.unsqueeze(0)
-        _, *states = scan(self._cell_name(), False, backend, x, None, hidden[0], c0, *weights, None)
+        cell = self._cell_name()
+        if self._runs_native(input, hidden, weights):
+            states = native.run_cell(cell, input, hidden, weights)
+        else:
+            backend = resolve_backend(self.backend, input.device, input.dtype)
+            c0 = hidden[1] if is_lstm else None
+            _, *states = scan(cell, False, backend, input.unsqueeze(0), None, hidden[0], c0, *weights, None)
         if not is_batched:
             states = [state.squeeze(0) for state in states]
         return tuple(states) if is_lstm else states[0]

@@ -1,0 +1,67 @@
+"""torch's own recurrent kernels, and when rnnfast's default backend runs them instead of its PyTorch scan.
+
+On CPU, backend="auto" picks per call whichever of the two is faster, by fixed rules measured with
+`python -m bench` (never by timing at run time); both give torch.nn's results. RULES_MEASURED_ON below
+says where the rules were measured, and the README's CPU section has the tables they come from.
+"""
+
+import torch
+
+LAYERS = {"lstm": torch._VF.lstm, "gru": torch._VF.gru, "rnn_tanh": torch._VF.rnn_tanh, "rnn_relu": torch._VF.rnn_relu}
+CELLS = {
+    "lstm": torch._VF.lstm_cell,
+    "gru": torch._VF.gru_cell,
+    "rnn_tanh": torch._VF.rnn_tanh_cell,
+    "rnn_relu": torch._VF.rnn_relu_cell,
+}
+
+
+def layers_win(cell: str, training: bool, dtype: torch.dtype, varlen: bool, proj: bool) -> bool:
+    """Whether torch's native layer beats rnnfast's scan on CPU for one call of a `cell` layer stack.
+
+    training: gradients will be needed (grad mode on and an input or weight requires grad);
+    varlen: the batch has per-sequence lengths (PackedSequence or lengths=), which the native kernels
+    run packed; proj: an LSTM with proj_size.
+    """
+    if varlen and training:
+        return False
+    return cell == "lstm" or not training
+
+
+def run_layers(
+    cell: str,
+    x: torch.Tensor,
+    batch_sizes: torch.Tensor | None,
+    hidden: tuple[torch.Tensor, ...],
+    weights: list[torch.Tensor],
+    has_bias: bool,
+    num_layers: int,
+    dropout: float,
+    train: bool,
+    bidirectional: bool,
+    batch_first: bool,
+) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    """torch.nn's own call of its layer kernel: x padded (batch_sizes None) or the data of a sorted
+    PackedSequence; hidden (h0, c0) or (h0,) in the batch's order; weights in torch.nn's _flat_weights
+    order. Returns (output, final states), with torch.nn's dropout between layers when `train`."""
+    hx = hidden if cell == "lstm" else hidden[0]
+    layer = LAYERS[cell]
+    if batch_sizes is None:
+        result = layer(x, hx, weights, has_bias, num_layers, dropout, train, bidirectional, batch_first)
+    else:
+        result = layer(x, batch_sizes, hx, weights, has_bias, num_layers, dropout, train, bidirectional)
+    return result[0], tuple(result[1:])
+
+
+def cell_wins(cell: str, training: bool, dtype: torch.dtype) -> bool:
+    """Whether torch's native cell op (one step) beats a one-step rnnfast scan on CPU."""
+    return True
+
+
+def run_cell(
+    cell: str, x: torch.Tensor, hidden: tuple[torch.Tensor, ...], weights: tuple[torch.Tensor | None, ...]
+) -> tuple[torch.Tensor, ...]:
+    """torch.nn's own call of its cell op on batched x [B, I]: (h', c') for the LSTM, (h',) otherwise."""
+    if cell == "lstm":
+        return tuple(CELLS[cell](x, hidden, *weights))
+    return (CELLS[cell](x, hidden[0], *weights),)
