@@ -22,7 +22,12 @@ LAYERS = [
     ("RNN", {"nonlinearity": "relu"}),
 ]
 LAYER_IDS = ["lstm", "lstm-proj", "gru", "rnn_tanh", "rnn_relu"]
-CELLS = [("LSTMCell", {}), ("GRUCell", {}), ("RNNCell", {"nonlinearity": "tanh"}), ("RNNCell", {"nonlinearity": "relu"})]
+CELLS = [
+    ("LSTMCell", {}),
+    ("GRUCell", {}),
+    ("RNNCell", {"nonlinearity": "tanh"}),
+    ("RNNCell", {"nonlinearity": "relu"}),
+]
 CELL_IDS = ["lstm_cell", "gru_cell", "rnn_tanh_cell", "rnn_relu_cell"]
 
 
