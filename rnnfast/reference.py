@@ -8,7 +8,12 @@ part lives here. Gate math runs in the state dtype (fp32, or fp64 for fp64 tenso
 
 lengths [B] (int64, or None for an unpadded batch): at time t a row is active while t < its length.
 Inactive rows carry their state through unchanged, and in the backward their gate gradients are zero
-while the gradient reaching their state is carried along in dh_carry.
+while the gradient reaching their state is carried along in dh_carry. Steps before the shortest length
+have every row active and run unmasked.
+
+On CPU each step costs a few microseconds per op whatever the size, so the loops keep ops per step few:
+per-step views come from one unbind() before the loop, and results are written in place into the slots
+they belong in.
 """
 
 import torch
@@ -19,8 +24,27 @@ def state_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _active(lengths: torch.Tensor | None, t: int) -> torch.Tensor | None:
-    return None if lengths is None else (t < lengths).unsqueeze(1)
+def _unmasked_steps(lengths: torch.Tensor | None, seq_len: int) -> int:
+    """Steps t < this have every row active (no masking needed)."""
+    if lengths is None:
+        return seq_len
+    return int(lengths.min()) if lengths.numel() else seq_len
+
+
+def _slots(step: int, seq_len: int, reverse: bool) -> tuple[int, int, int]:
+    """(t, slot read, slot written) of the forward's `step`-th step."""
+    t = seq_len - 1 - step if reverse else step
+    return (t, t + 1, t) if reverse else (t, t, t + 1)
+
+
+def _carry(dh_steps, dh_carry: torch.Tensor, carried: torch.Tensor, step: int, t: int, reverse: bool) -> None:
+    """Adds the gradient that reaches h_{t-1} without going through W_hh (GRU's z path, the state an
+    inactive row carries) to the next step's dh (dh is the backward's own copy), or, after the last
+    step, stores it in dh_carry."""
+    if step + 1 < len(dh_steps):
+        dh_steps[t + 1 if reverse else t - 1].add_(carried)
+    else:
+        dh_carry.copy_(carried)
 
 
 def lstm_scan_fwd(
@@ -36,27 +60,29 @@ def lstm_scan_fwd(
     c_slots = c_all.shape[0]
     compute_dtype = c_all.dtype
     w_hh_t = w_hh.t().to(compute_dtype)
+    in_place = gates.dtype == compute_dtype  # gates[t] then becomes the saved activations itself
+    unmasked = _unmasked_steps(lengths, seq_len)
+    gate_steps, h_steps, c_steps = gates.unbind(0), h_all.unbind(0), c_all.unbind(0)
     for step in range(seq_len):
-        t = seq_len - 1 - step if reverse else step
-        read_slot, write_slot = (t + 1, t) if reverse else (t, t + 1)
-        # In place into gates[t] when it is already in the compute dtype: it becomes the saved activations.
-        pre = gates[t].to(compute_dtype).addmm_(h_all[read_slot].to(compute_dtype), w_hh_t)
+        t, read_slot, write_slot = _slots(step, seq_len, reverse)
+        h_prev = h_steps[read_slot].to(compute_dtype)
+        pre = (gate_steps[t] if in_place else gate_steps[t].to(compute_dtype)).addmm_(h_prev, w_hh_t)
         torch.sigmoid_(pre[:, : 2 * hidden])
-        torch.tanh_(pre[:, 2 * hidden : 3 * hidden])
-        torch.sigmoid_(pre[:, 3 * hidden :])
         gate_i, gate_f, gate_g, gate_o = pre.chunk(4, dim=1)
-        c_prev, c = c_all[read_slot % c_slots], c_all[write_slot % c_slots]
+        torch.tanh_(gate_g)
+        torch.sigmoid_(gate_o)
+        c_prev, c = c_steps[read_slot % c_slots], c_steps[write_slot % c_slots]
         torch.mul(gate_f, c_prev, out=c).addcmul_(gate_i, gate_g)
-        active = _active(lengths, t)
-        if active is None and h_all.dtype == compute_dtype:
-            torch.mul(gate_o, torch.tanh(c), out=h_all[write_slot])
-        elif active is None:
-            h_all[write_slot] = gate_o * torch.tanh(c)
+        if t < unmasked and h_all.dtype == compute_dtype:
+            torch.mul(gate_o, torch.tanh(c), out=h_steps[write_slot])
+        elif t < unmasked:
+            h_steps[write_slot].copy_(gate_o * torch.tanh(c))
         else:
-            h_all[write_slot] = torch.where(active, gate_o * torch.tanh(c), h_all[read_slot])
+            active = (t < lengths).unsqueeze(1)
+            h_steps[write_slot].copy_(torch.where(active, gate_o * torch.tanh(c), h_prev))
             c.copy_(torch.where(active, c, c_prev))
-        if training and pre.data_ptr() != gates[t].data_ptr():
-            gates[t] = pre
+        if training and not in_place:
+            gate_steps[t].copy_(pre)
 
 
 def lstm_scan_bwd(
@@ -75,31 +101,33 @@ def lstm_scan_bwd(
     w_hh = w_hh.to(compute_dtype)
     gate_i, gate_f, gate_g, gate_o = gates.to(compute_dtype).chunk(4, dim=2)
     c, c_prev = (c_all[:seq_len], c_all[1:]) if reverse else (c_all[1:], c_all[:seq_len])
+    unmasked = _unmasked_steps(lengths, seq_len)
 
     # Everything that does not depend on the incoming gradient, for all steps at once.
     tanh_c = torch.tanh(c)
-    dc_per_dh = gate_o * (1 - tanh_c * tanh_c)
-    do_per_dh = tanh_c * gate_o * (1 - gate_o)
+    dc_per_dh = (gate_o * (1 - tanh_c * tanh_c)).unbind(0)
+    do_per_dh = (tanh_c * gate_o * (1 - gate_o)).unbind(0)
     difg_per_dc = torch.stack(
         (gate_g * gate_i * (1 - gate_i), c_prev * gate_f * (1 - gate_f), gate_i * (1 - gate_g * gate_g)), dim=2
-    )  # [T, B, 3, H]
+    ).unbind(0)  # T x [B, 3, H]
+    dgates_steps = dgates_all.view(seq_len + 1, batch, 4, hidden).unbind(0)
+    dh_steps, gate_f = dh.unbind(0), gate_f.unbind(0)
 
     for step in range(seq_len):
         t = step if reverse else seq_len - 1 - step
         slot, next_slot = (t + 1, t) if reverse else (t, t + 1)
-        dh_in = dh[t] if lengths is None else dh[t] + dh_carry
-        dh_t = torch.addmm(dh_in, dgates_all[next_slot], w_hh)
+        dh_t = torch.addmm(dh_steps[t], dgates_steps[next_slot].view(batch, 4 * hidden), w_hh)
         dc_t = torch.addcmul(dc, dh_t, dc_per_dh[t])
-        dgates_t = dgates_all[slot].view(batch, 4, hidden)
+        dgates_t = dgates_steps[slot]
         torch.mul(difg_per_dc[t], dc_t.unsqueeze(1), out=dgates_t[:, :3])
         torch.mul(dh_t, do_per_dh[t], out=dgates_t[:, 3])
-        active = _active(lengths, t)
-        if active is None:
+        if t < unmasked:
             torch.mul(dc_t, gate_f[t], out=dc)
         else:
+            active = (t < lengths).unsqueeze(1)
             dgates_t.mul_(active.unsqueeze(2))
             dc.copy_(torch.where(active, dc_t * gate_f[t], dc))
-            dh_carry.copy_(torch.where(active, 0, dh_t))
+            _carry(dh_steps, dh_carry, torch.where(active, 0, dh_t), step, t, reverse)
 
 
 def gru_scan_fwd(
@@ -112,27 +140,32 @@ def gru_scan_fwd(
     reverse: bool,
     training: bool,
 ) -> None:
-    seq_len, hidden = h_all.shape[0] - 1, h_all.shape[2]
+    seq_len, batch, hidden = h_all.shape[0] - 1, h_all.shape[1], h_all.shape[2]
     compute_dtype = state_dtype(gates.dtype)
     w_hh_t = w_hh.t().to(compute_dtype)
     b_hh = b_hh.to(compute_dtype)
+    in_place = gates.dtype == compute_dtype  # gates[t] then becomes the saved activations itself
+    unmasked = _unmasked_steps(lengths, seq_len)
+    recurrent = gates.new_empty(batch, 3 * hidden, dtype=compute_dtype)  # W_hh h + b_hh of one step
+    recurrent_rz, recurrent_n = recurrent[:, : 2 * hidden], recurrent[:, 2 * hidden :]
+    gate_steps, h_steps, hn_steps = gates.unbind(0), h_all.unbind(0), hn_all.unbind(0)
     for step in range(seq_len):
-        t = seq_len - 1 - step if reverse else step
-        read_slot, write_slot = (t + 1, t) if reverse else (t, t + 1)
-        h_prev = h_all[read_slot].to(compute_dtype)
-        recurrent = torch.addmm(b_hh, h_prev, w_hh_t)
-        # In place into gates[t] when it is already in the compute dtype: it becomes the saved activations.
-        act = gates[t].to(compute_dtype)
-        act[:, : 2 * hidden].add_(recurrent[:, : 2 * hidden]).sigmoid_()
+        t, read_slot, write_slot = _slots(step, seq_len, reverse)
+        h_prev = h_steps[read_slot].to(compute_dtype)
+        torch.addmm(b_hh, h_prev, w_hh_t, out=recurrent)
+        act = gate_steps[t] if in_place else gate_steps[t].to(compute_dtype)
+        act[:, : 2 * hidden].add_(recurrent_rz).sigmoid_()
         gate_r, gate_z, gate_n = act.chunk(3, dim=1)
-        gate_n.addcmul_(gate_r, recurrent[:, 2 * hidden :]).tanh_()
-        h = torch.lerp(gate_n, h_prev, gate_z)
-        active = _active(lengths, t)
-        h_all[write_slot] = h if active is None else torch.where(active, h, h_prev)
+        gate_n.addcmul_(gate_r, recurrent_n).tanh_()
+        if t < unmasked and h_all.dtype == compute_dtype:
+            torch.lerp(gate_n, h_prev, gate_z, out=h_steps[write_slot])
+        else:
+            h = torch.lerp(gate_n, h_prev, gate_z)
+            h_steps[write_slot].copy_(h if t < unmasked else torch.where((t < lengths).unsqueeze(1), h, h_prev))
         if training:
-            hn_all[t] = recurrent[:, 2 * hidden :]
-            if act.data_ptr() != gates[t].data_ptr():
-                gates[t] = act
+            hn_steps[t].copy_(recurrent_n)
+            if not in_place:
+                gate_steps[t].copy_(act)
 
 
 def gru_scan_bwd(
@@ -152,28 +185,37 @@ def gru_scan_bwd(
     w_hh = w_hh.to(compute_dtype)
     gate_r, gate_z, gate_n = gates.to(compute_dtype).chunk(3, dim=2)
     h_prev = (h_all[1:] if reverse else h_all[:seq_len]).to(compute_dtype)
+    unmasked = _unmasked_steps(lengths, seq_len)
 
     # Everything that does not depend on the incoming gradient, for all steps at once.
-    dn_per_dh = (1 - gate_z) * (1 - gate_n * gate_n)
-    dz_per_dh = (h_prev - gate_n) * gate_z * (1 - gate_z)
-    dr_per_dn = hn_all * gate_r * (1 - gate_r)
+    dn_per_dh = ((1 - gate_z) * (1 - gate_n * gate_n)).unbind(0)
+    dz_per_dh = ((h_prev - gate_n) * gate_z * (1 - gate_z)).unbind(0)
+    dr_per_dn = (hn_all * gate_r * (1 - gate_r)).unbind(0)
+    gate_r, gate_z = gate_r.unbind(0), gate_z.unbind(0)
+    # r and z get the same gradient through the input and through h: written once into dgates_h_all,
+    # copied to dgates_x in one go after the loop; n's differ (W_hn h sits inside r * (...)).
+    dgates_h_steps = dgates_h_all.view(seq_len + 1, batch, 3, hidden).unbind(0)
+    dn_x_steps, dh_steps = dgates_x[:, :, 2 * hidden :].unbind(0), dh.unbind(0)
 
     for step in range(seq_len):
         t = step if reverse else seq_len - 1 - step
         slot, next_slot = (t + 1, t) if reverse else (t, t + 1)
-        dh_t = torch.addmm(dh[t] + dh_carry, dgates_h_all[next_slot], w_hh)
-        d_r, d_z, d_n = dgates_x[t].chunk(3, dim=1)
+        # The part of dh[t] that skips W_hh (through z, and past padding) was added in by the step before.
+        dh_t = torch.addmm(dh_steps[t], dgates_h_steps[next_slot].view(batch, 3 * hidden), w_hh)
+        d_n, (d_r, d_z, d_n_h) = dn_x_steps[t], dgates_h_steps[slot].unbind(1)
         torch.mul(dh_t, dn_per_dh[t], out=d_n)
         torch.mul(dh_t, dz_per_dh[t], out=d_z)
-        active = _active(lengths, t)
-        if active is not None:
+        carried = dh_t * gate_z[t]
+        if t >= unmasked:
+            active = (t < lengths).unsqueeze(1)
             d_n.mul_(active)
             d_z.mul_(active)
+            carried = torch.where(active, carried, dh_t)
         torch.mul(d_n, dr_per_dn[t], out=d_r)
-        dgates_h_all[slot, :, : 2 * hidden] = dgates_x[t, :, : 2 * hidden]
-        torch.mul(d_n, gate_r[t], out=dgates_h_all[slot, :, 2 * hidden :])
-        carried = dh_t * gate_z[t]
-        dh_carry.copy_(carried if active is None else torch.where(active, carried, dh_t))
+        torch.mul(d_n, gate_r[t], out=d_n_h)
+        _carry(dh_steps, dh_carry, carried, step, t, reverse)
+    dgates_h = dgates_h_all[1:] if reverse else dgates_h_all[:seq_len]
+    dgates_x[:, :, : 2 * hidden] = dgates_h[:, :, : 2 * hidden]
 
 
 def elman_scan_fwd(
@@ -188,12 +230,16 @@ def elman_scan_fwd(
     compute_dtype = state_dtype(gates.dtype)
     w_hh_t = w_hh.t().to(compute_dtype)
     activation = torch.relu_ if relu else torch.tanh_
+    unmasked = _unmasked_steps(lengths, seq_len)
+    gate_steps, h_steps = gates.unbind(0), h_all.unbind(0)
     for step in range(seq_len):
-        t = seq_len - 1 - step if reverse else step
-        read_slot, write_slot = (t + 1, t) if reverse else (t, t + 1)
-        h = activation(gates[t].to(compute_dtype).addmm_(h_all[read_slot].to(compute_dtype), w_hh_t))
-        active = _active(lengths, t)
-        h_all[write_slot] = h if active is None else torch.where(active, h, h_all[read_slot])
+        t, read_slot, write_slot = _slots(step, seq_len, reverse)
+        h_prev = h_steps[read_slot].to(compute_dtype)
+        if t < unmasked and h_all.dtype == compute_dtype:
+            activation(torch.addmm(gate_steps[t], h_prev, w_hh_t, out=h_steps[write_slot]))
+            continue
+        h = activation(torch.addmm(gate_steps[t].to(compute_dtype), h_prev, w_hh_t))
+        h_steps[write_slot].copy_(h if t < unmasked else torch.where((t < lengths).unsqueeze(1), h, h_prev))
 
 
 def elman_scan_bwd(
@@ -210,16 +256,17 @@ def elman_scan_bwd(
     compute_dtype = dh.dtype
     w_hh = w_hh.to(compute_dtype)
     h = (h_all[:seq_len] if reverse else h_all[1:]).to(compute_dtype)
-    d_pre_per_dh = (h > 0).to(compute_dtype) if relu else 1 - h * h
+    d_pre_per_dh = ((h > 0).to(compute_dtype) if relu else 1 - h * h).unbind(0)
+    unmasked = _unmasked_steps(lengths, seq_len)
+    dgates_steps, dh_steps = dgates_all.unbind(0), dh.unbind(0)
 
     for step in range(seq_len):
         t = step if reverse else seq_len - 1 - step
         slot, next_slot = (t + 1, t) if reverse else (t, t + 1)
-        active = _active(lengths, t)
-        if active is None:
-            dh_t = torch.addmm(dh[t], dgates_all[next_slot], w_hh)
-            torch.mul(dh_t, d_pre_per_dh[t], out=dgates_all[slot])
+        dh_t = torch.addmm(dh_steps[t], dgates_steps[next_slot], w_hh)
+        if t < unmasked:
+            torch.mul(dh_t, d_pre_per_dh[t], out=dgates_steps[slot])
         else:
-            dh_t = torch.addmm(dh[t] + dh_carry, dgates_all[next_slot], w_hh)
-            torch.mul(dh_t, d_pre_per_dh[t] * active, out=dgates_all[slot])
-            dh_carry.copy_(torch.where(active, 0, dh_t))
+            active = (t < lengths).unsqueeze(1)
+            torch.mul(dh_t, d_pre_per_dh[t] * active, out=dgates_steps[slot])
+            _carry(dh_steps, dh_carry, torch.where(active, 0, dh_t), step, t, reverse)
