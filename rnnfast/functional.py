@@ -98,7 +98,9 @@ def scan(cell: str, reverse: bool, backend: str, x, lengths, h0, c0, w_ih, w_hh,
     # Eagerly the same implementation runs as a plain autograd.Function: a custom op's first call imports
     # torch._dynamo (and with it triton), about a second that a CPU user would pay for nothing.
     run = torch.ops.rnnfast.scan if tracing(x) else _EagerScan.apply
-    h_all, c_n, _, _ = run(cell, reverse, backend, x, lengths, h_init, c0, w_ih, w_rec, b_ih, b_hh, first_gates, training)
+    h_all, c_n, _, _ = run(
+        cell, reverse, backend, x, lengths, h_init, c0, w_ih, w_rec, b_ih, b_hh, first_gates, training
+    )
     y = h_all[:seq_len] if reverse else h_all[1:]
     h_n = h_all[0 if reverse else seq_len]
     if w_hr is not None:

@@ -1,5 +1,6 @@
-"""Packaging: rnnfast works without triton (the PyTorch path alone), and the Triton code is importable only
-as rnnfast.kernels, never as a top-level `kernels` module (that name belongs to another PyPI package)."""
+"""Packaging: rnnfast works without triton (the PyTorch path alone), using it on CPU imports neither triton
+nor torch._dynamo (a second of start-up and about 160 MB), and the Triton code is importable only as
+rnnfast.kernels, never as a top-level `kernels` module (that name belongs to another PyPI package)."""
 
 import subprocess
 import sys
@@ -22,6 +23,30 @@ def test_import_and_cpu_path_without_triton(tmp_path):
     result = subprocess.run([sys.executable, "-c", WITHOUT_TRITON], capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "backend='triton' needs the triton package, which is not installed" in result.stdout
+
+
+CPU_USE = """
+import sys
+import torch, rnnfast
+x = torch.randn(5, 2, 3, requires_grad=True)
+layers = [rnnfast.LSTM(3, 4, num_layers=2, bidirectional=True), rnnfast.GRU(3, 4), rnnfast.RNN(3, 4),
+          rnnfast.LSTM(3, 4, backend="torch")]
+for layer in layers:
+    for lengths in (None, torch.tensor([5, 2])):
+        layer(x, lengths=lengths)[0].sum().backward()
+        with torch.no_grad():
+            layer(x, lengths=lengths)
+for cell in (rnnfast.LSTMCell(3, 4), rnnfast.GRUCell(3, 4), rnnfast.RNNCell(3, 4, backend="torch")):
+    cell(x[0])[0].sum().backward()
+print(sorted(name for name in sys.modules if name.split(".")[0] == "triton" or name.startswith("torch._dynamo")))
+"""
+
+
+def test_cpu_use_imports_neither_triton_nor_dynamo(tmp_path):
+    """Every CPU path, both backends, inference and training, fixed and variable lengths."""
+    result = subprocess.run([sys.executable, "-c", CPU_USE], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
 
 
 def test_kernels_are_not_a_top_level_module(tmp_path):
