@@ -10,6 +10,7 @@ import torch
 from .cases import CELLS, GRIDS, MODES
 from .providers import PROVIDER_NAMES, PROVIDERS
 from .results import (
+    first_call_line,
     footnotes,
     format_text,
     run_metadata,
@@ -30,6 +31,9 @@ def bench_parser() -> argparse.ArgumentParser:
     grid = parser.add_mutually_exclusive_group()
     grid.add_argument("--smoke", action="store_true", help="tiny grid in seconds; writes files only with --out")
     grid.add_argument("--full", action="store_true", help="the large grid, meant for a GPU")
+    grid.add_argument(
+        "--dispatch", action="store_true", help="CPU: the shapes the auto backend's native-or-scan rules come from"
+    )
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available, else cpu")
     parser.add_argument("--cell", action="append", choices=CELLS, help="only this cell (repeatable)")
     parser.add_argument("--mode", action="append", choices=MODES, help="only this mode (repeatable)")
@@ -53,7 +57,7 @@ def main_bench(argv: list[str]) -> int:
     if device.type == "cuda" and not torch.cuda.is_available():
         print("--device cuda: CUDA is not available", file=sys.stderr)
         return 2
-    grid_name = "smoke" if args.smoke else "full" if args.full else "default"
+    grid_name = "smoke" if args.smoke else "full" if args.full else "dispatch" if args.dispatch else "default"
     cases = [case for case in GRIDS[grid_name]() if args.cell is None or case.cell in args.cell]
     modes = [mode for mode in MODES if args.mode is None or mode in args.mode]
     providers = [p for p in PROVIDERS if args.provider is None or p.name in args.provider]
@@ -67,6 +71,11 @@ def main_bench(argv: list[str]) -> int:
         f"{metadata['device_name']}, torch {metadata['torch']} ({metadata['torch_num_threads']} threads), "
         f"triton {metadata['triton']}, rnnfast {metadata['rnnfast']}"
     )
+    if device.type == "cpu" and not args.smoke:
+        from .measure import FIRST_CALL_BUILDS, first_call
+
+        metadata["first_call"] = {name: first_call(name) for name in FIRST_CALL_BUILDS}
+        print(first_call_line(metadata["first_call"]))
     rows = run_grid(cases, providers, modes, device, min_run_time)
     metadata["load_average_after"] = [round(load, 2) for load in os.getloadavg()]
 

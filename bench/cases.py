@@ -74,11 +74,14 @@ def smoke_grid() -> list[Case]:
 
 
 def default_grid() -> list[Case]:
-    """Sized for a few minutes on a 2-core CPU: the B64 T100 I=H=256 reference point for every cell, the
-    LSTM over hidden size (B16 T50) and sequence length (B16 H128), batches 1 and 8, a stacked
+    """Sized for a few minutes on a 2-core CPU: every cell at the B64 T100 I=H=256 reference point, at
+    B16 T50 H64 (where per-op overhead shows) and at T=20000 B2 H16 (where per-step overhead is all there
+    is), the LSTM over hidden size (B16 T50) and sequence length (B16 H128), batches 1 and 8, a stacked
     bidirectional layer, variable lengths at the reference point, and the GPU-only FlashRNN point
     (skipped on CPU)."""
     cases = [Case(cell, 64, 100, 256, 256) for cell in CELLS]
+    cases += [Case(cell, 16, 50, 64, 64) for cell in CELLS]
+    cases += [Case(cell, 2, 20000, 16, 16) for cell in CELLS]
     cases += _hidden_sweep("lstm", 16, 50, HIDDEN_SIZES)
     cases += _seq_sweep("lstm", 16, 128, (25, 50, 100, 200, 400))
     cases += [Case("lstm", batch, 100, 256, 256) for batch in (1, 8)]
@@ -106,7 +109,21 @@ def full_grid() -> list[Case]:
     return _merge(cases)
 
 
-GRIDS = {"smoke": smoke_grid, "default": default_grid, "full": full_grid}
+def dispatch_grid() -> list[Case]:
+    """The CPU shapes rnnfast's auto-backend rules (rnnfast/native.py) were measured on: every cell from
+    tiny to large hidden sizes, batch 1, long sequences, and variable lengths, small and large."""
+    cases = []
+    for cell in CELLS:
+        cases += _hidden_sweep(cell, 16, 50, (16, 64, 256, 1024))
+        cases += [Case(cell, 64, 100, 256, 256), Case(cell, 1, 100, 256, 256), Case(cell, 2, 2000, 16, 16)]
+        cases += [
+            Case(cell, batch, t, h, h, bidirectional=True, varlen=True)
+            for batch, t, h in ((16, 50, 64), (64, 100, 256))
+        ]
+    return _merge(cases)
+
+
+GRIDS = {"smoke": smoke_grid, "default": default_grid, "full": full_grid, "dispatch": dispatch_grid}
 
 
 def make_inputs(case: Case, device: torch.device) -> torch.Tensor:

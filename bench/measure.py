@@ -1,7 +1,12 @@
-"""Time and memory of one callable: medians with quantiles, bytes saved for backward, CUDA peak memory."""
+"""Time and memory of one callable: medians with quantiles, bytes saved for backward, CUDA peak memory;
+and the start-up cost of a layer's first call in a fresh process."""
 
+import statistics
+import subprocess
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch.utils import benchmark
@@ -80,3 +85,30 @@ def cuda_peak_bytes(fn: Callable[[], object], device: torch.device) -> int:
     fn()
     torch.cuda.synchronize(device)
     return torch.cuda.max_memory_allocated(device) - before
+
+
+# A layer's first CPU call in a fresh process, after `import torch` (which both pay alike): rnnfast's line
+# includes `import rnnfast`. Prints seconds and the growth of the process's peak resident memory in MB.
+FIRST_CALL = """
+import resource, time, torch
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+start = time.perf_counter()
+{build}
+layer(torch.randn(5, 2, 8))
+print(time.perf_counter() - start, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss) / 1024)
+"""
+FIRST_CALL_BUILDS = {
+    "torch.nn": "from torch import nn; layer = nn.LSTM(8, 16)",
+    "rnnfast": "import rnnfast; layer = rnnfast.LSTM(8, 16)",
+}
+
+
+def first_call(provider: str, runs: int = 3) -> tuple[float, float]:
+    """(seconds, MB) of import + construction + first forward of an LSTM, median over fresh processes."""
+    code = FIRST_CALL.format(build=FIRST_CALL_BUILDS[provider])
+    repo = Path(__file__).resolve().parent.parent  # the rnnfast this bench measures
+    samples = []
+    for _ in range(runs):
+        done = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, check=True)
+        samples.append(tuple(float(value) for value in done.stdout.split()))
+    return statistics.median(s for s, _ in samples), statistics.median(mb for _, mb in samples)

@@ -1,4 +1,5 @@
-"""Who is measured: torch.nn (cuDNN on CUDA, native kernels on CPU) and rnnfast's two backends.
+"""Who is measured: torch.nn (cuDNN on CUDA, native kernels on CPU), rnnfast with its default backend
+("auto": what a user gets), and each of rnnfast's backends on its own.
 
 rnnfast's cells are picked up from what the package exposes, so a cell it does not have yet is listed
 as skipped rather than failing the run.
@@ -31,9 +32,12 @@ class Provider:
 
 PROVIDERS = (
     Provider(BASELINE, None),
+    Provider("rnnfast", "auto"),
     Provider("rnnfast-triton", "triton", needs_cuda=True),
     Provider("rnnfast-torch", "torch"),
     Provider("torch.nn-packed", None, feed="packed"),
+    Provider("rnnfast-lengths", "auto", feed="lengths"),
+    Provider("rnnfast-packed", "auto", feed="packed"),
     Provider("rnnfast-triton-lengths", "triton", needs_cuda=True, feed="lengths"),
     Provider("rnnfast-triton-packed", "triton", needs_cuda=True, feed="packed"),
     Provider("rnnfast-torch-lengths", "torch", feed="lengths"),

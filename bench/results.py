@@ -72,6 +72,11 @@ def run_metadata(device: torch.device, argv: Sequence[str]) -> dict:
     }
 
 
+def first_call_line(first_call: dict[str, tuple[float, float]]) -> str:
+    timings = ", ".join(f"{name} {seconds:.2f} s, +{mb:.0f} MB" for name, (seconds, mb) in first_call.items())
+    return f"First CPU call of an LSTM in a fresh process after `import torch` (imports included): {timings}"
+
+
 def _ms(row: dict) -> str:
     return f"{row['median_ms']:.3g} ({row['p20_ms']:.3g}-{row['p80_ms']:.3g})"
 
@@ -179,6 +184,7 @@ def write_markdown(rows: Sequence[dict], metadata: dict, providers: Sequence[str
         + f"{metadata['load_average'][0]} before, {metadata.get('load_average_after', ['?'])[0]} after), "
         + f"triton {metadata['triton']}, "
         + f"rnnfast {metadata['rnnfast']}, Python {metadata['python']}.",
+        *([first_call_line(metadata["first_call"]) + ".", ""] if "first_call" in metadata else []),
         "Times: milliseconds per call, median (p20-p80). Saved MB: tensors autograd keeps for backward, "
         + "beyond inputs and parameters."
         + (" Peak MB: CUDA memory allocated above the start." if cuda else ""),

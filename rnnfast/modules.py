@@ -133,8 +133,7 @@ class _RecurrentLayers:
             or any(isinstance(h, torch.Tensor) and h.requires_grad for h in states)
             or any(w.requires_grad for w in self._native_weights(None))
         )
-        dtype = _autocast_run_dtype(input, self._cell_name()) or input.dtype
-        return native.layers_win(self._cell_name(), training, dtype, varlen, self.proj_size > 0)
+        return native.layers_win(self._cell_name(), training, varlen)
 
     def _native_weights(self, run_dtype: torch.dtype | None) -> list[torch.Tensor]:
         """Every layer's weights in torch.nn's _flat_weights order, read through _layer_weights."""
@@ -333,14 +332,11 @@ class _RecurrentCell:
             return f"rnn_{self.nonlinearity}"
         return "lstm" if isinstance(self, nn.LSTMCell) else "gru"
 
-    def _runs_native(self, input: torch.Tensor, hidden: tuple[torch.Tensor, ...], weights: tuple) -> bool:
+    def _runs_native(self, input: torch.Tensor) -> bool:
         """As for the layers: backend "auto", a CPU tensor, outside tracing, where the measured rules say."""
         if input.device.type != "cpu" or requested_backend(self.backend) != "auto" or tracing(input):
             return False
-        training = torch.is_grad_enabled() and any(
-            t is not None and t.requires_grad for t in (input, *hidden, *weights)
-        )
-        return native.cell_wins(self._cell_name(), training, input.dtype)
+        return native.cell_wins()
 
     def forward(self, input, hx=None):
         name = type(self).__name__
@@ -380,7 +376,7 @@ class _RecurrentCell:
             raise RuntimeError(f"expected input dtype ({input.dtype}) to match weight dtype ({self.weight_ih.dtype})")
 
         cell = self._cell_name()
-        if self._runs_native(input, hidden, weights):
+        if self._runs_native(input):
             states = native.run_cell(cell, input, hidden, weights)
         else:
             backend = resolve_backend(self.backend, input.device, input.dtype)

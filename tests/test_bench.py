@@ -36,7 +36,7 @@ def test_smoke_grid_measures_every_provider_available_on_cpu(smoke_rows):
         assert rows["rnnfast-triton", "all"]["status"] == "skipped"
         assert rows["rnnfast-triton", "all"]["reason"] == "needs CUDA"
         rnnfast_has_cell = getattr(rnnfast, RNNFAST_NAMES[case.cell], None) is not None
-        providers = [BASELINE, "rnnfast-torch"] if rnnfast_has_cell else [BASELINE]
+        providers = [BASELINE, "rnnfast", "rnnfast-torch"] if rnnfast_has_cell else [BASELINE]
         if not rnnfast_has_cell:
             assert rows["rnnfast-torch", "all"]["status"] == "skipped"
         for provider in providers:
@@ -50,7 +50,7 @@ def test_smoke_grid_measures_every_provider_available_on_cpu(smoke_rows):
 
 def test_smoke_lstm_rows_cover_all_modes(smoke_rows):
     measured = {(row["provider"], row["mode"]) for row in smoke_rows if row["cell"] == "lstm" and row["status"] == "ok"}
-    assert measured == {(provider, mode) for provider in (BASELINE, "rnnfast-torch") for mode in MODES}
+    assert measured == {(provider, mode) for provider in (BASELINE, "rnnfast", "rnnfast-torch") for mode in MODES}
 
 
 def test_smoke_command_prints_table_and_writes_nothing(monkeypatch, capsys, tmp_path):

@@ -246,3 +246,49 @@ def test_backend_torch_always_runs_the_scan(paths):
         with torch.no_grad():
             module(x)
         assert paths.take() == ["scan"]
+
+
+def test_the_rules_encode_the_measured_table():
+    """rnnfast/native.py: inference always native; training native only for the LSTM on fixed lengths
+    (oneDNN's fused backward); the scan trains GRU, RNN and every variable-length batch; cells native."""
+    for cell in ("lstm", "gru", "rnn_tanh", "rnn_relu"):
+        assert native.layers_win(cell, training=False, varlen=False)
+        assert native.layers_win(cell, training=False, varlen=True)
+        assert native.layers_win(cell, training=True, varlen=False) == (cell == "lstm")
+        assert not native.layers_win(cell, training=True, varlen=True)
+    assert native.cell_wins()
+
+
+@pytest.mark.parametrize("layer", ["lstm", "gru", "rnn_tanh"])
+def test_auto_follows_the_rules(layer, paths):
+    module_class, _, options = LAYERS[layer]
+    module = module_class(3, 4, **options)
+    x, lengths = torch.randn(5, 2, 3), torch.tensor([5, 2])
+    packed = pack_padded_sequence(x, lengths)
+    h0 = torch.zeros(1, 2, 4, requires_grad=True)
+    hx = (h0, torch.zeros(1, 2, 4)) if layer == "lstm" else h0
+    trains_natively = ["native"] if layer == "lstm" else ["scan"]
+    with torch.no_grad():
+        for call in (lambda: module(x), lambda: module(x, lengths=lengths), lambda: module(packed)):
+            call()
+            assert paths.take() == ["native"]
+    module(x)
+    assert paths.take() == trains_natively
+    module(x, lengths=lengths)
+    module(packed)
+    assert paths.take() == ["scan"]
+    module.requires_grad_(False)
+    module(x)  # grad mode on, but nothing requires a gradient: inference
+    assert paths.take() == ["native"]
+    module(x, hx)  # only the initial state requires one: training
+    assert paths.take() == trains_natively
+    module(x.requires_grad_())
+    assert paths.take() == trains_natively
+
+
+def test_cells_run_natively(paths):
+    for cell in (rnnfast.LSTMCell(3, 4), rnnfast.GRUCell(3, 4), rnnfast.RNNCell(3, 4, nonlinearity="relu")):
+        cell(torch.randn(2, 3))
+        with torch.no_grad():
+            cell(torch.randn(3))
+        assert paths.take() == ["native"]
