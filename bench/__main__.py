@@ -31,6 +31,7 @@ def bench_parser() -> argparse.ArgumentParser:
     grid = parser.add_mutually_exclusive_group()
     grid.add_argument("--smoke", action="store_true", help="tiny grid in seconds; writes files only with --out")
     grid.add_argument("--full", action="store_true", help="the large grid, meant for a GPU")
+    grid.add_argument("--targets", action="store_true", help="CPU: only the README's target shapes, every cell")
     grid.add_argument(
         "--dispatch", action="store_true", help="CPU: the shapes the auto backend's native-or-scan rules come from"
     )
@@ -57,7 +58,8 @@ def main_bench(argv: list[str]) -> int:
     if device.type == "cuda" and not torch.cuda.is_available():
         print("--device cuda: CUDA is not available", file=sys.stderr)
         return 2
-    grid_name = "smoke" if args.smoke else "full" if args.full else "dispatch" if args.dispatch else "default"
+    chosen = [name for name in ("smoke", "full", "targets", "dispatch") if getattr(args, name)]
+    grid_name = chosen[0] if chosen else "default"
     cases = [case for case in GRIDS[grid_name]() if args.cell is None or case.cell in args.cell]
     modes = [mode for mode in MODES if args.mode is None or mode in args.mode]
     providers = [p for p in PROVIDERS if args.provider is None or p.name in args.provider]

@@ -79,9 +79,7 @@ def default_grid() -> list[Case]:
     is), the LSTM over hidden size (B16 T50) and sequence length (B16 H128), batches 1 and 8, a stacked
     bidirectional layer, variable lengths at the reference point, and the GPU-only FlashRNN point
     (skipped on CPU)."""
-    cases = [Case(cell, 64, 100, 256, 256) for cell in CELLS]
-    cases += [Case(cell, 16, 50, 64, 64) for cell in CELLS]
-    cases += [Case(cell, 2, 20000, 16, 16) for cell in CELLS]
+    cases = targets_grid()
     cases += _hidden_sweep("lstm", 16, 50, HIDDEN_SIZES)
     cases += _seq_sweep("lstm", 16, 128, (25, 50, 100, 200, 400))
     cases += [Case("lstm", batch, 100, 256, 256) for batch in (1, 8)]
@@ -109,6 +107,12 @@ def full_grid() -> list[Case]:
     return _merge(cases)
 
 
+def targets_grid() -> list[Case]:
+    """The CPU targets of rnnfast's default backend against torch.nn (README): every cell at the
+    B64 T100 I=H=256 reference point, at B16 T50 H64 and at T=20000 B2 H16."""
+    return [Case(cell, b, t, h, h) for b, t, h in ((64, 100, 256), (16, 50, 64), (2, 20000, 16)) for cell in CELLS]
+
+
 def dispatch_grid() -> list[Case]:
     """The CPU shapes rnnfast's auto-backend rules (rnnfast/native.py) were measured on: every cell from
     tiny to large hidden sizes, batch 1, long sequences, and variable lengths, small and large."""
@@ -123,7 +127,13 @@ def dispatch_grid() -> list[Case]:
     return _merge(cases)
 
 
-GRIDS = {"smoke": smoke_grid, "default": default_grid, "full": full_grid, "dispatch": dispatch_grid}
+GRIDS = {
+    "smoke": smoke_grid,
+    "default": default_grid,
+    "full": full_grid,
+    "targets": targets_grid,
+    "dispatch": dispatch_grid,
+}
 
 
 def make_inputs(case: Case, device: torch.device) -> torch.Tensor:

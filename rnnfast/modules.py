@@ -131,7 +131,7 @@ class _RecurrentLayers:
         training = torch.is_grad_enabled() and (
             input.requires_grad
             or any(isinstance(h, torch.Tensor) and h.requires_grad for h in states)
-            or any(w.requires_grad for w in self._native_weights(None))
+            or any(p.requires_grad for p in self.parameters())  # leaves: computes no parametrization
         )
         return native.layers_win(self._cell_name(), training, varlen)
 
