@@ -22,6 +22,8 @@ every constant below says where it comes from.
 import math
 from dataclasses import dataclass
 
+from rnnfast.kernels.configs import GPUS as GPU_SPECS
+
 
 @dataclass(frozen=True)
 class GpuModel:
@@ -35,15 +37,16 @@ class GpuModel:
     fp32_flops_per_cycle_per_sm: int  # FMA on the CUDA cores (2 FLOPs each)
 
 
-# Sources. SM counts, HBM bandwidth and tensor/fp32 peaks: NVIDIA's H100 (SXM5) and A100 (SXM4) datasheets
-# (H100: 132 SMs, 3.35 TB/s, 989 TFLOPS dense fp16 at 1.83 GHz = 4096 FLOPs/cycle/SM, 128 FP32 lanes;
-# A100: 108 SMs, 2.04 TB/s, 312 TFLOPS at 1.41 GHz = 2048 FLOPs/cycle/SM, 64 FP32 lanes). H100 clock under
+# Sources. SM counts: kernels/configs.py GPUS (the planner's). HBM bandwidth and tensor/fp32 peaks: NVIDIA's
+# H100 (SXM5) and A100 (SXM4) datasheets (H100: 3.35 TB/s, 989 TFLOPS dense fp16 at 1.83 GHz over 132 SMs =
+# 4096 FLOPs/cycle/SM, 128 FP32 lanes; A100: 2.04 TB/s, 312 TFLOPS at 1.41 GHz over 108 SMs = 2048
+# FLOPs/cycle/SM, 64 FP32 lanes). H100 clock under
 # load (1.75 GHz), L2 hit latency (about 300 cycles; 260 near, 600 far or loaded) and aggregate L2
 # bandwidth (5.5 TB/s): ../shared/design/WEIGHT_STATIONARY_SCAN.md. A100: boost clock 1.41 GHz; L2 latency
 # and bandwidth assumed alike per cycle (300 cycles; 5.5 TB/s scaled by SMs and clock, about 3.6 TB/s).
 GPUS = {
-    "h100": GpuModel("H100 SXM", 132, 1.75e9, 300, 5.5e12, 3.35e12, 4096, 256),
-    "a100": GpuModel("A100 SXM", 108, 1.41e9, 300, 3.6e12, 2.04e12, 2048, 128),
+    "h100": GpuModel("H100 SXM", GPU_SPECS["h100"].sm_count, 1.75e9, 300, 5.5e12, 3.35e12, 4096, 256),
+    "a100": GpuModel("A100 SXM", GPU_SPECS["a100"].sm_count, 1.41e9, 300, 3.6e12, 2.04e12, 2048, 128),
 }
 # Issuing one Triton launch from Python: 10-30 us (design note); GPU-side gap between dependent kernels.
 LAUNCH_S = 20e-6

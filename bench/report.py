@@ -172,9 +172,9 @@ def kernel_rows(compiled: list[dict]) -> list[dict]:
 
 
 def _arch(gpu: str) -> int:
-    from rnnfast.kernels.hardware import GPU_ARCH
+    from rnnfast.kernels.configs import GPUS
 
-    return GPU_ARCH[gpu]
+    return GPUS[gpu].arch
 
 
 def _plans_table(plans: list[dict]):

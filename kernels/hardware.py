@@ -18,7 +18,7 @@ the cells lstm, gru, rnn_tanh and rnn_relu to them):
   Calls the cell's launcher for `scan_pass` ("forward" or "backward") exactly as rnnfast.functional calls
   it for one layer and direction of that shape (`dtype` a torch dtype; `training` for the forward), on
   fresh buffers of the launcher's documented shapes and dtypes on the meta device, planned for `gpu` (a
-  name such as "h100" or "a100"). The launcher must reach `kernel[grid](...)` without reading tensor
+  key of configs.GPUS: "h100", "a100"). The launcher must reach `kernel[grid](...)` without reading tensor
   values (a launch is recorded, not run, and meta tensors have none). Every kernel it launches is
   compiled, with the arguments of each launch; launches that specialise alike (the steps of a step
   variant) are compiled once.
@@ -43,11 +43,10 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 from triton.runtime.jit import JITFunction
 
-from .configs import MAX_REGISTERS_PER_THREAD, SHARED_MEMORY_LIMIT
+from .configs import GPUS, MAX_REGISTERS_PER_THREAD, SHARED_MEMORY_LIMIT
 from .launch import interpreting
 
 CELL_MODULES = {"lstm": "lstm", "gru": "gru", "rnn_tanh": "elman", "rnn_relu": "elman"}
-GPU_ARCH = {"h100": 90, "a100": 80}
 _DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 _DTYPES = {name: dtype for dtype, name in _DTYPE_NAMES.items()}
 
@@ -180,7 +179,7 @@ def launched_kernels(
     module = importlib.import_module(f"{__package__}.{CELL_MODULES[cell]}")
     with recording() as launches:
         module.example_launch(cell, scan_pass, seq_len, batch, hidden, dtype, gpu, reverse, training)
-    arch = GPU_ARCH[gpu]
+    arch = GPUS[gpu].arch
     rows: dict[tuple, dict] = {}
     for launch in launches:
         spec, resources = compile_launch(launch, arch)
