@@ -81,7 +81,10 @@ def recording():
     original = JITFunction.run
 
     def record(self, *args, grid, warmup, **kwargs):
-        launches.append(Launch(self, tuple(grid) if not callable(grid) else grid, args, kwargs))
+        if callable(grid):  # Triton calls it with the bound arguments, by name
+            named = dict(zip(self.arg_names, args)) | {k: v for k, v in kwargs.items() if k in self.arg_names}
+            grid = grid(named)
+        launches.append(Launch(self, tuple(grid), args, kwargs))
 
     JITFunction.run = record
     try:
