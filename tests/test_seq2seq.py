@@ -10,6 +10,7 @@ from rnnfast.seq2seq.__main__ import main
 from rnnfast.seq2seq.data import (
     EOS_ID,
     PAD_ID,
+    InputError,
     Pair,
     TokenizedPair,
     Vocabulary,
@@ -124,23 +125,32 @@ def test_number_pairs_test_phrases_unseen_in_training():
 def test_read_tsv_ignores_extra_columns(tmp_path):
     path = tmp_path / "pairs.tsv"
     path.write_bytes("\ufeffVa !\tGo.\tCC-BY 2.0\r\nSalut.\tHi.\n".encode())
-    assert read_tsv(path) == [Pair("Va !", "Go."), Pair("Salut.", "Hi.")]
+    assert read_tsv(path).pairs == [Pair("Va !", "Go."), Pair("Salut.", "Hi.")]
+
+
+def test_read_tsv_skips_and_counts_blank_lines(tmp_path):
+    path = tmp_path / "pairs.tsv"
+    path.write_bytes(b"un\tone\n\n  \t \r\ndeux\ttwo\n\n")
+    tsv = read_tsv(path)
+    assert tsv.pairs == [Pair("un", "one"), Pair("deux", "two")]
+    assert tsv.blank_lines == 3
+    assert tsv.path == path.resolve()
 
 
 @pytest.mark.parametrize(
     "content, line, message",
     [
         (b"un\tone\ndeux two\n", 2, "no tab"),
-        (b"un\tone\n\ndeux\ttwo\n", 2, "empty line"),
+        (b"un\tone\n\n\ndeux two\n", 4, "no tab"),
         (b"un\tone\ndeux\ttwo\n\xe9t\xe9\tsummer\n", 3, "UTF-8"),
         (b"un\tone\n\ttwo\n", 2, "empty source"),
     ],
-    ids=["missing-tab", "empty-line", "bad-encoding", "empty-field"],
+    ids=["missing-tab", "missing-tab-after-blank-lines", "bad-encoding", "empty-field"],
 )
 def test_read_tsv_errors_name_file_and_line(tmp_path, content, line, message):
     path = tmp_path / "bad.tsv"
     path.write_bytes(content)
-    with pytest.raises(ValueError, match=rf"bad\.tsv:{line}: .*{message}"):
+    with pytest.raises(InputError, match=rf"bad\.tsv:{line}: .*{message}"):
         read_tsv(path)
 
 
