@@ -239,7 +239,7 @@ def load_checkpoint(path: str | Path, required: Sequence[str] = TRANSLATOR_KEYS)
     except OSError as error:
         raise InputError(f"{path}: cannot read it ({error.strerror})") from None
     if not written_by_torch_save:
-        raise InputError(f"{path}: not an rnnfast checkpoint (not a file written by torch.save)")
+        raise InputError(f"{path}: not an rnnfast checkpoint (not a whole file written by torch.save)")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, KeyError, pickle.UnpicklingError) as error:
