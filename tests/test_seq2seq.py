@@ -603,6 +603,23 @@ def test_cli_resume_names_the_settings_the_checkpoint_overrides(tiny_run, tmp_pa
     assert resumed["model_config"]["hidden_size"] == 8 and resumed["epoch"] == 2
 
 
+def test_cli_resume_of_a_built_in_task_run_names_the_data_it_keeps(tmp_path, capsys):
+    run = tmp_path / "run"
+    train_tiny(capsys, run, "--max-number", "19")
+    tsv = tmp_path / "pairs.tsv"
+    tsv.write_text(PAIRS_TSV)
+    report = train_tiny(capsys, run, "--resume", run / "last.pt", "--epochs", "2", "--tsv", tsv, "--max-number", "29")
+    assert [line for line in report.splitlines() if ": warning: " in line] == [
+        f"python -m rnnfast.seq2seq train: warning: the checkpoint's {setting} overrides {given} "
+        "(a resumed run keeps its settings)"
+        for setting, given in [
+            ("--max-number 19", "--max-number 29"),
+            ("data (built-in fr-en task (0..19))", f"--tsv {tsv}"),
+        ]
+    ]
+    assert load_checkpoint(run / "last.pt")["data_config"]["tsv"] is None
+
+
 def test_cli_translate_reports_unknown_words_and_truncation(tiny_run, capsys):
     run, _ = tiny_run
     long_sentence = " ".join(["un"] * 60)

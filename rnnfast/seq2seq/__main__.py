@@ -28,16 +28,17 @@ PROG = "python -m rnnfast.seq2seq"
 DEFAULT_OUTPUT_DIR = "seq2seq-run"
 
 
-def bounded(kind: Callable[[str], float], description: str, accept: Callable[[float], bool]):
+def bounded(kind: Callable[[str], float], description: str, accept: Callable[[float], bool]) -> Callable[[str], float]:
     """An argparse `type` that converts with `kind` and accepts the values for which `accept` holds."""
 
-    def convert(text: str):
+    def convert(text: str) -> float:
+        rejection = argparse.ArgumentTypeError(f"expected {description}, got {text!r}")
         try:
             value = kind(text)
         except ValueError:
-            value = None
-        if value is None or not accept(value):
-            raise argparse.ArgumentTypeError(f"expected {description}, got {text!r}")
+            raise rejection from None
+        if not accept(value):
+            raise rejection
         return value
 
     return convert
@@ -288,7 +289,7 @@ def check_resume(args: argparse.Namespace, checkpoint: dict, epochs: int) -> Non
             f"--epochs {epochs}: {args.resume} is already at epoch {checkpoint['epoch']}; "
             "pass a larger --epochs to continue it"
         )
-    recorded_tsv = checkpoint["data_config"]["tsv"]
+    data = checkpoint["data_config"]
     for section, config_class in (
         ("model_config", Seq2SeqConfig),
         ("data_config", DataConfig),
@@ -296,13 +297,15 @@ def check_resume(args: argparse.Namespace, checkpoint: dict, epochs: int) -> Non
     ):
         for name, value in given_settings(args, config_class).items():
             recorded = checkpoint[section][name]
-            if name == "epochs" or (name == "tsv" and recorded_tsv is not None) or value == recorded:
+            relocated = name == "tsv" and data["tsv"] is not None  # train() checks it is the same data
+            if name == "epochs" or relocated or value == recorded:
                 continue
-            if name == "tsv":
-                message = f"the checkpoint was trained on the built-in {checkpoint['data_config']['pair']} task"
-            else:
-                message = f"the checkpoint's {spelled(name, recorded)}"
-            warn("train", f"{message} overrides {spelled(name, value)} (a resumed run keeps its settings)")
+            picks_the_data = name == "tsv" or (name in ("pair", "max_number") and data["tsv"] is not None)
+            setting = f"data ({DataConfig(**data).description})" if picks_the_data else spelled(name, recorded)
+            warn(
+                "train",
+                f"the checkpoint's {setting} overrides {spelled(name, value)} (a resumed run keeps its settings)",
+            )
 
 
 def run_train(args: argparse.Namespace) -> None:

@@ -52,11 +52,16 @@ class DataConfig:
     def source_tokenizer(self) -> str:
         return "words" if self.tsv is not None else source_tokenizer_for(self.pair)
 
+    @property
+    def description(self) -> str:
+        """Where the pairs come from, for messages."""
+        return self.tsv if self.tsv is not None else f"built-in {self.pair} task (0..{self.max_number})"
+
     def load(self) -> Dataset:
         if self.tsv is None:
             splits = number_pairs(self.pair, self.max_number)
             count = len(splits.train) + len(splits.valid) + len(splits.test)
-            return Dataset(self, splits, f"built-in {self.pair} task (0..{self.max_number}): {count} pairs read")
+            return Dataset(self, splits, f"{self.description}: {count} pairs read")
         path = Path(self.tsv)
         if self.tsv_sha256 is not None and not path.exists():
             raise InputError(
@@ -74,7 +79,7 @@ class DataConfig:
         return Dataset(
             replace(self, tsv=str(tsv.path), tsv_sha256=tsv.sha256),
             split_pairs(tsv.pairs),
-            f"{path}: {len(tsv.pairs)} pairs read{blank}",
+            f"{self.description}: {len(tsv.pairs)} pairs read{blank}",
         )
 
     def load_splits(self) -> Splits:
