@@ -1,23 +1,223 @@
 """Block sizes, warps and the choice of kernel variant for a recurrent scan.
 
-The recurrent matmul of a step is [BLOCK_B, BLOCK_K] x [BLOCK_K, BLOCK_N] tiles accumulated in fp32;
-tl.dot needs every tile side >= 16 on real GPUs, so tiles never go below 16 and rows/columns past B or
-H are masked. The cells share the variants and differ only in the persistent variant's hidden tile.
+Two descriptions live here while the kernels move to the weight-stationary design (issue 11):
 
-Variants:
-- "persistent": one launch per layer and direction. A program owns BLOCK_B batch rows and every hidden
-  unit (looping over them BLOCK_N at a time) and loops over time inside the kernel, so a whole sequence
-  costs a single launch. Chosen while a step's recurrent matmul is small enough for one program
-  (hidden_size <= PERSISTENT_MAX_HIDDEN): there launch overhead, not arithmetic, dominates.
-- "step": one launch per time step over a (batch tile x hidden tile) grid, with the recurrent matmul
-  and the gate math fused. Chosen for larger hidden sizes, where a single program per batch tile would
-  leave most of the GPU idle while it walks H*H weights every step.
+- `plan_layer` (the new planner): how one layer-direction's scan runs on a GPU. The hidden units are
+  split across programs; each program owns BLOCK_N units of every gate (and a batch tile when B is
+  large), keeps its slice of W_hh on chip for the whole sequence ("stationary", weight_bytes_per_step 0)
+  or, where the slice does not fit, streams it from L2 each step in BLOCK_K chunks. With `grid_sync`
+  one launch runs every step and the programs meet at a grid barrier between steps; without it (the
+  fallback) the same kernel runs one step per launch.
+- `plan_scan` (today's kernels, until they are replaced): persistent or step variant.
+
+Device: `target_gpu` reads the CUDA device's properties. Under TRITON_INTERPRET=1 there is no GPU:
+RNNFAST_PLAN_TARGET=h100|a100 (a testing switch, honoured only under the interpreter) plans as on that
+GPU, grid barrier included, which needs the threaded interpreter (tests/threaded.py) to run; without it
+the interpreter plans tiles as on an H100 and runs the fallback, since its programs run one after
+another and could never meet at a barrier.
 """
 
+import os
 from dataclasses import dataclass
 
 import torch
+import triton
 
+
+@dataclass(frozen=True)
+class Gpu:
+    name: str
+    arch: int  # compute capability major * 10 + minor: 90, 80
+    sm_count: int
+    shared_per_block: int  # bytes of shared memory one block may use (opt-in maximum)
+    shared_per_sm: int
+    registers_per_sm: int  # 32-bit registers
+    max_threads_per_sm: int
+
+
+# Published limits (CUDA programming guide, compute capabilities 8.0 and 9.0; SXM parts).
+GPUS = {
+    "h100": Gpu("NVIDIA H100 SXM", 90, 132, 232448, 233472, 65536, 2048),
+    "a100": Gpu("NVIDIA A100 SXM", 80, 108, 166912, 167936, 65536, 2048),
+}
+PLAN_TARGET_VARIABLE = "RNNFAST_PLAN_TARGET"
+NO_GRID_SYNC_VARIABLE = "RNNFAST_NO_GRID_SYNC"
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def plan_target() -> str | None:
+    """The GPU named by RNNFAST_PLAN_TARGET, honoured only under TRITON_INTERPRET=1 (else None)."""
+    name = os.environ.get(PLAN_TARGET_VARIABLE)
+    if not name or not _interpreting():
+        return None
+    if name not in GPUS:
+        raise ValueError(f"{PLAN_TARGET_VARIABLE} must be one of {sorted(GPUS)}, got {name!r}")
+    return name
+
+
+def target_gpu(device: torch.device | None = None) -> Gpu:
+    """The GPU a scan on `device` is planned for: the CUDA device's own properties, or under the
+    interpreter RNNFAST_PLAN_TARGET's GPU (an H100 when unset)."""
+    if _interpreting() or device is None or device.type != "cuda":
+        return GPUS[plan_target() or "h100"]
+    props = torch.cuda.get_device_properties(device)
+    arch = props.major * 10 + props.minor
+    like = GPUS["h100"] if arch >= 90 else GPUS["a100"]
+    return Gpu(
+        props.name,
+        arch,
+        props.multi_processor_count,
+        getattr(props, "shared_memory_per_block_optin", like.shared_per_block),
+        getattr(props, "shared_memory_per_multiprocessor", like.shared_per_sm),
+        getattr(props, "regs_per_multiprocessor", like.registers_per_sm),
+        getattr(props, "max_threads_per_multi_processor", like.max_threads_per_sm),
+    )
+
+
+def grid_sync_allowed() -> bool:
+    """Whether a grid barrier may be planned at all: not with RNNFAST_NO_GRID_SYNC=1, and under the
+    interpreter only when RNNFAST_PLAN_TARGET asks for a GPU's plan (threaded interpreter)."""
+    if os.environ.get(NO_GRID_SYNC_VARIABLE, "0") == "1":
+        return False
+    return not _interpreting() or plan_target() is not None
+
+
+GATES = {"lstm": 4, "gru": 3, "elman": 1, "rnn_tanh": 1, "rnn_relu": 1}
+# tl.dot needs every side >= 16 on a GPU.
+MIN_DOT = 16
+# Largest batch tile; more rows make more batch tiles (each with its own copy of the weight slice).
+MAX_BLOCK_B = 64
+# Chunk of K for streamed weights.
+STREAM_BLOCK_K = 64
+# Shared memory the compiler needs besides the weight slice and the dot's other operand (layout
+# conversions of the gate split, barrier scratch): a margin the compile test checks.
+SHARED_MARGIN = 16 * 1024
+
+
+def k_pieces(k: int) -> tuple[int, ...]:
+    """K (a multiple of 16 after rounding up) as at most four power-of-two pieces, largest first, the
+    last rounded up: 768 -> (512, 256), 100 -> (64, 32, 16), 1000 -> (512, 256, 128, 128). A slice of
+    W_hh is held as one tensor per piece, so a hidden size that is not a power of two wastes at most the
+    rounding of the last piece instead of being padded to the next power of two."""
+    rest = triton.cdiv(k, MIN_DOT) * MIN_DOT
+    pieces = []
+    while rest > 0:
+        piece = triton.next_power_of_2(rest) if len(pieces) == 3 else 1 << (rest.bit_length() - 1)
+        pieces.append(piece)
+        rest -= piece
+    return tuple(pieces)
+
+
+@dataclass(frozen=True)
+class PassPlan:
+    """One pass (forward or backward) of a scan: the program grid and what each program holds."""
+
+    block_b: int  # batch rows per program
+    block_n: int  # hidden units per program (of every gate)
+    k_pieces: tuple[int, ...]  # the recurrent dot's K (H forward, G*H backward) as power-of-two pieces
+    block_k: int  # streamed K chunk; 0 when the weight slice is stationary
+    num_warps: int
+    batch_tiles: int
+    hidden_tiles: int
+    weight_bytes_per_step: int  # bytes of W_hh each program reads from global memory per step
+
+    @property
+    def programs(self) -> int:
+        return self.batch_tiles * self.hidden_tiles
+
+    @property
+    def stationary(self) -> bool:
+        return self.block_k == 0
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """How one layer-direction's scan runs, forward and backward."""
+
+    cell: str
+    hidden_size: int
+    batch_size: int
+    dtype: torch.dtype
+    gpu: Gpu
+    forward: PassPlan
+    backward: PassPlan
+    grid_sync: bool  # one launch per pass with a grid barrier between steps; else one launch per step
+
+    @property
+    def variant(self) -> str:
+        return "grid_sync" if self.grid_sync else "step"
+
+    @property
+    def programs(self) -> int:
+        return max(self.forward.programs, self.backward.programs)
+
+    def launches_forward(self, seq_len: int) -> int:
+        return 1 if self.grid_sync else seq_len
+
+    def launches_backward(self, seq_len: int) -> int:
+        return 1 if self.grid_sync else seq_len
+
+    @property
+    def weight_bytes_per_step(self) -> int:
+        return max(self.forward.weight_bytes_per_step, self.backward.weight_bytes_per_step)
+
+    @property
+    def num_warps(self) -> int:
+        return max(self.forward.num_warps, self.backward.num_warps)
+
+
+def _pass_plan(gates: int, hidden: int, batch: int, elem: int, gpu: Gpu, backward: bool) -> PassPlan:
+    block_b = MIN_DOT if batch <= MIN_DOT else min(MAX_BLOCK_B, triton.next_power_of_2(batch))
+    batch_tiles = triton.cdiv(max(batch, 1), block_b)
+    # Forward: a program's dot has a column per (unit, gate), gates padded to a power of two. Backward:
+    # a column per unit, K runs over every gate's pre-activation.
+    columns_per_unit = 1 if backward or gates == 1 else triton.next_power_of_2(gates)
+    k = gates * hidden if backward else hidden
+    block_n = max(1, MIN_DOT // columns_per_unit)
+    widest = max(block_n, triton.next_power_of_2(hidden))
+    while batch_tiles * triton.cdiv(hidden, block_n) > gpu.sm_count and block_n < widest:
+        block_n *= 2
+    pieces = k_pieces(k)
+    k_total = sum(pieces)
+    weight_bytes = k_total * columns_per_unit * block_n * elem
+    operand_bytes = block_b * k_total * elem
+    stationary = weight_bytes + operand_bytes + SHARED_MARGIN <= gpu.shared_per_block
+    num_warps = 4 if k_total * columns_per_unit * block_n <= 8192 else 8
+    return PassPlan(
+        block_b=block_b,
+        block_n=block_n,
+        k_pieces=pieces,
+        block_k=0 if stationary else STREAM_BLOCK_K,
+        num_warps=num_warps,
+        batch_tiles=batch_tiles,
+        hidden_tiles=triton.cdiv(hidden, block_n),
+        weight_bytes_per_step=0 if stationary else weight_bytes,
+    )
+
+
+def plan_layer(
+    cell: str, hidden_size: int, batch_size: int, dtype: torch.dtype, device: torch.device | None = None
+) -> LayerPlan:
+    """The plan of one layer-direction of `cell` (lstm, gru, rnn_tanh, rnn_relu; elman for either RNN)
+    with this hidden size, batch and dtype, on `device` (see target_gpu).
+
+    BLOCK_N is the smallest power of two (a dot at least 16 wide) whose programs fit in one wave of the
+    GPU's SMs; the weight slice is stationary where it fits in a block's shared memory with the dot's
+    other operand. The grid barrier is planned when every program fits on its own SM at once; on a real
+    GPU the launcher also checks the compiled kernel's occupancy before using it."""
+    gpu = target_gpu(device)
+    gates = GATES[cell]
+    elem = torch.empty(0, dtype=dtype).element_size()
+    forward = _pass_plan(gates, hidden_size, batch_size, elem, gpu, backward=False)
+    backward = _pass_plan(gates, hidden_size, batch_size, elem, gpu, backward=True)
+    co_resident = max(forward.programs, backward.programs) <= gpu.sm_count
+    return LayerPlan(cell, hidden_size, batch_size, dtype, gpu, forward, backward, grid_sync_allowed() and co_resident)
+
+
+# Today's kernels (persistent / step variants).
 BLOCK_B = 16
 # K steps of 16 (one bf16/fp16 mma deep) keep the backward's fp32 dots small.
 BLOCK_K = 16
