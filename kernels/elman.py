@@ -258,3 +258,21 @@ def elman_scan_bwd(
         hidden,
         dict(REVERSE=int(reverse), RELU=relu),
     )
+
+
+def example_launch(
+    cell: str, scan_pass: str, seq_len: int, batch: int, hidden: int, dtype: torch.dtype, gpu: str, reverse: bool,
+    training: bool,
+) -> None:  # fmt: skip
+    """kernels/hardware.py's interface: the launcher of `scan_pass` called as rnnfast.functional calls it for
+    one layer-direction of this shape (cell rnn_tanh or rnn_relu), on fresh buffers of the meta device. The
+    plan does not depend on `gpu`; the kernel's forward is the same whether training or not."""
+    empty = lambda *shape, dtype=dtype: torch.empty(*shape, dtype=dtype, device="meta")
+    w_hh, h_all, lengths = empty(hidden, hidden), empty(seq_len + 1, batch, hidden), empty(batch, dtype=torch.int64)
+    relu = cell == "rnn_relu"
+    if scan_pass == "forward":
+        elman_scan_fwd(empty(seq_len, batch, hidden), w_hh, h_all, lengths, reverse, relu)
+        return
+    fp32 = lambda *shape: empty(*shape, dtype=torch.float32)
+    dgates_all, dh, dh_carry = fp32(seq_len + 1, batch, hidden), fp32(seq_len, batch, hidden), fp32(batch, hidden)
+    elman_scan_bwd(dgates_all, w_hh, h_all, dh, dh_carry, lengths, reverse, relu)

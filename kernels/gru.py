@@ -314,3 +314,22 @@ def gru_scan_bwd(
         hidden,
         dict(REVERSE=int(reverse)),
     )
+
+
+def example_launch(
+    cell: str, scan_pass: str, seq_len: int, batch: int, hidden: int, dtype: torch.dtype, gpu: str, reverse: bool,
+    training: bool,
+) -> None:  # fmt: skip
+    """kernels/hardware.py's interface: the launcher of `scan_pass` called as rnnfast.functional calls it for
+    one layer-direction of this shape, on fresh buffers of the meta device. The plan does not depend on `gpu`."""
+    empty = lambda *shape, dtype=dtype: torch.empty(*shape, dtype=dtype, device="meta")
+    gates, w_hh, b_hh = empty(seq_len, batch, 3 * hidden), empty(3 * hidden, hidden), empty(3 * hidden)
+    h_all, lengths = empty(seq_len + 1, batch, hidden), empty(batch, dtype=torch.int64)
+    hn_all = empty(seq_len if training else 0, batch, hidden, dtype=torch.float32)
+    if scan_pass == "forward":
+        gru_scan_fwd(gates, w_hh, b_hh, h_all, hn_all, lengths, reverse, training)
+        return
+    fp32 = lambda *shape: empty(*shape, dtype=torch.float32)
+    dgates_h_all, dgates_x = fp32(seq_len + 1, batch, 3 * hidden), fp32(seq_len, batch, 3 * hidden)
+    dh, dh_carry = fp32(seq_len, batch, hidden), fp32(batch, hidden)
+    gru_scan_bwd(dgates_h_all, dgates_x, gates, w_hh, h_all, hn_all, dh, dh_carry, lengths, reverse)

@@ -337,3 +337,24 @@ def lstm_scan_bwd(
         hidden,
         dict(REVERSE=int(reverse)),
     )
+
+
+def example_launch(
+    cell: str, scan_pass: str, seq_len: int, batch: int, hidden: int, dtype: torch.dtype, gpu: str, reverse: bool,
+    training: bool,
+) -> None:  # fmt: skip
+    """kernels/hardware.py's interface: the launcher of `scan_pass` called as rnnfast.functional calls it for
+    one layer-direction of this shape, on fresh buffers of the meta device. The plan does not depend on `gpu`."""
+    empty = lambda *shape, dtype=dtype: torch.empty(*shape, dtype=dtype, device="meta")
+    gates, w_hh, lengths = empty(seq_len, batch, 4 * hidden), empty(4 * hidden, hidden), empty(batch, dtype=torch.int64)
+    if scan_pass == "forward":
+        c_all = empty(seq_len + 1 if training else 2, batch, hidden, dtype=torch.float32)
+        lstm_scan_fwd(gates, w_hh, empty(seq_len + 1, batch, hidden), c_all, lengths, reverse, training)
+        return
+    fp32 = lambda *shape: empty(*shape, dtype=torch.float32)
+    dgates_all, c_all, dh = (
+        fp32(seq_len + 1, batch, 4 * hidden),
+        fp32(seq_len + 1, batch, hidden),
+        fp32(seq_len, batch, hidden),
+    )
+    lstm_scan_bwd(dgates_all, gates, w_hh, c_all, dh, fp32(batch, hidden), fp32(batch, hidden), lengths, reverse)
