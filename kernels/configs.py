@@ -92,20 +92,32 @@ MIN_DOT = 16
 MAX_BLOCK_B = 64
 # Chunk of K for streamed weights.
 STREAM_BLOCK_K = 64
-# Shared memory the compiler needs besides the weight slice and the dot's other operand (layout
-# conversions of the gate split, barrier scratch): a margin the compile test checks.
-SHARED_MARGIN = 16 * 1024
+# The dot's other operand (h_{t-1} forward, the gate gradients backward) is loaded each step: a piece
+# of it at most this big is staged at once, and a program's whole operand at most OPERAND_BUDGET_BYTES
+# (beyond it the compiler's early loads of every piece spill registers: measured on sm_80/sm_90).
+MAX_OPERAND_PIECE_BYTES = 32 * 1024
+OPERAND_BUDGET_BYTES = 128 * 1024
+MAX_PIECES = 8
+# Shared memory the compiler needs besides the weight slice and one operand piece (layout conversions
+# of the gate split, the barrier): a margin the compile test checks.
+SHARED_MARGIN = 8 * 1024
 
 
-def k_pieces(k: int) -> tuple[int, ...]:
-    """K (a multiple of 16 after rounding up) as at most four power-of-two pieces, largest first, the
-    last rounded up: 768 -> (512, 256), 100 -> (64, 32, 16), 1000 -> (512, 256, 128, 128). A slice of
-    W_hh is held as one tensor per piece, so a hidden size that is not a power of two wastes at most the
-    rounding of the last piece instead of being padded to the next power of two."""
+def k_pieces(k: int, max_piece: int) -> tuple[int, ...] | None:
+    """K (rounded up to a multiple of 16) as at most MAX_PIECES power-of-two pieces of at most
+    max_piece, largest first, the last rounded up: 768 -> (512, 256), 100 -> (64, 32, 16), 3072 with
+    max_piece 1024 -> (1024, 1024, 1024). A stationary weight slice is held as one tensor per piece, so
+    a hidden size that is not a power of two is chunked, not padded to the next power of two. None when
+    K needs more pieces."""
     rest = triton.cdiv(k, MIN_DOT) * MIN_DOT
     pieces = []
     while rest > 0:
-        piece = triton.next_power_of_2(rest) if len(pieces) == 3 else 1 << (rest.bit_length() - 1)
+        if len(pieces) == MAX_PIECES - 1:
+            piece = triton.next_power_of_2(rest)
+            if piece > max_piece:
+                return None
+        else:
+            piece = min(max_piece, 1 << (rest.bit_length() - 1))
         pieces.append(piece)
         rest -= piece
     return tuple(pieces)
@@ -117,12 +129,12 @@ class PassPlan:
 
     block_b: int  # batch rows per program
     block_n: int  # hidden units per program (of every gate)
-    k_pieces: tuple[int, ...]  # the recurrent dot's K (H forward, G*H backward) as power-of-two pieces
+    k_pieces: tuple[int, ...]  # stationary: the dot's K (H forward, G*H backward) as pieces; else ()
     block_k: int  # streamed K chunk; 0 when the weight slice is stationary
     num_warps: int
     batch_tiles: int
     hidden_tiles: int
-    weight_bytes_per_step: int  # bytes of W_hh each program reads from global memory per step
+    weight_bytes: int  # bytes of W_hh in one program's slice
 
     @property
     def programs(self) -> int:
@@ -162,40 +174,59 @@ class LayerPlan:
 
     @property
     def weight_bytes_per_step(self) -> int:
-        return max(self.forward.weight_bytes_per_step, self.backward.weight_bytes_per_step)
+        """Bytes of W_hh each program reads from global memory per step: 0 when the slices stay on chip
+        for the whole sequence; the fallback reloads them at every step's launch."""
+        return max(
+            0 if self.grid_sync and plan.stationary else plan.weight_bytes for plan in (self.forward, self.backward)
+        )
 
     @property
     def num_warps(self) -> int:
         return max(self.forward.num_warps, self.backward.num_warps)
 
 
-def _pass_plan(gates: int, hidden: int, batch: int, elem: int, gpu: Gpu, backward: bool) -> PassPlan:
-    block_b = MIN_DOT if batch <= MIN_DOT else min(MAX_BLOCK_B, triton.next_power_of_2(batch))
+def _tiling(gates: int, hidden: int, batch: int, block_b: int, elem: int, gpu: Gpu, backward: bool) -> PassPlan:
     batch_tiles = triton.cdiv(max(batch, 1), block_b)
-    # Forward: a program's dot has a column per (unit, gate), gates padded to a power of two. Backward:
-    # a column per unit, K runs over every gate's pre-activation.
+    # Forward: a program's dot has a column per (unit, gate), gates padded to a power of two, and K = H.
+    # Backward: a column per unit, and K runs over every gate's pre-activation.
     columns_per_unit = 1 if backward or gates == 1 else triton.next_power_of_2(gates)
     k = gates * hidden if backward else hidden
     block_n = max(1, MIN_DOT // columns_per_unit)
     widest = max(block_n, triton.next_power_of_2(hidden))
     while batch_tiles * triton.cdiv(hidden, block_n) > gpu.sm_count and block_n < widest:
         block_n *= 2
-    pieces = k_pieces(k)
-    k_total = sum(pieces)
+    max_piece = max(MIN_DOT, 1 << ((MAX_OPERAND_PIECE_BYTES // (block_b * elem)).bit_length() - 1))
+    pieces = k_pieces(k, max_piece)
+    k_total = sum(pieces) if pieces else k
     weight_bytes = k_total * columns_per_unit * block_n * elem
-    operand_bytes = block_b * k_total * elem
-    stationary = weight_bytes + operand_bytes + SHARED_MARGIN <= gpu.shared_per_block
-    num_warps = 4 if k_total * columns_per_unit * block_n <= 8192 else 8
+    stationary = (
+        pieces is not None
+        and block_b * k_total * elem <= OPERAND_BUDGET_BYTES
+        and weight_bytes + block_b * max(pieces) * elem + SHARED_MARGIN <= gpu.shared_per_block
+    )
     return PassPlan(
         block_b=block_b,
         block_n=block_n,
-        k_pieces=pieces,
+        k_pieces=pieces if stationary else (),
         block_k=0 if stationary else STREAM_BLOCK_K,
-        num_warps=num_warps,
+        num_warps=4 if k_total * columns_per_unit * block_n <= 8192 else 8,
         batch_tiles=batch_tiles,
         hidden_tiles=triton.cdiv(hidden, block_n),
-        weight_bytes_per_step=0 if stationary else weight_bytes,
+        weight_bytes=weight_bytes,
     )
+
+
+def _pass_plan(gates: int, hidden: int, batch: int, elem: int, gpu: Gpu, backward: bool) -> PassPlan:
+    """The widest batch tile (up to MAX_BLOCK_B) whose programs keep their weight slice on chip in one
+    wave of the GPU; failing that, the widest batch tile with the slice streamed."""
+    widest = MIN_DOT if batch <= MIN_DOT else min(MAX_BLOCK_B, triton.next_power_of_2(batch))
+    block_b = widest
+    while block_b >= MIN_DOT:
+        plan = _tiling(gates, hidden, batch, block_b, elem, gpu, backward)
+        if plan.stationary and plan.programs <= gpu.sm_count:
+            return plan
+        block_b //= 2
+    return _tiling(gates, hidden, batch, widest, elem, gpu, backward)
 
 
 def plan_layer(

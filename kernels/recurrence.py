@@ -124,3 +124,96 @@ def load_state_tile(state_ptr, slot, B, offs_b, offs_n, H, mask):
     # .cg: written in the previous step, possibly by other warps (or programs).
     offs = row_offsets(slot, B, offs_b, offs_n, H)
     return tl.load(state_ptr + offs, mask=mask, other=0.0, cache_modifier=".cg").to(tl.float32)
+
+
+# Weight-stationary building blocks (issue 11). A program's slice of W_hh is a tuple of [piece, columns]
+# tensors, one per piece of K (K_PIECES, configs.k_pieces), loaded once before the time loop.
+
+
+@triton.jit
+def load_weight_piece(
+    w_ptr, col_offs, col_mask, k_start, k_size, k_stride, K_PIECE: tl.constexpr, BF16_INTERPRETER: tl.constexpr
+):
+    """[K_PIECE, columns] piece of a weight slice: element (k, j) at w_ptr + (k_start + k) * k_stride +
+    col_offs[j], zero past k_size or outside col_mask."""
+    offs_k = k_start + tl.arange(0, K_PIECE)
+    w = tl.load(
+        w_ptr + offs_k[:, None] * k_stride + col_offs[None, :],
+        mask=(offs_k < k_size)[:, None] & col_mask[None, :],
+        other=0.0,
+    )
+    if BF16_INTERPRETER:  # the interpreter computes bf16 arithmetic on raw bits
+        w = w.to(tl.float32)
+    return w
+
+
+@triton.jit
+def load_weight_slice(
+    w_ptr, col_offs, col_mask, k_size, k_stride, K_PIECES: tl.constexpr, BF16_INTERPRETER: tl.constexpr
+):
+    """The whole [sum(K_PIECES), columns] slice, as a tuple of pieces."""
+    pieces = ()
+    k_start = 0
+    for i in tl.static_range(len(K_PIECES)):
+        piece = load_weight_piece(w_ptr, col_offs, col_mask, k_start, k_size, k_stride, K_PIECES[i], BF16_INTERPRETER)
+        pieces = pieces + (piece,)
+        k_start += K_PIECES[i]
+    return pieces
+
+
+@triton.jit
+def _dot_piece(acc, a_ptr, a_rows, mask_b, k_start, k_size, w, K_PIECE: tl.constexpr, DOT_PRECISION: tl.constexpr):
+    """acc + a[rows, k_start : k_start + K_PIECE] @ w, the operand cast to w's dtype."""
+    offs_k = k_start + tl.arange(0, K_PIECE)
+    # a was written by other programs in the previous step; the grid barrier (or the kernel boundary)
+    # orders it: no cache modifier is relied on.
+    a = tl.load(a_ptr + a_rows[:, None] + offs_k[None, :], mask=mask_b[:, None] & (offs_k < k_size)[None, :], other=0.0)
+    return tl.dot(a.to(w.dtype), w, acc, input_precision=DOT_PRECISION)
+
+
+@triton.jit
+def stationary_dot(acc, a_ptr, a_rows, mask_b, k_size, w, K_PIECES: tl.constexpr, DOT_PRECISION: tl.constexpr):
+    """acc + a[rows, :k_size] @ W for a slice W held as the tuple of pieces w."""
+    k_start = 0
+    for i in tl.static_range(len(K_PIECES)):
+        acc = _dot_piece(acc, a_ptr, a_rows, mask_b, k_start, k_size, w[i], K_PIECES[i], DOT_PRECISION)
+        k_start += K_PIECES[i]
+    return acc
+
+
+@triton.jit
+def streamed_dot(
+    acc,
+    a_ptr,
+    a_rows,
+    mask_b,
+    k_size,
+    w_ptr,
+    col_offs,
+    col_mask,
+    k_stride,
+    BLOCK_K: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    BF16_INTERPRETER: tl.constexpr,
+):
+    """acc + a[rows, :k_size] @ W with W read from global memory in BLOCK_K chunks (plans whose slice
+    does not fit on chip)."""
+    for k in range(0, k_size, BLOCK_K):
+        w = load_weight_piece(w_ptr, col_offs, col_mask, k, k_size, k_stride, BLOCK_K, BF16_INTERPRETER)
+        acc = _dot_piece(acc, a_ptr, a_rows, mask_b, k, k_size, w, BLOCK_K, DOT_PRECISION)
+    return acc
+
+
+@triton.jit
+def grid_barrier(barrier_ptr, step, timeout_ns):
+    """Every program of the grid meets here after step `step` of a launch. barrier_ptr: two int32
+    counters, zero at launch, used on alternate steps: counter step % 2 cannot be bumped again (at step
+    + 2) before every program has left this step's poll, so polling for equality is safe. Returns False
+    when the poll timed out."""
+    tl.debug_barrier()  # every warp's stores of this step are done ...
+    counter = barrier_ptr + step % 2
+    tl.atomic_add(counter, 1, sem="release", scope="gpu")  # ... and published at gpu scope
+    expected = (step // 2 + 1) * tl.num_programs(0) * tl.num_programs(1) * tl.num_programs(2)
+    ok = tl.atomic_poll(counter, expected, sem="acquire", scope="gpu", timeout_ns=timeout_ns)
+    tl.debug_barrier()  # every warp is ordered after the acquire
+    return ok
