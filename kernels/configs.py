@@ -1,14 +1,11 @@
 """Block sizes, warps and the choice of kernel variant for a recurrent scan.
 
-Two descriptions live here while the kernels move to the weight-stationary design (issue 11):
-
-- `plan_layer` (the new planner): how one layer-direction's scan runs on a GPU. The hidden units are
-  split across programs; each program owns BLOCK_N units of every gate (and a batch tile when B is
-  large), keeps its slice of W_hh on chip for the whole sequence ("stationary", weight_bytes_per_step 0)
-  or, where the slice does not fit, streams it from L2 each step in BLOCK_K chunks. With `grid_sync`
-  one launch runs every step and the programs meet at a grid barrier between steps; without it (the
-  fallback) the same kernel runs one step per launch.
-- `plan_scan` (today's kernels, until they are replaced): persistent or step variant.
+`plan_layer` says how one layer-direction's scan runs on a GPU. The hidden units are split across
+programs; each program owns BLOCK_N units of every gate (and a batch tile when B is large), keeps its
+slice of W_hh on chip for the whole sequence ("stationary", weight_bytes_per_step 0) or, where the
+slice does not fit, streams it from L2 each step in BLOCK_K chunks. With `grid_sync` one launch runs
+every step and the programs meet at a grid barrier between steps (variant "grid_sync"); without it (the
+fallback, variant "step") the same kernel runs one step per launch.
 
 Device: `target_gpu` reads the CUDA device's properties. Under TRITON_INTERPRET=1 there is no GPU:
 RNNFAST_PLAN_TARGET=h100|a100 (a testing switch, honoured only under the interpreter) plans as on that
@@ -17,6 +14,7 @@ the interpreter plans tiles as on an H100 and runs the fallback, since its progr
 another and could never meet at a barrier.
 """
 
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -40,8 +38,25 @@ GPUS = {
     "h100": Gpu("NVIDIA H100 SXM", 90, 132, 232448, 233472, 65536, 2048),
     "a100": Gpu("NVIDIA A100 SXM", 80, 108, 166912, 167936, 65536, 2048),
 }
+# Per-block hardware limits the compile test checks every plan against.
+SHARED_MEMORY_LIMIT = {gpu.arch: gpu.shared_per_block for gpu in GPUS.values()}
+MAX_REGISTERS_PER_THREAD = 255
 PLAN_TARGET_VARIABLE = "RNNFAST_PLAN_TARGET"
 NO_GRID_SYNC_VARIABLE = "RNNFAST_NO_GRID_SYNC"
+_planning_for: list[str] = []
+
+
+@contextlib.contextmanager
+def planning_for(gpu: str):
+    """Inside this context plans are made for GPUS[gpu] whatever the device (kernels/hardware.py compiles
+    the launches of a plan for a GPU this machine does not have)."""
+    if gpu not in GPUS:
+        raise ValueError(f"gpu must be one of {sorted(GPUS)}, got {gpu!r}")
+    _planning_for.append(gpu)
+    try:
+        yield
+    finally:
+        _planning_for.pop()
 
 
 def _interpreting() -> bool:
@@ -60,7 +75,9 @@ def plan_target() -> str | None:
 
 def target_gpu(device: torch.device | None = None) -> Gpu:
     """The GPU a scan on `device` is planned for: the CUDA device's own properties, or under the
-    interpreter RNNFAST_PLAN_TARGET's GPU (an H100 when unset)."""
+    interpreter RNNFAST_PLAN_TARGET's GPU (an H100 when unset); planning_for's GPU inside it."""
+    if _planning_for:
+        return GPUS[_planning_for[-1]]
     if _interpreting() or device is None or device.type != "cuda":
         return GPUS[plan_target() or "h100"]
     props = torch.cuda.get_device_properties(device)
@@ -82,7 +99,7 @@ def grid_sync_allowed() -> bool:
     interpreter only when RNNFAST_PLAN_TARGET asks for a GPU's plan (threaded interpreter)."""
     if os.environ.get(NO_GRID_SYNC_VARIABLE, "0") == "1":
         return False
-    return not _interpreting() or plan_target() is not None
+    return bool(_planning_for) or not _interpreting() or plan_target() is not None
 
 
 GATES = {"lstm": 4, "gru": 3, "elman": 1, "rnn_tanh": 1, "rnn_relu": 1}
@@ -246,41 +263,3 @@ def plan_layer(
     backward = _pass_plan(gates, hidden_size, batch_size, elem, gpu, backward=True)
     co_resident = max(forward.programs, backward.programs) <= gpu.sm_count
     return LayerPlan(cell, hidden_size, batch_size, dtype, gpu, forward, backward, grid_sync_allowed() and co_resident)
-
-
-# Today's kernels (persistent / step variants).
-BLOCK_B = 16
-# K steps of 16 (one bf16/fp16 mma deep) keep the backward's fp32 dots small.
-BLOCK_K = 16
-PERSISTENT_MAX_HIDDEN = 256
-# Hidden-unit tiles, 8 warps each: the widest with no register spill in any kernel, dtype and flag on
-# sm_80 and sm_90 (every combination compiled, tests/test_compile.py). A persistent program keeps all
-# its step's gate accumulators live: 32 columns for the LSTM's four and the Elman cell's one, 16 for
-# the GRU, whose n gate holds its recurrent term apart. The step kernels fit 64.
-PERSISTENT_TILE = {"lstm": 32, "gru": 16, "elman": 32}
-STEP_TILE = 64
-
-# Per-block hardware limits the compile test checks every plan against.
-SHARED_MEMORY_LIMIT = {80: 166912, 90: 232448}
-MAX_REGISTERS_PER_THREAD = 255
-
-
-@dataclass(frozen=True)
-class ScanPlan:
-    variant: str  # "persistent" or "step"
-    block_b: int
-    block_n: int
-    block_k: int
-    num_warps: int
-
-    def launches(self, seq_len: int) -> int:
-        return 1 if self.variant == "persistent" else seq_len
-
-
-def plan_scan(cell: str, hidden_size: int, dtype: torch.dtype) -> ScanPlan:
-    """Tile sizes and variant for a scan of `cell` ("lstm", "gru", "elman") with this hidden size and
-    dtype; the same plan for forward and backward, so one table describes both. Every dtype gets the
-    same plan: the backward's dots are fp32 whatever the dtype, and the forward's fit the same tiles."""
-    if hidden_size <= PERSISTENT_MAX_HIDDEN:
-        return ScanPlan("persistent", BLOCK_B, PERSISTENT_TILE[cell], BLOCK_K, num_warps=8)
-    return ScanPlan("step", BLOCK_B, STEP_TILE, BLOCK_K, num_warps=8)

@@ -121,8 +121,10 @@ def run_scan(
             use_barrier = _co_resident(kernel, grid, args, whole, plan.gpu)
         if use_barrier:
             kernel[grid](*args, **whole)
+            # Inside a CUDA graph capture the flag cannot be read (the graph runs later); meta tensors
+            # (kernels/hardware.py's recorded launches) hold no values.
             capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
-            if not capturing and error.item():
+            if device.type != "meta" and not capturing and error.item():
                 _timed_out_devices.add(key)
                 _warn_timeout(key)
                 raise GridSyncTimeout(
@@ -132,18 +134,3 @@ def run_scan(
             return
         for step in range(seq_len):
             kernel[grid](*args, t_start=step, n_steps=1, USE_BARRIER=False, **kwargs)
-
-
-def launch_scan(plan, kernel, tensors: tuple, seq_len: int, batch: int, hidden: int, options: dict) -> None:
-    """Today's GRU and Elman kernels (persistent or step variant), until they are replaced."""
-    batch_tiles = triton.cdiv(batch, plan.block_b)
-    meta = dict(BLOCK_B=plan.block_b, BLOCK_N=plan.block_n, BLOCK_K=plan.block_k, num_warps=plan.num_warps)
-    device = tensors[0].device
-    guard = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
-    with guard:
-        if plan.variant == "persistent":
-            kernel[(batch_tiles,)](*tensors, T=seq_len, B=batch, H=hidden, **options, **meta)
-        else:
-            grid = (batch_tiles, triton.cdiv(hidden, plan.block_n))
-            for step in range(seq_len):
-                kernel[grid](*tensors, step=step, T=seq_len, B=batch, H=hidden, **options, **meta)

@@ -28,6 +28,7 @@ import triton
 import triton.language as tl
 
 from .activations import sigmoid, tanh, to_storage
+from .configs import planning_for
 from .launch import run_scan, scan_constexprs
 from .recurrence import (
     backward_step_slots,
@@ -273,3 +274,25 @@ def lstm_scan_bwd(
         dict(T=seq_len, B=batch, H=hidden),
         dict(REVERSE=int(reverse), **scan_constexprs(gates.dtype)),
     )
+
+
+def example_launch(
+    cell: str, scan_pass: str, seq_len: int, batch: int, hidden: int, dtype: torch.dtype, gpu: str, reverse: bool,
+    training: bool,
+) -> None:  # fmt: skip
+    """kernels/hardware.py's interface: the launcher of `scan_pass` called as rnnfast.functional calls it for
+    one layer-direction of this shape, on fresh buffers of the meta device, planned for `gpu`."""
+    empty = lambda *shape, dtype=dtype: torch.empty(*shape, dtype=dtype, device="meta")  # noqa: E731
+    fp32 = lambda *shape: empty(*shape, dtype=torch.float32)  # noqa: E731
+    gates, w_hh, lengths = empty(seq_len, batch, 4 * hidden), empty(4 * hidden, hidden), empty(batch, dtype=torch.int64)
+    with planning_for(gpu):
+        if scan_pass == "forward":
+            c_all = fp32(seq_len + 1 if training else 2, batch, hidden)
+            lstm_scan_fwd(gates, w_hh, empty(seq_len + 1, batch, hidden), c_all, lengths, reverse, training)
+            return
+        dgates_all, c_all, dh = (
+            empty(seq_len + 1, batch, 4 * hidden),
+            fp32(seq_len + 1, batch, hidden),
+            fp32(seq_len, batch, hidden),
+        )
+        lstm_scan_bwd(dgates_all, gates, w_hh, c_all, dh, fp32(batch, hidden), fp32(batch, hidden), lengths, reverse)
