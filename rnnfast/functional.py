@@ -10,7 +10,7 @@ import os
 
 import torch
 
-from . import reference
+from . import differentiable, reference
 
 BACKENDS = ("auto", "triton", "torch")
 TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -77,6 +77,10 @@ def scan(cell: str, reverse: bool, backend: str, x, lengths, h0, c0, w_ih, w_hh,
     h_init, w_rec, first_gates = h0, w_hh, None
     if w_hr is not None:
         h_init, w_rec, first_gates = h0.new_zeros(h0.shape[0], w_hr.shape[1]), w_hh @ w_hr, h0 @ w_hh.t()
+    # The kernels address the recurrent weight and b_hh as contiguous: a transposed or strided parameter
+    # is copied here, outside the op, so autograd takes its gradient back to the parameter itself.
+    w_rec = w_rec.contiguous()
+    b_hh = None if b_hh is None else b_hh.contiguous()
     inputs = (x, h_init, c0, w_ih, w_rec, b_ih, b_hh, first_gates)
     training = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs)
     h_all, c_n, _, _ = torch.ops.rnnfast.scan(
@@ -272,27 +276,59 @@ def _(cell, reverse, backend, d_h_all, d_c_n, x, lengths, w_ih, w_rec, h_all, ce
     )
 
 
+# Positions of the differentiable inputs of _scan_op: x, h_init, c0, w_ih, w_rec, b_ih, b_hh, first_gates.
+_DIFFERENTIABLE_INPUTS = (3, 5, 6, 7, 8, 9, 10, 11)
+
+
 def _scan_setup_context(ctx, inputs, output):
     cell, reverse, backend, x, lengths, h_init, c0, w_ih, w_rec, b_ih, b_hh, first_gates, training = inputs
     h_all, _, cell_state, gates = output
-    ctx.save_for_backward(x, lengths, w_ih, w_rec, h_all, cell_state, gates)
+    # The inputs themselves are kept only for a backward that is differentiated again (no extra memory:
+    # they are alive anyway, as the layer's parameters and inputs).
+    ctx.save_for_backward(x, lengths, w_ih, w_rec, h_all, cell_state, gates, h_init, c0, b_ih, b_hh, first_gates)
     ctx.cell, ctx.reverse, ctx.backend, ctx.has_bias = cell, reverse, backend, b_ih is not None
 
 
 def _scan_backward(ctx, d_h_all, d_c_n, _d_cell_state, _d_gates):
-    x, lengths, w_ih, w_rec, h_all, cell_state, gates = ctx.saved_tensors
+    x, lengths, w_ih, w_rec, h_all, cell_state, gates, h_init, c0, b_ih, b_hh, first_gates = ctx.saved_tensors
     if d_h_all is None:
         d_h_all = torch.zeros_like(h_all)
     if d_c_n is None:
         d_c_n = h_all.new_zeros(h_all.shape[1:]) if ctx.cell == "lstm" else h_all.new_empty(0)
-    grads = torch.ops.rnnfast.scan_backward(
-        ctx.cell, ctx.reverse, ctx.backend, d_h_all, d_c_n, x, lengths, w_ih, w_rec, h_all, cell_state, gates,
-        ctx.has_bias,
-    )  # fmt: skip
     needs = ctx.needs_input_grad
-    picked = [g if needs[i] else None for i, g in zip((3, 5, 6, 7, 8, 9, 10, 11), grads)]
+    if torch.is_grad_enabled():  # create_graph=True: the backward itself must be differentiable
+        inputs = (x, h_init, c0, w_ih, w_rec, b_ih, b_hh, first_gates)
+        grads = _differentiable_backward(ctx, inputs, lengths, d_h_all, d_c_n)
+    else:
+        grads = torch.ops.rnnfast.scan_backward(
+            ctx.cell, ctx.reverse, ctx.backend, d_h_all, d_c_n, x, lengths, w_ih, w_rec, h_all, cell_state, gates,
+            ctx.has_bias,
+        )  # fmt: skip
+    picked = [g if needs[i] else None for i, g in zip(_DIFFERENTIABLE_INPUTS, grads)]
     dx, d_h_init, d_c0, d_w_ih, d_w_rec, d_b_ih, d_b_hh, d_first_gates = picked
     return None, None, None, dx, None, d_h_init, d_c0, d_w_ih, d_w_rec, d_b_ih, d_b_hh, d_first_gates, None
+
+
+def _differentiable_backward(ctx, inputs, lengths, d_h_all, d_c_n) -> list:
+    """The gradients of the scan's inputs as a graph autograd can differentiate again: the scan is
+    recomputed with plain torch ops from the saved inputs and differentiated with create_graph."""
+    wanted = [i for i, t in enumerate(inputs) if t is not None and ctx.needs_input_grad[_DIFFERENTIABLE_INPUTS[i]]]
+    x = inputs[0]
+    seq_len, batch = x.shape[:2]
+    first_steps = _first_steps(lengths, ctx.reverse, batch, seq_len, x.device)
+    with torch.autocast(x.device.type, enabled=False):
+        h_all, c_n = differentiable.scan_slots(ctx.cell, ctx.reverse, x, lengths, *inputs[1:], first_steps)
+        outputs, grad_outputs = [h_all], [d_h_all]
+        if ctx.cell == "lstm":
+            outputs.append(c_n)
+            grad_outputs.append(d_c_n)
+        found = torch.autograd.grad(
+            outputs, [inputs[i] for i in wanted], grad_outputs, create_graph=True, allow_unused=True
+        )
+    grads = [None] * len(inputs)
+    for i, grad in zip(wanted, found):
+        grads[i] = torch.zeros_like(inputs[i]) if grad is None else grad
+    return grads
 
 
 _scan_op.register_autograd(_scan_backward, setup_context=_scan_setup_context)

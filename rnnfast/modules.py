@@ -97,7 +97,7 @@ class _RecurrentLayers:
         run_dtype = _autocast_run_dtype(input, self._cell_name())
         if run_dtype is not None:
             input, hidden = input.to(run_dtype), tuple(h.to(run_dtype) for h in hidden)
-        _check_same_device_and_dtype(input, self._flat_weights[0], hidden)
+        _check_same_device_and_dtype(input, getattr(self, self._flat_weights_names[0]), hidden)
         if lengths is not None:
             lengths = _checked_lengths(lengths, input.size(1 - batch_dim), batch, input.device)
 
@@ -167,9 +167,13 @@ class _RecurrentLayers:
 
     def _layer_weights(self, index: int) -> tuple:
         """(w_ih, w_hh, b_ih, b_hh, w_hr) of one layer-direction; biases None when bias=False, w_hr None
-        without projections."""
-        per_layer = len(self._flat_weights) // len(self._all_weights)
-        weights = self._flat_weights[index * per_layer : (index + 1) * per_layer]
+        without projections.
+
+        Read by name on every call, as torch.nn re-reads its weights: a parametrization (weight_norm)
+        computes the tensor anew, torch.func.functional_call swaps it, and torch.nn's cached
+        `_flat_weights` list would still hold the old one."""
+        names = self._all_weights[index]
+        weights = [getattr(self, name) for name in names]
         w_hr = weights[-1] if self.proj_size > 0 else None
         biases = tuple(weights[2:4]) if self.bias else (None, None)
         return (weights[0], weights[1], *biases, w_hr)
@@ -260,6 +264,8 @@ class _RecurrentCell:
 
     def _cell_name(self) -> str:
         if isinstance(self, nn.RNNCell):
+            if self.nonlinearity not in ("tanh", "relu"):
+                raise RuntimeError(f"Unknown nonlinearity: {self.nonlinearity}")
             return f"rnn_{self.nonlinearity}"
         return "lstm" if isinstance(self, nn.LSTMCell) else "gru"
 
@@ -380,7 +386,7 @@ def _checked_lengths(lengths, seq_len: int, batch: int, device: torch.device) ->
             )
         if lengths.max() > seq_len:
             raise ValueError(f"lengths must not exceed the sequence length {seq_len}, got {int(lengths.max())}")
-    return lengths.to(device=device, dtype=torch.int64)
+    return lengths.to(device=device, dtype=torch.int64).contiguous()
 
 
 def _pack_like(

@@ -80,10 +80,15 @@ TOLERANCE = {
 }
 
 
-def assert_matches(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype, what: str) -> None:
+def assert_matches(
+    actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype, what: str, relative: bool = False
+) -> None:
+    """relative=True scales the tolerance by the expected tensor's own magnitude even below 1 (tensors of
+    tiny values, where an absolute comparison would pass anything)."""
     assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
     error = (actual.double() - expected.double()).abs().max().item() if expected.numel() else 0.0
-    scale = max(1.0, expected.double().abs().max().item() if expected.numel() else 0.0)
+    magnitude = expected.double().abs().max().item() if expected.numel() else 0.0
+    scale = magnitude if relative else max(1.0, magnitude)
     assert error <= TOLERANCE[dtype] * scale, f"{what}: max error {error:.3g} (scale {scale:.3g}) for {dtype}"
 
 
