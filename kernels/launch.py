@@ -76,6 +76,7 @@ def _co_resident(kernel, grid, args, kwargs, gpu: Gpu) -> bool:
     """Whether every program of this launch fits on the device at once (CUDA only: compiles the kernel
     as it will be launched, without launching it)."""
     compiled = kernel.warmup(*args, grid=grid, **kwargs)
+    compiled._init_handles()  # loads the binary: registers per thread are known from then on
     blocks = blocks_per_sm(gpu, compiled.n_regs, compiled.metadata.shared, compiled.metadata.num_warps)
     return grid[0] * grid[1] * grid[2] <= blocks * gpu.sm_count
 
