@@ -11,15 +11,15 @@ computes exactly what a GPU does.
 import triton
 import triton.language as tl
 
-_LOG2E = 1.4426950408889634
+_LOG2E = tl.constexpr(1.4426950408889634)
 # ln 2 split so that k * _LN2_HI is exact for |k| <= 2^8 (Cody and Waite's argument reduction).
-_LN2_HI = 0.693145751953125
-_LN2_LO = 1.428606765330187e-06
-# Beyond these exp(x) is inf or rounds to 0 in float32.
-_EXP_MAX = 88.72283935546875
-_EXP_MIN = -103.97208404541016
+_LN2_HI = tl.constexpr(0.693145751953125)
+_LN2_LO = tl.constexpr(1.428606765330187e-06)
+# Beyond these exp(x) is inf or rounds to 0 in float32. (Globals a jit function reads must be constexpr.)
+_EXP_MAX = tl.constexpr(88.72283935546875)
+_EXP_MIN = tl.constexpr(-103.97208404541016)
 # tanh uses its Taylor series up to x^21 below this |x|: the dropped terms are under 2e-9 (relative) there.
-_TANH_SERIES_MAX = 0.625
+_TANH_SERIES_MAX = tl.constexpr(0.625)
 
 
 @triton.jit

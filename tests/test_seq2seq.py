@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -10,6 +18,7 @@ from rnnfast.seq2seq.__main__ import main
 from rnnfast.seq2seq.data import (
     EOS_ID,
     PAD_ID,
+    InputError,
     Pair,
     TokenizedPair,
     Vocabulary,
@@ -124,23 +133,32 @@ def test_number_pairs_test_phrases_unseen_in_training():
 def test_read_tsv_ignores_extra_columns(tmp_path):
     path = tmp_path / "pairs.tsv"
     path.write_bytes("\ufeffVa !\tGo.\tCC-BY 2.0\r\nSalut.\tHi.\n".encode())
-    assert read_tsv(path) == [Pair("Va !", "Go."), Pair("Salut.", "Hi.")]
+    assert read_tsv(path).pairs == [Pair("Va !", "Go."), Pair("Salut.", "Hi.")]
+
+
+def test_read_tsv_skips_and_counts_blank_lines(tmp_path):
+    path = tmp_path / "pairs.tsv"
+    path.write_bytes(b"un\tone\n\n  \t \r\ndeux\ttwo\n\n")
+    tsv = read_tsv(path)
+    assert tsv.pairs == [Pair("un", "one"), Pair("deux", "two")]
+    assert tsv.blank_lines == 3
+    assert tsv.path == path.resolve()
 
 
 @pytest.mark.parametrize(
     "content, line, message",
     [
         (b"un\tone\ndeux two\n", 2, "no tab"),
-        (b"un\tone\n\ndeux\ttwo\n", 2, "empty line"),
+        (b"un\tone\n\n\ndeux two\n", 4, "no tab"),
         (b"un\tone\ndeux\ttwo\n\xe9t\xe9\tsummer\n", 3, "UTF-8"),
         (b"un\tone\n\ttwo\n", 2, "empty source"),
     ],
-    ids=["missing-tab", "empty-line", "bad-encoding", "empty-field"],
+    ids=["missing-tab", "missing-tab-after-blank-lines", "bad-encoding", "empty-field"],
 )
 def test_read_tsv_errors_name_file_and_line(tmp_path, content, line, message):
     path = tmp_path / "bad.tsv"
     path.write_bytes(content)
-    with pytest.raises(ValueError, match=rf"bad\.tsv:{line}: .*{message}"):
+    with pytest.raises(InputError, match=rf"bad\.tsv:{line}: .*{message}"):
         read_tsv(path)
 
 
@@ -353,3 +371,312 @@ def test_missing_rnnfast_class_raises_a_clear_error(monkeypatch):
     monkeypatch.delattr(rnnfast, "GRU", raising=False)
     with pytest.raises(NotImplementedError, match=r"rnnfast\.GRU is not available.*cell_impl='torch'"):
         recurrent_layer("gru", "rnnfast", 4, 8)
+
+
+# ------------------------------------------------------------------ command line: what users get wrong
+
+WORDS = [("un", "one"), ("deux", "two"), ("trois", "three"), ("quatre", "four"), ("cinq", "five"), ("six", "six")]
+PAIRS_TSV = "".join(f"{a} {b}\t{x} {y}\n" for a, x in WORDS for b, y in WORDS)  # 36 pairs: 28 / 3 / 5
+TINY_RUN = ["--epochs", "1", "--hidden-size", "8", "--embedding-size", "4", "--batch-size", "16"]
+TINY_RUN += ["--cell-impl", "torch", "--device", "cpu"]
+
+
+def run_cli(capsys, *argv) -> tuple[int | str | None, str, str]:
+    """Exit status (0 when main returns), stdout and stderr of the command line run in-process."""
+    try:
+        main([str(arg) for arg in argv])
+        status = 0
+    except SystemExit as exit_:
+        status = exit_.code
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def user_error(capsys, *argv) -> str:
+    """The one-line message of a command line run that must fail as the user's mistake."""
+    status, _, err = run_cli(capsys, *argv)
+    assert status == 2, err
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert err.startswith(f"python -m rnnfast.seq2seq {argv[0]}: error: "), err
+    return err
+
+
+def train_tiny(capsys, output_dir, *extra) -> str:
+    """stdout and stderr of a tiny training run, which must succeed."""
+    status, out, err = run_cli(capsys, "train", *TINY_RUN, "--output-dir", output_dir, *extra)
+    assert status == 0, err
+    return out + err
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A one-epoch run on a 36-pair TSV file: (output directory, TSV path)."""
+    directory = tmp_path_factory.mktemp("tiny_run")
+    tsv = directory / "pairs.tsv"
+    tsv.write_text(PAIRS_TSV, encoding="utf-8")
+    main(["train", "--tsv", str(tsv), *TINY_RUN, "--output-dir", str(directory / "run")])
+    return directory / "run", tsv
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "missing.tsv: no such file"),
+        (b"un\tone\ndeux two\n", "bad.tsv:2: no tab, expected source<TAB>target"),
+        (b"un\tone\n\xe9t\xe9\tsummer\n", "bad.tsv:2: not valid UTF-8"),
+    ],
+    ids=["missing", "no-tab", "not-utf8"],
+)
+def test_cli_bad_tsv_is_one_line_naming_file_and_line(tmp_path, capsys, content, message):
+    path = tmp_path / ("missing.tsv" if content is None else "bad.tsv")
+    if content is not None:
+        path.write_bytes(content)
+    assert message in user_error(capsys, "train", "--tsv", path, *TINY_RUN, "--output-dir", tmp_path / "run")
+
+
+def test_cli_tsv_that_is_a_directory_or_unreadable(tmp_path, capsys, monkeypatch):
+    err = user_error(capsys, "train", "--tsv", tmp_path, *TINY_RUN)
+    assert f"{tmp_path}: is a directory" in err
+    locked = tmp_path / "locked.tsv"
+    locked.write_text(PAIRS_TSV)
+    read_bytes = Path.read_bytes
+
+    def refuse(path):  # chmod cannot lock root out, so the refusal is simulated
+        if path == locked:
+            raise PermissionError(13, "Permission denied")
+        return read_bytes(path)
+
+    monkeypatch.setattr(Path, "read_bytes", refuse)
+    err = user_error(capsys, "evaluate", "--tsv", locked, "--checkpoint", tmp_path / "nothing.pt")
+    assert "nothing.pt: no such checkpoint" in err
+    err = user_error(capsys, "train", "--tsv", locked, *TINY_RUN, "--output-dir", tmp_path / "run")
+    assert f"{locked}: cannot read it (Permission denied)" in err
+
+
+@pytest.mark.parametrize(
+    "argv, option",
+    [
+        (["train", "--batch-size", "0"], "--batch-size"),
+        (["train", "--epochs", "0"], "--epochs"),
+        (["train", "--hidden-size", "-4"], "--hidden-size"),
+        (["train", "--dropout", "1.5"], "--dropout"),
+        (["evaluate", "--beam-size", "0"], "--beam-size"),
+        (["translate", "--beam-size", "-2", "un"], "--beam-size"),
+    ],
+    ids=["batch-size-0", "epochs-0", "hidden-size-negative", "dropout-over-1", "beam-size-0", "beam-size-negative"],
+)
+def test_cli_out_of_range_numbers(capsys, argv, option):
+    err = user_error(capsys, *argv)
+    assert f"argument {option}: expected " in err and repr(argv[2]) in err
+
+
+def test_cli_cuda_where_there_is_none_names_what_there_is(capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    err = user_error(capsys, "translate", "--device", "cuda", "un")
+    assert "--device cuda: CUDA is not available (" in err and "available here: cpu" in err
+
+
+def test_cli_device_auto_is_the_default_and_takes_cuda_when_there(monkeypatch):
+    from rnnfast.seq2seq.__main__ import build_parser, resolve_device
+
+    assert build_parser().parse_args(["translate"]).device == "auto"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == "cuda"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == "cpu"
+
+
+def test_cli_refuses_what_is_not_a_checkpoint(tmp_path, capsys):
+    text = tmp_path / "notes.txt"
+    text.write_text("not a checkpoint\n")
+    truncated = tmp_path / "truncated.pt"
+    save_checkpoint(truncated, {"model_state": {"weight": torch.ones(64)}})
+    truncated.write_bytes(truncated.read_bytes()[:100])
+    archive = tmp_path / "archive.zip"
+    with zipfile.ZipFile(archive, "w") as file:
+        file.writestr("notes.txt", "not a checkpoint either")
+    other = tmp_path / "other.pt"
+    torch.save({"weight": torch.ones(3)}, other)
+    cases = [
+        (text, "notes.txt: not an rnnfast checkpoint (not a whole file written by torch.save)"),
+        (truncated, "truncated.pt: not an rnnfast checkpoint (not a whole file written by torch.save)"),
+        (archive, "archive.zip: not an rnnfast checkpoint (torch.load: "),
+        (other, "other.pt: not an rnnfast seq2seq checkpoint (it has no model_config, data_config"),
+        (tmp_path, f"{tmp_path}: is a directory, expected a checkpoint file such as {tmp_path / 'best.pt'}"),
+        (tmp_path / "missing.pt", "missing.pt: no such checkpoint"),
+    ]
+    for path, message in cases:
+        assert message in user_error(capsys, "evaluate", "--checkpoint", path)
+        assert message in user_error(capsys, "translate", "--checkpoint", path, "un")
+    err = user_error(capsys, "train", "--resume", text, *TINY_RUN, "--output-dir", tmp_path / "run")
+    assert "notes.txt: not an rnnfast checkpoint" in err
+
+
+def test_cli_too_few_pairs_says_what_each_filter_removed(tmp_path, capsys):
+    path = tmp_path / "pairs.tsv"
+    path.write_text("\n" + PAIRS_TSV + "\n\n")
+    err = user_error(capsys, "train", "--tsv", path, "--max-length", "1", *TINY_RUN)
+    assert "pairs.tsv: 36 pairs read (3 blank lines skipped), 36 over --max-length 1: too few left" in err
+    assert "(0 training and 0 validation pairs" in err
+    err = user_error(capsys, "train", "--max-number", "5", *TINY_RUN)
+    assert "built-in fr-en task (0..5): 6 pairs read, 0 over --max-length 50: too few left" in err
+    assert "(4 training and 0 validation pairs" in err
+
+
+def test_cli_blank_lines_are_skipped_and_counted(tmp_path, capsys):
+    path = tmp_path / "pairs.tsv"
+    path.write_text(PAIRS_TSV[:100] + "\n   \n" + PAIRS_TSV[100:] + "\n")
+    report = train_tiny(capsys, tmp_path / "run", "--tsv", path)
+    assert "pairs.tsv: 36 pairs read (3 blank lines skipped); 28 training, 3 validation pairs" in report
+
+
+def test_cli_checkpoint_records_the_tsv_and_evaluate_notices_moves_and_changes(tmp_path, capsys):
+    path = tmp_path / "pairs.tsv"
+    path.write_text(PAIRS_TSV)
+    train_tiny(capsys, tmp_path / "run", "--tsv", path)
+    checkpoint = tmp_path / "run" / "best.pt"
+    data_config = load_checkpoint(checkpoint)["data_config"]
+    assert data_config["tsv"] == str(path.resolve())
+    assert data_config["tsv_sha256"] == hashlib.sha256(PAIRS_TSV.encode()).hexdigest()
+
+    status, out, _ = run_cli(capsys, "evaluate", "--checkpoint", checkpoint)
+    assert status == 0 and "test split: 5 pairs, greedy" in out
+
+    moved = tmp_path / "moved.tsv"
+    path.rename(moved)
+    err = user_error(capsys, "evaluate", "--checkpoint", checkpoint)
+    assert f"{path.resolve()}: the data this checkpoint was trained on is not there any more (moved" in err
+    assert "pass its new location with --tsv" in err
+    status, out, _ = run_cli(capsys, "evaluate", "--checkpoint", checkpoint, "--tsv", moved)
+    assert status == 0 and f"{moved} (the training data): test split: 5 pairs" in out
+    resume = ["--resume", checkpoint, "--epochs", "2", "--output-dir", tmp_path / "resumed"]
+    assert "pass its new location with --tsv" in user_error(capsys, "train", *resume)
+    train_tiny(capsys, tmp_path / "resumed", *resume, "--tsv", moved)
+    assert load_checkpoint(tmp_path / "resumed" / "last.pt")["data_config"]["tsv"] == str(moved.resolve())
+
+    path.write_text(PAIRS_TSV + "six six\tsix six\n")
+    err = user_error(capsys, "evaluate", "--checkpoint", checkpoint)
+    assert f"{path.resolve()}: changed since this checkpoint was trained on it (SHA-256 " in err
+    assert f"evaluate --tsv {path.resolve()}" in err
+    status, out, _ = run_cli(capsys, "evaluate", "--checkpoint", checkpoint, "--tsv", path)
+    assert status == 0 and f"{path}: 37 pairs, greedy" in out
+
+
+def test_cli_train_keeps_an_existing_run_unless_told(tmp_path, capsys):
+    path = tmp_path / "pairs.tsv"
+    path.write_text(PAIRS_TSV)
+    run = tmp_path / "run"
+    train_tiny(capsys, run, "--tsv", path, "--seed", "1")
+    first = (run / "last.pt").read_bytes()
+    err = user_error(capsys, "train", "--tsv", path, *TINY_RUN, "--output-dir", run)
+    assert f"{run}/ already holds a run (best.pt, last.pt); pass --overwrite to replace it" in err
+    assert f"--resume {run / 'last.pt'} to continue it" in err
+    assert (run / "last.pt").read_bytes() == first
+    train_tiny(capsys, run, "--tsv", path, "--overwrite")
+    assert load_checkpoint(run / "last.pt")["train_config"]["seed"] == 0
+    train_tiny(capsys, run, "--tsv", path, "--resume", run / "last.pt", "--epochs", "2")
+    assert load_checkpoint(run / "last.pt")["epoch"] == 2
+    err = user_error(capsys, "train", "--tsv", path, *TINY_RUN, "--output-dir", path, "--overwrite")
+    assert f"--output-dir {path}: cannot create it" in err
+
+
+def test_cli_resume_names_the_settings_the_checkpoint_overrides(tiny_run, tmp_path, capsys):
+    run, _ = tiny_run
+    resume = ["--resume", run / "last.pt", "--output-dir", tmp_path / "resumed"]
+    err = user_error(capsys, "train", *TINY_RUN, *resume)
+    assert f"--epochs 1: {run / 'last.pt'} is already at epoch 1; pass a larger --epochs" in err
+    contradicting = ["--hidden-size", "16", "--num-layers", "2", "--cell", "gru", "--no-reverse-source", "--lr", "0.5"]
+    report = train_tiny(capsys, tmp_path / "resumed", *resume, "--epochs", "2", *contradicting)
+    warnings = [line for line in report.splitlines() if ": warning: " in line]
+    assert warnings == [
+        f"python -m rnnfast.seq2seq train: warning: the checkpoint's {setting} overrides {given} "
+        "(a resumed run keeps its settings)"
+        for setting, given in [
+            ("--cell lstm", "--cell gru"),
+            ("--hidden-size 8", "--hidden-size 16"),
+            ("--num-layers 1", "--num-layers 2"),
+            ("--reverse-source", "--no-reverse-source"),
+            ("--learning-rate 0.002", "--learning-rate 0.5"),
+        ]
+    ]
+    resumed = load_checkpoint(tmp_path / "resumed" / "last.pt")
+    assert resumed["model_config"]["hidden_size"] == 8 and resumed["epoch"] == 2
+
+
+def test_cli_resume_of_a_built_in_task_run_names_the_data_it_keeps(tmp_path, capsys):
+    run = tmp_path / "run"
+    train_tiny(capsys, run, "--max-number", "19")
+    tsv = tmp_path / "pairs.tsv"
+    tsv.write_text(PAIRS_TSV)
+    report = train_tiny(capsys, run, "--resume", run / "last.pt", "--epochs", "2", "--tsv", tsv, "--max-number", "29")
+    assert [line for line in report.splitlines() if ": warning: " in line] == [
+        f"python -m rnnfast.seq2seq train: warning: the checkpoint's {setting} overrides {given} "
+        "(a resumed run keeps its settings)"
+        for setting, given in [
+            ("--max-number 19", "--max-number 29"),
+            ("data (built-in fr-en task (0..19))", f"--tsv {tsv}"),
+        ]
+    ]
+    assert load_checkpoint(run / "last.pt")["data_config"]["tsv"] is None
+
+
+def test_cli_translate_reports_unknown_words_and_truncation(tiny_run, capsys):
+    run, _ = tiny_run
+    long_sentence = " ".join(["un"] * 60)
+    status, out, err = run_cli(
+        capsys, "translate", "--checkpoint", run / "best.pt", "un deux", "un zorglub deux quux zorglub", long_sentence
+    )
+    assert status == 0 and len(out.splitlines()) == 3
+    assert err.splitlines() == [
+        "python -m rnnfast.seq2seq translate: warning: 'un zorglub deux quux zorglub': "
+        "not in the source vocabulary, read as <unk>: zorglub quux",
+        "python -m rnnfast.seq2seq translate: warning: 'un un un un un un un un un un un un u...': "
+        "60 tokens, over the model's maximum length 50: truncated, only the first 50 are translated",
+    ]
+
+
+def test_cli_translate_stdin_that_is_not_utf8(tiny_run, capsys, monkeypatch):
+    run, _ = tiny_run
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"un deux\n\xe9t\xe9\n")))
+    err = user_error(capsys, "translate", "--checkpoint", run / "best.pt")
+    assert "<stdin>:2: not valid UTF-8" in err
+
+
+def test_cli_internal_errors_keep_their_traceback(tmp_path, capsys, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug, not a user mistake")
+
+    monkeypatch.setattr("rnnfast.seq2seq.__main__.train", broken)
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(["train", *TINY_RUN, "--output-dir", str(tmp_path / "run")])
+
+
+def test_cli_interrupt_before_the_first_checkpoint_says_nothing_was_saved(tmp_path, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("rnnfast.seq2seq.__main__.train", interrupted)
+    with pytest.raises(SystemExit, match=r"interrupted before the first checkpoint; nothing saved in .*run/"):
+        main(["train", *TINY_RUN, "--output-dir", str(tmp_path / "run")])
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--tsv", "missing.tsv"], "missing.tsv: no such file"),
+        (["translate", "--beam-size", "0"], "argument --beam-size: expected a positive integer, got '0'"),
+    ],
+    ids=["user-error", "argparse-error"],
+)
+def test_cli_subprocess_errors_are_one_line_with_status_2(tmp_path, argv, message):
+    result = subprocess.run(
+        [sys.executable, "-m", "rnnfast.seq2seq", *argv],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(Path(rnnfast.__file__).parent.parent)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr == f"python -m rnnfast.seq2seq {argv[0]}: error: {message}\n"
+    assert result.stdout == ""

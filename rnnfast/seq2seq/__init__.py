@@ -3,7 +3,7 @@
 Run `python -m rnnfast.seq2seq train` to train on the built-in French -> English number task.
 """
 
-from .data import Vocabulary, detokenize, number_pairs, read_tsv, tokenize
+from .data import InputError, Vocabulary, detokenize, number_pairs, read_tsv, tokenize
 from .decoding import beam_search, greedy_decode
 from .model import Decoder, Encoder, LuongAttention, Seq2Seq, Seq2SeqConfig, recurrent_layer, sequence_loss
 from .training import DataConfig, TrainConfig, Translator, train, translator_from_checkpoint
@@ -12,6 +12,7 @@ __all__ = [
     "DataConfig",
     "Decoder",
     "Encoder",
+    "InputError",
     "LuongAttention",
     "Seq2Seq",
     "Seq2SeqConfig",

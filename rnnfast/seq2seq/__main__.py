@@ -5,13 +5,17 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import NoReturn
 
 import torch
 
-from .data import NUMBER_PAIRS, read_tsv, tokenize_pairs
+from .data import NUMBER_PAIRS, InputError, read_tsv, split_pairs, tokenize_pairs
 from .model import ATTENTION_TYPES, CELL_IMPLS, CELL_TYPES, Seq2SeqConfig
 from .training import (
+    RESUME_KEYS,
     DataConfig,
     TrainConfig,
     load_checkpoint,
@@ -20,32 +24,98 @@ from .training import (
     translator_from_checkpoint,
 )
 
+PROG = "python -m rnnfast.seq2seq"
 DEFAULT_OUTPUT_DIR = "seq2seq-run"
 
 
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
+def bounded(kind: Callable[[str], float], description: str, accept: Callable[[float], bool]) -> Callable[[str], float]:
+    """An argparse `type` that converts with `kind` and accepts the values for which `accept` holds."""
+
+    def convert(text: str) -> float:
+        rejection = argparse.ArgumentTypeError(f"expected {description}, got {text!r}")
+        try:
+            value = kind(text)
+        except ValueError:
+            raise rejection from None
+        if not accept(value):
+            raise rejection
+        return value
+
+    return convert
+
+
+positive_int = bounded(int, "a positive integer", lambda value: value > 0)
+non_negative_int = bounded(int, "an integer >= 0", lambda value: value >= 0)
+positive_float = bounded(float, "a positive number", lambda value: value > 0)
+fraction = bounded(float, "a number from 0 to 1", lambda value: 0 <= value <= 1)
+
+
+@dataclass(frozen=True)
+class Default:
+    """A train setting's value when its option is not given. `--resume` reports only the settings that
+    were given and differ from the checkpoint's, so it must tell them from defaults."""
+
+    value: object
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+def config_options(args: argparse.Namespace, config_class: type) -> dict:
+    """The train options that set fields of `config_class`, by field name; Default(...) where not given."""
+    return {field.name: getattr(args, field.name) for field in fields(config_class) if hasattr(args, field.name)}
+
+
+def given_settings(args: argparse.Namespace, config_class: type) -> dict:
+    """The train options spelled out on the command line that set fields of `config_class`."""
+    return {name: value for name, value in config_options(args, config_class).items() if not isinstance(value, Default)}
+
+
+def settings(args: argparse.Namespace, config_class: type) -> dict:
+    """The values of `config_class`'s fields among the train options, given or default."""
+    options = config_options(args, config_class)
+    return {name: value.value if isinstance(value, Default) else value for name, value in options.items()}
+
+
+def spelled(name: str, value: object) -> str:
+    """How option `name` set to `value` reads on the command line."""
+    option = "--" + name.replace("_", "-")
+    if isinstance(value, bool):
+        return option if value else "--no-" + option[2:]
+    return f"{option} {value}"
+
+
+def resolve_device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        if torch.version.cuda is None:
+            reason = f"this torch {torch.__version__} is built without CUDA"
+        else:
+            reason = f"torch {torch.__version__} is built for CUDA {torch.version.cuda} but finds no CUDA device"
+        raise InputError(f"--device cuda: CUDA is not available ({reason}); what is available here: cpu")
+    return name
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device",
-        choices=("cpu", "cuda"),
-        default=default_device(),
-        help="where to run (cuda when available)",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="where to run; auto takes CUDA when it is available (default: %(default)s)",
     )
     parser.add_argument(
         "--threads",
-        type=int,
+        type=positive_int,
         default=1,
         help="torch.set_num_threads; the default model gains little from more threads on CPU, "
-        "and threads competing for busy cores stall it",
+        "and threads competing for busy cores stall it (default: %(default)s)",
     )
 
 
 def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", default=f"{DEFAULT_OUTPUT_DIR}/best.pt")
-    parser.add_argument("--beam-size", type=int, default=1, help="1 decodes greedily")
+    parser.add_argument("--checkpoint", default=f"{DEFAULT_OUTPUT_DIR}/best.pt", help="(default: %(default)s)")
+    parser.add_argument("--beam-size", type=positive_int, default=1, help="1 decodes greedily (default: %(default)s)")
     parser.add_argument(
         "--cell-impl",
         choices=CELL_IMPLS,
@@ -54,13 +124,26 @@ def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (the usage of train alone runs to twenty); --help
+    still shows it all."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m rnnfast.seq2seq", description=__doc__)
+    parser = Parser(prog=PROG, description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    defaults_model = Seq2SeqConfig(0, 0)
-    defaults_data = DataConfig()
-    defaults_train = TrainConfig()
+    # Each train setting's dest is its config field; its value is Default(...) unless the option is given.
+    model_defaults = Seq2SeqConfig(0, 0)
+    data_defaults = DataConfig()
+    train_defaults = TrainConfig()
+
+    def default(config: object, name: str) -> Default:
+        return Default(getattr(config, name))
+
     train_parser = commands.add_parser(
         "train", help="train a translator", formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
@@ -68,66 +151,123 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument(
         "--pair",
         choices=sorted(NUMBER_PAIRS),
-        default=defaults_data.pair,
+        default=default(data_defaults, "pair"),
         help="built-in number-phrase task (ignored with --tsv)",
     )
     data.add_argument(
         "--max-number",
-        type=int,
-        default=defaults_data.max_number,
+        type=non_negative_int,
+        default=default(data_defaults, "max_number"),
         help="built-in task uses the numbers 0..max-number",
     )
-    data.add_argument("--tsv", default=None, help="train on source<TAB>target lines from this file instead")
-    data.add_argument("--min-freq", type=int, default=defaults_data.min_freq, help="rarer tokens become <unk>")
+    data.add_argument(
+        "--tsv",
+        default=default(data_defaults, "tsv"),
+        help="train on source<TAB>target lines from this file instead; with --resume, the new location of "
+        "the checkpoint's file",
+    )
+    data.add_argument(
+        "--min-freq", type=positive_int, default=default(data_defaults, "min_freq"), help="rarer tokens become <unk>"
+    )
     data.add_argument(
         "--max-length",
-        type=int,
-        default=defaults_data.max_length,
+        type=positive_int,
+        default=default(data_defaults, "max_length"),
         help="drop pairs with more tokens on either side; also the decoding limit",
     )
     model = train_parser.add_argument_group("model")
-    model.add_argument("--cell", choices=CELL_TYPES, default=defaults_model.cell)
-    model.add_argument("--cell-impl", choices=CELL_IMPLS, default=defaults_model.cell_impl)
-    model.add_argument("--embedding-size", type=int, default=defaults_model.embedding_size)
-    model.add_argument("--hidden-size", type=int, default=defaults_model.hidden_size)
-    model.add_argument("--num-layers", type=int, default=defaults_model.num_layers)
-    model.add_argument("--bidirectional", action="store_true")
+    model.add_argument("--cell", choices=CELL_TYPES, default=default(model_defaults, "cell"), help="recurrent cell")
+    model.add_argument(
+        "--cell-impl",
+        choices=CELL_IMPLS,
+        default=default(model_defaults, "cell_impl"),
+        help="rnnfast's layers, or torch.nn's for comparison",
+    )
+    model.add_argument(
+        "--embedding-size", type=positive_int, default=default(model_defaults, "embedding_size"), help="token vectors"
+    )
+    model.add_argument(
+        "--hidden-size", type=positive_int, default=default(model_defaults, "hidden_size"), help="recurrent state"
+    )
+    model.add_argument(
+        "--num-layers", type=positive_int, default=default(model_defaults, "num_layers"), help="stacked layers"
+    )
+    model.add_argument(
+        "--bidirectional",
+        action="store_true",
+        default=default(model_defaults, "bidirectional"),
+        help="encoder reads both ways",
+    )
     model.add_argument(
         "--reverse-source",
         action=argparse.BooleanOptionalAction,
-        default=defaults_model.reverse_source,
+        default=default(model_defaults, "reverse_source"),
         help="read each source sentence backwards, so its first words sit next to the decoder's start",
     )
-    model.add_argument("--attention", choices=ATTENTION_TYPES, default=defaults_model.attention)
-    model.add_argument("--dropout", type=float, default=defaults_model.dropout)
+    model.add_argument(
+        "--attention", choices=ATTENTION_TYPES, default=default(model_defaults, "attention"), help="Luong score"
+    )
+    model.add_argument(
+        "--dropout", type=fraction, default=default(model_defaults, "dropout"), help="dropout probability"
+    )
     training = train_parser.add_argument_group("training")
-    training.add_argument("--epochs", type=int, default=defaults_train.epochs)
-    training.add_argument("--batch-size", type=int, default=defaults_train.batch_size)
-    training.add_argument("--lr", type=float, default=defaults_train.learning_rate)
-    training.add_argument("--clip", type=float, default=defaults_train.gradient_clip, help="gradient norm limit")
     training.add_argument(
+        "--epochs", type=positive_int, default=default(train_defaults, "epochs"), help="train up to this epoch"
+    )
+    training.add_argument(
+        "--batch-size", type=positive_int, default=default(train_defaults, "batch_size"), help="pairs per step"
+    )
+    training.add_argument(
+        "--learning-rate",
+        "--lr",
+        type=positive_float,
+        default=default(train_defaults, "learning_rate"),
+        metavar="LR",
+        help="Adam's step size",
+    )
+    training.add_argument(
+        "--gradient-clip",
+        "--clip",
+        type=positive_float,
+        metavar="NORM",
+        default=default(train_defaults, "gradient_clip"),
+        help="gradient norm limit",
+    )
+    training.add_argument(
+        "--teacher-forcing-ratio",
         "--teacher-forcing",
-        type=float,
-        default=defaults_train.teacher_forcing_ratio,
+        type=fraction,
+        metavar="RATIO",
+        default=default(train_defaults, "teacher_forcing_ratio"),
         help="probability of feeding the true previous token",
     )
     training.add_argument(
         "--validate-every",
-        type=int,
-        default=defaults_train.validate_every,
+        type=positive_int,
+        default=default(train_defaults, "validate_every"),
         help="epochs between validations and checkpoints",
     )
-    training.add_argument("--seed", type=int, default=defaults_train.seed)
+    training.add_argument(
+        "--seed", type=int, default=default(train_defaults, "seed"), help="initial weights and shuffling"
+    )
     training.add_argument("--output-dir", default=DEFAULT_OUTPUT_DIR, help="where best.pt, last.pt and curves.png go")
     training.add_argument(
-        "--resume", default=None, help="continue from this checkpoint (its configs win over the flags above)"
+        "--overwrite", action="store_true", help="replace the run already in --output-dir with a new one"
+    )
+    training.add_argument(
+        "--resume",
+        default=None,
+        help="continue from this checkpoint up to --epochs (its settings win over the options above)",
     )
     add_common_arguments(train_parser)
 
     evaluate_parser = commands.add_parser("evaluate", help="exact match and BLEU of a checkpoint")
     add_decoding_arguments(evaluate_parser)
     evaluate_parser.add_argument(
-        "--tsv", default=None, help="score on these source<TAB>target lines (default: the test split)"
+        "--tsv",
+        default=None,
+        help="score on these source<TAB>target lines (default: the test split); given the checkpoint's own "
+        "training data (same content, wherever it is now), scores its test split",
     )
     add_common_arguments(evaluate_parser)
 
@@ -138,43 +278,62 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def warn(command: str, message: str) -> None:
+    print(f"{PROG} {command}: warning: {message}", file=sys.stderr)
+
+
+def check_resume(args: argparse.Namespace, checkpoint: dict, epochs: int) -> None:
+    """Warn about each given setting that the checkpoint overrides; refuse a run with nothing to do."""
+    if epochs <= checkpoint["epoch"]:
+        raise InputError(
+            f"--epochs {epochs}: {args.resume} is already at epoch {checkpoint['epoch']}; "
+            "pass a larger --epochs to continue it"
+        )
+    data = checkpoint["data_config"]
+    for section, config_class in (
+        ("model_config", Seq2SeqConfig),
+        ("data_config", DataConfig),
+        ("train_config", TrainConfig),
+    ):
+        for name, value in given_settings(args, config_class).items():
+            recorded = checkpoint[section][name]
+            relocated = name == "tsv" and data["tsv"] is not None  # train() checks it is the same data
+            if name == "epochs" or relocated or value == recorded:
+                continue
+            picks_the_data = name == "tsv" or (name in ("pair", "max_number") and data["tsv"] is not None)
+            setting = f"data ({DataConfig(**data).description})" if picks_the_data else spelled(name, recorded)
+            warn(
+                "train",
+                f"the checkpoint's {setting} overrides {spelled(name, value)} (a resumed run keeps its settings)",
+            )
+
+
 def run_train(args: argparse.Namespace) -> None:
-    model_config = Seq2SeqConfig(
-        source_vocab_size=0,
-        target_vocab_size=0,
-        cell=args.cell,
-        cell_impl=args.cell_impl,
-        embedding_size=args.embedding_size,
-        hidden_size=args.hidden_size,
-        num_layers=args.num_layers,
-        bidirectional=args.bidirectional,
-        reverse_source=args.reverse_source,
-        attention=args.attention,
-        dropout=args.dropout,
-    )
-    data_config = DataConfig(
-        pair=args.pair,
-        max_number=args.max_number,
-        tsv=args.tsv,
-        min_freq=args.min_freq,
-        max_length=args.max_length,
-    )
-    train_config = TrainConfig(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.lr,
-        gradient_clip=args.clip,
-        teacher_forcing_ratio=args.teacher_forcing,
-        validate_every=args.validate_every,
-        seed=args.seed,
-    )
+    output_dir = Path(args.output_dir)
+    existing = [name for name in ("best.pt", "last.pt") if (output_dir / name).exists()]
+    if existing and not (args.overwrite or args.resume):
+        raise InputError(
+            f"{output_dir}/ already holds a run ({', '.join(existing)}); pass --overwrite to replace it, "
+            f"--resume {output_dir / 'last.pt'} to continue it, or choose another --output-dir"
+        )
+    model_config = Seq2SeqConfig(source_vocab_size=0, target_vocab_size=0, **settings(args, Seq2SeqConfig))
+    data_config = DataConfig(**settings(args, DataConfig))
+    train_config = TrainConfig(**settings(args, TrainConfig))
+    if args.resume is not None:
+        check_resume(args, load_checkpoint(args.resume, RESUME_KEYS), train_config.epochs)
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(f"--output-dir {output_dir}: cannot create it ({error.strerror})") from None
     start = time.perf_counter()
     try:
-        best = train(model_config, data_config, train_config, args.output_dir, args.device, args.resume)
+        best = train(model_config, data_config, train_config, output_dir, args.device, args.resume)
     except KeyboardInterrupt:
+        if not (output_dir / "last.pt").exists():
+            raise SystemExit(f"interrupted before the first checkpoint; nothing saved in {output_dir}/") from None
         raise SystemExit(
-            f"interrupted; checkpoints already in {args.output_dir}/ are intact "
-            f"(continue with --resume {args.output_dir}/last.pt)"
+            f"interrupted; checkpoints already in {output_dir}/ are intact "
+            f"(continue with --resume {output_dir / 'last.pt'})"
         ) from None
     translator = translator_from_checkpoint(best, args.device)
     data_config = DataConfig(**best["data_config"])
@@ -183,18 +342,22 @@ def run_train(args: argparse.Namespace) -> None:
     print(
         f"best checkpoint: epoch {best['epoch']}, valid exact match {100 * best['best_valid_accuracy']:.2f}%; "
         f"test exact match {100 * scores.exact_match:.2f}%, BLEU {scores.bleu:.2f} (greedy, {len(test_pairs)} pairs); "
-        f"wall time {time.perf_counter() - start:.0f} s; saved in {args.output_dir}/"
+        f"wall time {time.perf_counter() - start:.0f} s; saved in {output_dir}/"
     )
 
 
 def run_evaluate(args: argparse.Namespace) -> None:
-    checkpoint = load_checkpoint(args.checkpoint, args.device)
+    checkpoint = load_checkpoint(args.checkpoint)
     translator = translator_from_checkpoint(checkpoint, args.device, args.cell_impl)
     data_config = DataConfig(**checkpoint["data_config"])
-    if args.tsv is not None:
-        pairs, name = read_tsv(args.tsv), args.tsv
-    else:
+    if args.tsv is None:
         pairs, name = data_config.load_splits().test, "test split"
+    else:
+        tsv = read_tsv(args.tsv)
+        if tsv.sha256 == data_config.tsv_sha256:
+            pairs, name = split_pairs(tsv.pairs).test, f"{args.tsv} (the training data): test split"
+        else:
+            pairs, name = tsv.pairs, args.tsv
     tokenized = tokenize_pairs(pairs, data_config.source_tokenizer)
     scores = score_translations(translator, tokenized, args.beam_size)
     decoding = "greedy" if args.beam_size == 1 else f"beam {args.beam_size}"
@@ -203,20 +366,40 @@ def run_evaluate(args: argparse.Namespace) -> None:
     print(f"BLEU {scores.bleu:.2f}")
 
 
+def read_stdin_lines() -> list[str]:
+    lines = []
+    for line_number, raw_line in enumerate(sys.stdin.buffer, start=1):
+        try:
+            lines.append(raw_line.decode("utf-8").rstrip("\r\n"))
+        except UnicodeDecodeError as error:
+            raise InputError(f"<stdin>:{line_number}: not valid UTF-8 ({error.reason})") from None
+    return lines
+
+
 def run_translate(args: argparse.Namespace) -> None:
-    checkpoint = load_checkpoint(args.checkpoint, args.device)
+    checkpoint = load_checkpoint(args.checkpoint)
     translator = translator_from_checkpoint(checkpoint, args.device, args.cell_impl)
-    sentences = args.sentences or [line.rstrip("\n") for line in sys.stdin]
+    sentences = args.sentences or read_stdin_lines()
+    for sentence in sentences:
+        for note in translator.source_notes(sentence):
+            shown = sentence if len(sentence) <= 40 else sentence[:37] + "..."
+            warn("translate", f"{shown!r}: {note}")
     for translation in translator.translate(sentences, args.beam_size):
         print(translation)
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run the command line. A mistake in what the user gave (InputError) ends with one line on stderr,
+    `<prog> <command>: error: <message>`, and exit status 2, as argparse's own errors do; any other
+    exception keeps its traceback."""
     args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
-    if args.command in ("evaluate", "translate") and not Path(args.checkpoint).is_file():
-        raise SystemExit(f"no checkpoint at {args.checkpoint}; train first or pass --checkpoint")
-    {"train": run_train, "evaluate": run_evaluate, "translate": run_translate}[args.command](args)
+    try:
+        args.device = resolve_device(args.device)
+        {"train": run_train, "evaluate": run_evaluate, "translate": run_translate}[args.command](args)
+    except InputError as error:
+        print(f"{PROG} {args.command}: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

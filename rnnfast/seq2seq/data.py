@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 import re
 from collections import Counter
@@ -102,35 +103,60 @@ class Splits:
     test: list[Pair]
 
 
-def read_tsv(path: str | Path) -> list[Pair]:
-    """Pairs from a UTF-8 file with `source<TAB>target` per line (Tatoeba/Anki format: further
-    columns, such as attribution, are ignored).
+class InputError(ValueError):
+    """A problem with something the user supplied: a file, a checkpoint or a setting. The command line
+    prints its message as one line and exits with status 2, without a traceback."""
 
-    Raises ValueError naming the file and the 1-based line number for a line that is not UTF-8, is
-    empty, has no tab, or has an empty source or target, so a bad file fails before training starts.
+
+@dataclass
+class TsvFile:
+    path: Path  # resolved, as a checkpoint records it
+    pairs: list[Pair]
+    blank_lines: int
+    sha256: str  # of the file's bytes
+
+
+def read_tsv(path: str | Path) -> TsvFile:
+    """Pairs from a UTF-8 file with `source<TAB>target` per line (Tatoeba/Anki format: further
+    columns, such as attribution, are ignored). Blank and whitespace-only lines are skipped and counted.
+
+    Raises InputError naming the file, and the 1-based line number for a line that is not UTF-8, has no
+    tab, or has an empty source or target, so a bad file fails before training starts.
     """
     path = Path(path)
-    pairs = []
-    with path.open("rb") as file:
-        for line_number, raw_line in enumerate(file, start=1):
-            try:
-                line = raw_line.decode("utf-8")
-            except UnicodeDecodeError as error:
-                raise ValueError(f"{path}:{line_number}: not valid UTF-8 ({error.reason})") from None
-            line = line.rstrip("\r\n")
-            if line_number == 1:
-                line = line.removeprefix("\ufeff")
-            if not line.strip():
-                raise ValueError(f"{path}:{line_number}: empty line, expected source<TAB>target")
-            if "\t" not in line:
-                raise ValueError(f"{path}:{line_number}: no tab, expected source<TAB>target")
-            source, target = line.split("\t")[:2]
-            if not source.strip() or not target.strip():
-                raise ValueError(f"{path}:{line_number}: empty source or target")
-            pairs.append(Pair(source, target))
+    try:
+        content = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory, expected a source<TAB>target file") from None
+    except OSError as error:
+        raise InputError(f"{path}: cannot read it ({error.strerror})") from None
+    lines = content.split(b"\n")
+    if not lines[-1]:
+        lines.pop()  # the newline that ends the last line starts no new one
+    pairs, blank_lines = [], 0
+    for line_number, raw_line in enumerate(lines, start=1):
+        try:
+            line = raw_line.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise InputError(f"{path}:{line_number}: not valid UTF-8 ({error.reason})") from None
+        line = line.rstrip("\r")
+        if line_number == 1:
+            line = line.removeprefix("\ufeff")
+        if not line.strip():
+            blank_lines += 1
+            continue
+        if "\t" not in line:
+            raise InputError(f"{path}:{line_number}: no tab, expected source<TAB>target")
+        source, target = line.split("\t")[:2]
+        if not source.strip() or not target.strip():
+            raise InputError(f"{path}:{line_number}: empty source or target")
+        pairs.append(Pair(source, target))
     if not pairs:
-        raise ValueError(f"{path}: no sentence pairs")
-    return pairs
+        blank = f" ({blank_lines} blank lines)" if blank_lines else ""
+        raise InputError(f"{path}: no sentence pairs{blank}")
+    return TsvFile(path.resolve(), pairs, blank_lines, hashlib.sha256(content).hexdigest())
 
 
 def shuffled_split(items: Sequence[T]) -> tuple[list[T], list[T], list[T]]:

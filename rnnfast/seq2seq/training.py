@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 import time
+import zipfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -13,6 +15,7 @@ import torch
 
 from .data import (
     PAD_ID,
+    InputError,
     Splits,
     TokenizedPair,
     Vocabulary,
@@ -32,22 +35,62 @@ from .model import Seq2Seq, Seq2SeqConfig, sequence_loss
 
 @dataclass
 class DataConfig:
-    """Where the sentence pairs come from: the built-in number task (`pair`) or a TSV file."""
+    """Where the sentence pairs come from: the built-in number task (`pair`) or a TSV file.
+
+    Training fills in the TSV's resolved path and `tsv_sha256`, its content hash, so that a checkpoint
+    knows its data and later reads can tell a moved or changed file.
+    """
 
     pair: str = "fr-en"
     max_number: int = 9999
     tsv: str | None = None
     min_freq: int = 1
     max_length: int = 50
+    tsv_sha256: str | None = None
 
     @property
     def source_tokenizer(self) -> str:
         return "words" if self.tsv is not None else source_tokenizer_for(self.pair)
 
+    @property
+    def description(self) -> str:
+        """Where the pairs come from, for messages."""
+        return self.tsv if self.tsv is not None else f"built-in {self.pair} task (0..{self.max_number})"
+
+    def load(self) -> Dataset:
+        if self.tsv is None:
+            splits = number_pairs(self.pair, self.max_number)
+            count = len(splits.train) + len(splits.valid) + len(splits.test)
+            return Dataset(self, splits, f"{self.description}: {count} pairs read")
+        path = Path(self.tsv)
+        if self.tsv_sha256 is not None and not path.exists():
+            raise InputError(
+                f"{path}: the data this checkpoint was trained on is not there any more (moved or deleted?); "
+                "pass its new location with --tsv"
+            )
+        tsv = read_tsv(path)
+        if self.tsv_sha256 is not None and tsv.sha256 != self.tsv_sha256:
+            raise InputError(
+                f"{path}: changed since this checkpoint was trained on it (SHA-256 {tsv.sha256[:12]}..., "
+                f"recorded {self.tsv_sha256[:12]}...), so its test split is not the held-out one; restore the "
+                f"original file, or score every line of the file as it is now with evaluate --tsv {path}"
+            )
+        blank = f" ({tsv.blank_lines} blank lines skipped)" if tsv.blank_lines else ""
+        return Dataset(
+            replace(self, tsv=str(tsv.path), tsv_sha256=tsv.sha256),
+            split_pairs(tsv.pairs),
+            f"{self.description}: {len(tsv.pairs)} pairs read{blank}",
+        )
+
     def load_splits(self) -> Splits:
-        if self.tsv is not None:
-            return split_pairs(read_tsv(self.tsv))
-        return number_pairs(self.pair, self.max_number)
+        return self.load().splits
+
+
+@dataclass
+class Dataset:
+    config: DataConfig  # with a TSV's resolved path and content hash filled in
+    splits: Splits
+    summary: str  # where the pairs came from and how many were read, for messages
 
 
 @dataclass
@@ -82,9 +125,25 @@ class Translator:
     max_length: int
 
     def translate(self, sentences: Sequence[str], beam_size: int = 1, batch_size: int = 256) -> list[str]:
-        """Detokenised translations; beam_size 1 decodes greedily. An empty sentence gives ""."""
-        tokenized = [TokenizedPair(tokenize(s, self.source_tokenizer), []) for s in sentences]
+        """Detokenised translations; beam_size 1 decodes greedily. An empty sentence gives "". A sentence
+        of more than `max_length` tokens is cut to its first `max_length` (`source_notes` says so)."""
+        tokenized = [TokenizedPair(tokenize(s, self.source_tokenizer)[: self.max_length], []) for s in sentences]
         return [detokenize(tokens) for tokens in self.translate_tokens(tokenized, beam_size, batch_size)]
+
+    def source_notes(self, sentence: str) -> list[str]:
+        """What `translate` will not read as written: words outside the source vocabulary (read as
+        <unk>) and tokens past `max_length` (cut off)."""
+        tokens = tokenize(sentence, self.source_tokenizer)
+        notes = []
+        unknown = list(dict.fromkeys(token for token in tokens if token not in self.source_vocab.stoi))
+        if unknown:
+            notes.append(f"not in the source vocabulary, read as <unk>: {' '.join(unknown)}")
+        if len(tokens) > self.max_length:
+            notes.append(
+                f"{len(tokens)} tokens, over the model's maximum length {self.max_length}: "
+                f"truncated, only the first {self.max_length} are translated"
+            )
+        return notes
 
     def translate_tokens(
         self, pairs: Sequence[TokenizedPair], beam_size: int = 1, batch_size: int = 256
@@ -152,8 +211,49 @@ def save_checkpoint(path: Path, checkpoint: dict) -> None:
         raise
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dict:
-    return torch.load(path, map_location=device, weights_only=True)
+# What a checkpoint holds for `translator_from_checkpoint`, and in addition for resuming training.
+TRANSLATOR_KEYS = ("model_config", "data_config", "source_vocab", "target_vocab", "model_state")
+RESUME_KEYS = (
+    *TRANSLATOR_KEYS,
+    "train_config",
+    "optimizer_state",
+    "shuffle_rng_state",
+    "torch_rng_state",
+    "history",
+    "epoch",
+    "best_valid_accuracy",
+    "best_valid_loss",
+)
+
+
+def load_checkpoint(path: str | Path, required: Sequence[str] = TRANSLATOR_KEYS) -> dict:
+    """The checkpoint at `path`, on the CPU (the random-number states must stay there; models and the
+    optimizer move their tensors to their own device when they load them).
+
+    Raises InputError when `path` is missing, unreadable, or not an rnnfast seq2seq checkpoint with the
+    `required` entries.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, expected a checkpoint file such as {path / 'best.pt'}")
+    try:
+        with path.open("rb") as file:
+            written_by_torch_save = zipfile.is_zipfile(file)
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such checkpoint") from None
+    except OSError as error:
+        raise InputError(f"{path}: cannot read it ({error.strerror})") from None
+    if not written_by_torch_save:
+        raise InputError(f"{path}: not an rnnfast checkpoint (not a whole file written by torch.save)")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, KeyError, pickle.UnpicklingError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise InputError(f"{path}: not an rnnfast checkpoint (torch.load: {reason})") from None
+    missing = [key for key in required if key not in checkpoint] if isinstance(checkpoint, dict) else required
+    if missing:
+        raise InputError(f"{path}: not an rnnfast seq2seq checkpoint (it has no {', '.join(missing)})")
+    return checkpoint
 
 
 def translator_checkpoint(translator: Translator, data_config: DataConfig) -> dict:
@@ -251,24 +351,40 @@ def train(
     validation exact match) and `curves.png` into `output_dir`. Returns the best checkpoint.
 
     With `resume`, the model, optimizer, random state, vocabularies and all configs come from that
-    checkpoint and training continues up to `train_config.epochs`.
+    checkpoint and training continues up to `train_config.epochs`; a `data_config.tsv` given then is
+    the new location of the checkpoint's TSV file, which must hold the same bytes.
+
+    Raises InputError when the data leave no training or no validation pair.
     """
     from tqdm import tqdm
 
     output_dir = Path(output_dir)
-    checkpoint = load_checkpoint(resume) if resume is not None else None
+    checkpoint = load_checkpoint(resume, RESUME_KEYS) if resume is not None else None
     if checkpoint is not None:
-        data_config = DataConfig(**checkpoint["data_config"])
+        recorded = DataConfig(**checkpoint["data_config"])
+        moved = data_config.tsv is not None and recorded.tsv is not None
+        data_config = replace(recorded, tsv=data_config.tsv) if moved else recorded
         epochs = train_config.epochs
         train_config = TrainConfig(**{**checkpoint["train_config"], "epochs": epochs})
     torch.manual_seed(train_config.seed)
 
-    splits = data_config.load_splits()
+    data = data_config.load()
+    data_config = data.config
     tokenizer = data_config.source_tokenizer
-    train_pairs = tokenize_pairs(splits.train, tokenizer, data_config.max_length)
-    valid_pairs = tokenize_pairs(splits.valid, tokenizer, data_config.max_length)
+    train_pairs = tokenize_pairs(data.splits.train, tokenizer, data_config.max_length)
+    valid_pairs = tokenize_pairs(data.splits.valid, tokenizer, data_config.max_length)
     if not train_pairs or not valid_pairs:
-        raise ValueError("no training or validation pairs left after the max-length filter")
+        read = data.splits.train + data.splits.valid + data.splits.test
+        over = len(read) - len(tokenize_pairs(read, tokenizer, data_config.max_length))
+        raise InputError(
+            f"{data.summary}, {over} over --max-length {data_config.max_length}: too few left to train on "
+            f"({len(train_pairs)} training and {len(valid_pairs)} validation pairs from the 80/10/10 split; "
+            "at least one of each is needed)"
+        )
+    if show_progress:
+        over = len(data.splits.train) + len(data.splits.valid) - len(train_pairs) - len(valid_pairs)
+        left_out = f", {over} over --max-length {data_config.max_length} left out" if over else ""
+        tqdm.write(f"{data.summary}{left_out}; {len(train_pairs)} training, {len(valid_pairs)} validation pairs")
 
     if checkpoint is not None:
         source_vocab = Vocabulary(checkpoint["source_vocab"])
@@ -340,4 +456,4 @@ def train(
             save_checkpoint(output_dir / "best.pt", state)
         save_checkpoint(output_dir / "last.pt", state)
         plot_history(history, output_dir / "curves.png")
-    return load_checkpoint(output_dir / "best.pt", device)
+    return load_checkpoint(output_dir / "best.pt", RESUME_KEYS)
