@@ -115,6 +115,8 @@ STREAM_BLOCK_K = 64
 MAX_OPERAND_PIECE_BYTES = 32 * 1024
 OPERAND_BUDGET_BYTES = 128 * 1024
 MAX_PIECES = 8
+# Programs whose weight slice and operand are both at most this big run 4 warps, others 8.
+SMALL_PROGRAM_BYTES = 16 * 1024
 # Shared memory the compiler needs besides the weight slice and one operand piece (layout conversions
 # of the gate split, the barrier): a margin the compile test checks.
 SHARED_MARGIN = 8 * 1024
@@ -216,9 +218,10 @@ def _tiling(gates: int, hidden: int, batch: int, block_b: int, elem: int, gpu: G
     pieces = k_pieces(k, max_piece)
     k_total = sum(pieces) if pieces else k
     weight_bytes = k_total * columns_per_unit * block_n * elem
+    operand_bytes = block_b * k_total * elem
     stationary = (
         pieces is not None
-        and block_b * k_total * elem <= OPERAND_BUDGET_BYTES
+        and operand_bytes <= OPERAND_BUDGET_BYTES
         and weight_bytes + block_b * max(pieces) * elem + SHARED_MARGIN <= gpu.shared_per_block
     )
     return PassPlan(
@@ -226,7 +229,7 @@ def _tiling(gates: int, hidden: int, batch: int, block_b: int, elem: int, gpu: G
         block_n=block_n,
         k_pieces=pieces if stationary else (),
         block_k=0 if stationary else STREAM_BLOCK_K,
-        num_warps=4 if k_total * columns_per_unit * block_n <= 8192 else 8,
+        num_warps=4 if max(weight_bytes, operand_bytes) <= SMALL_PROGRAM_BYTES else 8,
         batch_tiles=batch_tiles,
         hidden_tiles=triton.cdiv(hidden, block_n),
         weight_bytes=weight_bytes,
