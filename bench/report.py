@@ -1,246 +1,304 @@
-"""Hardware report: for each cell with Triton kernels, dtype and hidden size, the planner's choice, the
-launches and programs it makes, and what its compiled kernels use on sm_80 and sm_90.
+"""Plan and hardware report (`python -m bench report`): what the planner decides for each cell, dtype,
+hidden size, batch size and GPU, what its kernels compile to there, and what a latency MODEL says they
+would take next to the cuDNN algorithm torch.nn would run.
 
-Compiles run offline (no GPU): Triton builds a cubin for the target and cuobjdump reads its registers and
-stack (spills). Only distinct (plan, kernel, constexprs) are compiled, and Triton's on-disk cache makes a
-second report quick.
+Kernels are compiled offline (no GPU) as they are launched: kernels/hardware.py records each launch of the
+cell's launcher and compiles it with the specialisation Triton's launcher gives its arguments (integers
+equal to 1, integers and pointers divisible by 16). Only distinct compilations are done, and Triton's
+on-disk cache makes a second report quick. Model figures come from bench/model.py: a model, not a
+measurement.
+
+Files written to --out:
+- plans.csv: one row per (cell, dtype, hidden, batch, gpu), the table the README cites (PLAN_COLUMNS).
+- report-kernels.csv: one row per distinct compiled kernel per GPU, with the shapes that launch it.
+- report.csv: the planner's tiles, K pieces and warps per cell, dtype, hidden size, batch and GPU.
+- report.md: all three, with the command and versions.
 """
 
 import argparse
-import importlib
-import pkgutil
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 import triton
 
+from . import model
 from .cases import DTYPE_NAMES
 from .results import format_markdown, format_text, run_metadata, write_csv
 
 RESULTS = Path(__file__).resolve().parent / "results"
+CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
 HIDDEN_SIZES = (1, 17, 64, 100, 128, 256, 257, 512, 768, 1024)
-BATCH_SIZES = (1, 16, 64, 256)
-ARCHS = (80, 90)
+BATCH_SIZES = (1, 16, 64)
+GPUS = ("h100", "a100")
 SEQ_LEN = 1024
 DTYPES = {name: dtype for dtype, name in DTYPE_NAMES.items()}
-# The kernels one layer-direction launches, as (label, pass, constexprs for both directions).
+GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
+# The kernels one layer-direction launches, as (label, pass, training); each in both directions.
 KERNELS = (
-    ("forward-training", "forward", ({"REVERSE": 0, "TRAINING": True}, {"REVERSE": 1, "TRAINING": True})),
-    ("forward-inference", "forward", ({"REVERSE": 0, "TRAINING": False}, {"REVERSE": 1, "TRAINING": False})),
-    ("backward", "backward", ({"REVERSE": 0}, {"REVERSE": 1})),
+    ("forward-training", "forward", True),
+    ("forward-inference", "forward", False),
+    ("backward", "backward", True),
 )
+PLAN_COLUMNS = [
+    "cell", "dtype", "hidden", "batch", "gpu", "seq_len", "variant", "programs", "launches_forward",
+    "launches_backward", "weight_bytes_per_step", "registers", "spill_bytes", "shared_bytes", "fits",
+    "specialized", "model_forward_ms", "model_forward_backward_ms", "cudnn_algorithm", "cudnn_algorithm_backward",
+]  # fmt: skip
 
 
-def kernel_cells() -> dict[str, dict]:
-    """SCAN_KERNELS of every cell module in rnnfast.kernels that has one, by module name (lstm, gru, ...)."""
-    from rnnfast import kernels
+def plan_quantities(cell: str, hidden: int, batch: int, dtype: torch.dtype, seq_len: int, gpu: str) -> dict:
+    """The one adapter between the planner and this report: what the plan (kernels/configs.py plan_layer)
+    does for one layer-direction on `gpu`, as the plans.csv columns and the model's PassWork.
 
-    cells = {}
-    for info in pkgutil.iter_modules(kernels.__path__):
-        module = importlib.import_module(f"{kernels.__name__}.{info.name}")
-        if hasattr(module, "SCAN_KERNELS"):
-            cells[info.name] = module.SCAN_KERNELS
-    return cells
+    Weight-stationary kernels: each program owns a tile of hidden units (and of batch rows) and runs one
+    recurrent dot per step, [BLOCK_B, K] x [K, columns]: K = H forward with a column per (unit, gate, gates
+    padded to a power of two), K = gates x H backward with a column per unit. A stationary slice is read
+    from shared memory each step (its K pieces' operand loads are independent: one L2 round trip); a
+    streamed one comes from L2 in BLOCK_K chunks, one round trip each. Every step reads the whole operand
+    (h_{t-1}, or the gate gradients) from L2. With the grid barrier one launch runs every step, with a
+    barrier between steps; the fallback launches once per step and reloads the slice each time. fp32 dots
+    run as TF32 on tensor cores (torch's default cudnn.allow_tf32), modelled at the fp16 rate."""
+    from rnnfast.kernels.configs import plan_layer, planning_for
 
+    with planning_for(gpu):
+        plan = plan_layer(cell, hidden, batch, dtype)
+    gates, elem = GATES[cell], torch.empty(0, dtype=dtype).element_size()
 
-def programs_per_launch(plan, batch: int, hidden: int) -> int:
-    """Grid size of one launch (kernels/launch.py): batch tiles, times hidden tiles for the step variant."""
-    tiles = triton.cdiv(batch, plan.block_b)
-    return tiles if plan.variant == "persistent" else tiles * triton.cdiv(hidden, plan.block_n)
+    def work(pass_plan, k: int, columns: int, launches: int) -> model.PassWork:
+        k_total = (
+            sum(pass_plan.k_pieces) if pass_plan.stationary else triton.cdiv(k, pass_plan.block_k) * pass_plan.block_k
+        )
+        chunks = len(pass_plan.k_pieces) if pass_plan.stationary else k_total // pass_plan.block_k
+        on_chip = pass_plan.stationary and plan.grid_sync
+        return model.PassWork(
+            programs=pass_plan.programs,
+            launches=launches,
+            barriers_per_step=1 if plan.grid_sync else 0,
+            tiles_per_step=1,
+            chunks_per_step=chunks,
+            l2_round_trips_per_step=1 if pass_plan.stationary else chunks,
+            l2_bytes_per_step=pass_plan.block_b * k_total * elem + (0 if on_chip else pass_plan.weight_bytes),
+            shared_bytes_per_step=pass_plan.weight_bytes if pass_plan.stationary else 0,
+            dot_flops_per_step=2 * pass_plan.block_b * k_total * columns,
+            tensor_cores=True,
+        )
+
+    forward_columns = (1 if gates == 1 else triton.next_power_of_2(gates)) * plan.forward.block_n
+    forward = work(plan.forward, hidden, forward_columns, plan.launches_forward(seq_len))
+    backward = work(plan.backward, gates * hidden, plan.backward.block_n, plan.launches_backward(seq_len))
+    return dict(
+        variant=plan.variant,
+        programs=plan.programs,
+        launches_forward=plan.launches_forward(seq_len),
+        launches_backward=plan.launches_backward(seq_len),
+        weight_bytes_per_step=plan.weight_bytes_per_step,
+        forward=forward,
+        backward=backward,
+    )
 
 
 def plan_rows(
-    cells: Sequence[str], dtypes: Sequence[torch.dtype], hidden_sizes: Sequence[int], batch_sizes: Sequence[int],
-    seq_len: int,
+    cells: Sequence[str], dtypes: Sequence[str], hidden_sizes: Sequence[int], batch_sizes: Sequence[int],
+    gpus: Sequence[str], seq_len: int,
 ) -> list[dict]:  # fmt: skip
-    """The planner's choice per cell, dtype and hidden size: variant, tiles, warps, launches per
-    layer-direction at `seq_len`, and programs per launch at each batch size."""
-    from rnnfast.kernels.configs import plan_scan
+    """plans.csv without the compiled columns: plan, model and cuDNN's algorithm per shape and GPU."""
+    rows = []
+    for cell in cells:
+        for dtype in dtypes:
+            for hidden in hidden_sizes:
+                for batch in batch_sizes:
+                    for gpu in gpus:
+                        q = plan_quantities(cell, hidden, batch, DTYPES[dtype], seq_len, gpu)
+                        elem = DTYPES[dtype].itemsize
+                        forward_ms, total_ms = model.layer_ms(
+                            q["forward"], q["backward"], GATES[cell], seq_len, batch, hidden, elem, gpu
+                        )
+                        algorithm = {
+                            f"cudnn_algorithm{suffix}": model.cudnn_algorithm(
+                                cell, dtype, hidden, batch, input_size=hidden, forward=not suffix
+                            )
+                            for suffix in ("", "_backward")
+                        }
+                        rows.append(dict(
+                            cell=cell, dtype=dtype, hidden=hidden, batch=batch, gpu=gpu, seq_len=seq_len,
+                            **{k: v for k, v in q.items() if k not in ("forward", "backward")},
+                            model_forward_ms=round(forward_ms, 3), model_forward_backward_ms=round(total_ms, 3),
+                            **algorithm,
+                        ))  # fmt: skip
+    return rows
+
+
+def kernel_requests(plans: list[dict], kernels: Sequence[tuple] = KERNELS) -> list[dict]:
+    """kernels/hardware.py requests: every kernel of every plan row, in both directions."""
+    return [
+        dict(cell=row["cell"], scan_pass=scan_pass, seq_len=row["seq_len"], batch=row["batch"],
+             hidden=row["hidden"], dtype=row["dtype"], gpu=row["gpu"], reverse=reverse, training=training)
+        for row in plans for _, scan_pass, training in kernels for reverse in (False, True)
+    ]  # fmt: skip
+
+
+def add_compiled(plans: list[dict], compiled: list[dict]) -> None:
+    """Adds to each plan row the worst of its compiled kernels and their specialisations."""
+    by_shape: dict[tuple, list[dict]] = {}
+    for row in compiled:
+        by_shape.setdefault((row["cell"], row["dtype"], row["hidden"], row["batch"], row["gpu"]), []).append(row)
+    for row in plans:
+        used = by_shape[row["cell"], row["dtype"], row["hidden"], row["batch"], row["gpu"]]
+        row["registers"] = max(r["registers"] for r in used)
+        row["spill_bytes"] = max(r["spill_bytes"] for r in used)
+        row["shared_bytes"] = max(r["shared_bytes"] for r in used)
+        row["fits"] = all(r["fits"] for r in used)
+        row["specialized"] = "; ".join(dict.fromkeys(r["specialized"] for r in used))
+
+
+def kernel_rows(compiled: list[dict]) -> list[dict]:
+    """One row per distinct compiled kernel per GPU (both directions merged: the worst of the two), with
+    the hidden x batch shapes that launch it."""
+    label = {(scan_pass, training): name for name, scan_pass, training in KERNELS}
+    rows: dict[tuple, dict] = {}
+    for r in compiled:
+        kernel = label[r["scan_pass"], r["training"]]
+        key = (r["cell"], r["dtype"], r["gpu"], kernel, r["kernel"], r["specialized"], r["num_warps"])
+        row = rows.setdefault(key, dict(
+            cell=r["cell"], dtype=r["dtype"], gpu=r["gpu"], arch=f"sm_{_arch(r['gpu'])}", kernel=kernel,
+            function=r["kernel"], num_warps=r["num_warps"], specialized=r["specialized"], shapes=[],
+            registers=0, spill_bytes=0, shared_bytes=0, fits=True,
+        ))  # fmt: skip
+        shape = f"H{r['hidden']}xB{r['batch']}"
+        if shape not in row["shapes"]:
+            row["shapes"].append(shape)
+        for what in ("registers", "spill_bytes", "shared_bytes"):
+            row[what] = max(row[what], r[what])
+        row["fits"] = row["fits"] and r["fits"]
+    return [{**row, "shapes": " ".join(row["shapes"])} for row in rows.values()]
+
+
+def _arch(gpu: str) -> int:
+    from rnnfast.kernels.configs import GPUS
+
+    return GPUS[gpu].arch
+
+
+def _plans_table(plans: list[dict]):
+    columns = ["cell", "dtype", "H", "B", "gpu", "variant", "programs", "launches fwd/bwd", "W bytes/step/program"]
+    columns += ["regs/spill/smem", "fits", "MODEL fwd ms", "MODEL fwd+bwd ms", "cuDNN fwd / bwd"]
+    lines = [
+        [
+            r["cell"], r["dtype"], r["hidden"], r["batch"], r["gpu"], r["variant"], r["programs"],
+            f"{r['launches_forward']}/{r['launches_backward']}", r["weight_bytes_per_step"],
+            f"{r['registers']}/{r['spill_bytes']} B/{r['shared_bytes'] / 1024:.0f} KB", "yes" if r["fits"] else "NO",
+            f"{r['model_forward_ms']:.2f}", f"{r['model_forward_backward_ms']:.2f}",
+            f"{r['cudnn_algorithm']} / {r['cudnn_algorithm_backward']}",
+        ]
+        for r in plans
+    ]  # fmt: skip
+    return columns, lines
+
+
+def _kernel_table(rows: list[dict]):
+    columns = ["cell", "dtype", "gpu", "kernel", "warps", "specialized as launched", "regs", "spill B", "smem B"]
+    columns += ["fits", "shapes"]
+    lines = [
+        [r["cell"], r["dtype"], f"{r['gpu']} ({r['arch']})", r["kernel"], r["num_warps"], r["specialized"],
+         r["registers"], r["spill_bytes"], r["shared_bytes"], "yes" if r["fits"] else "NO", r["shapes"]]
+        for r in rows
+    ]  # fmt: skip
+    return columns, lines
+
+
+def tile_rows(
+    cells: Sequence[str], dtypes: Sequence[str], hidden_sizes: Sequence[int], batch_sizes: Sequence[int],
+    gpus: Sequence[str],
+) -> list[dict]:  # fmt: skip
+    """report.csv: the planner's tiles and warps per cell, dtype, hidden size, batch and GPU, per pass."""
+    from rnnfast.kernels.configs import plan_layer, planning_for
 
     rows = []
     for cell in cells:
         for dtype in dtypes:
             for hidden in hidden_sizes:
-                plan = plan_scan(cell, hidden, dtype)
-                row = {
-                    "cell": cell, "dtype": DTYPE_NAMES[dtype], "hidden": hidden, "variant": plan.variant,
-                    "block_b": plan.block_b, "block_n": plan.block_n, "block_k": plan.block_k,
-                    "num_warps": plan.num_warps, "seq_len": seq_len,
-                    "forward_launches": plan.launches(seq_len), "backward_launches": plan.launches(seq_len),
-                }  # fmt: skip
                 for batch in batch_sizes:
-                    row[f"programs_B{batch}"] = programs_per_launch(plan, batch, hidden)
-                rows.append(row)
+                    for gpu in gpus:
+                        with planning_for(gpu):
+                            plan = plan_layer(cell, hidden, batch, DTYPES[dtype])
+                        row = dict(cell=cell, dtype=dtype, hidden=hidden, batch=batch, gpu=gpu, variant=plan.variant)
+                        for name, p in (("forward", plan.forward), ("backward", plan.backward)):
+                            row[f"{name}_tiles"] = f"{p.batch_tiles}x{p.hidden_tiles}"
+                            row[f"{name}_block_b_n"] = f"{p.block_b}/{p.block_n}"
+                            row[f"{name}_k"] = (
+                                "+".join(map(str, p.k_pieces)) if p.stationary else f"streamed {p.block_k}"
+                            )
+                            row[f"{name}_warps"] = p.num_warps
+                        rows.append(row)
     return rows
-
-
-def resource_rows(
-    scan_kernels: dict[str, dict],
-    dtypes: Sequence[torch.dtype],
-    hidden_sizes: Sequence[int],
-    archs: Sequence[int],
-    kernels: Sequence[tuple] = KERNELS,
-) -> list[dict]:
-    """Compiled resources of each distinct kernel the planner launches, per cell, dtype and arch: the
-    larger of the forward-in-time and reversed kernels, and whether both fit."""
-    from rnnfast.kernels import hardware
-    from rnnfast.kernels.configs import plan_scan
-
-    rows = []
-    for cell, cell_kernels in scan_kernels.items():
-        for dtype in dtypes:
-            plans: dict = {}
-            for hidden in hidden_sizes:
-                plans.setdefault(plan_scan(cell, hidden, dtype), []).append(hidden)
-            for plan, hiddens in plans.items():
-                for label, scan_pass, directions in kernels:
-                    kernel, fp32_pointers = cell_kernels[scan_pass, plan.variant]
-                    for arch in archs:
-                        used = [
-                            hardware.compile_scan_kernel(kernel, fp32_pointers, plan, dtype, arch, **constexprs)
-                            for constexprs in directions
-                        ]
-                        rows.append({
-                            "cell": cell, "dtype": DTYPE_NAMES[dtype], "hidden": " ".join(map(str, hiddens)),
-                            "variant": plan.variant, "block_b": plan.block_b, "block_n": plan.block_n,
-                            "block_k": plan.block_k, "num_warps": plan.num_warps, "kernel": label,
-                            "arch": f"sm_{arch}", "registers": max(r.registers for r in used),
-                            "spill_bytes": max(r.spill_bytes for r in used),
-                            "shared_bytes": max(r.shared_bytes for r in used),
-                            "fits": all(r.fits(arch) for r in used),
-                        })  # fmt: skip
-    return rows
-
-
-def summarize(plans: list[dict], resources: list[dict], archs: Sequence[int]) -> None:
-    """Adds to each planner row, per arch, the worst of its kernels: registers, spills, shared memory, fits."""
-    for row in plans:
-        for arch in archs:
-            used = [
-                r for r in resources
-                if (r["cell"], r["dtype"], r["arch"]) == (row["cell"], row["dtype"], f"sm_{arch}")
-                and str(row["hidden"]) in r["hidden"].split()
-            ]  # fmt: skip
-            row[f"sm_{arch}_registers"] = max(r["registers"] for r in used)
-            row[f"sm_{arch}_spill_bytes"] = max(r["spill_bytes"] for r in used)
-            row[f"sm_{arch}_shared_bytes"] = max(r["shared_bytes"] for r in used)
-            row[f"sm_{arch}_fits"] = all(r["fits"] for r in used)
-
-
-def _plan_table(plans: list[dict], batch_sizes: Sequence[int], archs: Sequence[int], seq_len: int):
-    columns = ["cell", "dtype", "H", "variant", "BLOCK B/N/K", "warps", f"launches fwd/bwd (T={seq_len})"]
-    columns += [f"programs B={batch}" for batch in batch_sizes]
-    columns += [f"sm_{arch} regs/spill/smem" for arch in archs] + ["fits"]
-    lines = []
-    for row in plans:
-        line = [
-            row["cell"], row["dtype"], row["hidden"], row["variant"],
-            f"{row['block_b']}/{row['block_n']}/{row['block_k']}", row["num_warps"],
-            f"{row['forward_launches']}/{row['backward_launches']}",
-        ]  # fmt: skip
-        line += [row[f"programs_B{batch}"] for batch in batch_sizes]
-        line += [
-            f"{row[f'sm_{a}_registers']}/{row[f'sm_{a}_spill_bytes']} B/{row[f'sm_{a}_shared_bytes'] / 1024:.0f} KB"
-            for a in archs
-        ]
-        unfit = [f"sm_{a}" for a in archs if not row[f"sm_{a}_fits"]]
-        spills = max(row[f"sm_{a}_spill_bytes"] for a in archs)
-        line.append(_fits_note(not unfit, spills) + (f" on {', '.join(unfit)}" if unfit else ""))
-        lines.append(line)
-    return columns, lines
-
-
-def _fits_note(fits: bool, spill_bytes: int) -> str:
-    note = "yes" if fits else "NO"
-    return f"{note} (spills {spill_bytes} B)" if spill_bytes else note
-
-
-def _kernel_table(resources: list[dict], archs: Sequence[int]):
-    """One line per kernel, a column group per arch."""
-    columns = ["cell", "dtype", "H", "variant", "BLOCK B/N/K", "warps", "kernel"]
-    columns += [f"sm_{arch} {what}" for arch in archs for what in ("regs", "spill B", "smem B", "fits")]
-    lines: dict[tuple, list] = {}
-    for r in resources:
-        key = (r["cell"], r["dtype"], r["hidden"], r["kernel"])
-        line = lines.setdefault(key, [
-            r["cell"], r["dtype"], r["hidden"], r["variant"], f"{r['block_b']}/{r['block_n']}/{r['block_k']}",
-            r["num_warps"], r["kernel"],
-        ])  # fmt: skip
-        line += [r["registers"], r["spill_bytes"], r["shared_bytes"], _fits_note(r["fits"], r["spill_bytes"])]
-    return columns, list(lines.values())
 
 
 def report_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench report",
-        description="Planner choices and compiled kernel resources (registers, spills, shared memory) on "
-        "sm_80/sm_90, compiled offline: no GPU needed.",
+        description="The planner's plans per cell, dtype, hidden size, batch and GPU; their kernels compiled "
+        "offline as launched (registers, spills, shared memory); a latency MODEL of each plan and the cuDNN "
+        "algorithm torch.nn would run. No GPU needed.",
     )
-    parser.add_argument("--cell", action="append", help="only this kernel module (lstm, gru, elman; repeatable)")
+    parser.add_argument("--cell", action="append", choices=CELLS, help="only this cell (repeatable)")
     parser.add_argument("--dtype", action="append", choices=list(DTYPES), help="only this dtype (repeatable)")
     parser.add_argument("--hidden", type=int, nargs="+", default=list(HIDDEN_SIZES), help="hidden sizes")
     parser.add_argument("--batch", type=int, nargs="+", default=list(BATCH_SIZES), help="batch sizes")
-    parser.add_argument("--arch", type=int, action="append", choices=ARCHS, help="only this sm_ arch (repeatable)")
+    parser.add_argument("--gpu", action="append", choices=GPUS, help="only this GPU (repeatable)")
     parser.add_argument(
         "--kernel", action="append", choices=[label for label, _, _ in KERNELS], help="only this kernel (repeatable)"
     )
-    parser.add_argument("--seq-len", type=int, default=SEQ_LEN, help="T for the launch counts (default %(default)s)")
+    parser.add_argument("--seq-len", type=int, default=SEQ_LEN, help="T (default %(default)s)")
     parser.add_argument(
-        "--out", type=Path, default=RESULTS, help="folder for report.csv, report-kernels.csv, report.md"
+        "--out", type=Path, default=RESULTS, help="folder for plans.csv, report-kernels.csv, report.csv, report.md"
     )
     return parser
 
 
 def main_report(argv: list[str]) -> int:
-    args = report_parser().parse_args(argv)
-    available = kernel_cells()
-    unknown = sorted(set(args.cell or []) - set(available))
-    if unknown:
-        print(f"no SCAN_KERNELS in rnnfast.kernels for {unknown}; available: {sorted(available)}", file=sys.stderr)
-        return 2
-    scan_kernels = {cell: kernels for cell, kernels in available.items() if args.cell is None or cell in args.cell}
-    dtypes = [DTYPES[name] for name in args.dtype or DTYPES]
-    archs = sorted(args.arch or ARCHS)
+    from rnnfast.kernels import hardware
 
-    plans = plan_rows(list(scan_kernels), dtypes, args.hidden, args.batch, args.seq_len)
+    args = report_parser().parse_args(argv)
+    cells = [cell for cell in CELLS if args.cell is None or cell in args.cell]
+    dtypes = [name for name in DTYPES if args.dtype is None or name in args.dtype]
+    gpus = [gpu for gpu in GPUS if args.gpu is None or gpu in args.gpu]
     kernels = [entry for entry in KERNELS if args.kernel is None or entry[0] in args.kernel]
-    resources = resource_rows(scan_kernels, dtypes, args.hidden, archs, kernels)
-    summarize(plans, resources, archs)
-    plan_columns, plan_lines = _plan_table(plans, args.batch, archs, args.seq_len)
-    kernel_columns, kernel_lines = _kernel_table(resources, archs)
+
+    plans = plan_rows(cells, dtypes, args.hidden, args.batch, gpus, args.seq_len)
+    compiled = hardware.kernel_report(kernel_requests(plans, kernels))
+    add_compiled(plans, compiled)
+    kernel_lines = kernel_rows(compiled)
+    tiles = tile_rows(cells, dtypes, args.hidden, args.batch, gpus)
 
     metadata = run_metadata(torch.device("cpu"), ["report", *argv])
     intro = (
         f"{metadata['command']} — triton {metadata['triton']}, torch {metadata['torch']}, commit "
-        f"{metadata['git_commit'][:12]}, {metadata['date']}. Launches are per layer and direction; programs "
-        "per launch at each batch size; regs/spill/smem: the worst of the layer's kernels (registers per "
-        "thread, spilled bytes per thread, shared memory per block)."
+        f"{metadata['git_commit'][:12]}, {metadata['date']}. One layer, one direction, T={args.seq_len}, input "
+        "size = hidden size. Kernels compiled offline as launched: with the specialisation Triton's launcher "
+        'gives these shapes\' arguments ("specialized": integers equal to 1 become constants, integers and '
+        "pointers divisible by 16 are marked so). regs/spill/smem: the worst of the plan's kernels (registers "
+        "per thread, spilled bytes per thread, shared memory per block). MODEL ms: bench/model.py, a latency "
+        "model, not a measurement (trust it to about 2x). cuDNN: the algorithm torch.nn would run (get_algo)."
     )
     print(intro)
+    plan_columns, plan_lines = _plans_table(plans)
     print(format_text(plan_columns, plan_lines))
     print()
-    print(format_text(kernel_columns, kernel_lines))
+    kernel_columns, kernel_table = _kernel_table(kernel_lines)
+    print(format_text(kernel_columns, kernel_table))
 
     args.out.mkdir(parents=True, exist_ok=True)
-    write_csv(plans, args.out / "report.csv", list(plans[0]))
-    write_csv(resources, args.out / "report-kernels.csv", list(resources[0]))
+    write_csv(plans, args.out / "plans.csv", PLAN_COLUMNS)
+    write_csv(kernel_lines, args.out / "report-kernels.csv", list(kernel_lines[0]))
+    write_csv(tiles, args.out / "report.csv", list(tiles[0]))
     markdown = [
-        "# rnnfast hardware report",
-        "",
-        intro,
-        "",
-        "## Planner choices",
-        "",
-        format_markdown(plan_columns, plan_lines),
-        "",
-        "## Compiled kernels",
-        "",
-        format_markdown(kernel_columns, kernel_lines),
-    ]
+        "# rnnfast plan and hardware report", "", intro, "", "## Plans (plans.csv)", "",
+        format_markdown(plan_columns, plan_lines), "", "## Compiled kernels (report-kernels.csv)", "",
+        format_markdown(kernel_columns, kernel_table), "", "## Tiles (report.csv)", "",
+        format_markdown(list(tiles[0]), [list(row.values()) for row in tiles]),
+    ]  # fmt: skip
     (args.out / "report.md").write_text("\n".join(markdown) + "\n")
-    for name in ("report.csv", "report-kernels.csv", "report.md"):
+    for name in ("plans.csv", "report-kernels.csv", "report.csv", "report.md"):
         print(f"wrote {args.out / name}")
-    unfit = [row for row in resources if not row["fits"]]
-    return 1 if unfit else 0
+    return 0 if all(row["fits"] for row in plans) else 1

@@ -214,16 +214,19 @@ def _tiling(gates: int, hidden: int, batch: int, block_b: int, elem: int, gpu: G
     widest = max(block_n, triton.next_power_of_2(hidden))
     while batch_tiles * triton.cdiv(hidden, block_n) > gpu.sm_count and block_n < widest:
         block_n *= 2
+    # The widest operand pieces whose staging still fits in shared memory beside the slice.
     max_piece = max(MIN_DOT, 1 << ((MAX_OPERAND_PIECE_BYTES // (block_b * elem)).bit_length() - 1))
     pieces = k_pieces(k, max_piece)
-    k_total = sum(pieces) if pieces else k
-    weight_bytes = k_total * columns_per_unit * block_n * elem
-    operand_bytes = block_b * k_total * elem
-    stationary = (
-        pieces is not None
-        and operand_bytes <= OPERAND_BUDGET_BYTES
-        and weight_bytes + block_b * max(pieces) * elem + SHARED_MARGIN <= gpu.shared_per_block
-    )
+    while True:
+        k_total = sum(pieces) if pieces else k
+        weight_bytes = k_total * columns_per_unit * block_n * elem
+        operand_bytes = block_b * k_total * elem
+        shared = weight_bytes + block_b * max(pieces or (0,)) * elem + SHARED_MARGIN
+        narrower = k_pieces(k, max_piece // 2) if max_piece > MIN_DOT else None
+        if shared <= gpu.shared_per_block or narrower is None:
+            break
+        max_piece, pieces = max_piece // 2, narrower
+    stationary = pieces is not None and operand_bytes <= OPERAND_BUDGET_BYTES and shared <= gpu.shared_per_block
     return PassPlan(
         block_b=block_b,
         block_n=block_n,

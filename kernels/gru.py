@@ -95,7 +95,7 @@ def _gru_fwd_kernel(
         # Column j = 4 * unit + 2 * a + b (gate 2a + b): split b, then a; gate 3 is the empty pad.
         even, odd = tl.split(tl.reshape(acc, (BLOCK_B, BLOCK_N, 2, 2)))
         pre_r, pre_n = tl.split(even)
-        pre_z, _ = tl.split(odd)
+        pre_z, _pad = tl.split(odd)
         hn = pre_n + b_n
         gate_r = sigmoid(x_r + pre_r + b_r)
         gate_z = sigmoid(x_z + pre_z + b_z)

@@ -1,33 +1,54 @@
-"""Compiling the planner's kernels for real GPUs on a machine without one, and reading their resources.
+"""Compiling the kernels rnnfast launches for real GPUs on a machine without one, and reading their resources.
 
-triton.compile with a GPUTarget produces PTX and a cubin offline; the cuobjdump shipped inside triton
-reports registers per thread and stack bytes (spills to local memory) of the cubin. Under
-TRITON_INTERPRET=1 kernels are interpreter objects that cannot be compiled, so `planned_kernel_report`
-then runs itself in a subprocess without the interpreter (`python -m rnnfast.kernels.hardware`).
+A kernel is compiled as it is launched. Triton's launcher specialises arguments on their values: an integer
+equal to 1 becomes a constant, and integers and pointers divisible by 16 are marked so (`tt.divisibility`),
+which lets the compiler vectorise loads and drop masks; the same kernel compiled without that can use twice
+the registers. So nothing here describes arguments by hand: the cell's own launcher runs, on tensors of the
+meta device (shapes, dtypes, no memory), with Triton's `JITFunction.run` replaced by a recorder; each
+recorded launch is specialised by Triton's own binder for a CUDA target (`specialize`), compiled offline
+(`triton.compile` with a GPUTarget), and cuobjdump (shipped inside triton) reads registers per thread and
+stack bytes (spills to local memory) from the cubin. Meta tensors report address 0: every buffer counts
+as a fresh 16-byte-aligned allocation, as rnnfast.functional's are; a view at an odd offset would not be.
+
+The interface a cell module of rnnfast.kernels implements (today lstm, gru and elman; CELL_MODULES maps
+the cells lstm, gru, rnn_tanh and rnn_relu to them):
+
+    def example_launch(cell, scan_pass, seq_len, batch, hidden, dtype, gpu, reverse, training) -> None
+
+  Calls the cell's launcher for `scan_pass` ("forward" or "backward") exactly as rnnfast.functional calls
+  it for one layer and direction of that shape (`dtype` a torch dtype; `training` for the forward), on
+  fresh buffers of the launcher's documented shapes and dtypes on the meta device, planned for `gpu` (a
+  key of configs.GPUS: "h100", "a100"). The launcher must reach `kernel[grid](...)` without reading tensor
+  values (a launch is recorded, not run, and meta tensors have none). Every kernel it launches is
+  compiled, with the arguments of each launch; launches that specialise alike (the steps of a step
+  variant) are compiled once.
+
+Under TRITON_INTERPRET=1 kernels are interpreter objects that cannot be compiled, so `kernel_report` then
+runs itself in a subprocess without the interpreter (`python -m rnnfast.kernels.hardware`).
 """
 
-import dataclasses
-import functools
+import contextlib
 import importlib
-import itertools
 import json
 import os
 import re
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
+from triton.runtime.jit import JITFunction
 
-from .configs import MAX_REGISTERS_PER_THREAD, SHARED_MEMORY_LIMIT, ScanPlan, plan_scan
+from .configs import GPUS, MAX_REGISTERS_PER_THREAD, SHARED_MEMORY_LIMIT
 from .launch import interpreting
 
-_TRITON_DTYPE = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
-_TORCH_DTYPE = {name: dtype for dtype, name in _TRITON_DTYPE.items()}
+CELL_MODULES = {"lstm": "lstm", "gru": "gru", "rnn_tanh": "elman", "rnn_relu": "elman"}
+_DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+_DTYPES = {name: dtype for dtype, name in _DTYPE_NAMES.items()}
 
 
 @dataclass(frozen=True)
@@ -40,26 +61,75 @@ class KernelResources:
         return self.registers <= MAX_REGISTERS_PER_THREAD and self.shared_bytes <= SHARED_MEMORY_LIMIT[arch]
 
 
-def kernel_signature(kernel, dtype: torch.dtype, fp32_pointers: frozenset[str]) -> dict[str, str]:
-    """Triton signature of a scan kernel: `*_ptr` arguments are pointers (int64 lengths, fp32 for the state
-    buffers named in fp32_pointers, `dtype` otherwise), constexprs are constexpr, the rest int32."""
-    signature = {}
-    for index, name in enumerate(kernel.arg_names):
-        if index in kernel.constexprs:
-            signature[name] = "constexpr"
-        elif name == "lengths_ptr":
-            signature[name] = "*i64"
-        elif name.endswith("_ptr"):
-            signature[name] = "*fp32" if name in fp32_pointers else f"*{_TRITON_DTYPE[dtype]}"
-        else:
-            signature[name] = "i32"
-    return signature
+@dataclass(frozen=True)
+class Launch:
+    """One `kernel[grid](*args, **kwargs)` call, recorded instead of run."""
+
+    kernel: JITFunction
+    grid: tuple
+    args: tuple
+    kwargs: dict
 
 
-@functools.cache
-def _compile(kernel, signature: tuple, constexprs: tuple, num_warps: int, arch: int) -> KernelResources:
-    source = ASTSource(fn=kernel, signature=dict(signature), constexprs=dict(constexprs))
-    compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32), options={"num_warps": num_warps})
+@contextlib.contextmanager
+def recording():
+    """Inside this context, `kernel[grid](...)` launches of any JIT kernel are appended to the yielded
+    list instead of running (no GPU, no compile)."""
+    if interpreting():
+        raise RuntimeError("recording needs Triton's JIT kernels: run without TRITON_INTERPRET=1")
+    launches: list[Launch] = []
+    original = JITFunction.run
+
+    def record(self, *args, grid, warmup, **kwargs):
+        launches.append(Launch(self, tuple(grid) if not callable(grid) else grid, args, kwargs))
+
+    JITFunction.run = record
+    try:
+        yield launches
+    finally:
+        JITFunction.run = original
+
+
+@dataclass(frozen=True)
+class Specialization:
+    """What Triton's launcher would compile for one launch: the arguments `triton.compile` takes."""
+
+    signature: dict  # name -> "*fp16", "i32", "constexpr", ...
+    constexprs: dict  # (index,) -> value: the constexpr parameters, and integers specialised to 1
+    attrs: dict  # (index,) -> [["tt.divisibility", 16]] for arguments divisible by 16
+    options: dict  # num_warps, num_stages, ...
+
+    def describe(self, kernel: JITFunction) -> str:
+        """The value specialisation in words: "B=1, H%16, pointers%16 5/5"."""
+        names = kernel.arg_names
+        params = {index for index in range(len(names)) if index not in kernel.constexprs}
+        ones = [names[i] for (i,), _ in self.constexprs.items() if i in params]
+        pointers = [i for i in params if self.signature[names[i]].startswith("*")]
+        divisible = {i for (i,), attr in self.attrs.items() if ["tt.divisibility", 16] in attr}
+        words = [f"{name}=1" for name in ones]
+        words += [f"{names[i]}%16" for i in sorted(divisible - set(pointers))]
+        words.append(f"pointers%16 {len(divisible & set(pointers))}/{len(pointers)}")
+        return ", ".join(words)
+
+
+def specialize(launch: Launch, arch: int) -> Specialization:
+    """The specialisation Triton's launcher gives `launch` on sm_`arch`, computed by Triton's own binder."""
+    from triton.compiler.compiler import make_backend
+    from triton.runtime.jit import create_function_from_signature
+
+    kernel = launch.kernel
+    if not hasattr(kernel, "_pack_args") or not hasattr(kernel, "params"):
+        raise RuntimeError(f"Triton {triton.__version__}'s JITFunction lacks _pack_args/params: update specialize")
+    backend = make_backend(GPUTarget("cuda", arch, 32))
+    binder = create_function_from_signature(kernel.signature, kernel.params, backend)
+    bound, specialization, options = binder(*launch.args, **launch.kwargs)
+    options, signature, constexprs, attrs = kernel._pack_args(backend, launch.kwargs, bound, specialization, options)
+    return Specialization(signature, constexprs, attrs, dict(options.__dict__))
+
+
+def _compile(kernel: JITFunction, spec: Specialization, arch: int) -> KernelResources:
+    source = ASTSource(fn=kernel, signature=spec.signature, constexprs=spec.constexprs, attrs=spec.attrs)
+    compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32), options=spec.options)
     cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
     with tempfile.TemporaryDirectory() as folder:
         cubin = os.path.join(folder, "kernel.cubin")
@@ -70,83 +140,77 @@ def _compile(kernel, signature: tuple, constexprs: tuple, num_warps: int, arch: 
     return KernelResources(int(match[1]), int(match[2]), compiled.metadata.shared)
 
 
-def compile_scan_kernel(
-    kernel, fp32_pointers: frozenset[str], plan: ScanPlan, dtype: torch.dtype, arch: int, **constexprs
-) -> KernelResources:
-    """Compiles `kernel` as the plan launches it for `dtype` on sm_`arch` (80, 90) and reads its resources."""
-    signature = kernel_signature(kernel, dtype, fp32_pointers)
-    values = dict(BLOCK_B=plan.block_b, BLOCK_N=plan.block_n, BLOCK_K=plan.block_k, BF16_INTERPRETER=False)
-    values.update(constexprs)
-    values = {name: value for name, value in values.items() if name in signature}
-    return _compile(kernel, tuple(signature.items()), tuple(sorted(values.items())), plan.num_warps, arch)
+_compiled: dict[tuple, KernelResources] = {}
 
 
-def planned_kernel_report(
-    cells: list[str], hidden_sizes: list[int], dtypes: list[torch.dtype], archs: list[int], every_flag: bool = True
-) -> list[dict]:
-    """One row per distinct kernel launch the planner can make for these cells (module names in
-    rnnfast.kernels, e.g. "lstm"), hidden sizes and dtypes, compiled for each arch: the plan, the hidden
-    sizes that map to it, and registers, spill bytes, shared memory and whether it fits the hardware.
-    every_flag=False compiles each plan with its heaviest flags only (HEAVIEST_FLAGS), a quarter of the work."""
-    request = dict(
-        cells=cells,
-        hidden_sizes=hidden_sizes,
-        dtypes=[_TRITON_DTYPE[d] for d in dtypes],
-        archs=archs,
-        every_flag=every_flag,
-    )
+def compile_launch(launch: Launch, arch: int) -> tuple[Specialization, KernelResources]:
+    """Compiles `launch` as Triton's launcher would on sm_`arch` (80, 90) and reads its resources; launches
+    that specialise alike are compiled once per process (and Triton's on-disk cache spans processes)."""
+    spec = specialize(launch, arch)
+    key = (launch.kernel, arch, *(_freeze(part) for part in asdict(spec).values()))
+    if key not in _compiled:
+        _compiled[key] = _compile(launch.kernel, spec, arch)
+    return spec, _compiled[key]
+
+
+def _freeze(value):
+    """A hashable stand-in for the dicts and lists of a Specialization."""
+    if isinstance(value, dict):
+        return tuple(sorted((repr(k), _freeze(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    return repr(value)
+
+
+def _programs(grid) -> int:
+    programs = 1
+    for size in grid:
+        programs *= size
+    return programs
+
+
+def launched_kernels(
+    cell: str, scan_pass: str, seq_len: int, batch: int, hidden: int, dtype: torch.dtype, gpu: str, reverse: bool,
+    training: bool,
+) -> list[dict]:  # fmt: skip
+    """The kernels one layer-direction's `scan_pass` launches for this shape on `gpu`, compiled as launched:
+    one row per distinct compiled kernel with its launch count, programs per launch, specialisation and
+    resources."""
+    module = importlib.import_module(f"{__package__}.{CELL_MODULES[cell]}")
+    with recording() as launches:
+        module.example_launch(cell, scan_pass, seq_len, batch, hidden, dtype, gpu, reverse, training)
+    arch = GPUS[gpu].arch
+    rows: dict[tuple, dict] = {}
+    for launch in launches:
+        spec, resources = compile_launch(launch, arch)
+        key = (launch.kernel.__name__, _freeze(spec.constexprs), _freeze(spec.attrs), _programs(launch.grid))
+        row = rows.setdefault(key, dict(
+            kernel=launch.kernel.__name__, launches=0, programs=_programs(launch.grid),
+            specialized=spec.describe(launch.kernel), num_warps=spec.options["num_warps"],
+            **asdict(resources), fits=resources.fits(arch),
+        ))  # fmt: skip
+        row["launches"] += 1
+    return list(rows.values())
+
+
+def kernel_report(requests: list[dict]) -> list[dict]:
+    """For each request (the arguments of `launched_kernels`, dtype named fp32/fp16/bf16), the request
+    followed by each of its kernel rows. Runs in a subprocess without the interpreter when it is on."""
     if interpreting():
         env = {name: value for name, value in os.environ.items() if name != "TRITON_INTERPRET"}
         result = subprocess.run(
             [sys.executable, "-m", "rnnfast.kernels.hardware"],
-            input=json.dumps(request), capture_output=True, text=True, env=env, check=True,
+            input=json.dumps(requests), capture_output=True, text=True, env=env,
         )  # fmt: skip
+        if result.returncode:
+            raise RuntimeError(f"python -m rnnfast.kernels.hardware failed:\n{result.stderr}")
         return json.loads(result.stdout)
-    return _report(**request)
-
-
-# The flag values that make a kernel do the most work: it stores the gates, and tanh has more to compute.
-HEAVIEST_FLAGS = {"REVERSE": 1, "TRAINING": True, "RELU": False}
-
-
-def _flag_combinations(kernel, every_flag: bool) -> list[dict]:
-    """Values of the kernel's flag constexprs (REVERSE, TRAINING, RELU): every combination, all of them
-    launchable, or only the heaviest one."""
-    fixed = {"BLOCK_B", "BLOCK_N", "BLOCK_K", "BF16_INTERPRETER"}
-    flags = [kernel.arg_names[i] for i in kernel.constexprs if kernel.arg_names[i] not in fixed]
-    if not every_flag:
-        return [{name: HEAVIEST_FLAGS[name] for name in flags}]
     return [
-        {name: (int(bit) if name == "REVERSE" else bool(bit)) for name, bit in zip(flags, bits)}
-        for bits in itertools.product((0, 1), repeat=len(flags))
+        {**request, **row}
+        for request in requests
+        for row in launched_kernels(**{**request, "dtype": _DTYPES[request["dtype"]]})
     ]
 
 
-def _report(cells, hidden_sizes, dtypes, archs, every_flag) -> list[dict]:
-    rows = []
-    for cell in cells:
-        scan_kernels = importlib.import_module(f"{__package__}.{cell}").SCAN_KERNELS
-        for dtype_name in dtypes:
-            dtype = _TORCH_DTYPE[dtype_name]
-            launches = {}
-            for hidden in hidden_sizes:
-                plan = plan_scan(cell, hidden, dtype)
-                for (scan_pass, variant), (kernel, fp32_pointers) in scan_kernels.items():
-                    if variant != plan.variant:
-                        continue
-                    for constexprs in _flag_combinations(kernel, every_flag):
-                        key = (plan, scan_pass, tuple(constexprs.items()))
-                        launches.setdefault(key, (kernel, fp32_pointers, []))[2].append(hidden)
-            for (plan, scan_pass, constexprs), (kernel, fp32_pointers, hiddens) in launches.items():
-                for arch in archs:
-                    resources = compile_scan_kernel(kernel, fp32_pointers, plan, dtype, arch, **dict(constexprs))
-                    rows.append(dict(
-                        cell=cell, dtype=dtype_name, arch=arch, scan_pass=scan_pass, kernel=kernel.__name__,
-                        constexprs=dict(constexprs), hidden_sizes=hiddens, plan=dataclasses.asdict(plan),
-                        **dataclasses.asdict(resources), fits=resources.fits(arch),
-                    ))  # fmt: skip
-    return rows
-
-
 if __name__ == "__main__":
-    json.dump(_report(**json.load(sys.stdin)), sys.stdout)
+    json.dump(kernel_report(json.load(sys.stdin)), sys.stdout)

@@ -9,9 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import triton
-from rnnfast.kernels import lstm
-from rnnfast.kernels.configs import plan_scan
 
 import rnnfast
 from bench import __main__ as cli
@@ -101,41 +98,68 @@ def test_saved_bytes_count_a_known_tensor_once():
     assert saved_tensor_bytes(lambda: x.double().exp()) == 8000
 
 
-def test_report_planner_rows_for_lstm():
-    hidden_sizes, batch_sizes, seq_len = [64, 512], [1, 64], 100
-    rows = report.plan_rows(["lstm"], [torch.float32], hidden_sizes, batch_sizes, seq_len)
-    assert [row["hidden"] for row in rows] == hidden_sizes
-    for row in rows:
-        plan = plan_scan("lstm", row["hidden"], torch.float32)
-        assert (row["variant"], row["block_b"], row["block_n"], row["block_k"], row["num_warps"]) == (
-            plan.variant, plan.block_b, plan.block_n, plan.block_k, plan.num_warps,
-        )  # fmt: skip
-        launches = 1 if plan.variant == "persistent" else seq_len
-        assert row["forward_launches"] == row["backward_launches"] == launches
-        hidden_tiles = 1 if plan.variant == "persistent" else triton.cdiv(row["hidden"], plan.block_n)
-        for batch in batch_sizes:
-            assert row[f"programs_B{batch}"] == triton.cdiv(batch, plan.block_b) * hidden_tiles
+def test_report_plan_quantities_by_hand():
+    # H64 fp32 B1 on an H100: forward 16 programs of 4 units (a dot 16 columns wide), backward 4 programs of
+    # 16 units; every slice stays on chip and one launch runs each pass.
+    small = report.plan_quantities("lstm", 64, 1, torch.float32, seq_len=100, gpu="h100")
+    assert (small["variant"], small["programs"], small["launches_forward"], small["launches_backward"]) == (
+        "grid_sync", 16, 1, 1,
+    )  # fmt: skip
+    assert small["weight_bytes_per_step"] == 0
+    forward, backward = small["forward"], small["backward"]
+    assert (forward.programs, backward.programs, forward.barriers_per_step) == (16, 4, 1)
+    # Each step: the [16, 64] operand from L2, the [64, 16] slice (4 units x 4 gates) from shared memory.
+    assert forward.l2_bytes_per_step == 16 * 64 * 4 and forward.shared_bytes_per_step == 64 * 16 * 4
+    assert forward.dot_flops_per_step == 2 * 16 * 64 * 16 and forward.l2_round_trips_per_step == 1
+    # Backward: K = 4H = 256 over the gate gradients, 16 columns.
+    assert backward.l2_bytes_per_step == 16 * 256 * 4 and backward.dot_flops_per_step == 2 * 16 * 256 * 16
+    # Without the grid barrier: one launch per step, and every launch reloads the slices.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RNNFAST_NO_GRID_SYNC", "1")
+        fallback = report.plan_quantities("lstm", 64, 1, torch.float32, seq_len=100, gpu="h100")
+    assert (fallback["variant"], fallback["launches_forward"], fallback["launches_backward"]) == ("step", 100, 100)
+    assert fallback["weight_bytes_per_step"] == 4 * 64 * 16 * 4 == 64 * 64 * 4
+    assert fallback["forward"].l2_bytes_per_step == 16 * 64 * 4 + 64 * 16 * 4
+    # H4096 fp16: the slices do not fit on chip; they stream from L2 in chunks of 64 rows of K.
+    large = report.plan_quantities("lstm", 4096, 16, torch.float16, seq_len=100, gpu="h100")
+    assert large["variant"] == "grid_sync" and large["weight_bytes_per_step"] > 0
+    assert large["forward"].chunks_per_step == large["forward"].l2_round_trips_per_step == 4096 // 64
 
 
-def test_report_finds_the_lstm_kernels():
-    assert report.kernel_cells()["lstm"] is lstm.SCAN_KERNELS
-
-
-def test_report_compiles_a_small_config(tmp_path):
+def test_report_writes_plans_csv(tmp_path):
     # Offline compiles need Triton's real JIT functions, which the interpreter (on for this session) replaces.
     env = {name: value for name, value in os.environ.items() if name != "TRITON_INTERPRET"}
-    command = [sys.executable, "-m", "bench", "report", "--cell", "lstm", "--dtype", "fp16", "--hidden", "16"]
-    command += ["--batch", "1", "--arch", "90", "--kernel", "backward", "--out", str(tmp_path)]
-    done = subprocess.run(command, check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    command = [sys.executable, "-m", "bench", "report", "--cell", "lstm", "--cell", "rnn_relu", "--dtype", "fp16"]
+    command += ["--hidden", "16", "--batch", "1", "8", "--gpu", "a100", "--kernel", "backward", "--seq-len", "8"]
+    command += ["--out", str(tmp_path)]
+    done = subprocess.run(command, check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
+    with open(tmp_path / "plans.csv") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+    required = (
+        "cell, dtype, hidden, batch, gpu, variant, programs, launches_forward, launches_backward, "
+        "weight_bytes_per_step, registers, spill_bytes, shared_bytes, fits, specialized, model_forward_ms, "
+        "model_forward_backward_ms, cudnn_algorithm"
+    ).split(", ")
+    assert set(required) <= set(reader.fieldnames)
+    assert [(r["cell"], r["batch"]) for r in rows] == [
+        ("lstm", "1"),
+        ("lstm", "8"),
+        ("rnn_relu", "1"),
+        ("rnn_relu", "8"),
+    ]
+    for row in rows:
+        assert (row["dtype"], row["hidden"], row["gpu"], row["variant"]) == ("fp16", "16", "a100", "grid_sync")
+        assert (row["launches_forward"], row["launches_backward"], row["weight_bytes_per_step"]) == ("1", "1", "0")
+        assert 0 < int(row["registers"]) <= 255 and row["fits"] == "True"
+        assert 0 < float(row["model_forward_ms"]) < float(row["model_forward_backward_ms"])
+        assert row["cudnn_algorithm"] == "PERSIST_STATIC_SMALL_H"
+    # Batch 1 is a constant of the launched kernel, batch 8 is neither 1 nor a multiple of 16.
+    assert [row["specialized"] for row in rows[:2]] == ["B=1, H%16, pointers%16 10/10", "H%16, pointers%16 10/10"]
     with open(tmp_path / "report-kernels.csv") as f:
-        (row,) = list(csv.DictReader(f))
-    assert (row["cell"], row["dtype"], row["hidden"], row["kernel"], row["arch"]) == (
-        "lstm", "fp16", "16", "backward", "sm_90",
-    )  # fmt: skip
-    assert 0 < int(row["registers"]) <= 255
-    assert row["fits"] == str(int(row["registers"]) <= 255 and int(row["shared_bytes"]) <= 232448)
-    with open(tmp_path / "report.csv") as f:
-        (plan,) = list(csv.DictReader(f))
-    assert plan["variant"] == plan_scan("lstm", 16, torch.float16).variant
-    assert "## Planner choices" in (tmp_path / "report.md").read_text()
+        kernels = list(csv.DictReader(f))
+    assert {(k["cell"], k["arch"], k["kernel"]) for k in kernels} == {
+        ("lstm", "sm_80", "backward"), ("rnn_relu", "sm_80", "backward"),
+    }  # fmt: skip
+    assert "MODEL" in (tmp_path / "report.md").read_text()

@@ -1,34 +1,131 @@
-"""Every kernel configuration the planner can choose compiles for sm_80 and sm_90 within the hardware's
-limits (no GPU needed: Triton compiles for a GPUTarget offline, cuobjdump reads the cubin)."""
+"""Every kernel the planner launches compiles for sm_80 and sm_90 within the hardware's limits, compiled as
+it is launched: Triton's launcher specialises arguments on their values (integers equal to 1, integers and
+pointers divisible by 16), and kernels/hardware.py compiles each recorded launch with that specialisation
+(no GPU needed: Triton compiles for a GPUTarget offline, cuobjdump reads the cubin)."""
+
+import importlib
 
 import pytest
 import torch
-from rnnfast.kernels.hardware import planned_kernel_report
+from triton.runtime.interpreter import InterpretedFunction
 
-HIDDEN_SIZES = [1, 5, 16, 17, 32, 33, 64, 100, 128, 255, 256, 257, 512, 768, 1000, 1024]
-DTYPES = [torch.float32, torch.float16, torch.bfloat16]
-CELLS = ["lstm", "gru", "elman"]
-# Bytes per thread spilled to local memory that the planner's choices may reach.
+import rnnfast
+from rnnfast.kernels import hardware
+from tests.threaded import threaded_programs
+
+CELLS = ["lstm", "gru", "rnn_tanh"]
+DTYPES = ["fp32", "fp16", "bf16"]
+GPUS = ["h100", "a100"]
+SEQ_LEN = 64
+# (batch, hidden): each specialisation class of B and H (= 1, a multiple of 16, neither), one and several
+# K pieces, one and several batch tiles.
+SHAPES = [(1, 17), (16, 256), (5, 257), (16, 768), (64, 768)]
+# Bytes spilled per thread by a planned kernel: none may.
 SPILL_BUDGET = 0
+
+
+def _requests():
+    # Flags change indexing and stores, not tiles: the heaviest (reverse, training) stands for all here,
+    # and `python -m bench report` compiles both directions.
+    return [
+        dict(cell=cell, scan_pass=scan_pass, seq_len=SEQ_LEN, batch=batch, hidden=hidden, dtype=dtype, gpu=gpu,
+             reverse=True, training=True)
+        for cell in CELLS for dtype in DTYPES for gpu in GPUS for batch, hidden in SHAPES
+        for scan_pass in ("forward", "backward")
+    ]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def report():
-    # Flags (REVERSE, TRAINING, RELU) change indexing and stores, not tiles: the heaviest stands for all
-    # here, and `python -m bench report` compiles every combination.
-    return planned_kernel_report(CELLS, HIDDEN_SIZES, DTYPES, [80, 90], every_flag=False)
+    return hardware.kernel_report(_requests())
 
 
 @pytest.mark.parametrize("cell", CELLS)
-def test_planned_kernels_compile_within_limits(report, cell):
+def test_launched_kernels_compile_within_limits(report, cell):
     rows = [row for row in report if row["cell"] == cell]
-    assert {(row["dtype"], row["arch"], row["scan_pass"]) for row in rows} == {
-        (dtype, arch, scan_pass)
-        for dtype in ("fp32", "fp16", "bf16")
-        for arch in (80, 90)
+    requests = [request for request in _requests() if request["cell"] == cell]
+    covered = {tuple((k, row[k]) for k in requests[0]) for row in rows}
+    assert covered == {tuple(request.items()) for request in requests}
+    assert all(row["fits"] for row in rows), "\n".join(str(row) for row in rows if not row["fits"])
+    spills = [row for row in rows if row["spill_bytes"] > SPILL_BUDGET]
+    assert not spills, "\n".join(map(str, spills))
+
+
+def test_launches_are_specialised_as_triton_launches_them(report):
+    lstm = {(row["batch"], row["hidden"], row["scan_pass"]): row for row in report if row["cell"] == "lstm"}
+    # B=1 becomes a constant; H=256 and the fresh buffers are multiples of 16; 17 and 5 are not.
+    assert lstm[1, 17, "forward"]["specialized"] == "B=1, pointers%16 7/7"
+    assert lstm[16, 256, "forward"]["specialized"] == "B%16, H%16, pointers%16 7/7"
+    assert lstm[5, 257, "backward"]["specialized"] == "pointers%16 10/10"
+    # The grid barrier: one launch per pass.
+    assert {row["launches"] for row in report} == {1}
+
+
+def test_long_hidden_sizes_stream_their_weights_within_limits():
+    """H up to 4096: slices too big for a block's shared memory are streamed from L2, never planned to fail."""
+    requests = [
+        dict(cell="lstm", scan_pass=scan_pass, seq_len=8, batch=16, hidden=hidden, dtype=dtype, gpu=gpu,
+             reverse=True, training=True)
+        for hidden in (1024, 4096) for dtype in ("fp32", "fp16") for gpu in GPUS
         for scan_pass in ("forward", "backward")
-    }
-    covered = {(row["dtype"], hidden) for row in rows for hidden in row["hidden_sizes"]}
-    assert covered == {(dtype, hidden) for dtype in ("fp32", "fp16", "bf16") for hidden in HIDDEN_SIZES}
-    too_big = [row for row in rows if not row["fits"] or row["spill_bytes"] > SPILL_BUDGET]
-    assert not too_big, "\n".join(map(str, too_big))
+    ]  # fmt: skip
+    rows = hardware.kernel_report(requests)
+    bad = [row for row in rows if not row["fits"] or row["spill_bytes"] > SPILL_BUDGET]
+    assert not bad, "\n".join(map(str, bad))
+
+
+def test_fallback_kernels_compile_within_limits(monkeypatch):
+    """RNNFAST_NO_GRID_SYNC=1 (or a device that cannot hold every program): the same kernels without the
+    barrier, one launch per step, compiled once."""
+    monkeypatch.setenv("RNNFAST_NO_GRID_SYNC", "1")
+    requests = [
+        dict(cell=cell, scan_pass=scan_pass, seq_len=8, batch=16, hidden=768, dtype="fp16", gpu="a100",
+             reverse=True, training=True)
+        for cell in CELLS for scan_pass in ("forward", "backward")
+    ]  # fmt: skip
+    rows = hardware.kernel_report(requests)
+    assert {row["launches"] for row in rows} == {8} and len(rows) == len(requests)
+    bad = [row for row in rows if not row["fits"] or row["spill_bytes"] > SPILL_BUDGET]
+    assert not bad, "\n".join(map(str, bad))
+
+
+def _recorded(record_only: bool):
+    """Records each interpreted launch (kernel name, grid, arguments) instead of, or besides, running it."""
+    launches = []
+    original = InterpretedFunction.run
+
+    def record(self, *args, grid, warmup, **kwargs):
+        described = [
+            (tuple(a.shape), a.dtype, tuple(a.stride()), a.storage_offset() * a.element_size() % 16)
+            if isinstance(a, torch.Tensor) else a
+            for a in (*args, *kwargs.values())
+        ]  # fmt: skip
+        launches.append((self.fn.__name__, tuple(grid), tuple(kwargs), tuple(described)))
+        if not record_only:
+            return original(self, *args, grid=grid, warmup=warmup, **kwargs)
+
+    return launches, record
+
+
+@pytest.mark.parametrize("cell,hidden", [("lstm", 20), ("lstm", 300), ("gru", 20), ("rnn_relu", 300)])
+def test_example_launch_matches_functional(monkeypatch, cell, hidden):
+    """hardware.py compiles what each cell module's example_launch launches: the same kernels, grids and
+    argument shapes, dtypes, strides and alignment as rnnfast's layers launch through rnnfast.functional
+    (planned for an H100 both: one launch per pass with the grid barrier, run by the threaded interpreter)."""
+    monkeypatch.setenv("RNNFAST_PLAN_TARGET", "h100")
+    monkeypatch.delenv("RNNFAST_NO_GRID_SYNC", raising=False)
+    seq_len, batch, dtype = 2, 3, torch.float16
+    layer = {"lstm": rnnfast.LSTM, "gru": rnnfast.GRU, "rnn_relu": rnnfast.RNN}[cell]
+    options = dict(nonlinearity="relu") if cell == "rnn_relu" else {}
+    module = layer(4, hidden, backend="triton", **options).to(dtype)
+    real, record = _recorded(record_only=False)
+    monkeypatch.setattr(InterpretedFunction, "run", record)
+    with threaded_programs():
+        module(torch.randn(seq_len, batch, 4, dtype=dtype))[0].float().sum().backward()
+
+    example, record = _recorded(record_only=True)
+    monkeypatch.setattr(InterpretedFunction, "run", record)
+    kernels = importlib.import_module(f"rnnfast.kernels.{hardware.CELL_MODULES[cell]}")
+    for scan_pass in ("forward", "backward"):
+        kernels.example_launch(cell, scan_pass, seq_len, batch, hidden, dtype, "h100", False, True)
+    assert example == real

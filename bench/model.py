@@ -1,0 +1,156 @@
+"""A latency MODEL (not a measurement) of one scan layer, one direction, T steps, on a GPU, and the rule by
+which torch.nn picks its cuDNN algorithm.
+
+The model takes what a plan does, per pass (`PassWork`): how many programs, how many launches, what one
+program does each time step (hidden tiles walked one after another, K chunks of the recurrent dot, L2 round
+trips it waits for, bytes it reads from L2 and from shared memory, dot FLOPs, whether the dot runs on tensor
+cores) and how many grid barriers separate the steps. A step costs the critical program's cycles
+
+    round_trips x L2_LATENCY + chunks x CHUNK_CYCLES + tiles x TILE_CYCLES + dot FLOPs / dot rate
+    + shared bytes / SHARED_BYTES_PER_CYCLE
+
+times the waves of programs over the SMs, or the aggregate L2 traffic of all programs over the L2
+bandwidth if that is longer, plus BARRIER_S per barrier. A pass launched once costs LAUNCH_S plus T steps;
+a pass launched once per step costs, per launch, the longer of LAUNCH_S (the host issuing launches from
+Python) and the step plus KERNEL_GAP_S. A layer adds the GEMMs around the scan at GEMM_EFFICIENCY of
+peak (input projection forward; dx, dW_ih, dW_hh backward), with input size = hidden size.
+
+It is meant to compare plans with each other and with cuDNN's published figure, to within about 2x;
+every constant below says where it comes from.
+"""
+
+import math
+from dataclasses import dataclass
+
+from rnnfast.kernels.configs import GPUS as GPU_SPECS
+
+
+@dataclass(frozen=True)
+class GpuModel:
+    name: str
+    sm_count: int
+    clock_hz: float  # SM clock under sustained load
+    l2_latency_cycles: int  # a dependent load that hits L2
+    l2_bytes_per_s: float  # aggregate L2 bandwidth
+    hbm_bytes_per_s: float
+    tensor_flops_per_cycle_per_sm: int  # dense fp16/bf16 tensor-core FLOPs (tf32: half)
+    fp32_flops_per_cycle_per_sm: int  # FMA on the CUDA cores (2 FLOPs each)
+
+
+# Sources. SM counts: kernels/configs.py GPUS (the planner's). HBM bandwidth and tensor/fp32 peaks: NVIDIA's
+# H100 (SXM5) and A100 (SXM4) datasheets (H100: 3.35 TB/s, 989 TFLOPS dense fp16 at 1.83 GHz over 132 SMs =
+# 4096 FLOPs/cycle/SM, 128 FP32 lanes; A100: 2.04 TB/s, 312 TFLOPS at 1.41 GHz over 108 SMs = 2048
+# FLOPs/cycle/SM, 64 FP32 lanes). H100 clock under
+# load (1.75 GHz), L2 hit latency (about 300 cycles; 260 near, 600 far or loaded) and aggregate L2
+# bandwidth (5.5 TB/s): ../shared/design/WEIGHT_STATIONARY_SCAN.md. A100: boost clock 1.41 GHz; L2 latency
+# and bandwidth assumed alike per cycle (300 cycles; 5.5 TB/s scaled by SMs and clock, about 3.6 TB/s).
+GPUS = {
+    "h100": GpuModel("H100 SXM", GPU_SPECS["h100"].sm_count, 1.75e9, 300, 5.5e12, 3.35e12, 4096, 256),
+    "a100": GpuModel("A100 SXM", GPU_SPECS["a100"].sm_count, 1.41e9, 300, 3.6e12, 2.04e12, 2048, 128),
+}
+# Issuing one Triton launch from Python: 10-30 us (design note); GPU-side gap between dependent kernels.
+LAUNCH_S = 20e-6
+KERNEL_GAP_S = 2e-6
+# One grid barrier (release add + acquire poll through L2, plus the skew of the slowest program): an
+# assumption of a few L2 round trips (design note).
+BARRIER_S = 1e-6
+# A K chunk of a recurrent dot that is not software-pipelined: two CTA barriers, a shared-memory store
+# and ldmatrix, the MMAs (design note: about 450 cycles with the L2 round trip).
+CHUNK_CYCLES = 150
+# Gate math, state update and stores of one hidden tile (design note).
+TILE_CYCLES = 800
+SHARED_BYTES_PER_CYCLE = 128  # per SM (both architectures)
+# Large GEMMs reach about this fraction of peak (assumption).
+GEMM_EFFICIENCY = 0.6
+
+
+@dataclass(frozen=True)
+class PassWork:
+    """What one pass (forward or backward) of a scan does; per program and time step unless named."""
+
+    programs: int  # per launch
+    launches: int  # per T steps: 1, or T (one launch per step)
+    barriers_per_step: int
+    tiles_per_step: int  # hidden tiles a program processes one after another
+    chunks_per_step: int  # K chunks its recurrent dots walk
+    l2_round_trips_per_step: int  # dependent L2 round trips on its critical path
+    l2_bytes_per_step: int  # weights streamed and the recurrent operand (h or the gate gradients)
+    shared_bytes_per_step: int  # stationary weights re-read from shared memory
+    dot_flops_per_step: int
+    tensor_cores: bool  # the recurrent dot on tensor cores (fp16/bf16), else fp32 FMA
+
+
+def step_seconds(work: PassWork, gpu: GpuModel) -> float:
+    """One time step of the pass: the critical program's time, or the L2 traffic of all, plus barriers."""
+    rate = gpu.tensor_flops_per_cycle_per_sm if work.tensor_cores else gpu.fp32_flops_per_cycle_per_sm
+    cycles = (
+        work.l2_round_trips_per_step * gpu.l2_latency_cycles
+        + work.chunks_per_step * CHUNK_CYCLES
+        + work.tiles_per_step * TILE_CYCLES
+        + work.dot_flops_per_step / rate
+        + work.shared_bytes_per_step / SHARED_BYTES_PER_CYCLE
+    )
+    waves = math.ceil(work.programs / gpu.sm_count)
+    compute = waves * cycles / gpu.clock_hz
+    traffic = work.programs * work.l2_bytes_per_step / gpu.l2_bytes_per_s
+    return max(compute, traffic) + work.barriers_per_step * BARRIER_S
+
+
+def pass_seconds(work: PassWork, seq_len: int, gpu: GpuModel) -> float:
+    """T steps of the pass, launches included."""
+    step = step_seconds(work, gpu)
+    if work.launches == 1:
+        return LAUNCH_S + seq_len * step
+    steps_per_launch = seq_len / work.launches
+    return work.launches * max(LAUNCH_S, steps_per_launch * step + KERNEL_GAP_S)
+
+
+def gemm_seconds(m: int, n: int, k: int, elem_bytes: int, gpu: GpuModel) -> float:
+    """[m, k] x [k, n] at GEMM_EFFICIENCY of peak (tensor cores for 2-byte types, fp32 FMA otherwise: torch
+    does not use TF32 for matmuls by default), or its HBM traffic if longer."""
+    rate = gpu.tensor_flops_per_cycle_per_sm if elem_bytes == 2 else gpu.fp32_flops_per_cycle_per_sm
+    flops = 2 * m * n * k / (rate * gpu.sm_count * gpu.clock_hz * GEMM_EFFICIENCY)
+    return max(flops, (m * k + k * n + m * n) * elem_bytes / gpu.hbm_bytes_per_s)
+
+
+def layer_ms(
+    forward: PassWork, backward: PassWork, gates: int, seq_len: int, batch: int, hidden: int, elem_bytes: int,
+    gpu_name: str,
+) -> tuple[float, float]:  # fmt: skip
+    """MODEL (forward, forward+backward) milliseconds of one layer, one direction: the input projection and
+    the forward scan; then the backward scan and the dx, dW_ih and dW_hh GEMMs. Input size = hidden."""
+    gpu = GPUS[gpu_name]
+    rows, width = seq_len * batch, gates * hidden
+    projection = gemm_seconds(rows, width, hidden, elem_bytes, gpu)
+    forward_s = projection + pass_seconds(forward, seq_len, gpu)
+    # dx, dW_ih and dW_hh: each as much work as the projection when input size = hidden size.
+    backward_s = pass_seconds(backward, seq_len, gpu) + 3 * projection
+    return forward_s * 1e3, (forward_s + backward_s) * 1e3
+
+
+# torch.nn's choice (aten/src/ATen/native/cudnn/RNN.cpp, get_algo), for the GPUs above (sm_80/sm_90 with
+# at least 98 SMs).
+SMALL_H_LIMIT = {  # use_rnn_persist_small_h: hidden size limit by (forward?, cell)
+    (True, "lstm"): 192, (True, "gru"): 192, (True, "rnn_tanh"): 384, (True, "rnn_relu"): 384,
+    (False, "lstm"): 128, (False, "gru"): 128, (False, "rnn_tanh"): 256, (False, "rnn_relu"): 256,
+}  # fmt: skip
+
+
+def cudnn_algorithm(
+    cell: str, dtype: str, hidden: int, batch: int, input_size: int, forward: bool = True, num_layers: int = 1,
+    bidirectional: bool = False, proj_size: int = 0, packed: bool = False,
+) -> str:  # fmt: skip
+    """The cuDNN RNN algorithm torch.nn runs for this shape on an A100 or H100: STANDARD, PERSIST_STATIC or
+    PERSIST_STATIC_SMALL_H (`forward=False`: the backward's, which has lower small-H limits)."""
+    if proj_size or packed:
+        return "STANDARD"
+    if dtype != "fp64" and hidden <= SMALL_H_LIMIT[forward, cell]:
+        return "PERSIST_STATIC_SMALL_H"
+    common = num_layers == 1 and hidden <= 1024 and not bidirectional and hidden % 128 == 0 and input_size % 128 == 0
+    if cell == "gru":
+        device = False
+    elif cell == "lstm":
+        device = batch % 8 == 0 and batch <= 128
+    else:
+        device = batch % 8 == 0 and batch <= 128 and (batch < 96 or hidden < 896)
+    return "PERSIST_STATIC" if dtype == "fp16" and common and device else "STANDARD"
