@@ -114,8 +114,9 @@ STREAM_BLOCK_K = 64
 # (beyond it the compiler's early loads of every piece spill registers: measured on sm_80/sm_90).
 MAX_OPERAND_PIECE_BYTES = 32 * 1024
 OPERAND_BUDGET_BYTES = 128 * 1024
-MAX_PIECES = 8
-# Programs whose weight slice and operand are both at most this big run 4 warps, others 8.
+MAX_PIECES = 6
+# Forward programs whose weight slice and operand are both at most this big run 4 warps, others 8 (the
+# backward holds more state per unit: at 4 warps it spilled at B1 H17 on sm_90).
 SMALL_PROGRAM_BYTES = 16 * 1024
 # Shared memory the compiler needs besides the weight slice and one operand piece (layout conversions
 # of the gate split, the barrier): a margin the compile test checks.
@@ -232,7 +233,7 @@ def _tiling(gates: int, hidden: int, batch: int, block_b: int, elem: int, gpu: G
         block_n=block_n,
         k_pieces=pieces if stationary else (),
         block_k=0 if stationary else STREAM_BLOCK_K,
-        num_warps=4 if max(weight_bytes, operand_bytes) <= SMALL_PROGRAM_BYTES else 8,
+        num_warps=4 if not backward and max(weight_bytes, operand_bytes) <= SMALL_PROGRAM_BYTES else 8,
         batch_tiles=batch_tiles,
         hidden_tiles=triton.cdiv(hidden, block_n),
         weight_bytes=weight_bytes,

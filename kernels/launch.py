@@ -26,6 +26,7 @@ from .configs import Gpu, plan_layer
 # every program in Python, so it gets far longer.
 GRID_SYNC_TIMEOUT_NS = {"gpu": 2_000_000_000, "interpreter": 120_000_000_000}
 _timed_out_devices: set[str] = set()
+STREAM_STAGES = 3
 
 
 class GridSyncTimeout(RuntimeError):
@@ -106,6 +107,10 @@ def run_scan(
         K_PIECES=pass_plan.k_pieces,
         BLOCK_K=pass_plan.block_k,
         num_warps=pass_plan.num_warps,
+        # A stationary slice leaves nothing for the software pipeliner to overlap but the step's operand
+        # loads, which it would multi-buffer in shared memory beside the slice (past the limit, measured);
+        # streamed chunks keep Triton's default stages.
+        num_stages=1 if pass_plan.stationary else STREAM_STAGES,
     )
     grid = (pass_plan.hidden_tiles, pass_plan.batch_tiles, 1)
     key = _device_key(device)
