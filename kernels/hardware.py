@@ -18,10 +18,14 @@ the cells lstm, gru, rnn_tanh and rnn_relu to them):
   Calls the cell's launcher for `scan_pass` ("forward" or "backward") exactly as rnnfast.functional calls
   it for one layer and direction of that shape (`dtype` a torch dtype; `training` for the forward), on
   fresh buffers of the launcher's documented shapes and dtypes on the meta device, planned for `gpu` (a
-  key of configs.GPUS: "h100", "a100"). The launcher must reach `kernel[grid](...)` without reading tensor
-  values (a launch is recorded, not run, and meta tensors have none). Every kernel it launches is
-  compiled, with the arguments of each launch; launches that specialise alike (the steps of a step
-  variant) are compiled once.
+  key of configs.GPUS: "h100", "a100"). The compile runs without the interpreter, where
+  RNNFAST_PLAN_TARGET is ignored and meta tensors are no CUDA device, so a plan that depends on the GPU
+  must reach the launcher from `gpu` (an argument of the launcher or of its planner call). The launcher
+  must reach `kernel[grid](...)` without reading tensor values (a launch is recorded, not run, and meta
+  tensors have none): a host-side check of an error flag after a barrier kernel must be skipped for
+  meta tensors. Every kernel it launches is compiled, with the arguments of each launch; launches that
+  specialise alike (the steps of a step variant) are compiled once. tests/test_compile.py checks that
+  example_launch launches what rnnfast.functional launches.
 
 Under TRITON_INTERPRET=1 kernels are interpreter objects that cannot be compiled, so `kernel_report` then
 runs itself in a subprocess without the interpreter (`python -m rnnfast.kernels.hardware`).
@@ -81,7 +85,10 @@ def recording():
     original = JITFunction.run
 
     def record(self, *args, grid, warmup, **kwargs):
-        launches.append(Launch(self, tuple(grid) if not callable(grid) else grid, args, kwargs))
+        if callable(grid):  # Triton calls it with the bound arguments, by name
+            named = dict(zip(self.arg_names, args)) | {k: v for k, v in kwargs.items() if k in self.arg_names}
+            grid = grid(named)
+        launches.append(Launch(self, tuple(grid), args, kwargs))
 
     JITFunction.run = record
     try:
