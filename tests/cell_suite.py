@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 
 import pytest
 import torch
-from rnnfast.kernels import configs
 
+from rnnfast.kernels import configs
 from tests.oracle import Case, assert_matches, compare_with_torch, make_inputs, make_pair, strided_grad_output
 
 BACKENDS = ["torch", "triton"]
