@@ -11,7 +11,7 @@ measurement.
 Files written to --out:
 - plans.csv: one row per (cell, dtype, hidden, batch, gpu), the table the README cites (PLAN_COLUMNS).
 - report-kernels.csv: one row per distinct compiled kernel per GPU, with the shapes that launch it.
-- report.csv: the planner's tiles and warps per cell, dtype and hidden size.
+- report.csv: the planner's tiles, K pieces and warps per cell, dtype, hidden size, batch and GPU.
 - report.md: all three, with the command and versions.
 """
 
@@ -47,49 +47,52 @@ PLAN_COLUMNS = [
 ]  # fmt: skip
 
 
-def plan_quantities(cell: str, hidden: int, batch: int, dtype: torch.dtype, seq_len: int) -> dict:
-    """The one adapter between the planner and this report: what today's plan (kernels/configs.py
-    plan_scan) does for one layer-direction, as the plans.csv columns and the model's PassWork.
+def plan_quantities(cell: str, hidden: int, batch: int, dtype: torch.dtype, seq_len: int, gpu: str) -> dict:
+    """The one adapter between the planner and this report: what the plan (kernels/configs.py plan_layer)
+    does for one layer-direction on `gpu`, as the plans.csv columns and the model's PassWork.
 
-    Today's kernels: one program per 16 batch rows that walks every hidden tile ("persistent", one launch)
-    or one program per (batch tile, hidden tile) launched once per step ("step"). Each tile streams W_hh
-    and re-reads the recurrent operand from L2 in BLOCK_K chunks; the forward's fp16/bf16 chunks are not
-    software-pipelined (one L2 round trip each; fp32 is, with FMA dots), the backward's never are and its
-    dots are fp32 FMA for every dtype. No grid barriers."""
-    from rnnfast.kernels.configs import plan_scan
+    Weight-stationary kernels: each program owns a tile of hidden units (and of batch rows) and runs one
+    recurrent dot per step, [BLOCK_B, K] x [K, columns]: K = H forward with a column per (unit, gate, gates
+    padded to a power of two), K = gates x H backward with a column per unit. A stationary slice is read
+    from shared memory each step (its K pieces' operand loads are independent: one L2 round trip); a
+    streamed one comes from L2 in BLOCK_K chunks, one round trip each. Every step reads the whole operand
+    (h_{t-1}, or the gate gradients) from L2. With the grid barrier one launch runs every step, with a
+    barrier between steps; the fallback launches once per step and reloads the slice each time. fp32 dots
+    run as TF32 on tensor cores (torch's default cudnn.allow_tf32), modelled at the fp16 rate."""
+    from rnnfast.kernels.configs import plan_layer, planning_for
 
-    plan = plan_scan("elman" if cell.startswith("rnn") else cell, hidden, dtype)
+    with planning_for(gpu):
+        plan = plan_layer(cell, hidden, batch, dtype)
     gates, elem = GATES[cell], torch.empty(0, dtype=dtype).element_size()
-    batch_tiles, hidden_tiles = triton.cdiv(batch, plan.block_b), triton.cdiv(hidden, plan.block_n)
-    tiles = hidden_tiles if plan.variant == "persistent" else 1
-    columns = min(plan.block_n, hidden)  # of each gate, in the widest tile
 
-    def work(k: int, operand_bytes: int, pipelined: bool, tensor_cores: bool) -> model.PassWork:
-        # A tile's dot: [BLOCK_B, K] x [K, gates x BLOCK_N] forward (K = H), [BLOCK_B, K] x [K, BLOCK_N]
-        # backward (K = gates x H): the same weights and FLOPs, a wider operand.
-        chunks = tiles * triton.cdiv(k, plan.block_k)
+    def work(pass_plan, k: int, columns: int, launches: int) -> model.PassWork:
+        k_total = (
+            sum(pass_plan.k_pieces) if pass_plan.stationary else triton.cdiv(k, pass_plan.block_k) * pass_plan.block_k
+        )
+        chunks = len(pass_plan.k_pieces) if pass_plan.stationary else k_total // pass_plan.block_k
+        on_chip = pass_plan.stationary and plan.grid_sync
         return model.PassWork(
-            programs=batch_tiles * (1 if plan.variant == "persistent" else hidden_tiles),
-            launches=plan.launches(seq_len),
-            barriers_per_step=0,
-            tiles_per_step=tiles,
+            programs=pass_plan.programs,
+            launches=launches,
+            barriers_per_step=1 if plan.grid_sync else 0,
+            tiles_per_step=1,
             chunks_per_step=chunks,
-            l2_round_trips_per_step=tiles if pipelined else chunks,
-            l2_bytes_per_step=tiles * (gates * hidden * columns * elem + plan.block_b * k * operand_bytes),
-            shared_bytes_per_step=0,
-            dot_flops_per_step=tiles * 2 * plan.block_b * gates * hidden * plan.block_n,
-            tensor_cores=tensor_cores,
+            l2_round_trips_per_step=1 if pass_plan.stationary else chunks,
+            l2_bytes_per_step=pass_plan.block_b * k_total * elem + (0 if on_chip else pass_plan.weight_bytes),
+            shared_bytes_per_step=pass_plan.weight_bytes if pass_plan.stationary else 0,
+            dot_flops_per_step=2 * pass_plan.block_b * k_total * columns,
+            tensor_cores=True,
         )
 
-    fp32 = dtype == torch.float32
-    forward = work(hidden, elem, pipelined=fp32, tensor_cores=not fp32)
-    backward = work(gates * hidden, 4, pipelined=False, tensor_cores=False)
+    forward_columns = (1 if gates == 1 else triton.next_power_of_2(gates)) * plan.forward.block_n
+    forward = work(plan.forward, hidden, forward_columns, plan.launches_forward(seq_len))
+    backward = work(plan.backward, gates * hidden, plan.backward.block_n, plan.launches_backward(seq_len))
     return dict(
         variant=plan.variant,
-        programs=max(forward.programs, backward.programs),
-        launches_forward=forward.launches,
-        launches_backward=backward.launches,
-        weight_bytes_per_step=tiles * gates * columns * hidden * elem,
+        programs=plan.programs,
+        launches_forward=plan.launches_forward(seq_len),
+        launches_backward=plan.launches_backward(seq_len),
+        weight_bytes_per_step=plan.weight_bytes_per_step,
         forward=forward,
         backward=backward,
     )
@@ -106,7 +109,7 @@ def plan_rows(
             for hidden in hidden_sizes:
                 for batch in batch_sizes:
                     for gpu in gpus:
-                        q = plan_quantities(cell, hidden, batch, DTYPES[dtype], seq_len)
+                        q = plan_quantities(cell, hidden, batch, DTYPES[dtype], seq_len, gpu)
                         elem = DTYPES[dtype].itemsize
                         forward_ms, total_ms = model.layer_ms(
                             q["forward"], q["backward"], GATES[cell], seq_len, batch, hidden, elem, gpu
@@ -204,19 +207,30 @@ def _kernel_table(rows: list[dict]):
     return columns, lines
 
 
-def tile_rows(cells: Sequence[str], dtypes: Sequence[str], hidden_sizes: Sequence[int]) -> list[dict]:
-    """report.csv: the planner's variant, tiles and warps per cell, dtype and hidden size."""
-    from rnnfast.kernels.configs import plan_scan
+def tile_rows(
+    cells: Sequence[str], dtypes: Sequence[str], hidden_sizes: Sequence[int], batch_sizes: Sequence[int],
+    gpus: Sequence[str],
+) -> list[dict]:  # fmt: skip
+    """report.csv: the planner's tiles and warps per cell, dtype, hidden size, batch and GPU, per pass."""
+    from rnnfast.kernels.configs import plan_layer, planning_for
 
     rows = []
     for cell in cells:
         for dtype in dtypes:
             for hidden in hidden_sizes:
-                plan = plan_scan("elman" if cell.startswith("rnn") else cell, hidden, DTYPES[dtype])
-                rows.append(dict(
-                    cell=cell, dtype=dtype, hidden=hidden, variant=plan.variant, block_b=plan.block_b,
-                    block_n=plan.block_n, block_k=plan.block_k, num_warps=plan.num_warps,
-                ))  # fmt: skip
+                for batch in batch_sizes:
+                    for gpu in gpus:
+                        with planning_for(gpu):
+                            plan = plan_layer(cell, hidden, batch, DTYPES[dtype])
+                        row = dict(cell=cell, dtype=dtype, hidden=hidden, batch=batch, gpu=gpu, variant=plan.variant)
+                        for name, p in (("forward", plan.forward), ("backward", plan.backward)):
+                            row[f"{name}_tiles"] = f"{p.batch_tiles}x{p.hidden_tiles}"
+                            row[f"{name}_block_b_n"] = f"{p.block_b}/{p.block_n}"
+                            row[f"{name}_k"] = (
+                                "+".join(map(str, p.k_pieces)) if p.stationary else f"streamed {p.block_k}"
+                            )
+                            row[f"{name}_warps"] = p.num_warps
+                        rows.append(row)
     return rows
 
 
@@ -255,7 +269,7 @@ def main_report(argv: list[str]) -> int:
     compiled = hardware.kernel_report(kernel_requests(plans, kernels))
     add_compiled(plans, compiled)
     kernel_lines = kernel_rows(compiled)
-    tiles = tile_rows(cells, dtypes, args.hidden)
+    tiles = tile_rows(cells, dtypes, args.hidden, args.batch, gpus)
 
     metadata = run_metadata(torch.device("cpu"), ["report", *argv])
     intro = (

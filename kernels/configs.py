@@ -1,14 +1,11 @@
 """Block sizes, warps and the choice of kernel variant for a recurrent scan.
 
-Two descriptions live here while the kernels move to the weight-stationary design (issue 11):
-
-- `plan_layer` (the new planner): how one layer-direction's scan runs on a GPU. The hidden units are
-  split across programs; each program owns BLOCK_N units of every gate (and a batch tile when B is
-  large), keeps its slice of W_hh on chip for the whole sequence ("stationary", weight_bytes_per_step 0)
-  or, where the slice does not fit, streams it from L2 each step in BLOCK_K chunks. With `grid_sync`
-  one launch runs every step and the programs meet at a grid barrier between steps; without it (the
-  fallback) the same kernel runs one step per launch.
-- `plan_scan` (today's kernels, until they are replaced): persistent or step variant.
+`plan_layer` says how one layer-direction's scan runs on a GPU. The hidden units are split across
+programs; each program owns BLOCK_N units of every gate (and a batch tile when B is large), keeps its
+slice of W_hh on chip for the whole sequence ("stationary", weight_bytes_per_step 0) or, where the
+slice does not fit, streams it from L2 each step in BLOCK_K chunks. With `grid_sync` one launch runs
+every step and the programs meet at a grid barrier between steps (variant "grid_sync"); without it (the
+fallback, variant "step") the same kernel runs one step per launch.
 
 Device: `target_gpu` reads the CUDA device's properties. Under TRITON_INTERPRET=1 there is no GPU:
 RNNFAST_PLAN_TARGET=h100|a100 (a testing switch, honoured only under the interpreter) plans as on that
@@ -17,6 +14,7 @@ the interpreter plans tiles as on an H100 and runs the fallback, since its progr
 another and could never meet at a barrier.
 """
 
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -40,8 +38,25 @@ GPUS = {
     "h100": Gpu("NVIDIA H100 SXM", 90, 132, 232448, 233472, 65536, 2048),
     "a100": Gpu("NVIDIA A100 SXM", 80, 108, 166912, 167936, 65536, 2048),
 }
+# Per-block hardware limits the compile test checks every plan against.
+SHARED_MEMORY_LIMIT = {gpu.arch: gpu.shared_per_block for gpu in GPUS.values()}
+MAX_REGISTERS_PER_THREAD = 255
 PLAN_TARGET_VARIABLE = "RNNFAST_PLAN_TARGET"
 NO_GRID_SYNC_VARIABLE = "RNNFAST_NO_GRID_SYNC"
+_planning_for: list[str] = []
+
+
+@contextlib.contextmanager
+def planning_for(gpu: str):
+    """Inside this context plans are made for GPUS[gpu] whatever the device (kernels/hardware.py compiles
+    the launches of a plan for a GPU this machine does not have)."""
+    if gpu not in GPUS:
+        raise ValueError(f"gpu must be one of {sorted(GPUS)}, got {gpu!r}")
+    _planning_for.append(gpu)
+    try:
+        yield
+    finally:
+        _planning_for.pop()
 
 
 def _interpreting() -> bool:
@@ -60,7 +75,9 @@ def plan_target() -> str | None:
 
 def target_gpu(device: torch.device | None = None) -> Gpu:
     """The GPU a scan on `device` is planned for: the CUDA device's own properties, or under the
-    interpreter RNNFAST_PLAN_TARGET's GPU (an H100 when unset)."""
+    interpreter RNNFAST_PLAN_TARGET's GPU (an H100 when unset); planning_for's GPU inside it."""
+    if _planning_for:
+        return GPUS[_planning_for[-1]]
     if _interpreting() or device is None or device.type != "cuda":
         return GPUS[plan_target() or "h100"]
     props = torch.cuda.get_device_properties(device)
@@ -82,7 +99,7 @@ def grid_sync_allowed() -> bool:
     interpreter only when RNNFAST_PLAN_TARGET asks for a GPU's plan (threaded interpreter)."""
     if os.environ.get(NO_GRID_SYNC_VARIABLE, "0") == "1":
         return False
-    return not _interpreting() or plan_target() is not None
+    return bool(_planning_for) or not _interpreting() or plan_target() is not None
 
 
 GATES = {"lstm": 4, "gru": 3, "elman": 1, "rnn_tanh": 1, "rnn_relu": 1}
@@ -92,20 +109,35 @@ MIN_DOT = 16
 MAX_BLOCK_B = 64
 # Chunk of K for streamed weights.
 STREAM_BLOCK_K = 64
-# Shared memory the compiler needs besides the weight slice and the dot's other operand (layout
-# conversions of the gate split, barrier scratch): a margin the compile test checks.
-SHARED_MARGIN = 16 * 1024
+# The dot's other operand (h_{t-1} forward, the gate gradients backward) is loaded each step: a piece
+# of it at most this big is staged at once, and a program's whole operand at most OPERAND_BUDGET_BYTES
+# (beyond it the compiler's early loads of every piece spill registers: measured on sm_80/sm_90).
+MAX_OPERAND_PIECE_BYTES = 32 * 1024
+OPERAND_BUDGET_BYTES = 128 * 1024
+MAX_PIECES = 6
+# Forward programs whose weight slice and operand are both at most this big run 4 warps, others 8 (the
+# backward holds more state per unit: at 4 warps it spilled at B1 H17 on sm_90).
+SMALL_PROGRAM_BYTES = 16 * 1024
+# Shared memory the compiler needs besides the weight slice and one operand piece (layout conversions
+# of the gate split, the barrier): a margin the compile test checks.
+SHARED_MARGIN = 8 * 1024
 
 
-def k_pieces(k: int) -> tuple[int, ...]:
-    """K (a multiple of 16 after rounding up) as at most four power-of-two pieces, largest first, the
-    last rounded up: 768 -> (512, 256), 100 -> (64, 32, 16), 1000 -> (512, 256, 128, 128). A slice of
-    W_hh is held as one tensor per piece, so a hidden size that is not a power of two wastes at most the
-    rounding of the last piece instead of being padded to the next power of two."""
+def k_pieces(k: int, max_piece: int) -> tuple[int, ...] | None:
+    """K (rounded up to a multiple of 16) as at most MAX_PIECES power-of-two pieces of at most
+    max_piece, largest first, the last rounded up: 768 -> (512, 256), 100 -> (64, 32, 16), 3072 with
+    max_piece 1024 -> (1024, 1024, 1024). A stationary weight slice is held as one tensor per piece, so
+    a hidden size that is not a power of two is chunked, not padded to the next power of two. None when
+    K needs more pieces."""
     rest = triton.cdiv(k, MIN_DOT) * MIN_DOT
     pieces = []
     while rest > 0:
-        piece = triton.next_power_of_2(rest) if len(pieces) == 3 else 1 << (rest.bit_length() - 1)
+        if len(pieces) == MAX_PIECES - 1:
+            piece = triton.next_power_of_2(rest)
+            if piece > max_piece:
+                return None
+        else:
+            piece = min(max_piece, 1 << (rest.bit_length() - 1))
         pieces.append(piece)
         rest -= piece
     return tuple(pieces)
@@ -117,12 +149,12 @@ class PassPlan:
 
     block_b: int  # batch rows per program
     block_n: int  # hidden units per program (of every gate)
-    k_pieces: tuple[int, ...]  # the recurrent dot's K (H forward, G*H backward) as power-of-two pieces
+    k_pieces: tuple[int, ...]  # stationary: the dot's K (H forward, G*H backward) as pieces; else ()
     block_k: int  # streamed K chunk; 0 when the weight slice is stationary
     num_warps: int
     batch_tiles: int
     hidden_tiles: int
-    weight_bytes_per_step: int  # bytes of W_hh each program reads from global memory per step
+    weight_bytes: int  # bytes of W_hh in one program's slice
 
     @property
     def programs(self) -> int:
@@ -162,40 +194,63 @@ class LayerPlan:
 
     @property
     def weight_bytes_per_step(self) -> int:
-        return max(self.forward.weight_bytes_per_step, self.backward.weight_bytes_per_step)
+        """Bytes of W_hh each program reads from global memory per step: 0 when the slices stay on chip
+        for the whole sequence; the fallback reloads them at every step's launch."""
+        return max(
+            0 if self.grid_sync and plan.stationary else plan.weight_bytes for plan in (self.forward, self.backward)
+        )
 
     @property
     def num_warps(self) -> int:
         return max(self.forward.num_warps, self.backward.num_warps)
 
 
-def _pass_plan(gates: int, hidden: int, batch: int, elem: int, gpu: Gpu, backward: bool) -> PassPlan:
-    block_b = MIN_DOT if batch <= MIN_DOT else min(MAX_BLOCK_B, triton.next_power_of_2(batch))
+def _tiling(gates: int, hidden: int, batch: int, block_b: int, elem: int, gpu: Gpu, backward: bool) -> PassPlan:
     batch_tiles = triton.cdiv(max(batch, 1), block_b)
-    # Forward: a program's dot has a column per (unit, gate), gates padded to a power of two. Backward:
-    # a column per unit, K runs over every gate's pre-activation.
+    # Forward: a program's dot has a column per (unit, gate), gates padded to a power of two, and K = H.
+    # Backward: a column per unit, and K runs over every gate's pre-activation.
     columns_per_unit = 1 if backward or gates == 1 else triton.next_power_of_2(gates)
     k = gates * hidden if backward else hidden
     block_n = max(1, MIN_DOT // columns_per_unit)
     widest = max(block_n, triton.next_power_of_2(hidden))
     while batch_tiles * triton.cdiv(hidden, block_n) > gpu.sm_count and block_n < widest:
         block_n *= 2
-    pieces = k_pieces(k)
-    k_total = sum(pieces)
-    weight_bytes = k_total * columns_per_unit * block_n * elem
-    operand_bytes = block_b * k_total * elem
-    stationary = weight_bytes + operand_bytes + SHARED_MARGIN <= gpu.shared_per_block
-    num_warps = 4 if k_total * columns_per_unit * block_n <= 8192 else 8
+    # The widest operand pieces whose staging still fits in shared memory beside the slice.
+    max_piece = max(MIN_DOT, 1 << ((MAX_OPERAND_PIECE_BYTES // (block_b * elem)).bit_length() - 1))
+    pieces = k_pieces(k, max_piece)
+    while True:
+        k_total = sum(pieces) if pieces else k
+        weight_bytes = k_total * columns_per_unit * block_n * elem
+        operand_bytes = block_b * k_total * elem
+        shared = weight_bytes + block_b * max(pieces or (0,)) * elem + SHARED_MARGIN
+        narrower = k_pieces(k, max_piece // 2) if max_piece > MIN_DOT else None
+        if shared <= gpu.shared_per_block or narrower is None:
+            break
+        max_piece, pieces = max_piece // 2, narrower
+    stationary = pieces is not None and operand_bytes <= OPERAND_BUDGET_BYTES and shared <= gpu.shared_per_block
     return PassPlan(
         block_b=block_b,
         block_n=block_n,
-        k_pieces=pieces,
+        k_pieces=pieces if stationary else (),
         block_k=0 if stationary else STREAM_BLOCK_K,
-        num_warps=num_warps,
+        num_warps=4 if not backward and max(weight_bytes, operand_bytes) <= SMALL_PROGRAM_BYTES else 8,
         batch_tiles=batch_tiles,
         hidden_tiles=triton.cdiv(hidden, block_n),
-        weight_bytes_per_step=0 if stationary else weight_bytes,
+        weight_bytes=weight_bytes,
     )
+
+
+def _pass_plan(gates: int, hidden: int, batch: int, elem: int, gpu: Gpu, backward: bool) -> PassPlan:
+    """The widest batch tile (up to MAX_BLOCK_B) whose programs keep their weight slice on chip in one
+    wave of the GPU; failing that, the widest batch tile with the slice streamed."""
+    widest = MIN_DOT if batch <= MIN_DOT else min(MAX_BLOCK_B, triton.next_power_of_2(batch))
+    block_b = widest
+    while block_b >= MIN_DOT:
+        plan = _tiling(gates, hidden, batch, block_b, elem, gpu, backward)
+        if plan.stationary and plan.programs <= gpu.sm_count:
+            return plan
+        block_b //= 2
+    return _tiling(gates, hidden, batch, widest, elem, gpu, backward)
 
 
 def plan_layer(
@@ -215,41 +270,3 @@ def plan_layer(
     backward = _pass_plan(gates, hidden_size, batch_size, elem, gpu, backward=True)
     co_resident = max(forward.programs, backward.programs) <= gpu.sm_count
     return LayerPlan(cell, hidden_size, batch_size, dtype, gpu, forward, backward, grid_sync_allowed() and co_resident)
-
-
-# Today's kernels (persistent / step variants).
-BLOCK_B = 16
-# K steps of 16 (one bf16/fp16 mma deep) keep the backward's fp32 dots small.
-BLOCK_K = 16
-PERSISTENT_MAX_HIDDEN = 256
-# Hidden-unit tiles, 8 warps each: the widest with no register spill in any kernel, dtype and flag on
-# sm_80 and sm_90 (every combination compiled, tests/test_compile.py). A persistent program keeps all
-# its step's gate accumulators live: 32 columns for the LSTM's four and the Elman cell's one, 16 for
-# the GRU, whose n gate holds its recurrent term apart. The step kernels fit 64.
-PERSISTENT_TILE = {"lstm": 32, "gru": 16, "elman": 32}
-STEP_TILE = 64
-
-# Per-block hardware limits the compile test checks every plan against.
-SHARED_MEMORY_LIMIT = {80: 166912, 90: 232448}
-MAX_REGISTERS_PER_THREAD = 255
-
-
-@dataclass(frozen=True)
-class ScanPlan:
-    variant: str  # "persistent" or "step"
-    block_b: int
-    block_n: int
-    block_k: int
-    num_warps: int
-
-    def launches(self, seq_len: int) -> int:
-        return 1 if self.variant == "persistent" else seq_len
-
-
-def plan_scan(cell: str, hidden_size: int, dtype: torch.dtype) -> ScanPlan:
-    """Tile sizes and variant for a scan of `cell` ("lstm", "gru", "elman") with this hidden size and
-    dtype; the same plan for forward and backward, so one table describes both. Every dtype gets the
-    same plan: the backward's dots are fp32 whatever the dtype, and the forward's fit the same tiles."""
-    if hidden_size <= PERSISTENT_MAX_HIDDEN:
-        return ScanPlan("persistent", BLOCK_B, PERSISTENT_TILE[cell], BLOCK_K, num_warps=8)
-    return ScanPlan("step", BLOCK_B, STEP_TILE, BLOCK_K, num_warps=8)

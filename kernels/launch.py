@@ -1,12 +1,36 @@
-"""Launch helpers shared by every cell: grid, variant loop, device and interpreter handling."""
+"""Launching a scan kernel: the plan, the grid barrier or its fallback, device and interpreter handling.
+
+With the plan's grid barrier one launch runs every step: the programs meet at a barrier between steps
+(kernels/recurrence.py, grid_barrier). Every program must then be resident at once; on a CUDA device the
+compiled kernel's registers and shared memory are checked against the device before that launch. The
+fallback launches the same kernel once per step (the kernel boundary is the barrier): wherever
+co-residency cannot be guaranteed, under RNNFAST_NO_GRID_SYNC=1, under the serial interpreter, and on a
+device where a barrier has timed out before.
+
+A barrier that times out (programs not co-resident after all: MPS or MIG limits, another kernel holding
+SMs, a debugger) sets an error flag instead of hanging; the host then raises GridSyncTimeout, warns once
+and runs every later scan on that device with the fallback.
+"""
 
 import contextlib
+import functools
 import os
+import warnings
 
 import torch
 import triton
 
-from .configs import ScanPlan
+from .configs import Gpu, plan_layer
+
+# How long a program waits at one barrier before giving up. The threaded interpreter runs a step of
+# every program in Python, so it gets far longer.
+GRID_SYNC_TIMEOUT_NS = {"gpu": 2_000_000_000, "interpreter": 120_000_000_000}
+_timed_out_devices: set[str] = set()
+STREAM_STAGES = 3
+
+
+class GridSyncTimeout(RuntimeError):
+    """A grid barrier timed out: the scan's results are invalid."""
 
 
 def interpreting() -> bool:
@@ -21,16 +45,98 @@ def bf16_under_interpreter(dtype: torch.dtype) -> bool:
     return dtype == torch.bfloat16 and interpreting()
 
 
-def launch_scan(plan: ScanPlan, kernel, tensors: tuple, seq_len: int, batch: int, hidden: int, options: dict) -> None:
-    """Launches a scan kernel: once for the persistent variant, once per time step for the step variant."""
-    batch_tiles = triton.cdiv(batch, plan.block_b)
-    meta = dict(BLOCK_B=plan.block_b, BLOCK_N=plan.block_n, BLOCK_K=plan.block_k, num_warps=plan.num_warps)
-    device = tensors[0].device
+def dot_precision(dtype: torch.dtype) -> str:
+    """fp32 recurrent dots follow torch.nn on CUDA: cuDNN's RNNs use TF32 tensor cores while
+    torch.backends.cudnn.allow_tf32 is on (the default), IEEE fp32 when it is off. The interpreter
+    always computes IEEE, so that tests compare tightly."""
+    if dtype == torch.float32 and not interpreting() and torch.backends.cudnn.allow_tf32:
+        return "tf32"
+    return "ieee"
+
+
+def scan_constexprs(dtype: torch.dtype) -> dict:
+    """The constexprs every scan kernel takes from the layer's dtype."""
+    return dict(DOT_PRECISION=dot_precision(dtype), BF16_INTERPRETER=bf16_under_interpreter(dtype))
+
+
+def _device_key(device: torch.device) -> str:
+    return "interpreter" if interpreting() else str(device)
+
+
+def blocks_per_sm(gpu: Gpu, registers: int, shared_bytes: int, num_warps: int) -> int:
+    """How many blocks of a compiled kernel one SM holds at once (registers allocated per warp in
+    units of 256, as the CUDA occupancy calculator does)."""
+    threads = 32 * num_warps
+    by_threads = gpu.max_threads_per_sm // threads
+    by_registers = gpu.registers_per_sm // (triton.cdiv(registers * 32, 256) * 256 * num_warps)
+    by_shared = gpu.shared_per_sm // shared_bytes if shared_bytes else by_threads
+    return min(by_threads, by_registers, by_shared)
+
+
+def _co_resident(kernel, grid, args, kwargs, gpu: Gpu) -> bool:
+    """Whether every program of this launch fits on the device at once (CUDA only: compiles the kernel
+    as it will be launched, without launching it)."""
+    compiled = kernel.warmup(*args, grid=grid, **kwargs)
+    compiled._init_handles()  # loads the binary: registers per thread are known from then on
+    blocks = blocks_per_sm(gpu, compiled.n_regs, compiled.metadata.shared, compiled.metadata.num_warps)
+    return grid[0] * grid[1] * grid[2] <= blocks * gpu.sm_count
+
+
+@functools.cache
+def _warn_timeout(device_key: str) -> None:
+    warnings.warn(
+        f"rnnfast: a grid barrier timed out on {device_key} (its programs were not all resident at once); "
+        "scans on this device now launch one kernel per step",
+        RuntimeWarning,
+        stacklevel=4,
+    )
+
+
+def run_scan(
+    cell: str, scan_pass: str, kernel, w_hh: torch.Tensor, tensors: tuple, scalars: dict, constexprs: dict
+) -> None:
+    """Launches `kernel` (the `scan_pass` kernel of `cell`, recurrent weight w_hh among `tensors`) over
+    scalars["T"] steps, as plan_layer plans it for this hidden size, batch, dtype and device."""
+    seq_len, batch, hidden = scalars["T"], scalars["B"], scalars["H"]
+    device, dtype = w_hh.device, w_hh.dtype
+    plan = plan_layer(cell, hidden, batch, dtype, device)
+    pass_plan = plan.forward if scan_pass == "forward" else plan.backward
+    meta = dict(
+        BLOCK_B=pass_plan.block_b,
+        BLOCK_N=pass_plan.block_n,
+        K_PIECES=pass_plan.k_pieces,
+        BLOCK_K=pass_plan.block_k,
+        num_warps=pass_plan.num_warps,
+        # A stationary slice leaves nothing for the software pipeliner to overlap but the step's operand
+        # loads, which it would multi-buffer in shared memory beside the slice (past the limit, measured);
+        # streamed chunks keep Triton's default stages.
+        num_stages=1 if pass_plan.stationary else STREAM_STAGES,
+    )
+    grid = (pass_plan.hidden_tiles, pass_plan.batch_tiles, 1)
+    key = _device_key(device)
+    timeout = GRID_SYNC_TIMEOUT_NS["interpreter" if interpreting() else "gpu"]
+    barrier = torch.zeros(2, dtype=torch.int32, device=device)
+    error = torch.zeros(1, dtype=torch.int32, device=device)
     guard = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
     with guard:
-        if plan.variant == "persistent":
-            kernel[(batch_tiles,)](*tensors, T=seq_len, B=batch, H=hidden, **options, **meta)
-        else:
-            grid = (batch_tiles, triton.cdiv(hidden, plan.block_n))
-            for step in range(seq_len):
-                kernel[grid](*tensors, step=step, T=seq_len, B=batch, H=hidden, **options, **meta)
+        args = (*tensors, barrier, error)
+        kwargs = dict(**scalars, timeout_ns=timeout, **constexprs, **meta)
+        whole = dict(t_start=0, n_steps=seq_len, USE_BARRIER=True, **kwargs)
+        use_barrier = plan.grid_sync and key not in _timed_out_devices
+        if use_barrier and device.type == "cuda":
+            use_barrier = _co_resident(kernel, grid, args, whole, plan.gpu)
+        if use_barrier:
+            kernel[grid](*args, **whole)
+            # Inside a CUDA graph capture the flag cannot be read (the graph runs later); meta tensors
+            # (kernels/hardware.py's recorded launches) hold no values.
+            capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+            if device.type != "meta" and not capturing and error.item():
+                _timed_out_devices.add(key)
+                _warn_timeout(key)
+                raise GridSyncTimeout(
+                    f"rnnfast: the grid barrier of the {cell} {scan_pass} scan timed out on {key}; its results "
+                    "are invalid. Later scans on this device launch one kernel per step (the fallback)."
+                )
+            return
+        for step in range(seq_len):
+            kernel[grid](*args, t_start=step, n_steps=1, USE_BARRIER=False, **kwargs)

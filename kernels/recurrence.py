@@ -1,5 +1,5 @@
-"""Building blocks shared by every cell's scan kernels: tile offsets, time slots, the streamed recurrent
-matmul of the forward and the recurrent gradient of the backward.
+"""Building blocks shared by every cell's scan kernels: time slots, state tiles, the weight slice and the
+recurrent dot (stationary or streamed), and the grid barrier.
 
 Slot conventions (see kernels/lstm.py): the forward reads h_{t-1} from slot t + REVERSE and writes h_t
 to slot t + 1 - REVERSE; the backward writes step t's gate gradients to slot t + REVERSE and reads the
@@ -8,16 +8,6 @@ gradients of the step processed before it (t + 1 forward, t - 1 reverse) from sl
 
 import triton
 import triton.language as tl
-
-
-@triton.jit
-def tile_offsets(pid_b, n_start, B, H, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr):
-    """Batch rows and hidden units of this tile, their masks, and the 2-D mask."""
-    offs_b = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
-    offs_n = n_start + tl.arange(0, BLOCK_N)
-    mask_b = offs_b < B
-    mask_n = offs_n < H
-    return offs_b, offs_n, mask_b, mask_n, mask_b[:, None] & mask_n[None, :]
 
 
 @triton.jit
@@ -47,80 +37,101 @@ def row_offsets(index, B, offs_b, offs_n, width):
 
 
 @triton.jit
-def load_h_chunk(h_all_ptr, h_rows, offs_k, mask_b, mask_k, BF16_INTERPRETER: tl.constexpr):
-    """h_{t-1}[:, offs_k] as a dot operand [BLOCK_B, BLOCK_K]; h_rows [BLOCK_B] are row offsets."""
-    # .cg: h_{t-1} was written by other warps (or programs) in the previous step; read it from L2.
-    h = tl.load(
-        h_all_ptr + h_rows[:, None] + offs_k[None, :],
-        mask=mask_b[:, None] & mask_k[None, :],
-        other=0.0,
-        cache_modifier=".cg",
-    )
-    if BF16_INTERPRETER:  # the interpreter computes bf16 arithmetic on raw bits
-        h = h.to(tl.float32)
-    return h
-
-
-@triton.jit
-def load_w_t_chunk(w_hh_ptr, gate, offs_k, mask_k, offs_n, mask_n, H, BF16_INTERPRETER: tl.constexpr):
-    """W_hh^T rows offs_k, columns offs_n of `gate`, as a dot operand [BLOCK_K, BLOCK_N] (W_hh is torch.nn's
-    [G*H, H])."""
-    w = tl.load(
-        w_hh_ptr + (gate * H + offs_n[None, :]) * H + offs_k[:, None],
-        mask=mask_k[:, None] & mask_n[None, :],
-        other=0.0,
-    )
-    if BF16_INTERPRETER:
-        w = w.to(tl.float32)
-    return w
-
-
-@triton.jit
-def recurrent_grad(
-    dh,  # [BLOCK_B, BLOCK_N] fp32 gradient reaching h_t from above
-    dgates_all_ptr,  # [T + 1, B, GATES*H] fp32 gate gradients (recurrent pre-activations)
-    next_slot,
-    w_hh_ptr,  # [GATES*H, H]
-    offs_b,
-    mask_b,
-    offs_n,
-    mask_n,
-    B,
-    H,
-    GATES: tl.constexpr,
-    BLOCK_K: tl.constexpr,
-):
-    """dh + dgates[next_slot] @ W_hh for this tile: the gradient h_t receives through the next step."""
-    next_rows = (next_slot.to(tl.int64) * B + offs_b) * GATES * H
-    for k in range(0, GATES * H, BLOCK_K):
-        offs_k = k + tl.arange(0, BLOCK_K)
-        mask_k = offs_k < GATES * H
-        # .cg: the next step's gate gradients were written by other warps (or programs).
-        next_dgates = tl.load(
-            dgates_all_ptr + next_rows[:, None] + offs_k[None, :],
-            mask=mask_b[:, None] & mask_k[None, :],
-            other=0.0,
-            cache_modifier=".cg",
-        )
-        w = tl.load(
-            w_hh_ptr + offs_k[:, None] * H + offs_n[None, :],
-            mask=mask_k[:, None] & mask_n[None, :],
-            other=0.0,
-        )
-        dh = tl.dot(next_dgates, w.to(tl.float32), dh, input_precision="ieee")
-    return dh
-
-
-@triton.jit
-def active_rows(lengths_ptr, t, offs_b, mask_b):
-    """[BLOCK_B, 1] mask of the rows whose sequence covers time t. Rows past their length carry their
-    state through unchanged (forward: to h_n; reverse: h0 down to their last valid step)."""
-    return (t < tl.load(lengths_ptr + offs_b, mask=mask_b, other=0))[:, None]
-
-
-@triton.jit
 def load_state_tile(state_ptr, slot, B, offs_b, offs_n, H, mask):
     """A [BLOCK_B, BLOCK_N] tile of slot `slot` of a [*, B, H] state buffer, in fp32."""
     # .cg: written in the previous step, possibly by other warps (or programs).
     offs = row_offsets(slot, B, offs_b, offs_n, H)
     return tl.load(state_ptr + offs, mask=mask, other=0.0, cache_modifier=".cg").to(tl.float32)
+
+
+# Weight-stationary building blocks (issue 11). A program's slice of W_hh is a tuple of [piece, columns]
+# tensors, one per piece of K (K_PIECES, configs.k_pieces), loaded once before the time loop.
+
+
+@triton.jit
+def load_weight_piece(
+    w_ptr, col_offs, col_mask, k_start, k_size, k_stride, K_PIECE: tl.constexpr, BF16_INTERPRETER: tl.constexpr
+):
+    """[K_PIECE, columns] piece of a weight slice: element (k, j) at w_ptr + (k_start + k) * k_stride +
+    col_offs[j], zero past k_size or outside col_mask."""
+    offs_k = k_start + tl.arange(0, K_PIECE)
+    w = tl.load(
+        w_ptr + offs_k[:, None] * k_stride + col_offs[None, :],
+        mask=(offs_k < k_size)[:, None] & col_mask[None, :],
+        other=0.0,
+    )
+    if BF16_INTERPRETER:  # the interpreter computes bf16 arithmetic on raw bits
+        w = w.to(tl.float32)
+    return w
+
+
+@triton.jit
+def load_weight_slice(
+    w_ptr, col_offs, col_mask, k_size, k_stride, K_PIECES: tl.constexpr, BF16_INTERPRETER: tl.constexpr
+):
+    """The whole [sum(K_PIECES), columns] slice, as a tuple of pieces."""
+    pieces = ()
+    k_start = 0
+    for i in tl.static_range(len(K_PIECES)):
+        piece = load_weight_piece(w_ptr, col_offs, col_mask, k_start, k_size, k_stride, K_PIECES[i], BF16_INTERPRETER)
+        pieces = pieces + (piece,)
+        k_start += K_PIECES[i]
+    return pieces
+
+
+@triton.jit
+def _dot_piece(acc, a_ptr, a_rows, mask_b, k_start, k_size, w, K_PIECE: tl.constexpr, DOT_PRECISION: tl.constexpr):
+    """acc + a[rows, k_start : k_start + K_PIECE] @ w, the operand cast to w's dtype."""
+    offs_k = k_start + tl.arange(0, K_PIECE)
+    # a was written by other programs in the previous step; the grid barrier (or the kernel boundary)
+    # orders it: no cache modifier is relied on.
+    a = tl.load(a_ptr + a_rows[:, None] + offs_k[None, :], mask=mask_b[:, None] & (offs_k < k_size)[None, :], other=0.0)
+    return tl.dot(a.to(w.dtype), w, acc, input_precision=DOT_PRECISION)
+
+
+@triton.jit
+def stationary_dot(acc, a_ptr, a_rows, mask_b, k_size, w, K_PIECES: tl.constexpr, DOT_PRECISION: tl.constexpr):
+    """acc + a[rows, :k_size] @ W for a slice W held as the tuple of pieces w."""
+    k_start = 0
+    for i in tl.static_range(len(K_PIECES)):
+        acc = _dot_piece(acc, a_ptr, a_rows, mask_b, k_start, k_size, w[i], K_PIECES[i], DOT_PRECISION)
+        k_start += K_PIECES[i]
+    return acc
+
+
+@triton.jit
+def streamed_dot(
+    acc,
+    a_ptr,
+    a_rows,
+    mask_b,
+    k_size,
+    w_ptr,
+    col_offs,
+    col_mask,
+    k_stride,
+    BLOCK_K: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    BF16_INTERPRETER: tl.constexpr,
+):
+    """acc + a[rows, :k_size] @ W with W read from global memory in BLOCK_K chunks (plans whose slice
+    does not fit on chip)."""
+    for k in range(0, k_size, BLOCK_K):
+        w = load_weight_piece(w_ptr, col_offs, col_mask, k, k_size, k_stride, BLOCK_K, BF16_INTERPRETER)
+        acc = _dot_piece(acc, a_ptr, a_rows, mask_b, k, k_size, w, BLOCK_K, DOT_PRECISION)
+    return acc
+
+
+@triton.jit
+def grid_barrier(barrier_ptr, step, timeout_ns):
+    """Every program of the grid meets here after step `step` of a launch. barrier_ptr: two int32
+    counters, zero at launch, used on alternate steps: counter step % 2 cannot be bumped again (at step
+    + 2) before every program has left this step's poll, so polling for equality is safe. Returns False
+    when the poll timed out."""
+    tl.debug_barrier()  # every warp's stores of this step are done ...
+    counter = barrier_ptr + step % 2
+    tl.atomic_add(counter, 1, sem="release", scope="gpu")  # ... and published at gpu scope
+    expected = (step // 2 + 1) * tl.num_programs(0) * tl.num_programs(1) * tl.num_programs(2)
+    ok = tl.atomic_poll(counter, expected, sem="acquire", scope="gpu", timeout_ns=timeout_ns)
+    tl.debug_barrier()  # every warp is ordered after the acquire
+    return ok

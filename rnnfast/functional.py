@@ -241,7 +241,10 @@ def _scan_backward_impl(
     dh = (d_h_all[:seq_len] if reverse else d_h_all[1:]).to(
         grad_dtype, memory_format=torch.contiguous_format, copy=True
     )
-    dgates_h_all = gates.new_empty(seq_len + 1, batch, gates.shape[2], dtype=grad_dtype)
+    # The kernels keep gate gradients in the layer's dtype (the recurrent dot reads them every step, and
+    # the GEMMs below cast them to it anyway); the reference keeps them in the state dtype.
+    dgates_dtype = gates.dtype if backend == "triton" else grad_dtype
+    dgates_h_all = gates.new_empty(seq_len + 1, batch, gates.shape[2], dtype=dgates_dtype)
     dgates_h_all[0 if reverse else seq_len].zero_()
     dgates_h = dgates_h_all[1:] if reverse else dgates_h_all[:seq_len]
     dgates_x, d_c0 = dgates_h, x.new_empty(0)
@@ -252,7 +255,7 @@ def _scan_backward_impl(
             recurrence.lstm_scan_bwd(dgates_h_all, gates, w_rec, cell_state, dh, dc, dh_carry, lengths, reverse)
         d_c0 = dc.to(x.dtype)
     elif cell == "gru":
-        dgates_x = torch.empty_like(gates, dtype=grad_dtype)
+        dgates_x = torch.empty_like(gates, dtype=dgates_dtype)
         if run:
             recurrence.gru_scan_bwd(
                 dgates_h_all, dgates_x, gates, w_rec, h_all, cell_state, dh, dh_carry, lengths, reverse
@@ -261,7 +264,7 @@ def _scan_backward_impl(
         recurrence.elman_scan_bwd(dgates_h_all, w_rec, h_all, dh, dh_carry, lengths, reverse, cell == "rnn_relu")
 
     # h_init sits in the first step's read slot (carried past padding in reverse).
-    d_h_init = dgates_h[first_t] @ w_rec.to(grad_dtype) + dh_carry + d_h_all[first_slot]
+    d_h_init = dgates_h[first_t].to(grad_dtype) @ w_rec.to(grad_dtype) + dh_carry + d_h_all[first_slot]
     d_first_gates = dgates_x[_first_steps(lengths, reverse, batch, seq_len, x.device)]
     dgates_x2d = dgates_x.flatten(0, 1).to(w_ih.dtype)
     dgates_h2d = dgates_h.flatten(0, 1).to(w_ih.dtype)

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 
 import pytest
 import torch
-from rnnfast.kernels import configs
 
+from rnnfast.kernels import configs
 from tests.oracle import Case, assert_matches, compare_with_torch, make_inputs, make_pair, strided_grad_output
 
 BACKENDS = ["torch", "triton"]
@@ -37,6 +37,13 @@ class CellSpec:
     def is_lstm(self) -> bool:
         return self.reference is torch.nn.LSTM
 
+    @property
+    def cell_name(self) -> str:
+        """The cell's name in the planner: lstm, gru, rnn_tanh or rnn_relu."""
+        if self.reference is torch.nn.RNN:
+            return "rnn_" + self.options.get("nonlinearity", "tanh")
+        return self.reference.__name__.lower()
+
     def pair(self, case: Case, **kwargs):
         return make_pair(self.module, self.reference, case, **self.options, **kwargs)
 
@@ -53,20 +60,23 @@ def test_matches_torch_nn(spec, case, backend):
     compare_with_torch(module, reference, x, hx, grad_output=strided_grad_output(case))
 
 
-@pytest.mark.parametrize("variant", ["persistent", "step"])
-@pytest.mark.parametrize("hidden_size", [24, 70])
-def test_both_kernel_variants(spec, hidden_size, variant, monkeypatch):
-    monkeypatch.setattr(configs, "PERSISTENT_MAX_HIDDEN", 10_000 if variant == "persistent" else 0)
-    assert configs.plan_scan("lstm", hidden_size, torch.float32).variant == variant
+@pytest.mark.parametrize("weights", ["stationary", "streamed"])
+def test_weight_slice_stationary_and_streamed(spec, weights, monkeypatch):
+    if weights == "streamed":  # no operand fits the budget: every pass streams W_hh in chunks
+        monkeypatch.setattr(configs, "OPERAND_BUDGET_BYTES", 0)
+    case = Case(3, 4, 6, 70, bidirectional=True)  # H = 64 + 16 (one K piece rounded up)
+    plan = configs.plan_layer(spec.cell_name, case.hidden_size, case.batch, torch.float32)
+    assert plan.forward.stationary == plan.backward.stationary == (weights == "stationary")
+    assert plan.forward.hidden_tiles > 1
     torch.manual_seed(1)
-    case = Case(3, 4, 6, hidden_size, bidirectional=True)
     module, reference = spec.pair(case, backend="triton")
     compare_with_torch(module, reference, *spec.inputs(case))
 
 
-def test_step_variant_at_its_real_size(spec):
-    case = Case(2, 2, 4, 300)
-    assert configs.plan_scan("lstm", case.hidden_size, torch.float32).variant == "step"
+def test_several_batch_tiles(spec):
+    case = Case(70, 2, 4, 9)
+    plan = configs.plan_layer(spec.cell_name, case.hidden_size, case.batch, torch.float32)
+    assert plan.forward.batch_tiles == plan.backward.batch_tiles == 2
     torch.manual_seed(2)
     module, reference = spec.pair(case, backend="triton")
     compare_with_torch(module, reference, *spec.inputs(case))

@@ -5,9 +5,9 @@ import pytest
 import torch
 import triton
 import triton.language as tl
-from rnnfast.kernels import activations
 
 import rnnfast
+from rnnfast.kernels import activations
 from tests.oracle import assert_matches
 
 # CUDA documents its own float32 expf and tanhf as within 2 ulp; torch.nn's GPU activations use them.

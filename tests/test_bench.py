@@ -99,25 +99,31 @@ def test_saved_bytes_count_a_known_tensor_once():
 
 
 def test_report_plan_quantities_by_hand():
-    # Persistent, H64 fp32: one program per 16 rows walks 2 tiles of 32 units, each streaming its 4 gates'
-    # columns of W_hh over all 64 rows of K: the whole W_hh per step.
-    small = report.plan_quantities("lstm", 64, 1, torch.float32, seq_len=100)
+    # H64 fp32 B1 on an H100: forward 16 programs of 4 units (a dot 16 columns wide), backward 4 programs of
+    # 16 units; every slice stays on chip and one launch runs each pass.
+    small = report.plan_quantities("lstm", 64, 1, torch.float32, seq_len=100, gpu="h100")
     assert (small["variant"], small["programs"], small["launches_forward"], small["launches_backward"]) == (
-        "persistent", 1, 1, 1,
+        "grid_sync", 16, 1, 1,
     )  # fmt: skip
-    assert small["weight_bytes_per_step"] == 4 * 64 * 64 * 4
-    # Step, H512 fp16, B64: 4 batch tiles x 8 hidden tiles of 64 units, one launch per step; a program
-    # reads its 64 columns of each gate: 4 x 64 x 512 x 2 bytes.
-    large = report.plan_quantities("lstm", 512, 64, torch.float16, seq_len=100)
-    assert (large["variant"], large["programs"], large["launches_forward"], large["launches_backward"]) == (
-        "step", 32, 100, 100,
-    )  # fmt: skip
-    assert large["weight_bytes_per_step"] == 4 * 64 * 512 * 2
-    assert large["forward"].dot_flops_per_step == large["backward"].dot_flops_per_step == 2 * 16 * 4 * 512 * 64
-    assert (large["forward"].chunks_per_step, large["backward"].chunks_per_step) == (512 // 16, 4 * 512 // 16)
-    assert large["forward"].tensor_cores and not large["backward"].tensor_cores
-    # The Elman RNN has one gate.
-    assert report.plan_quantities("rnn_relu", 64, 1, torch.float32, 100)["weight_bytes_per_step"] == 64 * 64 * 4
+    assert small["weight_bytes_per_step"] == 0
+    forward, backward = small["forward"], small["backward"]
+    assert (forward.programs, backward.programs, forward.barriers_per_step) == (16, 4, 1)
+    # Each step: the [16, 64] operand from L2, the [64, 16] slice (4 units x 4 gates) from shared memory.
+    assert forward.l2_bytes_per_step == 16 * 64 * 4 and forward.shared_bytes_per_step == 64 * 16 * 4
+    assert forward.dot_flops_per_step == 2 * 16 * 64 * 16 and forward.l2_round_trips_per_step == 1
+    # Backward: K = 4H = 256 over the gate gradients, 16 columns.
+    assert backward.l2_bytes_per_step == 16 * 256 * 4 and backward.dot_flops_per_step == 2 * 16 * 256 * 16
+    # Without the grid barrier: one launch per step, and every launch reloads the slices.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RNNFAST_NO_GRID_SYNC", "1")
+        fallback = report.plan_quantities("lstm", 64, 1, torch.float32, seq_len=100, gpu="h100")
+    assert (fallback["variant"], fallback["launches_forward"], fallback["launches_backward"]) == ("step", 100, 100)
+    assert fallback["weight_bytes_per_step"] == 4 * 64 * 16 * 4 == 64 * 64 * 4
+    assert fallback["forward"].l2_bytes_per_step == 16 * 64 * 4 + 64 * 16 * 4
+    # H4096 fp16: the slices do not fit on chip; they stream from L2 in chunks of 64 rows of K.
+    large = report.plan_quantities("lstm", 4096, 16, torch.float16, seq_len=100, gpu="h100")
+    assert large["variant"] == "grid_sync" and large["weight_bytes_per_step"] > 0
+    assert large["forward"].chunks_per_step == large["forward"].l2_round_trips_per_step == 4096 // 64
 
 
 def test_report_writes_plans_csv(tmp_path):
@@ -144,12 +150,13 @@ def test_report_writes_plans_csv(tmp_path):
         ("rnn_relu", "8"),
     ]
     for row in rows:
-        assert (row["dtype"], row["hidden"], row["gpu"], row["variant"]) == ("fp16", "16", "a100", "persistent")
+        assert (row["dtype"], row["hidden"], row["gpu"], row["variant"]) == ("fp16", "16", "a100", "grid_sync")
+        assert (row["launches_forward"], row["launches_backward"], row["weight_bytes_per_step"]) == ("1", "1", "0")
         assert 0 < int(row["registers"]) <= 255 and row["fits"] == "True"
         assert 0 < float(row["model_forward_ms"]) < float(row["model_forward_backward_ms"])
         assert row["cudnn_algorithm"] == "PERSIST_STATIC_SMALL_H"
     # Batch 1 is a constant of the launched kernel, batch 8 is neither 1 nor a multiple of 16.
-    assert [row["specialized"] for row in rows[:2]] == ["B=1, H%16, pointers%16 8/8", "H%16, pointers%16 8/8"]
+    assert [row["specialized"] for row in rows[:2]] == ["B=1, H%16, pointers%16 10/10", "H%16, pointers%16 10/10"]
     with open(tmp_path / "report-kernels.csv") as f:
         kernels = list(csv.DictReader(f))
     assert {(k["cell"], k["arch"], k["kernel"]) for k in kernels} == {

@@ -14,6 +14,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import rnnfast
+from rnnfast.kernels import configs, launch
 from tests.oracle import Case, assert_matches, compare_with_torch, make_inputs
 
 DEVICE = torch.device(os.environ.get("RNNFAST_TEST_DEVICE", "cuda"))
@@ -27,8 +28,24 @@ CELLS = {
     "rnn-tanh": (rnnfast.RNN, nn.RNN, {}),
     "rnn-relu": (rnnfast.RNN, nn.RNN, {"nonlinearity": "relu"}),
 }
-# Hidden sizes on both sides of the planner's switch from the persistent to the step variant.
+PLAN_CELLS = {"lstm": "lstm", "lstm-proj": "lstm", "gru": "gru", "rnn-tanh": "rnn_tanh", "rnn-relu": "rnn_relu"}
+# One K piece of the weight slice, and several (300 = 256 + 32 + 16).
 HIDDEN_SIZES = [24, 300]
+cuda_only = pytest.mark.skipif(DEVICE.type != "cuda", reason="CUDA device behaviour")
+
+
+@pytest.fixture(autouse=True)
+def ieee_fp32(monkeypatch):
+    """fp32 compared in IEEE on both sides: cuDNN's RNNs and rnnfast's kernels both use TF32 while
+    torch.backends.cudnn.allow_tf32 is on (test_tf32_follows_cudnn checks that setting)."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+
+
+@pytest.fixture
+def fresh_grid_sync(monkeypatch):
+    monkeypatch.delenv("RNNFAST_NO_GRID_SYNC", raising=False)
+    monkeypatch.setattr(launch, "_timed_out_devices", set())
 
 
 def make_pair(cell: str, hidden: int, dtype: torch.dtype, **options):
@@ -44,7 +61,9 @@ def make_pair(cell: str, hidden: int, dtype: torch.dtype, **options):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("hidden", HIDDEN_SIZES)
 @pytest.mark.parametrize("cell", CELLS)
-def test_kernels_on_the_device_match_torch_nn(cell, hidden, dtype):
+def test_kernels_on_the_device_match_torch_nn(cell, hidden, dtype, fresh_grid_sync):
+    if DEVICE.type == "cuda":  # these shapes run the grid barrier (one launch per pass) on any recent GPU
+        assert configs.plan_layer(PLAN_CELLS[cell], hidden, 19, dtype, DEVICE).grid_sync
     torch.manual_seed(0)
     module, reference = make_pair(cell, hidden, dtype, batch_first=True)
     case = Case(19, 9, 16, hidden, num_layers=2, bidirectional=True, batch_first=True, with_hx=False)
@@ -76,9 +95,81 @@ def test_variable_lengths_on_the_device_match_packed_torch_nn(cell, hidden):
         assert_matches(mine, theirs, torch.float32, "parameter gradient")
 
 
-def test_long_sequence_persistent_kernel():
-    """Many steps through one persistent launch: each step must see the h_{t-1} other warps wrote."""
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+@pytest.mark.parametrize("cell", CELLS)
+def test_fallback_one_launch_per_step_matches_torch_nn(cell, dtype, monkeypatch):
+    monkeypatch.setenv("RNNFAST_NO_GRID_SYNC", "1")
+    assert configs.plan_layer(PLAN_CELLS[cell], 300, 19, dtype, DEVICE).variant == "step"
+    torch.manual_seed(3)
+    module, reference = make_pair(cell, 300, dtype, batch_first=True)
+    case = Case(19, 9, 16, 300, num_layers=2, bidirectional=True, batch_first=True, with_hx=False)
+    x, _ = make_inputs(case)
+    gradients = not (cell == "rnn-relu" and dtype != torch.float32)
+    compare_with_torch(module, reference, x.to(DEVICE).to(dtype).float(), dtype=dtype, gradients=gradients)
+
+
+@cuda_only
+def test_grid_sync_timeout_raises_warns_then_falls_back(fresh_grid_sync, monkeypatch):
+    """A zero timeout makes the barrier's polls give up unless every program has already arrived: the
+    scan raises GridSyncTimeout and warns, and later scans on the device run the fallback, correctly."""
+    monkeypatch.setitem(launch.GRID_SYNC_TIMEOUT_NS, "gpu", 0)
+    torch.manual_seed(4)
+    module, reference = make_pair("lstm", 256, torch.float32)
+    x = torch.randn(256, 16, 16, device=DEVICE)
+    with pytest.warns(RuntimeWarning, match="timed out"), pytest.raises(launch.GridSyncTimeout):
+        module(x)
+    assert launch._timed_out_devices == {str(module.weight_hh_l0.device)}
+    compare_with_torch(module, reference, x)
+
+
+@cuda_only
+@pytest.mark.parametrize("grid_sync", [True, False], ids=["grid_sync", "step"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn-tanh"])
+def test_cuda_graph_capture_and_replay(cell, grid_sync, fresh_grid_sync, monkeypatch):
+    """Both variants are capturable: no host sync inside a scan while a graph is captured, and the
+    barrier counters are zeroed by memset nodes of the graph on every replay."""
+    if not grid_sync:
+        monkeypatch.setenv("RNNFAST_NO_GRID_SYNC", "1")
+    torch.manual_seed(5)
+    module, reference = make_pair(cell, 128, torch.float32)
+    static_x = torch.randn(32, 8, 16, device=DEVICE)
+    with torch.no_grad():
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            module(static_x)  # warm-up: compiles outside the capture
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_out, _ = module(static_x)
+        for seed in (6, 7):
+            torch.manual_seed(seed)
+            x = torch.randn_like(static_x)
+            static_x.copy_(x)
+            graph.replay()
+            assert_matches(static_out, reference(x)[0], torch.float32, f"replayed output (seed {seed})")
+
+
+@cuda_only
+def test_tf32_follows_cudnn(monkeypatch):
+    """With torch.backends.cudnn.allow_tf32 on (torch's default) fp32 dots use TF32, as cuDNN's RNNs do;
+    TF32 keeps fp16's 10-bit mantissa, so fp16's tolerance applies."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    assert launch.dot_precision(torch.float32) == "tf32"
+    torch.manual_seed(8)
+    module, reference = make_pair("lstm", 256, torch.float32)
+    x = torch.randn(20, 16, 16, device=DEVICE)
+    assert_matches(module(x)[0], reference(x)[0], torch.float16, "TF32 output")
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    assert launch.dot_precision(torch.float32) == "ieee"
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn-tanh"])
+def test_long_sequence_one_launch(cell, fresh_grid_sync):
+    """4096 steps in one launch per pass: every step must see the h_{t-1} (and, backward, the gate
+    gradients) every other program wrote."""
+    steps = 4096 if DEVICE.type == "cuda" else 64
     torch.manual_seed(2)
-    module, reference = make_pair("lstm", 128, torch.float32)
-    x = torch.randn(512, 3, 16, device=DEVICE)
+    module, reference = make_pair(cell, 128, torch.float32)
+    x = torch.randn(steps, 3, 16, device=DEVICE)
     compare_with_torch(module, reference, x)

@@ -1,0 +1,143 @@
+"""The scans with their grid barrier on, through the public API, planned as on an H100
+(RNNFAST_PLAN_TARGET=h100) and run by the threaded interpreter (tests/threaded.py): one launch per pass,
+every program in its own thread, random yields between memory operations. Negative controls: the same
+runs with the barrier removed from the kernels give wrong numbers; under the serial interpreter the
+barrier times out into GridSyncTimeout and later scans run the one-step-per-launch fallback."""
+
+import pytest
+import torch
+import triton
+import triton.language as tl
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
+from triton.runtime.interpreter import InterpretedFunction
+
+import rnnfast
+from rnnfast.kernels import configs, elman, gru, launch, lstm
+from tests.oracle import Case, assert_matches, compare_with_torch, make_inputs, make_pair
+from tests.threaded import threaded_programs
+
+CELLS = {
+    "lstm": (rnnfast.LSTM, nn.LSTM, {}),
+    "gru": (rnnfast.GRU, nn.GRU, {}),
+    "rnn_tanh": (rnnfast.RNN, nn.RNN, {}),
+    "rnn_relu": (rnnfast.RNN, nn.RNN, {"nonlinearity": "relu"}),
+}
+# Several hidden tiles forward and backward (H = 20: 5 LSTM/GRU programs forward, 2 backward).
+CASE = Case(3, 4, 5, 20, bidirectional=True)
+
+
+@pytest.fixture
+def h100(monkeypatch):
+    monkeypatch.setenv("RNNFAST_PLAN_TARGET", "h100")
+    monkeypatch.delenv("RNNFAST_NO_GRID_SYNC", raising=False)
+    monkeypatch.setattr(launch, "_timed_out_devices", set())
+
+
+@pytest.fixture
+def launches(monkeypatch):
+    """Counts interpreted kernel launches by kernel name."""
+    counts = {}
+    run = InterpretedFunction.run
+
+    def counting(self, *args, **kwargs):
+        counts[self.fn.__name__] = counts.get(self.fn.__name__, 0) + 1
+        return run(self, *args, **kwargs)
+
+    monkeypatch.setattr(InterpretedFunction, "run", counting)
+    return counts
+
+
+def pair(cell: str, case: Case, dtype=torch.float32):
+    module_class, reference_class, options = CELLS[cell]
+    return make_pair(module_class, reference_class, case, dtype=dtype, backend="triton", **options)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_threaded_grid_sync_matches_torch_nn(cell, h100, launches):
+    plan = configs.plan_layer(cell, CASE.hidden_size, CASE.batch, torch.float32)
+    assert plan.variant == "grid_sync" and plan.forward.programs > 1 and plan.backward.programs > 1
+    torch.manual_seed(0)
+    module, reference = pair(cell, CASE)
+    x, hx = make_inputs(CASE, lstm=cell == "lstm")
+    with threaded_programs(random_yields=0.2, seed=1):
+        compare_with_torch(module, reference, x, hx)
+    # One launch per layer, direction and pass: 2 directions forward, 2 backward.
+    assert sorted(launches.values()) == [2, 2], launches
+
+
+def test_threaded_grid_sync_packed_lengths_and_proj(h100):
+    torch.manual_seed(1)
+    reference = nn.LSTM(5, 20, num_layers=2, bidirectional=True, proj_size=6)
+    module = rnnfast.LSTM(5, 20, num_layers=2, bidirectional=True, proj_size=6, backend="triton")
+    module.load_state_dict(reference.state_dict())
+    x = torch.randn(5, 4, 5)
+    packed = pack_padded_sequence(x, torch.tensor([5, 2, 4, 1]), enforce_sorted=False)
+    with threaded_programs(random_yields=0.2, seed=2):
+        out, (h_n, c_n) = module(packed)
+        grads = torch.autograd.grad(out.data.sum() + c_n.sum(), list(module.parameters()))
+    expected, (expected_h, expected_c) = reference(packed)
+    expected_grads = torch.autograd.grad(expected.data.sum() + expected_c.sum(), list(reference.parameters()))
+    assert_matches(out.data, expected.data, torch.float32, "packed output")
+    assert_matches(h_n, expected_h, torch.float32, "h_n")
+    assert_matches(c_n, expected_c, torch.float32, "c_n")
+    for mine, theirs in zip(grads, expected_grads):
+        assert_matches(mine, theirs, torch.float32, "parameter gradient")
+
+
+def test_threaded_grid_sync_half_precision_and_batch_tiles(h100):
+    case = Case(70, 3, 4, 12)  # two batch tiles of 64 rows
+    plan = configs.plan_layer("gru", case.hidden_size, case.batch, torch.float16)
+    assert plan.grid_sync and plan.forward.batch_tiles == 2
+    torch.manual_seed(3)
+    module, reference = pair("gru", case, torch.float16)
+    x, hx = make_inputs(case, lstm=False)
+    with threaded_programs(random_yields=0.1, seed=3):
+        compare_with_torch(module, reference, x.half().float(), hx.half().float(), dtype=torch.float16)
+
+
+@triton.jit
+def _no_barrier(barrier_ptr, step, timeout_ns):
+    return tl.full((), 1, tl.int1)  # "every program arrived", without waiting for any
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh"])
+def test_control_without_the_barrier_is_wrong(cell, h100, monkeypatch):
+    """Negative control: the kernels with their grid barrier replaced by nothing race, and the comparison
+    catches it (forward or backward). Run by the serial interpreter, every program runs its whole time
+    loop before the next starts, the worst interleaving, so the race shows on every run; the threaded
+    harness's own ability to catch a missing barrier under random yields is tests/test_threaded.py's."""
+    for module in (lstm, gru, elman):
+        monkeypatch.setattr(module, "grid_barrier", _no_barrier)
+    torch.manual_seed(0)
+    case = Case(3, 6, 5, 20)
+    module, reference = pair(cell, case)
+    x, hx = make_inputs(case, lstm=cell == "lstm")
+    with pytest.raises(AssertionError, match="max error"):
+        compare_with_torch(module, reference, x, hx)
+
+
+def test_threaded_control_serial_interpreter_times_out_then_falls_back(h100, monkeypatch, launches):
+    """Under the stock (serial) interpreter a barrier can never complete: the scan raises GridSyncTimeout
+    after the timeout, warns once, and later scans launch one kernel per step and are right."""
+    monkeypatch.setitem(launch.GRID_SYNC_TIMEOUT_NS, "interpreter", 20_000_000)
+    torch.manual_seed(5)
+    case = Case(2, 3, 4, 20)
+    module, reference = pair("lstm", case)
+    x, hx = make_inputs(case)
+    with pytest.warns(RuntimeWarning, match="timed out"), pytest.raises(launch.GridSyncTimeout, match="timed out"):
+        module(x, hx)
+    launches.clear()
+    compare_with_torch(module, reference, x, hx)
+    assert launches == {"_lstm_fwd_kernel": case.seq_len, "_lstm_bwd_kernel": case.seq_len}
+
+
+def test_no_grid_sync_switch_plans_the_fallback(h100, monkeypatch, launches):
+    monkeypatch.setenv("RNNFAST_NO_GRID_SYNC", "1")
+    plan = configs.plan_layer("lstm", 20, 3, torch.float32)
+    assert plan.variant == "step" and plan.launches_forward(7) == plan.launches_backward(7) == 7
+    torch.manual_seed(6)
+    case = Case(3, 4, 5, 20)
+    module, reference = pair("lstm", case)
+    compare_with_torch(module, reference, *make_inputs(case))
+    assert launches == {"_lstm_fwd_kernel": case.seq_len, "_lstm_bwd_kernel": case.seq_len}
