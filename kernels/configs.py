@@ -114,6 +114,12 @@ STREAM_BLOCK_K = 64
 # (beyond it the compiler's early loads of every piece spill registers: measured on sm_80/sm_90).
 MAX_OPERAND_PIECE_BYTES = 32 * 1024
 OPERAND_BUDGET_BYTES = 128 * 1024
+# With H not a multiple of 16 the operand's rows are not 16-byte aligned: its loads are not vectorised
+# and need an address per element, and beyond this budget they spilled at 255 registers (B64 H100/H257
+# fp16 and fp32, sm_80 and sm_90, up to 744 bytes, measured): such programs take a narrower batch tile
+# instead, down to MIN_DOT rows, which keeps the full OPERAND_BUDGET_BYTES (no spill at 255 registers
+# there, measured).
+UNALIGNED_OPERAND_BUDGET_BYTES = 32 * 1024
 MAX_PIECES = 6
 # Forward programs whose weight slice and operand are both at most this big run 4 warps, others 8 (the
 # backward holds more state per unit: at 4 warps it spilled at B1 H17 on sm_90).
@@ -227,7 +233,9 @@ def _tiling(gates: int, hidden: int, batch: int, block_b: int, elem: int, gpu: G
         if shared <= gpu.shared_per_block or narrower is None:
             break
         max_piece, pieces = max_piece // 2, narrower
-    stationary = pieces is not None and operand_bytes <= OPERAND_BUDGET_BYTES and shared <= gpu.shared_per_block
+    full_budget = hidden % MIN_DOT == 0 or block_b == MIN_DOT
+    budget = OPERAND_BUDGET_BYTES if full_budget else min(OPERAND_BUDGET_BYTES, UNALIGNED_OPERAND_BUDGET_BYTES)
+    stationary = pieces is not None and operand_bytes <= budget and shared <= gpu.shared_per_block
     return PassPlan(
         block_b=block_b,
         block_n=block_n,
