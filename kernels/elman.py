@@ -17,8 +17,8 @@ from .configs import planning_for
 from .launch import run_scan, scan_constexprs
 from .recurrence import (
     backward_step_slots,
+    barrier_after_step,
     forward_step_slots,
-    grid_barrier,
     load_state_tile,
     load_weight_slice,
     row_offsets,
@@ -82,11 +82,7 @@ def _elman_fwd_kernel(
         h = to_storage(tl.where((t < lengths)[:, None], h, h_own), h_all_ptr, BF16_INTERPRETER)
         h_own = h.to(tl.float32)
         tl.store(h_all_ptr + row_offsets(write_slot, B, offs_b, offs_n, H), h, mask=mask)
-        if USE_BARRIER:
-            if s + 1 < n_steps:
-                ok = grid_barrier(barrier_ptr, s, timeout)
-                failed = tl.where(ok, failed, 1)
-                timeout = tl.where(ok, timeout, 0)  # after a timeout, drain without waiting
+        failed, timeout = barrier_after_step(barrier_ptr, s, n_steps, failed, timeout, USE_BARRIER)
     if USE_BARRIER:
         tl.atomic_max(error_ptr, failed)
 
@@ -151,11 +147,7 @@ def _elman_bwd_kernel(
         dh_carry = tl.where(active, 0.0, dh)
         dgates_offs = row_offsets(dgates_slot, B, offs_b, offs_n, H)
         tl.store(dgates_all_ptr + dgates_offs, to_storage(d_pre, dgates_all_ptr, BF16_INTERPRETER), mask=mask)
-        if USE_BARRIER:
-            if s + 1 < n_steps:
-                ok = grid_barrier(barrier_ptr, s, timeout)
-                failed = tl.where(ok, failed, 1)
-                timeout = tl.where(ok, timeout, 0)
+        failed, timeout = barrier_after_step(barrier_ptr, s, n_steps, failed, timeout, USE_BARRIER)
     tl.store(dh_carry_ptr + carry_offs, dh_carry, mask=mask)
     if USE_BARRIER:
         tl.atomic_max(error_ptr, failed)

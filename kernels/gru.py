@@ -20,8 +20,8 @@ from .configs import planning_for
 from .launch import run_scan, scan_constexprs
 from .recurrence import (
     backward_step_slots,
+    barrier_after_step,
     forward_step_slots,
-    grid_barrier,
     load_state_tile,
     load_weight_slice,
     row_offsets,
@@ -111,11 +111,7 @@ def _gru_fwd_kernel(
             tl.store(gates_ptr + gate_offs + H, to_storage(gate_z, gates_ptr, BF16_INTERPRETER), mask=mask)
             tl.store(gates_ptr + gate_offs + 2 * H, to_storage(gate_n, gates_ptr, BF16_INTERPRETER), mask=mask)
             tl.store(hn_all_ptr + row_offsets(t, B, offs_b, offs_n, H), hn, mask=mask)
-        if USE_BARRIER:
-            if s + 1 < n_steps:
-                ok = grid_barrier(barrier_ptr, s, timeout)
-                failed = tl.where(ok, failed, 1)
-                timeout = tl.where(ok, timeout, 0)  # after a timeout, drain without waiting
+        failed, timeout = barrier_after_step(barrier_ptr, s, n_steps, failed, timeout, USE_BARRIER)
     if USE_BARRIER:
         tl.atomic_max(error_ptr, failed)
 
@@ -201,11 +197,7 @@ def _gru_bwd_kernel(
         tl.store(dgates_x_ptr + gate_offs, d_r, mask=mask)
         tl.store(dgates_x_ptr + gate_offs + H, d_z, mask=mask)
         tl.store(dgates_x_ptr + gate_offs + 2 * H, to_storage(d_n, dgates_x_ptr, BF16_INTERPRETER), mask=mask)
-        if USE_BARRIER:
-            if s + 1 < n_steps:
-                ok = grid_barrier(barrier_ptr, s, timeout)
-                failed = tl.where(ok, failed, 1)
-                timeout = tl.where(ok, timeout, 0)
+        failed, timeout = barrier_after_step(barrier_ptr, s, n_steps, failed, timeout, USE_BARRIER)
     tl.store(dh_carry_ptr + carry_offs, dh_carry, mask=mask)
     if USE_BARRIER:
         tl.atomic_max(error_ptr, failed)

@@ -32,8 +32,8 @@ from .configs import planning_for
 from .launch import run_scan, scan_constexprs
 from .recurrence import (
     backward_step_slots,
+    barrier_after_step,
     forward_step_slots,
-    grid_barrier,
     load_state_tile,
     load_weight_slice,
     row_offsets,
@@ -122,11 +122,7 @@ def _lstm_fwd_kernel(
             tl.store(gates_ptr + gate_offs + H, to_storage(gate_f, gates_ptr, BF16_INTERPRETER), mask=mask)
             tl.store(gates_ptr + gate_offs + 2 * H, to_storage(gate_g, gates_ptr, BF16_INTERPRETER), mask=mask)
             tl.store(gates_ptr + gate_offs + 3 * H, to_storage(gate_o, gates_ptr, BF16_INTERPRETER), mask=mask)
-        if USE_BARRIER:
-            if s + 1 < n_steps:
-                ok = grid_barrier(barrier_ptr, s, timeout)
-                failed = tl.where(ok, failed, 1)
-                timeout = tl.where(ok, timeout, 0)  # after a timeout, drain without waiting
+        failed, timeout = barrier_after_step(barrier_ptr, s, n_steps, failed, timeout, USE_BARRIER)
     if USE_BARRIER:
         tl.atomic_max(error_ptr, failed)
 
@@ -208,11 +204,7 @@ def _lstm_bwd_kernel(
         tl.store(dgates_all_ptr + dgates_offs + H, to_storage(d_f, dgates_all_ptr, BF16_INTERPRETER), mask=mask)
         tl.store(dgates_all_ptr + dgates_offs + 2 * H, to_storage(d_g, dgates_all_ptr, BF16_INTERPRETER), mask=mask)
         tl.store(dgates_all_ptr + dgates_offs + 3 * H, to_storage(d_o, dgates_all_ptr, BF16_INTERPRETER), mask=mask)
-        if USE_BARRIER:
-            if s + 1 < n_steps:
-                ok = grid_barrier(barrier_ptr, s, timeout)
-                failed = tl.where(ok, failed, 1)
-                timeout = tl.where(ok, timeout, 0)
+        failed, timeout = barrier_after_step(barrier_ptr, s, n_steps, failed, timeout, USE_BARRIER)
     tl.store(dc_ptr + carry_offs, dc, mask=mask)
     tl.store(dh_carry_ptr + carry_offs, dh_carry, mask=mask)
     if USE_BARRIER:

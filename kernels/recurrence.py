@@ -135,3 +135,16 @@ def grid_barrier(barrier_ptr, step, timeout_ns):
     ok = tl.atomic_poll(counter, expected, sem="acquire", scope="gpu", timeout_ns=timeout_ns)
     tl.debug_barrier()  # every warp is ordered after the acquire
     return ok
+
+
+@triton.jit
+def barrier_after_step(barrier_ptr, s, n_steps, failed, timeout, USE_BARRIER: tl.constexpr):
+    """The grid barrier between step s and s + 1 of a launch (none after its last step): returns (failed,
+    timeout) updated. After a timeout a program keeps going with a zero timeout, so the launch drains
+    instead of hanging, and reports failed = 1."""
+    if USE_BARRIER:
+        if s + 1 < n_steps:
+            ok = grid_barrier(barrier_ptr, s, timeout)
+            failed = tl.where(ok, failed, 1)
+            timeout = tl.where(ok, timeout, 0)
+    return failed, timeout

@@ -13,7 +13,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 from triton.runtime.interpreter import InterpretedFunction
 
 import rnnfast
-from rnnfast.kernels import configs, elman, gru, launch, lstm
+from rnnfast.kernels import configs, launch, recurrence
 from tests.oracle import Case, assert_matches, compare_with_torch, make_inputs, make_pair
 from tests.threaded import threaded_programs
 
@@ -107,8 +107,7 @@ def test_control_without_the_barrier_is_wrong(cell, h100, monkeypatch):
     catches it (forward or backward). Run by the serial interpreter, every program runs its whole time
     loop before the next starts, the worst interleaving, so the race shows on every run; the threaded
     harness's own ability to catch a missing barrier under random yields is tests/test_threaded.py's."""
-    for module in (lstm, gru, elman):
-        monkeypatch.setattr(module, "grid_barrier", _no_barrier)
+    monkeypatch.setattr(recurrence, "grid_barrier", _no_barrier)
     torch.manual_seed(0)
     case = Case(3, 6, 5, 20)
     module, reference = pair(cell, case)
