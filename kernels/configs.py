@@ -111,22 +111,26 @@ MAX_BLOCK_B = 64
 STREAM_BLOCK_K = 64
 # The dot's other operand (h_{t-1} forward, the gate gradients backward) is loaded each step: a piece
 # of it at most this big is staged at once, and a program's whole operand at most OPERAND_BUDGET_BYTES
-# (beyond it the compiler's early loads of every piece spill registers: measured on sm_80/sm_90).
+# (beyond it the compiler's early loads of the pieces spill registers). On sm_90 a 64-row batch tile's
+# dot is a warpgroup MMA (wgmma), whose operand loads spilled at 255 registers from 192 KB (B64 H768 fp32:
+# LSTM forward 368 B, Elman backward 328 B); with mma.sync (sm_80, and tiles of 16 or 32 rows on sm_90)
+# operands up to 384 KB compiled without spills (B64 H768: LSTM fp32 backward with 32-row tiles on sm_90,
+# LSTM fp16 backward with 64-row tiles on sm_80). All measured.
 MAX_OPERAND_PIECE_BYTES = 32 * 1024
-OPERAND_BUDGET_BYTES = 128 * 1024
+OPERAND_BUDGET_BYTES = 384 * 1024
+WGMMA_OPERAND_BUDGET_BYTES = 128 * 1024
+WGMMA_MIN_ROWS = 64
 # With H not a multiple of 16 the operand's rows are not 16-byte aligned: its loads are not vectorised
 # and need an address per element, and beyond this budget they spilled at 255 registers (B64 H100/H257
 # fp16 and fp32, sm_80 and sm_90, up to 744 bytes, measured): such programs take a narrower batch tile
-# instead, down to MIN_DOT rows, which keeps the full OPERAND_BUDGET_BYTES (no spill at 255 registers
-# there, measured).
+# instead, down to MIN_DOT rows, which keeps the full budget (no spill at 255 registers there, measured).
 UNALIGNED_OPERAND_BUDGET_BYTES = 32 * 1024
-MAX_PIECES = 6
+# A stationary slice may take this many K pieces (each its own dot): the fp32 GRU backward at H768 on an
+# A100 needs 18 pieces of 128 to leave room for its operand beside a 144 KB slice.
+MAX_PIECES = 18
 # Forward programs whose weight slice and operand are both at most this big run 4 warps, others 8 (the
 # backward holds more state per unit: at 4 warps it spilled at B1 H17 on sm_90).
 SMALL_PROGRAM_BYTES = 16 * 1024
-# Shared memory the compiler needs besides the weight slice and one operand piece (layout conversions
-# of the gate split, the barrier): a margin the compile test checks.
-SHARED_MARGIN = 8 * 1024
 
 
 def k_pieces(k: int, max_piece: int) -> tuple[int, ...] | None:
@@ -224,17 +228,23 @@ def _tiling(gates: int, hidden: int, batch: int, block_b: int, elem: int, gpu: G
     # The widest operand pieces whose staging still fits in shared memory beside the slice.
     max_piece = max(MIN_DOT, 1 << ((MAX_OPERAND_PIECE_BYTES // (block_b * elem)).bit_length() - 1))
     pieces = k_pieces(k, max_piece)
+    # Shared memory besides the slice and one staged operand piece: the fp32 accumulator tile, for its
+    # layout conversions (every stationary plan of the full report compiled within that sum).
+    accumulator_bytes = block_b * columns_per_unit * block_n * 4
     while True:
         k_total = sum(pieces) if pieces else k
         weight_bytes = k_total * columns_per_unit * block_n * elem
         operand_bytes = block_b * k_total * elem
-        shared = weight_bytes + block_b * max(pieces or (0,)) * elem + SHARED_MARGIN
+        shared = weight_bytes + block_b * max(pieces or (0,)) * elem + accumulator_bytes
         narrower = k_pieces(k, max_piece // 2) if max_piece > MIN_DOT else None
         if shared <= gpu.shared_per_block or narrower is None:
             break
         max_piece, pieces = max_piece // 2, narrower
-    full_budget = hidden % MIN_DOT == 0 or block_b == MIN_DOT
-    budget = OPERAND_BUDGET_BYTES if full_budget else min(OPERAND_BUDGET_BYTES, UNALIGNED_OPERAND_BUDGET_BYTES)
+    budget = OPERAND_BUDGET_BYTES
+    if gpu.arch >= 90 and block_b >= WGMMA_MIN_ROWS:
+        budget = min(budget, WGMMA_OPERAND_BUDGET_BYTES)
+    if hidden % MIN_DOT and block_b > MIN_DOT:
+        budget = min(budget, UNALIGNED_OPERAND_BUDGET_BYTES)
     stationary = pieces is not None and operand_bytes <= budget and shared <= gpu.shared_per_block
     return PassPlan(
         block_b=block_b,

@@ -48,7 +48,7 @@ from triton.compiler import ASTSource
 from triton.runtime.jit import JITFunction
 
 from .configs import GPUS, MAX_REGISTERS_PER_THREAD, SHARED_MEMORY_LIMIT
-from .launch import interpreting
+from .launch import compiling_offline, interpreting
 
 CELL_MODULES = {"lstm": "lstm", "gru": "gru", "rnn_tanh": "elman", "rnn_relu": "elman"}
 _DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
@@ -184,9 +184,15 @@ def launched_kernels(
     one row per distinct compiled kernel with its launch count, programs per launch, specialisation and
     resources."""
     module = importlib.import_module(f"{__package__}.{CELL_MODULES[cell]}")
-    with recording() as launches:
-        module.example_launch(cell, scan_pass, seq_len, batch, hidden, dtype, gpu, reverse, training)
     arch = GPUS[gpu].arch
+
+    def resources(kernel, grid, args, kwargs) -> tuple[int, int]:
+        compiled = compile_launch(Launch(kernel, tuple(grid), args, kwargs), arch)[1]
+        return compiled.spill_bytes, compiled.shared_bytes
+
+    # The launcher compiles its candidate launches here as it would on the GPU (launch.without_spills).
+    with recording() as launches, compiling_offline(resources):
+        module.example_launch(cell, scan_pass, seq_len, batch, hidden, dtype, gpu, reverse, training)
     rows: dict[tuple, dict] = {}
     for launch in launches:
         spec, resources = compile_launch(launch, arch)

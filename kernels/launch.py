@@ -82,6 +82,51 @@ def _co_resident(kernel, grid, args, kwargs, gpu: Gpu) -> bool:
     return grid[0] * grid[1] * grid[2] <= blocks * gpu.sm_count
 
 
+# The warps tried, after the plan's own, for a launch whose compiled kernel spills: ptxas now and then
+# spills a few values that live across the time loop (8-16 B per thread at 64-136 registers) where
+# another warp count compiles the same launch without spilling (measured on sm_80 and sm_90).
+WARPS_TRIED = (8, 4, 16)
+# Set by kernels/hardware.py while it records launches on meta tensors: compiles a launch offline for
+# the planned GPU, as _cuda_resources does on a CUDA device.
+_offline_compilers: list = []
+
+
+@contextlib.contextmanager
+def compiling_offline(compile_launch):
+    """Inside this context, launches on meta tensors choose their warps as on a GPU, with
+    `compile_launch(kernel, grid, args, kwargs)` -> (spill bytes, shared bytes) compiling them."""
+    _offline_compilers.append(compile_launch)
+    try:
+        yield
+    finally:
+        _offline_compilers.pop()
+
+
+def _cuda_resources(kernel, grid, args, kwargs) -> tuple[int, int]:
+    compiled = kernel.warmup(*args, grid=grid, **kwargs)
+    compiled._init_handles()  # loads the binary: spills (local memory per thread) are known from then on
+    return compiled.n_spills, compiled.metadata.shared
+
+
+def without_spills(kernel, grid, args, kwargs: dict, device: torch.device, gpu: Gpu) -> dict:
+    """The launch's keyword arguments with the first num_warps (the plan's, then WARPS_TRIED) whose
+    kernel, compiled as it will be launched, spills nothing and fits the block's shared memory; the
+    plan's when none does, and under the interpreter (no compile). On a CUDA device Triton compiles each
+    candidate for the device; kernels/hardware.py makes the same choice offline (compiling_offline)."""
+    if device.type == "cuda":
+        resources = _cuda_resources
+    elif device.type == "meta" and _offline_compilers:
+        resources = _offline_compilers[-1]
+    else:
+        return kwargs
+    for warps in dict.fromkeys((kwargs["num_warps"], *WARPS_TRIED)):
+        candidate = {**kwargs, "num_warps": warps}
+        spill_bytes, shared_bytes = resources(kernel, grid, args, candidate)
+        if spill_bytes == 0 and shared_bytes <= gpu.shared_per_block:
+            return candidate
+    return kwargs
+
+
 @functools.cache
 def _warn_timeout(device_key: str) -> None:
     warnings.warn(
@@ -123,6 +168,8 @@ def run_scan(
         kwargs = dict(**scalars, timeout_ns=timeout, **constexprs, **meta)
         whole = dict(t_start=0, n_steps=seq_len, USE_BARRIER=True, **kwargs)
         use_barrier = plan.grid_sync and key not in _timed_out_devices
+        if use_barrier:
+            whole = without_spills(kernel, grid, args, whole, device, plan.gpu)
         if use_barrier and device.type == "cuda":
             use_barrier = _co_resident(kernel, grid, args, whole, plan.gpu)
         if use_barrier:
@@ -138,5 +185,7 @@ def run_scan(
                     "are invalid. Later scans on this device launch one kernel per step (the fallback)."
                 )
             return
+        one_step = dict(t_start=0, n_steps=1, USE_BARRIER=False, **kwargs)
+        steps = without_spills(kernel, grid, args, one_step, device, plan.gpu)
         for step in range(seq_len):
-            kernel[grid](*args, t_start=step, n_steps=1, USE_BARRIER=False, **kwargs)
+            kernel[grid](*args, **{**steps, "t_start": step})
