@@ -3,9 +3,9 @@
 With the plan's grid barrier one launch runs every step: the programs meet at a barrier between steps
 (kernels/recurrence.py, grid_barrier). Every program must then be resident at once; on a CUDA device the
 compiled kernel's registers and shared memory are checked against the device before that launch. The
-fallback launches the same kernel once per step (the kernel boundary is the barrier): wherever
-co-residency cannot be guaranteed, under RNNFAST_NO_GRID_SYNC=1, under the serial interpreter, and on a
-device where a barrier has timed out before.
+fallback launches the same kernel once per step (the kernel boundary is the barrier; on CUDA the step
+loop is a CUDA graph, replayed): wherever co-residency cannot be guaranteed, under RNNFAST_NO_GRID_SYNC=1,
+under the serial interpreter, and on a device where a barrier has timed out before.
 
 A barrier that times out (programs not co-resident after all: MPS or MIG limits, another kernel holding
 SMs, a debugger) sets an error flag instead of hanging; the host then raises GridSyncTimeout, warns once
@@ -27,6 +27,9 @@ from .configs import Gpu, plan_scan
 GRID_SYNC_TIMEOUT_NS = {"gpu": 2_000_000_000, "interpreter": 120_000_000_000}
 _timed_out_devices: set[str] = set()
 STREAM_STAGES = 3
+# CUDA graphs of the fallback's step loops kept for reuse (most recently used last); see _run_steps.
+STEP_GRAPHS = 16
+_step_graphs: dict[tuple, "torch.cuda.CUDAGraph"] = {}
 
 
 class GridSyncTimeout(RuntimeError):
@@ -195,6 +198,38 @@ def _launch_directions(cell: str, scan_pass: str, kernel, plan, grid: tuple, ten
             )
         return
     one_step = dict(t_start=0, n_steps=1, USE_BARRIER=False, **kwargs)
-    steps = without_spills(kernel, grid, args, one_step, device, plan.gpu)
-    for step in range(seq_len):
-        kernel[grid](*args, **{**steps, "t_start": step})
+    _run_steps(kernel, grid, args, without_spills(kernel, grid, args, one_step, device, plan.gpu), seq_len)
+
+
+def _run_steps(kernel, grid: tuple, args: tuple, one_step: dict, seq_len: int) -> None:
+    """The fallback: one launch per step. On a CUDA device the step loop is captured in a CUDA graph and
+    replayed, so that T steps cost one call from Python instead of T launches (about 20 us each); the
+    graph is kept for the next call with the very same arguments (buffer addresses included: a training
+    loop's allocations repeat), up to STEP_GRAPHS of them. Inside a caller's own capture the steps are
+    launched into that capture."""
+    device = args[0].device
+
+    def launch_steps():
+        for step in range(seq_len):
+            kernel[grid](*args, **{**one_step, "t_start": step})
+
+    if device.type != "cuda" or seq_len == 1 or torch.cuda.is_current_stream_capturing():
+        launch_steps()
+        return
+    described = tuple((a.data_ptr(), a.shape, a.stride(), a.dtype) if torch.is_tensor(a) else a for a in args)
+    key = (kernel, grid, described, tuple(sorted(one_step.items())), seq_len)
+    graph = _step_graphs.pop(key, None)
+    if graph is None:
+        # Compiled outside the capture (a module load is not capturable); the capture itself runs nothing.
+        kernel.warmup(*args, grid=grid, **one_step)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.stream(torch.cuda.Stream(device)):
+            graph.capture_begin(capture_error_mode="thread_local")
+            try:
+                launch_steps()
+            finally:
+                graph.capture_end()
+    _step_graphs[key] = graph
+    while len(_step_graphs) > STEP_GRAPHS:
+        _step_graphs.pop(next(iter(_step_graphs)))
+    graph.replay()

@@ -109,6 +109,29 @@ def test_fallback_one_launch_per_step_matches_torch_nn(cell, dtype, monkeypatch)
 
 
 @cuda_only
+def test_fallback_replays_its_step_loop_as_a_cuda_graph(monkeypatch):
+    """The fallback's step loop is captured once per set of arguments and replayed: the same call again
+    replays the kept graph (no new capture) and still matches torch.nn."""
+    monkeypatch.setenv("RNNFAST_NO_GRID_SYNC", "1")
+    monkeypatch.setattr(launch, "_step_graphs", {})
+    captures = []
+    begin = torch.cuda.CUDAGraph.capture_begin
+    monkeypatch.setattr(
+        torch.cuda.CUDAGraph, "capture_begin", lambda self, *a, **k: captures.append(1) or begin(self, *a, **k)
+    )
+    torch.manual_seed(9)
+    module, reference = make_pair("gru", 64, torch.float32)
+    x = torch.randn(12, 5, 16, device=DEVICE)
+    expected = reference(x)[0]
+    with torch.no_grad():
+        assert_matches(module(x)[0], expected, torch.float32, "output, first (captured) call")
+        captured = len(captures)
+        # The same allocations again (the caching allocator hands back the blocks just freed).
+        assert_matches(module(x)[0], expected, torch.float32, "output, replayed call")
+    assert len(captures) == captured == len(launch._step_graphs) > 0
+
+
+@cuda_only
 def test_grid_sync_timeout_raises_warns_then_falls_back(fresh_grid_sync, monkeypatch):
     """A zero timeout makes the barrier's polls give up unless every program has already arrived: the
     scan raises GridSyncTimeout and warns, and later scans on the device run the fallback, correctly."""
