@@ -102,7 +102,7 @@ def grid_sync_allowed() -> bool:
     return bool(_planning_for) or not _interpreting() or plan_target() is not None
 
 
-GATES = {"lstm": 4, "gru": 3, "elman": 1, "rnn_tanh": 1, "rnn_relu": 1}
+GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
 # tl.dot needs every side >= 16 on a GPU.
 MIN_DOT = 16
 # Largest batch tile; more rows make more batch tiles (each with its own copy of the weight slice).
@@ -285,7 +285,7 @@ def plan_layer(
     device: torch.device | None = None,
     directions: int = 1,
 ) -> LayerPlan:
-    """The plan of one layer of `cell` (lstm, gru, rnn_tanh, rnn_relu; elman for either RNN) with this
+    """The plan of one layer of `cell` (lstm, gru, rnn_tanh, rnn_relu) with this
     hidden size, batch and dtype, on `device` (see target_gpu), running `directions` directions (1 or 2)
     in each launch.
 

@@ -10,7 +10,7 @@ recorded launch is specialised by Triton's own binder for a CUDA target (`specia
 stack bytes (spills to local memory) from the cubin. Meta tensors report address 0: every buffer counts
 as a fresh 16-byte-aligned allocation, as rnnfast.functional's are; a view at an odd offset would not be.
 
-The interface a cell module of rnnfast.kernels implements (today lstm, gru and elman; CELL_MODULES maps
+The interface a cell module of rnnfast.kernels implements (today lstm, gru and rnn; CELL_MODULES maps
 the cells lstm, gru, rnn_tanh and rnn_relu to them):
 
     def example_launch(cell, scan_pass, seq_len, batch, hidden, dtype, gpu, directions, training) -> None
@@ -50,7 +50,7 @@ from triton.runtime.jit import JITFunction
 from .configs import GPUS, MAX_REGISTERS_PER_THREAD, SHARED_MEMORY_LIMIT
 from .launch import compiling_offline, interpreting
 
-CELL_MODULES = {"lstm": "lstm", "gru": "gru", "rnn_tanh": "elman", "rnn_relu": "elman"}
+CELL_MODULES = {"lstm": "lstm", "gru": "gru", "rnn_tanh": "rnn", "rnn_relu": "rnn"}
 _DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 _DTYPES = {name: dtype for dtype, name in _DTYPE_NAMES.items()}
 

@@ -205,7 +205,7 @@ def _scan_impl(cell, backend, x, lengths, h_init, c0, w_ih, w_rec, b_ih, b_hh, f
         if run:
             recurrence.gru_scan_fwd(gates, w_rec, b_hh, h_all, cell_state, lengths, training)
     elif run:
-        recurrence.elman_scan_fwd(gates, w_rec, h_all, lengths, cell == "rnn_relu")
+        recurrence.rnn_scan_fwd(gates, w_rec, h_all, lengths, cell == "rnn_relu")
     return h_all, c_n, cell_state, gates if training else x.new_empty(0)
 
 
@@ -281,7 +281,7 @@ def _scan_backward_impl(cell, backend, d_h_all, d_c_n, x, lengths, w_ih, w_rec, 
             recurrence.gru_scan_bwd(dgates_h_all, dgates_x_all, gates, w_rec, h_all, cell_state, dh, dh_carry, lengths)
         dgates_x = dgates_x_all.unbind(0)
     elif run:
-        recurrence.elman_scan_bwd(dgates_h_all, w_rec, h_all, dh, dh_carry, lengths, cell == "rnn_relu")
+        recurrence.rnn_scan_bwd(dgates_h_all, w_rec, h_all, dh, dh_carry, lengths, cell == "rnn_relu")
 
     x2d = x.reshape(seq_len * batch, x.shape[2])
     dx = None

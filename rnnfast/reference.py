@@ -240,7 +240,7 @@ def gru_scan_bwd(
 
 
 @_over_directions
-def elman_scan_fwd(
+def rnn_scan_fwd(
     gates: torch.Tensor,
     w_hh: torch.Tensor,
     h_all: torch.Tensor,
@@ -265,7 +265,7 @@ def elman_scan_fwd(
 
 
 @_over_directions
-def elman_scan_bwd(
+def rnn_scan_bwd(
     dgates_all: torch.Tensor,
     w_hh: torch.Tensor,
     h_all: torch.Tensor,

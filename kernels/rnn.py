@@ -29,7 +29,7 @@ from .recurrence import (
 
 
 @triton.jit(do_not_specialize=["t_start", "n_steps", "direction_start", "T", "timeout_ns"])
-def _elman_fwd_kernel(
+def _rnn_fwd_kernel(
     gates_ptr,  # [D, T, B, H] x W_ih^T + b_ih + b_hh
     w_hh_ptr,  # [D, H, H] recurrent weight, torch.nn layout
     h_all_ptr,  # [D, T + 1, B, H] hidden-state slots, h0 already in the first read slot
@@ -93,7 +93,7 @@ def _elman_fwd_kernel(
 
 
 @triton.jit(do_not_specialize=["t_start", "n_steps", "direction_start", "T", "timeout_ns"])
-def _elman_bwd_kernel(
+def _rnn_bwd_kernel(
     dgates_all_ptr,  # [D, T + 1, B, H] out: gradient of the pre-activations, zero "after" slot
     w_hh_ptr,  # [D, H, H]
     h_all_ptr,  # [D, T + 1, B, H] hidden-state slots saved by the forward
@@ -166,12 +166,12 @@ def _elman_bwd_kernel(
 
 # The kernel of each pass, with its fp32 pointer arguments (the others are in the layer's dtype).
 SCAN_KERNELS = {
-    "forward": (_elman_fwd_kernel, frozenset()),
-    "backward": (_elman_bwd_kernel, frozenset({"dh_ptr", "dh_carry_ptr"})),
+    "forward": (_rnn_fwd_kernel, frozenset()),
+    "backward": (_rnn_bwd_kernel, frozenset({"dh_ptr", "dh_carry_ptr"})),
 }
 
 
-def elman_scan_fwd(
+def rnn_scan_fwd(
     gates: torch.Tensor, w_hh: torch.Tensor, h_all: torch.Tensor, lengths: torch.Tensor, relu: bool
 ) -> None:
     """Runs the recurrence of D directions over gates [D, T, B, H], filling the slots of h_all
@@ -180,7 +180,7 @@ def elman_scan_fwd(
     run_scan(
         "rnn_relu" if relu else "rnn_tanh",
         "forward",
-        _elman_fwd_kernel,
+        _rnn_fwd_kernel,
         w_hh,
         (gates, w_hh, h_all, lengths),
         dict(T=seq_len, B=batch, H=hidden),
@@ -188,7 +188,7 @@ def elman_scan_fwd(
     )
 
 
-def elman_scan_bwd(
+def rnn_scan_bwd(
     dgates_all: torch.Tensor,
     w_hh: torch.Tensor,
     h_all: torch.Tensor,
@@ -204,7 +204,7 @@ def elman_scan_bwd(
     run_scan(
         "rnn_relu" if relu else "rnn_tanh",
         "backward",
-        _elman_bwd_kernel,
+        _rnn_bwd_kernel,
         w_hh,
         (dgates_all, w_hh, h_all, dh, dh_carry, lengths),
         dict(T=seq_len, B=batch, H=hidden),
@@ -226,7 +226,7 @@ def example_launch(
     relu = cell == "rnn_relu"
     with planning_for(gpu):
         if scan_pass == "forward":
-            elman_scan_fwd(empty(seq_len, batch, hidden), w_hh, h_all, lengths, relu)
+            rnn_scan_fwd(empty(seq_len, batch, hidden), w_hh, h_all, lengths, relu)
             return
         dgates_all, dh, dh_carry = empty(seq_len + 1, batch, hidden), fp32(seq_len, batch, hidden), fp32(batch, hidden)
-        elman_scan_bwd(dgates_all, w_hh, h_all, dh, dh_carry, lengths, relu)
+        rnn_scan_bwd(dgates_all, w_hh, h_all, dh, dh_carry, lengths, relu)
