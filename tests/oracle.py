@@ -1,9 +1,29 @@
-"""Comparison of an rnnfast module against its torch.nn twin: outputs, final states and every gradient,
-and the shapes the per-cell tests share."""
+"""Comparison of an rnnfast module against its torch.nn twin: outputs, final states and every gradient;
+the layer kinds, shapes and twin pairs the tests share; and the state-tuple helpers."""
 
 from dataclasses import dataclass
 
 import torch
+from torch import nn
+
+import rnnfast
+
+# Every layer kind, keyed by torch's mode name (plus the LSTM with projections): (rnnfast class, torch.nn
+# class, constructor options).
+LAYERS = {
+    "lstm": (rnnfast.LSTM, nn.LSTM, {}),
+    "lstm-proj": (rnnfast.LSTM, nn.LSTM, {"proj_size": 3}),
+    "gru": (rnnfast.GRU, nn.GRU, {}),
+    "rnn_tanh": (rnnfast.RNN, nn.RNN, {}),
+    "rnn_relu": (rnnfast.RNN, nn.RNN, {"nonlinearity": "relu"}),
+}
+# The same for the single-step cells.
+CELLS = {
+    "lstm": (rnnfast.LSTMCell, nn.LSTMCell, {}),
+    "gru": (rnnfast.GRUCell, nn.GRUCell, {}),
+    "rnn_tanh": (rnnfast.RNNCell, nn.RNNCell, {}),
+    "rnn_relu": (rnnfast.RNNCell, nn.RNNCell, {"nonlinearity": "relu"}),
+}
 
 
 @dataclass(frozen=True)
@@ -92,8 +112,14 @@ def assert_matches(
     assert error <= TOLERANCE[dtype] * scale, f"{what}: max error {error:.3g} (scale {scale:.3g}) for {dtype}"
 
 
-def _flatten_state(state) -> list[torch.Tensor]:
+def as_list(state) -> list[torch.Tensor]:
+    """[h] for a state h, [h, c] for an LSTM's (h, c)."""
     return list(state) if isinstance(state, tuple) else [state]
+
+
+def as_state(tensors, like):
+    """`tensors` shaped as the state `like`: a tuple for an LSTM's (h, c), the one tensor otherwise."""
+    return tuple(tensors) if isinstance(like, tuple) else tensors[0]
 
 
 def compare_with_torch(
@@ -112,16 +138,16 @@ def compare_with_torch(
     x and hx are given in the reference's dtype; grad_output (any layout) defaults to random.
     """
     ref_inputs = [x.detach().requires_grad_()]
-    ref_state = None if hx is None else tuple(h.detach().requires_grad_() for h in _flatten_state(hx))
-    ref_out, ref_final = reference(ref_inputs[0], _as_state(ref_state, hx))
+    ref_state = None if hx is None else tuple(h.detach().requires_grad_() for h in as_list(hx))
+    ref_out, ref_final = reference(ref_inputs[0], None if hx is None else as_state(ref_state, hx))
 
     inputs = [x.detach().to(dtype).requires_grad_()]
-    state = None if hx is None else tuple(h.detach().to(dtype).requires_grad_() for h in _flatten_state(hx))
-    out, final = module(inputs[0], _as_state(state, hx))
+    state = None if hx is None else tuple(h.detach().to(dtype).requires_grad_() for h in as_list(hx))
+    out, final = module(inputs[0], None if hx is None else as_state(state, hx))
 
     assert out.dtype == dtype
     assert_matches(out, ref_out, dtype, "output")
-    for i, (mine, theirs) in enumerate(zip(_flatten_state(final), _flatten_state(ref_final))):
+    for i, (mine, theirs) in enumerate(zip(as_list(final), as_list(ref_final))):
         assert_matches(mine, theirs, dtype, f"final state {i}")
 
     if not gradients:
@@ -129,19 +155,13 @@ def compare_with_torch(
     if grad_output is None:
         grad_output = torch.randn_like(ref_out)
     # Gradients are handed to autograd as they are: a strided grad_output reaches the backward strided.
-    final_grads = [torch.randn_like(f) for f in _flatten_state(ref_final)]
+    final_grads = [torch.randn_like(f) for f in as_list(ref_final)]
     ref_leaves = ref_inputs + list(ref_state or ()) + list(reference.parameters())
     leaves = inputs + list(state or ()) + list(module.parameters())
-    ref_grads = torch.autograd.grad([ref_out, *_flatten_state(ref_final)], ref_leaves, [grad_output, *final_grads])
+    ref_grads = torch.autograd.grad([ref_out, *as_list(ref_final)], ref_leaves, [grad_output, *final_grads])
     grads = torch.autograd.grad(
-        [out, *_flatten_state(final)], leaves, [grad_output.to(dtype), *(g.to(dtype) for g in final_grads)]
+        [out, *as_list(final)], leaves, [grad_output.to(dtype), *(g.to(dtype) for g in final_grads)]
     )
     names = ["input"] + [f"hx[{i}]" for i in range(len(state or ()))] + [n for n, _ in module.named_parameters()]
     for name, mine, theirs in zip(names, grads, ref_grads):
         assert_matches(mine, theirs, dtype, f"grad of {name}")
-
-
-def _as_state(tensors, like):
-    if tensors is None:
-        return None
-    return tensors if isinstance(like, tuple) else tensors[0]
