@@ -89,6 +89,35 @@ def strided_grad_output(case: Case) -> torch.Tensor:
     return torch.randn(*shape, 3 * directions * case.hidden_size)[..., ::3]
 
 
+@dataclass(frozen=True)
+class CellSpec:
+    """One cell kind as the shared cell checks see it (tests/test_cells.py)."""
+
+    mode: str  # torch's mode name, also the planner's cell name: lstm, gru, rnn_tanh or rnn_relu
+    module: type  # rnnfast.LSTM ...
+    reference: type  # torch.nn.LSTM ...
+    cell: type  # rnnfast.LSTMCell ...
+    reference_cell: type  # torch.nn.LSTMCell ...
+    options: dict  # e.g. nonlinearity="relu"
+
+    @property
+    def is_lstm(self) -> bool:
+        return self.mode == "lstm"
+
+    def pair(self, case: Case, **kwargs):
+        return make_pair(self.module, self.reference, case, **self.options, **kwargs)
+
+    def inputs(self, case: Case, **kwargs):
+        return make_inputs(case, lstm=self.is_lstm, **kwargs)
+
+    def state(self, *shape):
+        """A zero state of `shape`: (h, c) for the LSTM, h otherwise."""
+        return (torch.zeros(*shape), torch.zeros(*shape)) if self.is_lstm else torch.zeros(*shape)
+
+
+SPECS = [CellSpec(mode, *LAYERS[mode][:2], *CELLS[mode]) for mode in ("lstm", "gru", "rnn_tanh", "rnn_relu")]
+
+
 # Largest error allowed, relative to the largest magnitude of the expected tensor (at least 1).
 # fp32 is compared with torch.nn in fp32; fp16/bf16 with torch.nn in fp32 on the same rounded inputs
 # and weights, so the error is that of storing h, the gates and their gradients in 16 bits.

@@ -5,8 +5,6 @@ backend "triton" runs the kernels through Triton's interpreter (conftest sets TR
 backend "torch" is the pure-PyTorch fallback.
 """
 
-from dataclasses import dataclass
-
 import pytest
 import torch
 from torch import nn
@@ -15,15 +13,13 @@ import rnnfast
 from rnnfast.functional import resolve_backend
 from rnnfast.kernels import configs
 from tests.oracle import (
-    CELLS,
-    LAYERS,
+    SPECS,
     Case,
+    CellSpec,
     as_list,
     as_state,
     assert_matches,
     compare_with_torch,
-    make_inputs,
-    make_pair,
     strided_grad_output,
 )
 
@@ -37,33 +33,6 @@ CASES = [
     Case(5, 3, 6, 8, num_layers=2, bidirectional=True, batch_first=True, with_hx=False),
     Case(17, 3, 5, 5),  # batch over one tile, tiny H
 ]
-
-
-@dataclass(frozen=True)
-class CellSpec:
-    mode: str  # torch's mode name, also the planner's cell name: lstm, gru, rnn_tanh or rnn_relu
-    module: type  # rnnfast.LSTM ...
-    reference: type  # torch.nn.LSTM ...
-    cell: type  # rnnfast.LSTMCell ...
-    reference_cell: type  # torch.nn.LSTMCell ...
-    options: dict  # e.g. nonlinearity="relu"
-
-    @property
-    def is_lstm(self) -> bool:
-        return self.mode == "lstm"
-
-    def pair(self, case: Case, **kwargs):
-        return make_pair(self.module, self.reference, case, **self.options, **kwargs)
-
-    def inputs(self, case: Case, **kwargs):
-        return make_inputs(case, lstm=self.is_lstm, **kwargs)
-
-    def state(self, *shape):
-        """A zero state of `shape`: (h, c) for the LSTM, h otherwise."""
-        return (torch.zeros(*shape), torch.zeros(*shape)) if self.is_lstm else torch.zeros(*shape)
-
-
-SPECS = [CellSpec(mode, *LAYERS[mode][:2], *CELLS[mode]) for mode in ("lstm", "gru", "rnn_tanh", "rnn_relu")]
 
 
 @pytest.fixture(params=SPECS, ids=lambda spec: spec.mode)
