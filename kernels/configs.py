@@ -111,22 +111,26 @@ MAX_BLOCK_B = 64
 STREAM_BLOCK_K = 64
 # The dot's other operand (h_{t-1} forward, the gate gradients backward) is loaded each step: a piece
 # of it at most this big is staged at once, and a program's whole operand at most OPERAND_BUDGET_BYTES
-# (beyond it the compiler's early loads of every piece spill registers: measured on sm_80/sm_90).
+# (beyond it the compiler's early loads of the pieces spill registers). On sm_90 a 64-row batch tile's
+# dot is a warpgroup MMA (wgmma), whose operand loads spilled at 255 registers from 192 KB (B64 H768 fp32:
+# LSTM forward 368 B, Elman backward 328 B); with mma.sync (sm_80, and tiles of 16 or 32 rows on sm_90)
+# operands up to 384 KB compiled without spills (B64 H768: LSTM fp32 backward with 32-row tiles on sm_90,
+# LSTM fp16 backward with 64-row tiles on sm_80). All measured.
 MAX_OPERAND_PIECE_BYTES = 32 * 1024
-OPERAND_BUDGET_BYTES = 128 * 1024
+OPERAND_BUDGET_BYTES = 384 * 1024
+WGMMA_OPERAND_BUDGET_BYTES = 128 * 1024
+WGMMA_MIN_ROWS = 64
 # With H not a multiple of 16 the operand's rows are not 16-byte aligned: its loads are not vectorised
 # and need an address per element, and beyond this budget they spilled at 255 registers (B64 H100/H257
 # fp16 and fp32, sm_80 and sm_90, up to 744 bytes, measured): such programs take a narrower batch tile
-# instead, down to MIN_DOT rows, which keeps the full OPERAND_BUDGET_BYTES (no spill at 255 registers
-# there, measured).
+# instead, down to MIN_DOT rows, which keeps the full budget (no spill at 255 registers there, measured).
 UNALIGNED_OPERAND_BUDGET_BYTES = 32 * 1024
-MAX_PIECES = 6
+# A stationary slice may take this many K pieces (each its own dot): the fp32 GRU backward at H768 on an
+# A100 needs 18 pieces of 128 to leave room for its operand beside a 144 KB slice.
+MAX_PIECES = 18
 # Forward programs whose weight slice and operand are both at most this big run 4 warps, others 8 (the
 # backward holds more state per unit: at 4 warps it spilled at B1 H17 on sm_90).
 SMALL_PROGRAM_BYTES = 16 * 1024
-# Shared memory the compiler needs besides the weight slice and one operand piece (layout conversions
-# of the gate split, the barrier): a margin the compile test checks.
-SHARED_MARGIN = 8 * 1024
 
 
 def k_pieces(k: int, max_piece: int) -> tuple[int, ...] | None:
@@ -160,11 +164,12 @@ class PassPlan:
     num_warps: int
     batch_tiles: int
     hidden_tiles: int
+    directions: int  # directions one launch runs (grid axis 2): 1, or 2 for both of a bidirectional layer
     weight_bytes: int  # bytes of W_hh in one program's slice
 
     @property
     def programs(self) -> int:
-        return self.batch_tiles * self.hidden_tiles
+        return self.batch_tiles * self.hidden_tiles * self.directions
 
     @property
     def stationary(self) -> bool:
@@ -173,7 +178,8 @@ class PassPlan:
 
 @dataclass(frozen=True)
 class LayerPlan:
-    """How one layer-direction's scan runs, forward and backward."""
+    """How one layer's scan runs, forward and backward: one direction, or both directions of a
+    bidirectional layer in each launch (`directions`)."""
 
     cell: str
     hidden_size: int
@@ -183,6 +189,7 @@ class LayerPlan:
     forward: PassPlan
     backward: PassPlan
     grid_sync: bool  # one launch per pass with a grid barrier between steps; else one launch per step
+    directions: int  # directions each launch runs
 
     @property
     def variant(self) -> str:
@@ -211,7 +218,9 @@ class LayerPlan:
         return max(self.forward.num_warps, self.backward.num_warps)
 
 
-def _tiling(gates: int, hidden: int, batch: int, block_b: int, elem: int, gpu: Gpu, backward: bool) -> PassPlan:
+def _tiling(
+    gates: int, hidden: int, batch: int, block_b: int, elem: int, gpu: Gpu, backward: bool, directions: int
+) -> PassPlan:
     batch_tiles = triton.cdiv(max(batch, 1), block_b)
     # Forward: a program's dot has a column per (unit, gate), gates padded to a power of two, and K = H.
     # Backward: a column per unit, and K runs over every gate's pre-activation.
@@ -219,22 +228,28 @@ def _tiling(gates: int, hidden: int, batch: int, block_b: int, elem: int, gpu: G
     k = gates * hidden if backward else hidden
     block_n = max(1, MIN_DOT // columns_per_unit)
     widest = max(block_n, triton.next_power_of_2(hidden))
-    while batch_tiles * triton.cdiv(hidden, block_n) > gpu.sm_count and block_n < widest:
+    while directions * batch_tiles * triton.cdiv(hidden, block_n) > gpu.sm_count and block_n < widest:
         block_n *= 2
     # The widest operand pieces whose staging still fits in shared memory beside the slice.
     max_piece = max(MIN_DOT, 1 << ((MAX_OPERAND_PIECE_BYTES // (block_b * elem)).bit_length() - 1))
     pieces = k_pieces(k, max_piece)
+    # Shared memory besides the slice and one staged operand piece: the fp32 accumulator tile, for its
+    # layout conversions (every stationary plan of the full report compiled within that sum).
+    accumulator_bytes = block_b * columns_per_unit * block_n * 4
     while True:
         k_total = sum(pieces) if pieces else k
         weight_bytes = k_total * columns_per_unit * block_n * elem
         operand_bytes = block_b * k_total * elem
-        shared = weight_bytes + block_b * max(pieces or (0,)) * elem + SHARED_MARGIN
+        shared = weight_bytes + block_b * max(pieces or (0,)) * elem + accumulator_bytes
         narrower = k_pieces(k, max_piece // 2) if max_piece > MIN_DOT else None
         if shared <= gpu.shared_per_block or narrower is None:
             break
         max_piece, pieces = max_piece // 2, narrower
-    full_budget = hidden % MIN_DOT == 0 or block_b == MIN_DOT
-    budget = OPERAND_BUDGET_BYTES if full_budget else min(OPERAND_BUDGET_BYTES, UNALIGNED_OPERAND_BUDGET_BYTES)
+    budget = OPERAND_BUDGET_BYTES
+    if gpu.arch >= 90 and block_b >= WGMMA_MIN_ROWS:
+        budget = min(budget, WGMMA_OPERAND_BUDGET_BYTES)
+    if hidden % MIN_DOT and block_b > MIN_DOT:
+        budget = min(budget, UNALIGNED_OPERAND_BUDGET_BYTES)
     stationary = pieces is not None and operand_bytes <= budget and shared <= gpu.shared_per_block
     return PassPlan(
         block_b=block_b,
@@ -244,28 +259,35 @@ def _tiling(gates: int, hidden: int, batch: int, block_b: int, elem: int, gpu: G
         num_warps=4 if not backward and max(weight_bytes, operand_bytes) <= SMALL_PROGRAM_BYTES else 8,
         batch_tiles=batch_tiles,
         hidden_tiles=triton.cdiv(hidden, block_n),
+        directions=directions,
         weight_bytes=weight_bytes,
     )
 
 
-def _pass_plan(gates: int, hidden: int, batch: int, elem: int, gpu: Gpu, backward: bool) -> PassPlan:
+def _pass_plan(gates: int, hidden: int, batch: int, elem: int, gpu: Gpu, backward: bool, directions: int) -> PassPlan:
     """The widest batch tile (up to MAX_BLOCK_B) whose programs keep their weight slice on chip in one
     wave of the GPU; failing that, the widest batch tile with the slice streamed."""
     widest = MIN_DOT if batch <= MIN_DOT else min(MAX_BLOCK_B, triton.next_power_of_2(batch))
     block_b = widest
     while block_b >= MIN_DOT:
-        plan = _tiling(gates, hidden, batch, block_b, elem, gpu, backward)
+        plan = _tiling(gates, hidden, batch, block_b, elem, gpu, backward, directions)
         if plan.stationary and plan.programs <= gpu.sm_count:
             return plan
         block_b //= 2
-    return _tiling(gates, hidden, batch, widest, elem, gpu, backward)
+    return _tiling(gates, hidden, batch, widest, elem, gpu, backward, directions)
 
 
 def plan_layer(
-    cell: str, hidden_size: int, batch_size: int, dtype: torch.dtype, device: torch.device | None = None
+    cell: str,
+    hidden_size: int,
+    batch_size: int,
+    dtype: torch.dtype,
+    device: torch.device | None = None,
+    directions: int = 1,
 ) -> LayerPlan:
-    """The plan of one layer-direction of `cell` (lstm, gru, rnn_tanh, rnn_relu; elman for either RNN)
-    with this hidden size, batch and dtype, on `device` (see target_gpu).
+    """The plan of one layer of `cell` (lstm, gru, rnn_tanh, rnn_relu; elman for either RNN) with this
+    hidden size, batch and dtype, on `device` (see target_gpu), running `directions` directions (1 or 2)
+    in each launch.
 
     BLOCK_N is the smallest power of two (a dot at least 16 wide) whose programs fit in one wave of the
     GPU's SMs; the weight slice is stationary where it fits in a block's shared memory with the dot's
@@ -274,7 +296,25 @@ def plan_layer(
     gpu = target_gpu(device)
     gates = GATES[cell]
     elem = torch.empty(0, dtype=dtype).element_size()
-    forward = _pass_plan(gates, hidden_size, batch_size, elem, gpu, backward=False)
-    backward = _pass_plan(gates, hidden_size, batch_size, elem, gpu, backward=True)
+    forward = _pass_plan(gates, hidden_size, batch_size, elem, gpu, False, directions)
+    backward = _pass_plan(gates, hidden_size, batch_size, elem, gpu, True, directions)
     co_resident = max(forward.programs, backward.programs) <= gpu.sm_count
-    return LayerPlan(cell, hidden_size, batch_size, dtype, gpu, forward, backward, grid_sync_allowed() and co_resident)
+    grid_sync = grid_sync_allowed() and co_resident
+    return LayerPlan(cell, hidden_size, batch_size, dtype, gpu, forward, backward, grid_sync, directions)
+
+
+def plan_scan(
+    cell: str, hidden_size: int, batch_size: int, dtype: torch.dtype, device: torch.device | None, directions: int
+) -> LayerPlan:
+    """The plan a layer with `directions` directions (1 or 2) runs by. Both directions of a bidirectional
+    layer share each launch (twice the programs, each step of both directions in the same launch or
+    barrier interval) where that plan keeps the weight slices stationary in both passes and has the grid
+    barrier if one direction alone would; otherwise each direction gets its own launches, one after the
+    other (a joint plan with streamed weights would need programs twice as wide, past a block's shared
+    memory at large H)."""
+    joint = plan_layer(cell, hidden_size, batch_size, dtype, device, directions)
+    if directions == 1:
+        return joint
+    alone = plan_layer(cell, hidden_size, batch_size, dtype, device, 1)
+    stationary = joint.forward.stationary and joint.backward.stationary
+    return joint if stationary and joint.grid_sync >= alone.grid_sync else alone

@@ -20,7 +20,7 @@ import warnings
 import torch
 import triton
 
-from .configs import Gpu, plan_layer
+from .configs import Gpu, plan_scan
 
 # How long a program waits at one barrier before giving up. The threaded interpreter runs a step of
 # every program in Python, so it gets far longer.
@@ -82,6 +82,51 @@ def _co_resident(kernel, grid, args, kwargs, gpu: Gpu) -> bool:
     return grid[0] * grid[1] * grid[2] <= blocks * gpu.sm_count
 
 
+# The warps tried, after the plan's own, for a launch whose compiled kernel spills: ptxas now and then
+# spills a few values that live across the time loop (8-16 B per thread at 64-136 registers) where
+# another warp count compiles the same launch without spilling (measured on sm_80 and sm_90).
+WARPS_TRIED = (8, 4, 16)
+# Set by kernels/hardware.py while it records launches on meta tensors: compiles a launch offline for
+# the planned GPU, as _cuda_resources does on a CUDA device.
+_offline_compilers: list = []
+
+
+@contextlib.contextmanager
+def compiling_offline(compile_launch):
+    """Inside this context, launches on meta tensors choose their warps as on a GPU, with
+    `compile_launch(kernel, grid, args, kwargs)` -> (spill bytes, shared bytes) compiling them."""
+    _offline_compilers.append(compile_launch)
+    try:
+        yield
+    finally:
+        _offline_compilers.pop()
+
+
+def _cuda_resources(kernel, grid, args, kwargs) -> tuple[int, int]:
+    compiled = kernel.warmup(*args, grid=grid, **kwargs)
+    compiled._init_handles()  # loads the binary: spills (local memory per thread) are known from then on
+    return compiled.n_spills, compiled.metadata.shared
+
+
+def without_spills(kernel, grid, args, kwargs: dict, device: torch.device, gpu: Gpu) -> dict:
+    """The launch's keyword arguments with the first num_warps (the plan's, then WARPS_TRIED) whose
+    kernel, compiled as it will be launched, spills nothing and fits the block's shared memory; the
+    plan's when none does, and under the interpreter (no compile). On a CUDA device Triton compiles each
+    candidate for the device; kernels/hardware.py makes the same choice offline (compiling_offline)."""
+    if device.type == "cuda":
+        resources = _cuda_resources
+    elif device.type == "meta" and _offline_compilers:
+        resources = _offline_compilers[-1]
+    else:
+        return kwargs
+    for warps in dict.fromkeys((kwargs["num_warps"], *WARPS_TRIED)):
+        candidate = {**kwargs, "num_warps": warps}
+        spill_bytes, shared_bytes = resources(kernel, grid, args, candidate)
+        if spill_bytes == 0 and shared_bytes <= gpu.shared_per_block:
+            return candidate
+    return kwargs
+
+
 @functools.cache
 def _warn_timeout(device_key: str) -> None:
     warnings.warn(
@@ -95,11 +140,11 @@ def _warn_timeout(device_key: str) -> None:
 def run_scan(
     cell: str, scan_pass: str, kernel, w_hh: torch.Tensor, tensors: tuple, scalars: dict, constexprs: dict
 ) -> None:
-    """Launches `kernel` (the `scan_pass` kernel of `cell`, recurrent weight w_hh among `tensors`) over
-    scalars["T"] steps, as plan_layer plans it for this hidden size, batch, dtype and device."""
-    seq_len, batch, hidden = scalars["T"], scalars["B"], scalars["H"]
-    device, dtype = w_hh.device, w_hh.dtype
-    plan = plan_layer(cell, hidden, batch, dtype, device)
+    """Launches `kernel` (the `scan_pass` kernel of `cell`, recurrent weights w_hh [D, G*H, H] among
+    `tensors`) over scalars["T"] steps of D directions, as plan_scan plans them for this hidden size,
+    batch, dtype and device: both directions in one launch, or one launch (sequence) per direction."""
+    device = w_hh.device
+    plan = plan_scan(cell, scalars["H"], scalars["B"], w_hh.dtype, device, w_hh.shape[0])
     pass_plan = plan.forward if scan_pass == "forward" else plan.backward
     meta = dict(
         BLOCK_B=pass_plan.block_b,
@@ -112,31 +157,44 @@ def run_scan(
         # streamed chunks keep Triton's default stages.
         num_stages=1 if pass_plan.stationary else STREAM_STAGES,
     )
-    grid = (pass_plan.hidden_tiles, pass_plan.batch_tiles, 1)
+    grid = (pass_plan.hidden_tiles, pass_plan.batch_tiles, plan.directions)
+    guard = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+    with guard:
+        for direction_start in range(0, w_hh.shape[0], plan.directions):
+            kwargs = dict(**scalars, direction_start=direction_start, **constexprs, **meta)
+            _launch_directions(cell, scan_pass, kernel, plan, grid, tensors, kwargs)
+
+
+def _launch_directions(cell: str, scan_pass: str, kernel, plan, grid: tuple, tensors: tuple, kwargs: dict) -> None:
+    """The steps of one launch's directions: one launch with the grid barrier, else one per step."""
+    device = tensors[0].device
     key = _device_key(device)
     timeout = GRID_SYNC_TIMEOUT_NS["interpreter" if interpreting() else "gpu"]
     barrier = torch.zeros(2, dtype=torch.int32, device=device)
     error = torch.zeros(1, dtype=torch.int32, device=device)
-    guard = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
-    with guard:
-        args = (*tensors, barrier, error)
-        kwargs = dict(**scalars, timeout_ns=timeout, **constexprs, **meta)
-        whole = dict(t_start=0, n_steps=seq_len, USE_BARRIER=True, **kwargs)
-        use_barrier = plan.grid_sync and key not in _timed_out_devices
-        if use_barrier and device.type == "cuda":
-            use_barrier = _co_resident(kernel, grid, args, whole, plan.gpu)
-        if use_barrier:
-            kernel[grid](*args, **whole)
-            # Inside a CUDA graph capture the flag cannot be read (the graph runs later); meta tensors
-            # (kernels/hardware.py's recorded launches) hold no values.
-            capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
-            if device.type != "meta" and not capturing and error.item():
-                _timed_out_devices.add(key)
-                _warn_timeout(key)
-                raise GridSyncTimeout(
-                    f"rnnfast: the grid barrier of the {cell} {scan_pass} scan timed out on {key}; its results "
-                    "are invalid. Later scans on this device launch one kernel per step (the fallback)."
-                )
-            return
-        for step in range(seq_len):
-            kernel[grid](*args, t_start=step, n_steps=1, USE_BARRIER=False, **kwargs)
+    args = (*tensors, barrier, error)
+    kwargs = dict(timeout_ns=timeout, **kwargs)
+    seq_len = kwargs["T"]
+    whole = dict(t_start=0, n_steps=seq_len, USE_BARRIER=True, **kwargs)
+    use_barrier = plan.grid_sync and key not in _timed_out_devices
+    if use_barrier:
+        whole = without_spills(kernel, grid, args, whole, device, plan.gpu)
+    if use_barrier and device.type == "cuda":
+        use_barrier = _co_resident(kernel, grid, args, whole, plan.gpu)
+    if use_barrier:
+        kernel[grid](*args, **whole)
+        # Inside a CUDA graph capture the flag cannot be read (the graph runs later); meta tensors
+        # (kernels/hardware.py's recorded launches) hold no values.
+        capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+        if device.type != "meta" and not capturing and error.item():
+            _timed_out_devices.add(key)
+            _warn_timeout(key)
+            raise GridSyncTimeout(
+                f"rnnfast: the grid barrier of the {cell} {scan_pass} scan timed out on {key}; its results "
+                "are invalid. Later scans on this device launch one kernel per step (the fallback)."
+            )
+        return
+    one_step = dict(t_start=0, n_steps=1, USE_BARRIER=False, **kwargs)
+    steps = without_spills(kernel, grid, args, one_step, device, plan.gpu)
+    for step in range(seq_len):
+        kernel[grid](*args, **{**steps, "t_start": step})

@@ -1,9 +1,10 @@
 """Building blocks shared by every cell's scan kernels: time slots, state tiles, the weight slice and the
 recurrent dot (stationary or streamed), and the grid barrier.
 
-Slot conventions (see kernels/lstm.py): the forward reads h_{t-1} from slot t + REVERSE and writes h_t
-to slot t + 1 - REVERSE; the backward writes step t's gate gradients to slot t + REVERSE and reads the
-gradients of the step processed before it (t + 1 forward, t - 1 reverse) from slot t + 1 - REVERSE.
+Slot conventions (see kernels/lstm.py; reverse is 1 for the reverse direction, else 0): the forward reads
+h_{t-1} from slot t + reverse and writes h_t to slot t + 1 - reverse; the backward writes step t's gate
+gradients to slot t + reverse and reads the gradients of the step processed before it (t + 1 forward,
+t - 1 reverse) from slot t + 1 - reverse.
 """
 
 import triton
@@ -11,22 +12,26 @@ import triton.language as tl
 
 
 @triton.jit
-def forward_step_slots(step, T, REVERSE: tl.constexpr):
-    """(t, slot of h_{t-1}, slot of h_t) for the step-th step of a forward pass."""
-    t = step
-    if REVERSE:
-        t = T - 1 - step
-    return t, t + REVERSE, t + 1 - REVERSE
+def program_direction(direction_start):
+    """The direction of this program's scan, as torch.nn numbers them: 0 forward in time, 1 reverse. A
+    launch runs directions direction_start ... along grid axis 2 (both directions of a bidirectional
+    layer in one launch, or one of them); every per-direction buffer has a leading direction axis."""
+    return (direction_start + tl.program_id(2)).to(tl.int64)
 
 
 @triton.jit
-def backward_step_slots(step, T, REVERSE: tl.constexpr):
+def forward_step_slots(step, T, reverse):
+    """(t, slot of h_{t-1}, slot of h_t) for the step-th step of a forward pass (reverse: 0 or 1)."""
+    t = tl.where(reverse == 1, T - 1 - step, step)
+    return t, t + reverse, t + 1 - reverse
+
+
+@triton.jit
+def backward_step_slots(step, T, reverse):
     """(t, slot of step t's gate gradients, slot of the previously processed step's) for the step-th step
     of a backward pass, which walks time in the opposite order of the forward."""
-    t = T - 1 - step
-    if REVERSE:
-        t = step
-    return t, t + REVERSE, t + 1 - REVERSE
+    t = tl.where(reverse == 1, step, T - 1 - step)
+    return t, t + reverse, t + 1 - reverse
 
 
 @triton.jit
