@@ -7,6 +7,8 @@ by a few large GEMMs for dx and the weight and bias gradients.
 
 import importlib.util
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -118,7 +120,7 @@ def scan(cell: str, backend: str, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_
     if lengths is not None:
         y = y.masked_fill(_padding_mask(lengths, seq_len), 0)
     h_n = torch.stack(finals)
-    return (y, h_n, c_n) if cell == "lstm" else (y, h_n)
+    return (y, h_n, c_n) if _CELL_SCANS[cell].cell_state else (y, h_n)
 
 
 # The scan and its backward are custom ops, opaque to torch.compile (no graph break, no tracing into
@@ -159,21 +161,83 @@ def _last_slot(direction: int, seq_len: int) -> int:
     return 0 if direction else seq_len
 
 
-def _cell_state_shape(cell: str, directions: int, seq_len: int, batch: int, hidden: int, training: bool) -> tuple:
-    """What the forward saves per cell: the LSTM's c in the state slots (a ring of 2 in inference), the
-    GRU's W_hn h_{t-1} + b_hn per step (training only), nothing for the Elman RNN."""
-    if cell == "lstm":
-        return directions, seq_len + 1 if training else 2, batch, hidden
-    if cell == "gru":
-        return directions, seq_len if training else 0, batch, hidden
-    return (0,)
+@dataclass(frozen=True)
+class _CellScan:
+    """What a scan does for one cell, beside what every cell shares: the state its forward saves for the
+    backward (besides h_all and the activated gates) and its recurrence's forward and backward, called
+    on the same buffers in rnnfast.kernels (Triton) or rnnfast.reference (PyTorch)."""
+
+    saved_state: Callable  # (D, T, B, H, training) -> shape of the saved state
+    forward: Callable  # (recurrence, _ScanBuffers) -> None
+    backward: Callable  # (recurrence, _ScanBuffers) -> None
+    cell_state: bool = False  # an LSTM's c: c0 in, c_n out, dc through the backward
+    recurrent_bias: bool = False  # b_hh stays in the recurrence (GRU: inside the reset product)
+    input_gate_gradients: bool = False  # the input projection's gate gradients differ from W_hh's (GRU)
+
+
+@dataclass
+class _ScanBuffers:
+    """The buffers of one scan (every per-direction tensor [D, ...]; kernels/lstm.py describes the slots)."""
+
+    gates: torch.Tensor  # [D, T, B, G*H]: input projection in, activated gates out when training
+    w_rec: torch.Tensor  # [D, G*H, H]
+    h_all: torch.Tensor  # [D, T + 1, B, H]
+    saved: torch.Tensor  # the cell's saved state (_CellScan.saved_state)
+    lengths: torch.Tensor | None
+    training: bool = False
+    b_hh: torch.Tensor | None = None  # recurrent_bias cells
+    dgates_h_all: torch.Tensor | None = None  # backward: [D, T + 1, B, G*H]
+    dgates_x_all: torch.Tensor | None = None  # backward, input_gate_gradients cells: [D, T, B, G*H]
+    dh: torch.Tensor | None = None  # backward: [D, T, B, H]
+    dc: torch.Tensor | None = None  # backward, cell_state cells: [D, B, H]
+    dh_carry: torch.Tensor | None = None  # backward: [D, B, H]
+
+
+def _rnn_scan(relu: bool) -> _CellScan:
+    return _CellScan(
+        saved_state=lambda *_: (0,),
+        forward=lambda r, b: r.rnn_scan_fwd(b.gates, b.w_rec, b.h_all, b.lengths, relu),
+        backward=lambda r, b: r.rnn_scan_bwd(b.dgates_h_all, b.w_rec, b.h_all, b.dh, b.dh_carry, b.lengths, relu),
+    )
+
+
+_CELL_SCANS = {
+    # c in the state slots (a ring of 2 in inference).
+    "lstm": _CellScan(
+        saved_state=lambda d, t, b, h, training: (d, t + 1 if training else 2, b, h),
+        forward=lambda r, b: r.lstm_scan_fwd(b.gates, b.w_rec, b.h_all, b.saved, b.lengths, b.training),
+        backward=lambda r, b: r.lstm_scan_bwd(
+            b.dgates_h_all, b.gates, b.w_rec, b.saved, b.dh, b.dc, b.dh_carry, b.lengths
+        ),
+        cell_state=True,
+    ),
+    # W_hn h_{t-1} + b_hn per step (training only).
+    "gru": _CellScan(
+        saved_state=lambda d, t, b, h, training: (d, t if training else 0, b, h),
+        forward=lambda r, b: r.gru_scan_fwd(b.gates, b.w_rec, b.b_hh, b.h_all, b.saved, b.lengths, b.training),
+        backward=lambda r, b: r.gru_scan_bwd(
+            b.dgates_h_all, b.dgates_x_all, b.gates, b.w_rec, b.h_all, b.saved, b.dh, b.dh_carry, b.lengths
+        ),
+        recurrent_bias=True,
+        input_gate_gradients=True,
+    ),
+    "rnn_tanh": _rnn_scan(relu=False),
+    "rnn_relu": _rnn_scan(relu=True),
+}
+
+
+def _saved_state(kind: _CellScan, x: torch.Tensor, directions: int, hidden: int, training: bool) -> torch.Tensor:
+    seq_len, batch = x.shape[:2]
+    shape = kind.saved_state(directions, seq_len, batch, hidden, training)
+    return x.new_empty(shape, dtype=reference.state_dtype(x.dtype))
 
 
 def _scan_impl(cell, backend, x, lengths, h_init, c0, w_ih, w_rec, b_ih, b_hh, first_gates, training):
     seq_len, batch, input_size = x.shape
     directions, gate_width, hidden = w_rec.shape
+    kind = _CELL_SCANS[cell]
     # GRU keeps b_hh inside the reset product; the other cells fold it into the input projection.
-    if cell == "gru":
+    if kind.recurrent_bias:
         input_bias = b_ih
         b_hh = b_hh if b_hh is not None else w_rec.new_zeros(directions, gate_width)
     else:
@@ -183,41 +247,32 @@ def _scan_impl(cell, backend, x, lengths, h_init, c0, w_ih, w_rec, b_ih, b_hh, f
     if first_gates is not None:
         for d in range(directions):
             gates[d][_first_steps(lengths, d, batch, seq_len, x.device)] += first_gates[d]
-    recurrence = _recurrence(backend)
     lengths = _kernel_lengths(backend, lengths, batch, seq_len, x.device)
 
     h_all = x.new_empty(directions, seq_len + 1, batch, hidden)
-    state_dtype = reference.state_dtype(x.dtype)
-    cell_state = x.new_empty(_cell_state_shape(cell, directions, seq_len, batch, hidden, training), dtype=state_dtype)
+    saved = _saved_state(kind, x, directions, hidden, training)
     for d in range(directions):
         h_all[d, _first_slot(d, seq_len)] = h_init[d]
-    run = batch > 0
+        if kind.cell_state:
+            saved[d, _first_slot(d, seq_len) % saved.shape[1]] = c0[d]
+    if batch > 0:
+        kind.forward(_recurrence(backend), _ScanBuffers(gates, w_rec, h_all, saved, lengths, training, b_hh))
     c_n = x.new_empty(0)
-    if cell == "lstm":
-        slots = cell_state.shape[1]
-        for d in range(directions):
-            cell_state[d, _first_slot(d, seq_len) % slots] = c0[d]
-        if run:
-            recurrence.lstm_scan_fwd(gates, w_rec, h_all, cell_state, lengths, training)
-        c_n = torch.stack([cell_state[d, _last_slot(d, seq_len) % slots] for d in range(directions)])
+    if kind.cell_state:
+        c_n = torch.stack([saved[d, _last_slot(d, seq_len) % saved.shape[1]] for d in range(directions)])
         c_n = c_n.to(x.dtype)
-    elif cell == "gru":
-        if run:
-            recurrence.gru_scan_fwd(gates, w_rec, b_hh, h_all, cell_state, lengths, training)
-    elif run:
-        recurrence.rnn_scan_fwd(gates, w_rec, h_all, lengths, cell == "rnn_relu")
-    return h_all, c_n, cell_state, gates if training else x.new_empty(0)
+    return h_all, c_n, saved, gates if training else x.new_empty(0)
 
 
 @_scan_op.register_fake
 def _(cell, backend, x, lengths, h_init, c0, w_ih, w_rec, b_ih, b_hh, first_gates, training):
     seq_len, batch, _ = x.shape
     directions, gate_width, hidden = w_rec.shape
-    state_dtype = reference.state_dtype(x.dtype)
-    cell_state = x.new_empty(_cell_state_shape(cell, directions, seq_len, batch, hidden, training), dtype=state_dtype)
-    c_n = x.new_empty(directions, batch, hidden) if cell == "lstm" else x.new_empty(0)
+    kind = _CELL_SCANS[cell]
+    saved = _saved_state(kind, x, directions, hidden, training)
+    c_n = x.new_empty(directions, batch, hidden) if kind.cell_state else x.new_empty(0)
     gates = x.new_empty(directions, seq_len, batch, gate_width) if training else x.new_empty(0)
-    return x.new_empty(directions, seq_len + 1, batch, hidden), c_n, cell_state, gates
+    return x.new_empty(directions, seq_len + 1, batch, hidden), c_n, saved, gates
 
 
 @torch.library.custom_op("rnnfast::scan_backward", mutates_args=())
@@ -231,7 +286,7 @@ def _scan_backward_op(
     w_ih: torch.Tensor,
     w_rec: torch.Tensor,
     h_all: torch.Tensor,
-    cell_state: torch.Tensor,
+    saved: torch.Tensor,
     gates: torch.Tensor,
     has_bias: bool,
 ) -> tuple[
@@ -239,9 +294,7 @@ def _scan_backward_op(
 ]:
     """Gradients (x, h_init, c0, w_ih, w_rec, b_ih, b_hh, first_gates) of _scan_op from those of h_all
     [D, T + 1, B, H] and c_n; empty where the scan has no such input."""
-    return _scan_backward_run(
-        cell, backend, d_h_all, d_c_n, x, lengths, w_ih, w_rec, h_all, cell_state, gates, has_bias
-    )
+    return _scan_backward_run(cell, backend, d_h_all, d_c_n, x, lengths, w_ih, w_rec, h_all, saved, gates, has_bias)
 
 
 def _scan_backward_run(*inputs):
@@ -249,12 +302,10 @@ def _scan_backward_run(*inputs):
         return _scan_backward_impl(*inputs)
 
 
-def _scan_backward_impl(cell, backend, d_h_all, d_c_n, x, lengths, w_ih, w_rec, h_all, cell_state, gates, has_bias):
+def _scan_backward_impl(cell, backend, d_h_all, d_c_n, x, lengths, w_ih, w_rec, h_all, saved, gates, has_bias):
     directions, seq_len, batch, hidden = h_all.shape
     seq_len -= 1
     grad_dtype = reference.state_dtype(gates.dtype)
-    recurrence = _recurrence(backend)
-    run = batch > 0
     lengths = _kernel_lengths(backend, lengths, batch, seq_len, x.device)
 
     # A fresh contiguous copy in the state dtype: the gradient may be a strided view (after torch.cat).
@@ -268,20 +319,20 @@ def _scan_backward_impl(cell, backend, d_h_all, d_c_n, x, lengths, w_ih, w_rec, 
     for d in range(directions):
         dgates_h_all[d, _last_slot(d, seq_len)].zero_()
     dgates_h = [dgates_h_all[d, 1:] if d else dgates_h_all[d, :seq_len] for d in range(directions)]
-    dgates_x, d_c0 = dgates_h, x.new_empty(0)
-    dh_carry = dh.new_zeros(directions, batch, hidden)  # the part of dh0 that does not go through W_hh
-    if cell == "lstm":
-        dc = d_c_n.to(grad_dtype, copy=True)
-        if run:
-            recurrence.lstm_scan_bwd(dgates_h_all, gates, w_rec, cell_state, dh, dc, dh_carry, lengths)
-        d_c0 = dc.to(x.dtype)
-    elif cell == "gru":
-        dgates_x_all = torch.empty_like(gates, dtype=dgates_dtype)
-        if run:
-            recurrence.gru_scan_bwd(dgates_h_all, dgates_x_all, gates, w_rec, h_all, cell_state, dh, dh_carry, lengths)
-        dgates_x = dgates_x_all.unbind(0)
-    elif run:
-        recurrence.rnn_scan_bwd(dgates_h_all, w_rec, h_all, dh, dh_carry, lengths, cell == "rnn_relu")
+    kind = _CELL_SCANS[cell]
+    buffers = _ScanBuffers(
+        gates, w_rec, h_all, saved, lengths,
+        dgates_h_all=dgates_h_all,
+        dgates_x_all=torch.empty_like(gates, dtype=dgates_dtype) if kind.input_gate_gradients else None,
+        dh=dh,
+        dc=d_c_n.to(grad_dtype, copy=True) if kind.cell_state else None,
+        dh_carry=dh.new_zeros(directions, batch, hidden),  # the part of dh0 that does not go through W_hh
+    )  # fmt: skip
+    if batch > 0:
+        kind.backward(_recurrence(backend), buffers)
+    dgates_x = dgates_h if buffers.dgates_x_all is None else buffers.dgates_x_all.unbind(0)
+    dh_carry = buffers.dh_carry
+    d_c0 = buffers.dc.to(x.dtype) if kind.cell_state else x.new_empty(0)
 
     x2d = x.reshape(seq_len * batch, x.shape[2])
     dx = None
@@ -312,13 +363,13 @@ def _scan_backward_impl(cell, backend, d_h_all, d_c_n, x, lengths, w_ih, w_rec, 
 
 
 @_scan_backward_op.register_fake
-def _(cell, backend, d_h_all, d_c_n, x, lengths, w_ih, w_rec, h_all, cell_state, gates, has_bias):
+def _(cell, backend, d_h_all, d_c_n, x, lengths, w_ih, w_rec, h_all, saved, gates, has_bias):
     directions, _, batch, hidden = h_all.shape
     bias = x.new_empty(directions, w_ih.shape[1]) if has_bias else x.new_empty(0)
     return (
         torch.empty_like(x),
         x.new_empty(directions, batch, hidden),
-        x.new_empty(directions, batch, hidden) if cell == "lstm" else x.new_empty(0),
+        x.new_empty(directions, batch, hidden) if _CELL_SCANS[cell].cell_state else x.new_empty(0),
         torch.empty_like(w_ih),
         torch.empty_like(w_rec),
         bias,
@@ -333,27 +384,31 @@ _DIFFERENTIABLE_INPUTS = (2, 4, 5, 6, 7, 8, 9, 10)
 
 def _scan_setup_context(ctx, inputs, output):
     cell, backend, x, lengths, h_init, c0, w_ih, w_rec, b_ih, b_hh, first_gates, training = inputs
-    h_all, _, cell_state, gates = output
+    h_all, _, saved, gates = output
     # The inputs themselves are kept only for a backward that is differentiated again (no extra memory:
     # they are alive anyway, as the layer's parameters and inputs).
-    ctx.save_for_backward(x, lengths, w_ih, w_rec, h_all, cell_state, gates, h_init, c0, b_ih, b_hh, first_gates)
+    ctx.save_for_backward(x, lengths, w_ih, w_rec, h_all, saved, gates, h_init, c0, b_ih, b_hh, first_gates)
     ctx.cell, ctx.backend, ctx.has_bias = cell, backend, b_ih is not None
 
 
 def _scan_grads(ctx, d_h_all, d_c_n, run_backward):
     """The gradients of every input of the scan, given those of h_all and c_n (None where unused)."""
-    x, lengths, w_ih, w_rec, h_all, cell_state, gates, h_init, c0, b_ih, b_hh, first_gates = ctx.saved_tensors
+    x, lengths, w_ih, w_rec, h_all, saved, gates, h_init, c0, b_ih, b_hh, first_gates = ctx.saved_tensors
     if d_h_all is None:
         d_h_all = torch.zeros_like(h_all)
     if d_c_n is None:
-        d_c_n = h_all.new_zeros(h_all.shape[0], *h_all.shape[2:]) if ctx.cell == "lstm" else h_all.new_empty(0)
+        d_c_n = (
+            h_all.new_zeros(h_all.shape[0], *h_all.shape[2:])
+            if _CELL_SCANS[ctx.cell].cell_state
+            else h_all.new_empty(0)
+        )
     needs = ctx.needs_input_grad
     if torch.is_grad_enabled():  # create_graph=True: the backward itself must be differentiable
         inputs = (x, h_init, c0, w_ih, w_rec, b_ih, b_hh, first_gates)
         grads = _differentiable_backward(ctx, inputs, lengths, d_h_all, d_c_n)
     else:
         grads = run_backward(
-            ctx.cell, ctx.backend, d_h_all, d_c_n, x, lengths, w_ih, w_rec, h_all, cell_state, gates, ctx.has_bias
+            ctx.cell, ctx.backend, d_h_all, d_c_n, x, lengths, w_ih, w_rec, h_all, saved, gates, ctx.has_bias
         )
     picked = [g if needs[i] else None for i, g in zip(_DIFFERENTIABLE_INPUTS, grads)]
     dx, d_h_init, d_c0, d_w_ih, d_w_rec, d_b_ih, d_b_hh, d_first_gates = picked
@@ -375,7 +430,7 @@ def _differentiable_backward(ctx, inputs, lengths, d_h_all, d_c_n) -> list:
             slots.append(h_all)
             finals.append(c_n)
         outputs, grad_outputs = [torch.stack(slots)], [d_h_all]
-        if ctx.cell == "lstm":
+        if _CELL_SCANS[ctx.cell].cell_state:
             outputs.append(torch.stack(finals))
             grad_outputs.append(d_c_n)
         found = torch.autograd.grad(
@@ -387,7 +442,7 @@ def _differentiable_backward(ctx, inputs, lengths, d_h_all, d_c_n) -> list:
     return grads
 
 
-def _scan_backward(ctx, d_h_all, d_c_n, _d_cell_state, _d_gates):
+def _scan_backward(ctx, d_h_all, d_c_n, _d_saved, _d_gates):
     return _scan_grads(ctx, d_h_all, d_c_n, torch.ops.rnnfast.scan_backward)
 
 
@@ -404,7 +459,7 @@ class _EagerScan(torch.autograd.Function):
     setup_context = staticmethod(_scan_setup_context)
 
     @staticmethod
-    def backward(ctx, d_h_all, d_c_n, _d_cell_state, _d_gates):
+    def backward(ctx, d_h_all, d_c_n, _d_saved, _d_gates):
         return _scan_grads(ctx, d_h_all, d_c_n, _scan_backward_run)
 
 
