@@ -37,11 +37,10 @@ from .recurrence import (
     barrier_after_step,
     forward_step_slots,
     load_state_tile,
-    load_weight_slice,
     program_direction,
+    recurrent_dot,
     row_offsets,
-    stationary_dot,
-    streamed_dot,
+    weight_slice,
 )
 
 
@@ -84,8 +83,7 @@ def _lstm_fwd_kernel(
     unit_j = tl.program_id(0) * BLOCK_N + offs_j // 4
     w_cols = ((offs_j % 4) * H + unit_j) * H  # W_hh^T column j is row (gate, unit) of W_hh
     mask_j = unit_j < H
-    if BLOCK_K == 0:
-        w = load_weight_slice(w_hh_ptr, w_cols, mask_j, H, 1, K_PIECES, BF16_INTERPRETER)
+    w = weight_slice(w_hh_ptr, w_cols, mask_j, H, 1, K_PIECES, BLOCK_K, BF16_INTERPRETER)
 
     _, first_read, _ = forward_step_slots(t_start, T, reverse)
     h_own = load_state_tile(h_all_ptr, first_read, B, offs_b, offs_n, H, mask)
@@ -103,13 +101,10 @@ def _lstm_fwd_kernel(
 
         h_rows = (read_slot.to(tl.int64) * B + offs_b) * H
         acc = tl.zeros((BLOCK_B, 4 * BLOCK_N), tl.float32)
-        if BLOCK_K == 0:
-            acc = stationary_dot(acc, h_all_ptr, h_rows, mask_b, H, w, K_PIECES, DOT_PRECISION)
-        else:
-            acc = streamed_dot(
-                acc, h_all_ptr, h_rows, mask_b, H, w_hh_ptr, w_cols, mask_j, 1, BLOCK_K, DOT_PRECISION,
-                BF16_INTERPRETER,
-            )  # fmt: skip
+        acc = recurrent_dot(
+            acc, h_all_ptr, h_rows, mask_b, H, w, w_hh_ptr, w_cols, mask_j, 1,
+            K_PIECES, BLOCK_K, DOT_PRECISION, BF16_INTERPRETER,
+        )  # fmt: skip
         # Column j = 4 * unit + 2 * a + b (gate 2a + b): split b, then a.
         even, odd = tl.split(tl.reshape(acc, (BLOCK_B, BLOCK_N, 2, 2)))
         pre_i, pre_g = tl.split(even)
@@ -175,8 +170,7 @@ def _lstm_bwd_kernel(
     mask_b = offs_b < B
     mask_n = offs_n < H
     mask = mask_b[:, None] & mask_n[None, :]
-    if BLOCK_K == 0:
-        w = load_weight_slice(w_hh_ptr, offs_n, mask_n, 4 * H, H, K_PIECES, BF16_INTERPRETER)
+    w = weight_slice(w_hh_ptr, offs_n, mask_n, 4 * H, H, K_PIECES, BLOCK_K, BF16_INTERPRETER)
 
     carry_offs = (offs_b.to(tl.int64) * H)[:, None] + offs_n[None, :]
     dc = tl.load(dc_ptr + carry_offs, mask=mask, other=0.0)
@@ -197,13 +191,10 @@ def _lstm_bwd_kernel(
         c_prev = tl.load(c_all_ptr + row_offsets(t + reverse, B, offs_b, offs_n, H), mask=mask, other=0.0)
 
         next_rows = (next_slot.to(tl.int64) * B + offs_b) * 4 * H
-        if BLOCK_K == 0:
-            dh = stationary_dot(dh, dgates_all_ptr, next_rows, mask_b, 4 * H, w, K_PIECES, DOT_PRECISION)
-        else:
-            dh = streamed_dot(
-                dh, dgates_all_ptr, next_rows, mask_b, 4 * H, w_hh_ptr, offs_n, mask_n, H, BLOCK_K, DOT_PRECISION,
-                BF16_INTERPRETER,
-            )  # fmt: skip
+        dh = recurrent_dot(
+            dh, dgates_all_ptr, next_rows, mask_b, 4 * H, w, w_hh_ptr, offs_n, mask_n, H,
+            K_PIECES, BLOCK_K, DOT_PRECISION, BF16_INTERPRETER,
+        )  # fmt: skip
 
         active = (t < lengths)[:, None]
         tanh_c = tanh(c)

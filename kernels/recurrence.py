@@ -128,6 +128,54 @@ def streamed_dot(
 
 
 @triton.jit
+def weight_slice(
+    w_ptr,
+    col_offs,
+    col_mask,
+    k_size,
+    k_stride,
+    K_PIECES: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    BF16_INTERPRETER: tl.constexpr,
+):
+    """The program's slice of the recurrent weight for recurrent_dot: loaded once, as pieces, when it is
+    stationary (BLOCK_K == 0); nothing when it is streamed."""
+    if BLOCK_K == 0:
+        return load_weight_slice(w_ptr, col_offs, col_mask, k_size, k_stride, K_PIECES, BF16_INTERPRETER)
+    else:
+        return ()
+
+
+@triton.jit
+def recurrent_dot(
+    acc,
+    a_ptr,
+    a_rows,
+    mask_b,
+    k_size,
+    w,
+    w_ptr,
+    col_offs,
+    col_mask,
+    k_stride,
+    K_PIECES: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    BF16_INTERPRETER: tl.constexpr,
+):
+    """acc + a[rows, :k_size] @ W, the step's one recurrent dot: from the stationary slice w, or with W
+    streamed from w_ptr (weight_slice's arguments) in BLOCK_K chunks."""
+    if BLOCK_K == 0:
+        acc = stationary_dot(acc, a_ptr, a_rows, mask_b, k_size, w, K_PIECES, DOT_PRECISION)
+    else:
+        acc = streamed_dot(
+            acc, a_ptr, a_rows, mask_b, k_size, w_ptr, col_offs, col_mask, k_stride, BLOCK_K, DOT_PRECISION,
+            BF16_INTERPRETER,
+        )  # fmt: skip
+    return acc
+
+
+@triton.jit
 def grid_barrier(barrier_ptr, step, timeout_ns):
     """Every program of the grid meets here after step `step` of a launch. barrier_ptr: two int32
     counters, zero at launch, used on alternate steps: counter step % 2 cannot be bumped again (at step

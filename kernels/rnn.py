@@ -20,11 +20,10 @@ from .recurrence import (
     barrier_after_step,
     forward_step_slots,
     load_state_tile,
-    load_weight_slice,
     program_direction,
+    recurrent_dot,
     row_offsets,
-    stationary_dot,
-    streamed_dot,
+    weight_slice,
 )
 
 
@@ -61,8 +60,7 @@ def _rnn_fwd_kernel(
     mask_b = offs_b < B
     mask_n = offs_n < H
     mask = mask_b[:, None] & mask_n[None, :]
-    if BLOCK_K == 0:
-        w = load_weight_slice(w_hh_ptr, offs_n * H, mask_n, H, 1, K_PIECES, BF16_INTERPRETER)
+    w = weight_slice(w_hh_ptr, offs_n * H, mask_n, H, 1, K_PIECES, BLOCK_K, BF16_INTERPRETER)
 
     _, first_read, _ = forward_step_slots(t_start, T, reverse)
     h_own = load_state_tile(h_all_ptr, first_read, B, offs_b, offs_n, H, mask)
@@ -73,13 +71,10 @@ def _rnn_fwd_kernel(
         t, read_slot, write_slot = forward_step_slots(t_start + s, T, reverse)
         acc = tl.load(gates_ptr + row_offsets(t, B, offs_b, offs_n, H), mask=mask, other=0.0).to(tl.float32)
         h_rows = (read_slot.to(tl.int64) * B + offs_b) * H
-        if BLOCK_K == 0:
-            acc = stationary_dot(acc, h_all_ptr, h_rows, mask_b, H, w, K_PIECES, DOT_PRECISION)
-        else:
-            acc = streamed_dot(
-                acc, h_all_ptr, h_rows, mask_b, H, w_hh_ptr, offs_n * H, mask_n, 1, BLOCK_K, DOT_PRECISION,
-                BF16_INTERPRETER,
-            )  # fmt: skip
+        acc = recurrent_dot(
+            acc, h_all_ptr, h_rows, mask_b, H, w, w_hh_ptr, offs_n * H, mask_n, 1,
+            K_PIECES, BLOCK_K, DOT_PRECISION, BF16_INTERPRETER,
+        )  # fmt: skip
         if RELU:
             h = tl.where(acc < 0.0, 0.0, acc)  # NaN stays NaN, as torch.relu
         else:
@@ -129,8 +124,7 @@ def _rnn_bwd_kernel(
     mask_b = offs_b < B
     mask_n = offs_n < H
     mask = mask_b[:, None] & mask_n[None, :]
-    if BLOCK_K == 0:
-        w = load_weight_slice(w_hh_ptr, offs_n, mask_n, H, H, K_PIECES, BF16_INTERPRETER)
+    w = weight_slice(w_hh_ptr, offs_n, mask_n, H, H, K_PIECES, BLOCK_K, BF16_INTERPRETER)
 
     carry_offs = (offs_b.to(tl.int64) * H)[:, None] + offs_n[None, :]
     dh_carry = tl.load(dh_carry_ptr + carry_offs, mask=mask, other=0.0)
@@ -142,13 +136,10 @@ def _rnn_bwd_kernel(
         dh = tl.load(dh_ptr + row_offsets(t, B, offs_b, offs_n, H), mask=mask, other=0.0) + dh_carry
         h = load_state_tile(h_all_ptr, t + 1 - reverse, B, offs_b, offs_n, H, mask)
         next_rows = (next_slot.to(tl.int64) * B + offs_b) * H
-        if BLOCK_K == 0:
-            dh = stationary_dot(dh, dgates_all_ptr, next_rows, mask_b, H, w, K_PIECES, DOT_PRECISION)
-        else:
-            dh = streamed_dot(
-                dh, dgates_all_ptr, next_rows, mask_b, H, w_hh_ptr, offs_n, mask_n, H, BLOCK_K, DOT_PRECISION,
-                BF16_INTERPRETER,
-            )  # fmt: skip
+        dh = recurrent_dot(
+            dh, dgates_all_ptr, next_rows, mask_b, H, w, w_hh_ptr, offs_n, mask_n, H,
+            K_PIECES, BLOCK_K, DOT_PRECISION, BF16_INTERPRETER,
+        )  # fmt: skip
         if RELU:
             d_pre = tl.where(h > 0.0, dh, 0.0)
         else:
