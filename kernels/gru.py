@@ -24,6 +24,7 @@ from .recurrence import (
     forward_step_slots,
     load_state_tile,
     program_direction,
+    program_tile,
     recurrent_dot,
     row_offsets,
     weight_slice,
@@ -62,11 +63,7 @@ def _gru_fwd_kernel(
     b_hh_ptr += reverse * 3 * H
     h_all_ptr += reverse * (T + 1) * B * H
     hn_all_ptr += reverse * T * B * H
-    offs_b = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
-    offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    mask_b = offs_b < B
-    mask_n = offs_n < H
-    mask = mask_b[:, None] & mask_n[None, :]
+    offs_b, offs_n, mask_b, mask_n, mask = program_tile(B, H, BLOCK_B, BLOCK_N)
     offs_j = tl.arange(0, 4 * BLOCK_N)
     unit_j = tl.program_id(0) * BLOCK_N + offs_j // 4
     w_cols = ((offs_j % 4) * H + unit_j) * H  # W_hh^T column j is row (gate, unit) of W_hh
@@ -155,11 +152,7 @@ def _gru_bwd_kernel(
     hn_all_ptr += reverse * T * B * H
     dh_ptr += reverse * T * B * H
     dh_carry_ptr += reverse * B * H
-    offs_b = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
-    offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    mask_b = offs_b < B
-    mask_n = offs_n < H
-    mask = mask_b[:, None] & mask_n[None, :]
+    offs_b, offs_n, mask_b, mask_n, mask = program_tile(B, H, BLOCK_B, BLOCK_N)
     w = weight_slice(w_hh_ptr, offs_n, mask_n, 3 * H, H, K_PIECES, BLOCK_K, BF16_INTERPRETER)
 
     carry_offs = (offs_b.to(tl.int64) * H)[:, None] + offs_n[None, :]

@@ -38,6 +38,7 @@ from .recurrence import (
     forward_step_slots,
     load_state_tile,
     program_direction,
+    program_tile,
     recurrent_dot,
     row_offsets,
     weight_slice,
@@ -75,10 +76,7 @@ def _lstm_fwd_kernel(
     w_hh_ptr += reverse * 4 * H * H
     h_all_ptr += reverse * (T + 1) * B * H
     c_all_ptr += reverse * c_slots * B * H
-    offs_b = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
-    offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    mask_b = offs_b < B
-    mask = mask_b[:, None] & (offs_n < H)[None, :]
+    offs_b, offs_n, mask_b, _, mask = program_tile(B, H, BLOCK_B, BLOCK_N)
     offs_j = tl.arange(0, 4 * BLOCK_N)
     unit_j = tl.program_id(0) * BLOCK_N + offs_j // 4
     w_cols = ((offs_j % 4) * H + unit_j) * H  # W_hh^T column j is row (gate, unit) of W_hh
@@ -165,11 +163,7 @@ def _lstm_bwd_kernel(
     dh_ptr += reverse * T * B * H
     dc_ptr += reverse * B * H
     dh_carry_ptr += reverse * B * H
-    offs_b = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
-    offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    mask_b = offs_b < B
-    mask_n = offs_n < H
-    mask = mask_b[:, None] & mask_n[None, :]
+    offs_b, offs_n, mask_b, mask_n, mask = program_tile(B, H, BLOCK_B, BLOCK_N)
     w = weight_slice(w_hh_ptr, offs_n, mask_n, 4 * H, H, K_PIECES, BLOCK_K, BF16_INTERPRETER)
 
     carry_offs = (offs_b.to(tl.int64) * H)[:, None] + offs_n[None, :]

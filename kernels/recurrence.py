@@ -20,6 +20,17 @@ def program_direction(direction_start):
 
 
 @triton.jit
+def program_tile(B, H, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr):
+    """This program's batch rows and hidden units (grid axes 1 and 0) with their masks: (offs_b [BLOCK_B],
+    offs_n [BLOCK_N], mask_b, mask_n, mask [BLOCK_B, BLOCK_N])."""
+    offs_b = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
+    offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask_b = offs_b < B
+    mask_n = offs_n < H
+    return offs_b, offs_n, mask_b, mask_n, mask_b[:, None] & mask_n[None, :]
+
+
+@triton.jit
 def forward_step_slots(step, T, reverse):
     """(t, slot of h_{t-1}, slot of h_t) for the step-th step of a forward pass (reverse: 0 or 1)."""
     t = tl.where(reverse == 1, T - 1 - step, step)

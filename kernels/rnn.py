@@ -21,6 +21,7 @@ from .recurrence import (
     forward_step_slots,
     load_state_tile,
     program_direction,
+    program_tile,
     recurrent_dot,
     row_offsets,
     weight_slice,
@@ -55,11 +56,7 @@ def _rnn_fwd_kernel(
     gates_ptr += reverse * T * B * H
     w_hh_ptr += reverse * H * H
     h_all_ptr += reverse * (T + 1) * B * H
-    offs_b = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
-    offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    mask_b = offs_b < B
-    mask_n = offs_n < H
-    mask = mask_b[:, None] & mask_n[None, :]
+    offs_b, offs_n, mask_b, mask_n, mask = program_tile(B, H, BLOCK_B, BLOCK_N)
     w = weight_slice(w_hh_ptr, offs_n * H, mask_n, H, 1, K_PIECES, BLOCK_K, BF16_INTERPRETER)
 
     _, first_read, _ = forward_step_slots(t_start, T, reverse)
@@ -119,11 +116,7 @@ def _rnn_bwd_kernel(
     h_all_ptr += reverse * (T + 1) * B * H
     dh_ptr += reverse * T * B * H
     dh_carry_ptr += reverse * B * H
-    offs_b = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
-    offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    mask_b = offs_b < B
-    mask_n = offs_n < H
-    mask = mask_b[:, None] & mask_n[None, :]
+    offs_b, offs_n, mask_b, mask_n, mask = program_tile(B, H, BLOCK_B, BLOCK_N)
     w = weight_slice(w_hh_ptr, offs_n, mask_n, H, H, K_PIECES, BLOCK_K, BF16_INTERPRETER)
 
     carry_offs = (offs_b.to(tl.int64) * H)[:, None] + offs_n[None, :]

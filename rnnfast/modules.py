@@ -54,8 +54,8 @@ def _check_same_device_and_dtype(x: torch.Tensor, weight: torch.Tensor, hidden: 
             )
 
 
-class _RecurrentLayers:
-    """forward() shared by LSTM, GRU and RNN, mixed into their torch.nn base classes."""
+class _Backend:
+    """The `backend` argument every rnnfast module adds to its torch.nn constructor."""
 
     def _init_backend(self, backend: str | None) -> None:
         self.backend = check_backend_name(backend)
@@ -63,6 +63,10 @@ class _RecurrentLayers:
     def extra_repr(self) -> str:
         backend = "" if self.backend is None else f", backend={self.backend!r}"
         return super().extra_repr() + backend
+
+
+class _RecurrentLayers(_Backend):
+    """forward() shared by LSTM, GRU and RNN, mixed into their torch.nn base classes."""
 
     def _cell_name(self) -> str:
         return {"LSTM": "lstm", "GRU": "gru", "RNN_TANH": "rnn_tanh", "RNN_RELU": "rnn_relu"}[self.mode]
@@ -311,15 +315,8 @@ class RNN(_RecurrentLayers, nn.RNNBase):
         self._init_backend(backend)
 
 
-class _RecurrentCell:
+class _RecurrentCell(_Backend):
     """forward() shared by LSTMCell, GRUCell and RNNCell: one step of the same scan (T = 1)."""
-
-    def _init_backend(self, backend: str | None) -> None:
-        self.backend = check_backend_name(backend)
-
-    def extra_repr(self) -> str:
-        backend = "" if self.backend is None else f", backend={self.backend!r}"
-        return super().extra_repr() + backend
 
     def _cell_name(self) -> str:
         if isinstance(self, nn.RNNCell):
