@@ -120,6 +120,11 @@ MAX_OPERAND_PIECE_BYTES = 32 * 1024
 OPERAND_BUDGET_BYTES = 384 * 1024
 WGMMA_OPERAND_BUDGET_BYTES = 128 * 1024
 WGMMA_MIN_ROWS = 64
+# Every program reads the whole operand each step, so plans whose operand fits this are preferred (less
+# L2 traffic: by bench/model.py, 32-row tiles with a 192 KB operand made the LSTM fp16 B64 H768 forward +
+# backward 15% slower than 16-row tiles with 96 KB); larger operands only where nothing smaller keeps the
+# slice on chip in one wave.
+PREFERRED_OPERAND_BYTES = 128 * 1024
 # With H not a multiple of 16 the operand's rows are not 16-byte aligned: its loads are not vectorised
 # and need an address per element, and beyond this budget they spilled at 255 registers (B64 H100/H257
 # fp16 and fp32, sm_80 and sm_90, up to 744 bytes, measured): such programs take a narrower batch tile
@@ -219,7 +224,15 @@ class LayerPlan:
 
 
 def _tiling(
-    gates: int, hidden: int, batch: int, block_b: int, elem: int, gpu: Gpu, backward: bool, directions: int
+    gates: int,
+    hidden: int,
+    batch: int,
+    block_b: int,
+    elem: int,
+    gpu: Gpu,
+    backward: bool,
+    directions: int,
+    operand_budget: int,
 ) -> PassPlan:
     batch_tiles = triton.cdiv(max(batch, 1), block_b)
     # Forward: a program's dot has a column per (unit, gate), gates padded to a power of two, and K = H.
@@ -245,7 +258,7 @@ def _tiling(
         if shared <= gpu.shared_per_block or narrower is None:
             break
         max_piece, pieces = max_piece // 2, narrower
-    budget = OPERAND_BUDGET_BYTES
+    budget = operand_budget
     if gpu.arch >= 90 and block_b >= WGMMA_MIN_ROWS:
         budget = min(budget, WGMMA_OPERAND_BUDGET_BYTES)
     if hidden % MIN_DOT and block_b > MIN_DOT:
@@ -266,15 +279,17 @@ def _tiling(
 
 def _pass_plan(gates: int, hidden: int, batch: int, elem: int, gpu: Gpu, backward: bool, directions: int) -> PassPlan:
     """The widest batch tile (up to MAX_BLOCK_B) whose programs keep their weight slice on chip in one
-    wave of the GPU; failing that, the widest batch tile with the slice streamed."""
+    wave of the GPU, with an operand of at most PREFERRED_OPERAND_BYTES if any, else OPERAND_BUDGET_BYTES;
+    failing that, the widest batch tile with the slice streamed."""
     widest = MIN_DOT if batch <= MIN_DOT else min(MAX_BLOCK_B, triton.next_power_of_2(batch))
-    block_b = widest
-    while block_b >= MIN_DOT:
-        plan = _tiling(gates, hidden, batch, block_b, elem, gpu, backward, directions)
-        if plan.stationary and plan.programs <= gpu.sm_count:
-            return plan
-        block_b //= 2
-    return _tiling(gates, hidden, batch, widest, elem, gpu, backward, directions)
+    for budget in (min(PREFERRED_OPERAND_BYTES, OPERAND_BUDGET_BYTES), OPERAND_BUDGET_BYTES):
+        block_b = widest
+        while block_b >= MIN_DOT:
+            plan = _tiling(gates, hidden, batch, block_b, elem, gpu, backward, directions, budget)
+            if plan.stationary and plan.programs <= gpu.sm_count:
+                return plan
+            block_b //= 2
+    return _tiling(gates, hidden, batch, widest, elem, gpu, backward, directions, OPERAND_BUDGET_BYTES)
 
 
 def plan_layer(

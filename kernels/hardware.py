@@ -9,6 +9,10 @@ recorded launch is specialised by Triton's own binder for a CUDA target (`specia
 (`triton.compile` with a GPUTarget), and cuobjdump (shipped inside triton) reads registers per thread and
 stack bytes (spills to local memory) from the cubin. Meta tensors report address 0: every buffer counts
 as a fresh 16-byte-aligned allocation, as rnnfast.functional's are; a view at an odd offset would not be.
+The launcher itself compiles a launch before running it, to pick warps that do not spill
+(launch.without_spills: Triton's compile on a CUDA device); while recording, it is handed this module's
+offline compile for the planned GPU (launch.compiling_offline), so the launch recorded is the one that GPU
+would run.
 
 The interface a cell module of rnnfast.kernels implements (today lstm, gru and rnn; CELL_MODULES maps
 the cells lstm, gru, rnn_tanh and rnn_relu to them):

@@ -5,7 +5,9 @@ With the plan's grid barrier one launch runs every step: the programs meet at a 
 compiled kernel's registers and shared memory are checked against the device before that launch. The
 fallback launches the same kernel once per step (the kernel boundary is the barrier; on CUDA the step
 loop is a CUDA graph, replayed): wherever co-residency cannot be guaranteed, under RNNFAST_NO_GRID_SYNC=1,
-under the serial interpreter, and on a device where a barrier has timed out before.
+under the serial interpreter, and on a device where a barrier has timed out before. Each launch runs the
+plan's num_warps unless its kernel, compiled as launched, spills registers; then the first of WARPS_TRIED
+that does not (without_spills).
 
 A barrier that times out (programs not co-resident after all: MPS or MIG limits, another kernel holding
 SMs, a debugger) sets an error flag instead of hanging; the host then raises GridSyncTimeout, warns once

@@ -10,7 +10,7 @@ import torch
 from triton.runtime.interpreter import InterpretedFunction
 
 import rnnfast
-from rnnfast.kernels import configs, hardware
+from rnnfast.kernels import configs, hardware, launch
 from tests.threaded import threaded_programs
 
 CELLS = ["lstm", "gru", "rnn_tanh"]
@@ -19,9 +19,10 @@ DTYPE_OF = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16
 GPUS = ["h100", "a100"]
 SEQ_LEN = 64
 # (batch, hidden): each specialisation class of B and H (= 1, a multiple of 16, neither), one and several
-# K pieces, one and several batch tiles; and H not a multiple of 16 at B=64, whose unaligned operand rows
-# spilled up to 184 B per thread at 255 registers with a 64-row batch tile.
-SHAPES = [(1, 17), (16, 256), (5, 257), (16, 768), (64, 768), (64, 100)]
+# K pieces, one and several batch tiles, issue 11's grid (H 256 and 768 at B 16 and 64); and H not a
+# multiple of 16 at B=64, whose unaligned operand rows spilled up to 184 B per thread at 255 registers with
+# a 64-row batch tile.
+SHAPES = [(1, 17), (16, 256), (64, 256), (5, 257), (16, 768), (64, 768), (64, 100)]
 # Bytes spilled per thread by a planned kernel: none may.
 SPILL_BUDGET = 0
 
@@ -65,6 +66,54 @@ def test_launches_are_specialised_as_triton_launches_them(report):
         with configs.planning_for(row["gpu"]):
             plan = configs.plan_scan(row["cell"], row["hidden"], row["batch"], DTYPE_OF[row["dtype"]], None, 2)
         assert row["launches"] == 2 // plan.directions, row
+
+
+@pytest.mark.parametrize("gpu", GPUS)
+def test_issue_grid_keeps_w_hh_on_chip(gpu):
+    """H 256 and 768 at B 16 and 64, every cell and dtype: one launch per pass and W_hh never re-read per
+    step, except the fp32 LSTM backward at H768 on an A100, whose narrowest slice (16 units of all four
+    gates, K = 4H) does not fit in a block's shared memory at all."""
+    streamed = []
+    for cell in ("lstm", "gru", "rnn_tanh", "rnn_relu"):
+        for dtype in (torch.float32, torch.float16, torch.bfloat16):
+            for hidden in (256, 768):
+                for batch in (16, 64):
+                    with configs.planning_for(gpu):
+                        plan = configs.plan_layer(cell, hidden, batch, dtype)
+                    assert plan.grid_sync and plan.programs <= plan.gpu.sm_count
+                    if plan.weight_bytes_per_step:
+                        streamed.append((cell, dtype, hidden, batch))
+                        assert plan.forward.stationary and not plan.backward.stationary
+                        slice_bytes = 4 * hidden * configs.MIN_DOT * 4
+                        assert plan.backward.weight_bytes == slice_bytes > plan.gpu.shared_per_block
+    expected = {"h100": [], "a100": [("lstm", torch.float32, 768, 16), ("lstm", torch.float32, 768, 64)]}
+    assert streamed == expected[gpu]
+
+
+def test_warps_chosen_by_compiling_without_spills():
+    """launch.without_spills: the plan's warps when its kernel compiles without spills, else the first of
+    WARPS_TRIED that does and fits the block's shared memory, else the plan's; kernels/hardware.py passes
+    its offline compile, a CUDA device Triton's (a stand-in compile here)."""
+    gpu, meta = configs.GPUS["h100"], torch.device("meta")
+    compiled = []
+
+    def choose(planned: int, resources: dict) -> int:
+        def compile_launch(kernel, grid, args, kwargs):
+            compiled.append(kwargs["num_warps"])
+            return resources[kwargs["num_warps"]]
+
+        with launch.compiling_offline(compile_launch):
+            return launch.without_spills(None, (1, 1, 1), (), dict(num_warps=planned, X=1), meta, gpu)["num_warps"]
+
+    clean, spills, too_big = (0, 1024), (8, 1024), (0, gpu.shared_per_block + 1)
+    assert choose(4, {4: clean}) == 4 and compiled == [4]
+    compiled.clear()
+    assert choose(4, {4: spills, 8: too_big, 16: clean}) == 16 and compiled == [4, 8, 16]
+    compiled.clear()
+    assert choose(8, {8: spills, 4: clean, 16: clean}) == 4 and compiled == [8, 4]
+    assert choose(8, {8: spills, 4: spills, 16: spills}) == 8
+    # Nothing is compiled for the interpreter's CPU tensors, nor for meta tensors outside compiling_offline.
+    assert launch.without_spills(None, (1, 1, 1), (), dict(num_warps=8), meta, gpu) == dict(num_warps=8)
 
 
 def test_long_hidden_sizes_stream_their_weights_within_limits():
