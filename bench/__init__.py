@@ -6,5 +6,6 @@
     python -m bench report          # planner choices and compiled resources on sm_80 / sm_90
 
 Modules: cases (what is measured), providers (who is measured), measure (time and memory),
-results (table, CSV/JSON/markdown, plot, run metadata), report (hardware report), run (the loop).
+results (table, CSV/JSON/markdown, plot, run metadata), report (hardware report), hardware (offline
+compiles of the kernels as launched, for the report and tests/test_compile.py), run (the loop).
 """

@@ -2,7 +2,7 @@
 hidden size, batch size and GPU, what its kernels compile to there, and what a latency MODEL says they
 would take next to the cuDNN algorithm torch.nn would run.
 
-Kernels are compiled offline (no GPU) as they are launched: kernels/hardware.py records each launch of the
+Kernels are compiled offline (no GPU) as they are launched: bench/hardware.py records each launch of the
 cell's launcher and compiles it with the specialisation Triton's launcher gives its arguments (integers
 equal to 1, integers and pointers divisible by 16). Only distinct compilations are done, and Triton's
 on-disk cache makes a second report quick. Model figures come from bench/model.py: a model, not a
@@ -130,7 +130,7 @@ def plan_rows(
 
 
 def kernel_requests(plans: list[dict], kernels: Sequence[tuple] = KERNELS) -> list[dict]:
-    """kernels/hardware.py requests: every kernel of every plan row, for a unidirectional layer and for a
+    """bench/hardware.py requests: every kernel of every plan row, for a unidirectional layer and for a
     bidirectional one (both directions in one launch: wider programs)."""
     return [
         dict(cell=row["cell"], scan_pass=scan_pass, seq_len=row["seq_len"], batch=row["batch"],
@@ -258,7 +258,7 @@ def report_parser() -> argparse.ArgumentParser:
 
 
 def main_report(argv: list[str]) -> int:
-    from rnnfast.kernels import hardware
+    from bench import hardware
 
     args = report_parser().parse_args(argv)
     cells = [cell for cell in CELLS if args.cell is None or cell in args.cell]

@@ -38,9 +38,6 @@ GPUS = {
     "h100": Gpu("NVIDIA H100 SXM", 90, 132, 232448, 233472, 65536, 2048),
     "a100": Gpu("NVIDIA A100 SXM", 80, 108, 166912, 167936, 65536, 2048),
 }
-# Per-block hardware limits the compile test checks every plan against.
-SHARED_MEMORY_LIMIT = {gpu.arch: gpu.shared_per_block for gpu in GPUS.values()}
-MAX_REGISTERS_PER_THREAD = 255
 PLAN_TARGET_VARIABLE = "RNNFAST_PLAN_TARGET"
 NO_GRID_SYNC_VARIABLE = "RNNFAST_NO_GRID_SYNC"
 _planning_for: list[str] = []
@@ -48,7 +45,7 @@ _planning_for: list[str] = []
 
 @contextlib.contextmanager
 def planning_for(gpu: str):
-    """Inside this context plans are made for GPUS[gpu] whatever the device (kernels/hardware.py compiles
+    """Inside this context plans are made for GPUS[gpu] whatever the device (bench/hardware.py compiles
     the launches of a plan for a GPU this machine does not have)."""
     if gpu not in GPUS:
         raise ValueError(f"gpu must be one of {sorted(GPUS)}, got {gpu!r}")

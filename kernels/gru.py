@@ -16,7 +16,6 @@ import triton
 import triton.language as tl
 
 from .activations import sigmoid, tanh, to_storage
-from .configs import planning_for
 from .launch import run_scan, scan_constexprs
 from .recurrence import (
     backward_step_slots,
@@ -203,13 +202,6 @@ def _gru_bwd_kernel(
         tl.atomic_max(error_ptr, failed)
 
 
-# The kernel of each pass, with its fp32 pointer arguments (the others are in the layer's dtype).
-SCAN_KERNELS = {
-    "forward": (_gru_fwd_kernel, frozenset({"hn_all_ptr"})),
-    "backward": (_gru_bwd_kernel, frozenset({"hn_all_ptr", "dh_ptr", "dh_carry_ptr"})),
-}
-
-
 def gru_scan_fwd(
     gates: torch.Tensor,
     w_hh: torch.Tensor,
@@ -258,23 +250,3 @@ def gru_scan_bwd(
         dict(T=seq_len, B=batch, H=hidden),
         scan_constexprs(gates.dtype),
     )
-
-
-def example_launch(
-    cell: str, scan_pass: str, seq_len: int, batch: int, hidden: int, dtype: torch.dtype, gpu: str,
-    directions: int, training: bool,
-) -> None:  # fmt: skip
-    """kernels/hardware.py's interface: the launcher of `scan_pass` called as rnnfast.functional calls it for
-    one layer of this shape and number of directions, on fresh buffers of the meta device, planned for `gpu`."""
-    empty = lambda *shape, dtype=dtype: torch.empty(directions, *shape, dtype=dtype, device="meta")  # noqa: E731
-    fp32 = lambda *shape: empty(*shape, dtype=torch.float32)  # noqa: E731
-    gates, w_hh, b_hh = empty(seq_len, batch, 3 * hidden), empty(3 * hidden, hidden), empty(3 * hidden)
-    h_all, lengths = empty(seq_len + 1, batch, hidden), torch.empty(batch, dtype=torch.int64, device="meta")
-    hn_all = fp32(seq_len if training or scan_pass == "backward" else 0, batch, hidden)
-    with planning_for(gpu):
-        if scan_pass == "forward":
-            gru_scan_fwd(gates, w_hh, b_hh, h_all, hn_all, lengths, training)
-            return
-        dgates_h_all, dgates_x = empty(seq_len + 1, batch, 3 * hidden), empty(seq_len, batch, 3 * hidden)
-        dh, dh_carry = fp32(seq_len, batch, hidden), fp32(batch, hidden)
-        gru_scan_bwd(dgates_h_all, dgates_x, gates, w_hh, h_all, hn_all, dh, dh_carry, lengths)

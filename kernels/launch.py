@@ -91,7 +91,7 @@ def _co_resident(kernel, grid, args, kwargs, gpu: Gpu) -> bool:
 # spills a few values that live across the time loop (8-16 B per thread at 64-136 registers) where
 # another warp count compiles the same launch without spilling (measured on sm_80 and sm_90).
 WARPS_TRIED = (8, 4, 16)
-# Set by kernels/hardware.py while it records launches on meta tensors: compiles a launch offline for
+# Set by bench/hardware.py while it records launches on meta tensors: compiles a launch offline for
 # the planned GPU, as _cuda_resources does on a CUDA device.
 _offline_compilers: list = []
 
@@ -117,7 +117,7 @@ def without_spills(kernel, grid, args, kwargs: dict, device: torch.device, gpu: 
     """The launch's keyword arguments with the first num_warps (the plan's, then WARPS_TRIED) whose
     kernel, compiled as it will be launched, spills nothing and fits the block's shared memory; the
     plan's when none does, and under the interpreter (no compile). On a CUDA device Triton compiles each
-    candidate for the device; kernels/hardware.py makes the same choice offline (compiling_offline)."""
+    candidate for the device; bench/hardware.py makes the same choice offline (compiling_offline)."""
     if device.type == "cuda":
         resources = _cuda_resources
     elif device.type == "meta" and _offline_compilers:
@@ -189,7 +189,7 @@ def _launch_directions(cell: str, scan_pass: str, kernel, plan, grid: tuple, ten
     if use_barrier:
         kernel[grid](*args, **whole)
         # Inside a CUDA graph capture the flag cannot be read (the graph runs later); meta tensors
-        # (kernels/hardware.py's recorded launches) hold no values.
+        # (bench/hardware.py's recorded launches) hold no values.
         capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
         if device.type != "meta" and not capturing and error.item():
             _timed_out_devices.add(key)

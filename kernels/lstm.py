@@ -30,7 +30,6 @@ import triton
 import triton.language as tl
 
 from .activations import sigmoid, tanh, to_storage
-from .configs import planning_for
 from .launch import run_scan, scan_constexprs
 from .recurrence import (
     backward_step_slots,
@@ -212,13 +211,6 @@ def _lstm_bwd_kernel(
         tl.atomic_max(error_ptr, failed)
 
 
-# The kernel of each pass, with its fp32 pointer arguments (the others are in the layer's dtype).
-SCAN_KERNELS = {
-    "forward": (_lstm_fwd_kernel, frozenset({"c_all_ptr"})),
-    "backward": (_lstm_bwd_kernel, frozenset({"c_all_ptr", "dh_ptr", "dc_ptr", "dh_carry_ptr"})),
-}
-
-
 def lstm_scan_fwd(
     gates: torch.Tensor,
     w_hh: torch.Tensor,
@@ -267,26 +259,3 @@ def lstm_scan_bwd(
         dict(T=seq_len, B=batch, H=hidden),
         scan_constexprs(gates.dtype),
     )
-
-
-def example_launch(
-    cell: str, scan_pass: str, seq_len: int, batch: int, hidden: int, dtype: torch.dtype, gpu: str,
-    directions: int, training: bool,
-) -> None:  # fmt: skip
-    """kernels/hardware.py's interface: the launcher of `scan_pass` called as rnnfast.functional calls it for
-    one layer of this shape and number of directions, on fresh buffers of the meta device, planned for `gpu`."""
-    empty = lambda *shape, dtype=dtype: torch.empty(directions, *shape, dtype=dtype, device="meta")  # noqa: E731
-    fp32 = lambda *shape: empty(*shape, dtype=torch.float32)  # noqa: E731
-    gates, w_hh = empty(seq_len, batch, 4 * hidden), empty(4 * hidden, hidden)
-    lengths = torch.empty(batch, dtype=torch.int64, device="meta")
-    with planning_for(gpu):
-        if scan_pass == "forward":
-            c_all = fp32(seq_len + 1 if training else 2, batch, hidden)
-            lstm_scan_fwd(gates, w_hh, empty(seq_len + 1, batch, hidden), c_all, lengths, training)
-            return
-        dgates_all, c_all, dh = (
-            empty(seq_len + 1, batch, 4 * hidden),
-            fp32(seq_len + 1, batch, hidden),
-            fp32(seq_len, batch, hidden),
-        )
-        lstm_scan_bwd(dgates_all, gates, w_hh, c_all, dh, fp32(batch, hidden), fp32(batch, hidden), lengths)

@@ -13,7 +13,6 @@ import triton
 import triton.language as tl
 
 from .activations import tanh, to_storage
-from .configs import planning_for
 from .launch import run_scan, scan_constexprs
 from .recurrence import (
     backward_step_slots,
@@ -148,13 +147,6 @@ def _rnn_bwd_kernel(
         tl.atomic_max(error_ptr, failed)
 
 
-# The kernel of each pass, with its fp32 pointer arguments (the others are in the layer's dtype).
-SCAN_KERNELS = {
-    "forward": (_rnn_fwd_kernel, frozenset()),
-    "backward": (_rnn_bwd_kernel, frozenset({"dh_ptr", "dh_carry_ptr"})),
-}
-
-
 def rnn_scan_fwd(
     gates: torch.Tensor, w_hh: torch.Tensor, h_all: torch.Tensor, lengths: torch.Tensor, relu: bool
 ) -> None:
@@ -194,23 +186,3 @@ def rnn_scan_bwd(
         dict(T=seq_len, B=batch, H=hidden),
         dict(RELU=relu, **scan_constexprs(h_all.dtype)),
     )
-
-
-def example_launch(
-    cell: str, scan_pass: str, seq_len: int, batch: int, hidden: int, dtype: torch.dtype, gpu: str,
-    directions: int, training: bool,
-) -> None:  # fmt: skip
-    """kernels/hardware.py's interface: the launcher of `scan_pass` called as rnnfast.functional calls it for
-    one layer of this shape and number of directions (cell rnn_tanh or rnn_relu), on fresh buffers of the
-    meta device, planned for `gpu`; the forward is the same whether training or not."""
-    empty = lambda *shape, dtype=dtype: torch.empty(directions, *shape, dtype=dtype, device="meta")  # noqa: E731
-    fp32 = lambda *shape: empty(*shape, dtype=torch.float32)  # noqa: E731
-    w_hh, h_all = empty(hidden, hidden), empty(seq_len + 1, batch, hidden)
-    lengths = torch.empty(batch, dtype=torch.int64, device="meta")
-    relu = cell == "rnn_relu"
-    with planning_for(gpu):
-        if scan_pass == "forward":
-            rnn_scan_fwd(empty(seq_len, batch, hidden), w_hh, h_all, lengths, relu)
-            return
-        dgates_all, dh, dh_carry = empty(seq_len + 1, batch, hidden), fp32(seq_len, batch, hidden), fp32(batch, hidden)
-        rnn_scan_bwd(dgates_all, w_hh, h_all, dh, dh_carry, lengths, relu)

@@ -1,21 +1,21 @@
 """Every kernel the planner launches compiles for sm_80 and sm_90 within the hardware's limits, compiled as
 it is launched: Triton's launcher specialises arguments on their values (integers equal to 1, integers and
-pointers divisible by 16), and kernels/hardware.py compiles each recorded launch with that specialisation
+pointers divisible by 16), and bench/hardware.py compiles each recorded launch with that specialisation
 (no GPU needed: Triton compiles for a GPUTarget offline, cuobjdump reads the cubin)."""
-
-import importlib
 
 import pytest
 import torch
 from triton.runtime.interpreter import InterpretedFunction
 
 import rnnfast
-from rnnfast.kernels import configs, hardware, launch
+from bench import hardware
+from bench.cases import DTYPE_NAMES
+from rnnfast.kernels import configs, launch
 from tests.threaded import threaded_programs
 
 CELLS = ["lstm", "gru", "rnn_tanh"]
 DTYPES = ["fp32", "fp16", "bf16"]
-DTYPE_OF = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+DTYPE_OF = {name: dtype for dtype, name in DTYPE_NAMES.items()}
 GPUS = ["h100", "a100"]
 SEQ_LEN = 64
 # (batch, hidden): each specialisation class of B and H (= 1, a multiple of 16, neither), one and several
@@ -92,7 +92,7 @@ def test_issue_grid_keeps_w_hh_on_chip(gpu):
 
 def test_warps_chosen_by_compiling_without_spills():
     """launch.without_spills: the plan's warps when its kernel compiles without spills, else the first of
-    WARPS_TRIED that does and fits the block's shared memory, else the plan's; kernels/hardware.py passes
+    WARPS_TRIED that does and fits the block's shared memory, else the plan's; bench/hardware.py passes
     its offline compile, a CUDA device Triton's (a stand-in compile here)."""
     gpu, meta = configs.GPUS["h100"], torch.device("meta")
     compiled = []
@@ -166,7 +166,7 @@ def _recorded(record_only: bool):
     "cell,hidden,bidirectional", [("lstm", 20, False), ("lstm", 300, True), ("gru", 20, True), ("rnn_relu", 300, False)]
 )
 def test_example_launch_matches_functional(monkeypatch, cell, hidden, bidirectional):
-    """hardware.py compiles what each cell module's example_launch launches: the same kernels, grids and
+    """bench/hardware.py compiles what its EXAMPLE_LAUNCHES launch: the same kernels, grids and
     argument shapes, dtypes, strides and alignment as rnnfast's layers launch through rnnfast.functional
     (planned for an H100 both: one launch per pass with the grid barrier, run by the threaded interpreter)."""
     monkeypatch.setenv("RNNFAST_PLAN_TARGET", "h100")
@@ -182,7 +182,6 @@ def test_example_launch_matches_functional(monkeypatch, cell, hidden, bidirectio
 
     example, record = _recorded(record_only=True)
     monkeypatch.setattr(InterpretedFunction, "run", record)
-    kernels = importlib.import_module(f"rnnfast.kernels.{hardware.CELL_MODULES[cell]}")
     for scan_pass in ("forward", "backward"):
-        kernels.example_launch(cell, scan_pass, seq_len, batch, hidden, dtype, "h100", 1 + bidirectional, True)
+        hardware.EXAMPLE_LAUNCHES[cell](cell, scan_pass, seq_len, batch, hidden, dtype, "h100", 1 + bidirectional, True)
     assert example == real

@@ -14,31 +14,30 @@ The launcher itself compiles a launch before running it, to pick warps that do n
 offline compile for the planned GPU (launch.compiling_offline), so the launch recorded is the one that GPU
 would run.
 
-The interface a cell module of rnnfast.kernels implements (today lstm, gru and rnn; CELL_MODULES maps
-the cells lstm, gru, rnn_tanh and rnn_relu to them):
+EXAMPLE_LAUNCHES holds, per cell (torch's modes lstm, gru, rnn_tanh, rnn_relu), a function
 
-    def example_launch(cell, scan_pass, seq_len, batch, hidden, dtype, gpu, directions, training) -> None
+    example_launch(cell, scan_pass, seq_len, batch, hidden, dtype, gpu, directions, training) -> None
 
-  Calls the cell's launcher for `scan_pass` ("forward" or "backward") exactly as rnnfast.functional calls
-  it for one layer of that shape with `directions` directions (1, or 2 for a bidirectional layer; `dtype`
-  a torch dtype; `training` for the forward), on fresh buffers of the launcher's documented shapes and
-  dtypes on the meta device, planned for `gpu` (a key of configs.GPUS: "h100", "a100"). The compile runs
-  without the interpreter, where RNNFAST_PLAN_TARGET is ignored and meta tensors are no CUDA device, so a
-  plan that depends on the GPU must reach the launcher from `gpu` (an argument of the launcher or of its
-  planner call). The launcher must reach `kernel[grid](...)` without reading tensor values (a launch is
-  recorded, not run, and meta tensors have none): a host-side check of an error flag after a barrier
-  kernel must be skipped for meta tensors. Every kernel it launches is compiled, with the arguments of
-  each launch; launches that specialise alike (the steps of a step variant) are compiled once.
-  tests/test_compile.py checks that example_launch launches what rnnfast.functional launches.
+  that calls the cell's launcher in rnnfast.kernels for `scan_pass` ("forward" or "backward") exactly as
+  rnnfast.functional calls it for one layer of that shape with `directions` directions (1, or 2 for a
+  bidirectional layer; `dtype` a torch dtype; `training` for the forward), on fresh buffers of the
+  launcher's documented shapes and dtypes on the meta device, planned for `gpu` (a key of configs.GPUS:
+  "h100", "a100"). The compile runs without the interpreter, where RNNFAST_PLAN_TARGET is ignored and meta
+  tensors are no CUDA device, so the plan reaches the launcher through configs.planning_for(gpu). The
+  launcher reaches `kernel[grid](...)` without reading tensor values (a launch is recorded, not run, and
+  meta tensors have none): its host-side check of a barrier's error flag is skipped for meta tensors.
+  Every kernel it launches is compiled, with the arguments of each launch; launches that specialise alike
+  (the steps of a step variant) are compiled once. tests/test_compile.py checks that these launches are
+  exactly what rnnfast.functional launches.
 
 Under TRITON_INTERPRET=1 kernels are interpreter objects that cannot be compiled, so `kernel_report` then
-runs itself in a subprocess without the interpreter (`python -m rnnfast.kernels.hardware`).
+runs itself in a subprocess without the interpreter (`python -m bench.hardware`, from the repository root).
 """
 
 import contextlib
-import importlib
 import json
 import os
+import pathlib
 import re
 import subprocess
 import sys
@@ -51,12 +50,16 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 from triton.runtime.jit import JITFunction
 
-from .configs import GPUS, MAX_REGISTERS_PER_THREAD, SHARED_MEMORY_LIMIT
-from .launch import compiling_offline, interpreting
+from bench.cases import DTYPE_NAMES
+from rnnfast.kernels import gru, lstm, rnn
+from rnnfast.kernels.configs import GPUS, planning_for
+from rnnfast.kernels.launch import compiling_offline, interpreting
 
-CELL_MODULES = {"lstm": "lstm", "gru": "gru", "rnn_tanh": "rnn", "rnn_relu": "rnn"}
-_DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
-_DTYPES = {name: dtype for dtype, name in _DTYPE_NAMES.items()}
+# Per-block hardware limits every compiled kernel is checked against (CUDA programming guide).
+SHARED_MEMORY_LIMIT = {gpu.arch: gpu.shared_per_block for gpu in GPUS.values()}
+MAX_REGISTERS_PER_THREAD = 255
+_DTYPES = {name: dtype for dtype, name in DTYPE_NAMES.items()}
+_REPOSITORY = pathlib.Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)
@@ -187,7 +190,6 @@ def launched_kernels(
     """The kernels one layer's `scan_pass` (`directions` directions) launches for this shape on `gpu`,
     compiled as launched: one row per distinct compiled kernel with its launch count, programs per launch,
     specialisation and resources."""
-    module = importlib.import_module(f"{__package__}.{CELL_MODULES[cell]}")
     arch = GPUS[gpu].arch
 
     def resources(kernel, grid, args, kwargs) -> tuple[int, int]:
@@ -196,7 +198,7 @@ def launched_kernels(
 
     # The launcher compiles its candidate launches here as it would on the GPU (launch.without_spills).
     with recording() as launches, compiling_offline(resources):
-        module.example_launch(cell, scan_pass, seq_len, batch, hidden, dtype, gpu, directions, training)
+        EXAMPLE_LAUNCHES[cell](cell, scan_pass, seq_len, batch, hidden, dtype, gpu, directions, training)
     rows: dict[tuple, dict] = {}
     for launch in launches:
         spec, resources = compile_launch(launch, arch)
@@ -210,17 +212,85 @@ def launched_kernels(
     return list(rows.values())
 
 
+def _lstm_example_launch(
+    cell: str, scan_pass: str, seq_len: int, batch: int, hidden: int, dtype: torch.dtype, gpu: str,
+    directions: int, training: bool,
+) -> None:  # fmt: skip
+    """EXAMPLE_LAUNCHES' interface (see the module's docstring) for the LSTM."""
+    empty = lambda *shape, dtype=dtype: torch.empty(directions, *shape, dtype=dtype, device="meta")  # noqa: E731
+    fp32 = lambda *shape: empty(*shape, dtype=torch.float32)  # noqa: E731
+    gates, w_hh = empty(seq_len, batch, 4 * hidden), empty(4 * hidden, hidden)
+    lengths = torch.empty(batch, dtype=torch.int64, device="meta")
+    with planning_for(gpu):
+        if scan_pass == "forward":
+            c_all = fp32(seq_len + 1 if training else 2, batch, hidden)
+            lstm.lstm_scan_fwd(gates, w_hh, empty(seq_len + 1, batch, hidden), c_all, lengths, training)
+            return
+        dgates_all, c_all, dh = (
+            empty(seq_len + 1, batch, 4 * hidden),
+            fp32(seq_len + 1, batch, hidden),
+            fp32(seq_len, batch, hidden),
+        )
+        lstm.lstm_scan_bwd(dgates_all, gates, w_hh, c_all, dh, fp32(batch, hidden), fp32(batch, hidden), lengths)
+
+
+def _gru_example_launch(
+    cell: str, scan_pass: str, seq_len: int, batch: int, hidden: int, dtype: torch.dtype, gpu: str,
+    directions: int, training: bool,
+) -> None:  # fmt: skip
+    """EXAMPLE_LAUNCHES' interface (see the module's docstring) for the GRU."""
+    empty = lambda *shape, dtype=dtype: torch.empty(directions, *shape, dtype=dtype, device="meta")  # noqa: E731
+    fp32 = lambda *shape: empty(*shape, dtype=torch.float32)  # noqa: E731
+    gates, w_hh, b_hh = empty(seq_len, batch, 3 * hidden), empty(3 * hidden, hidden), empty(3 * hidden)
+    h_all, lengths = empty(seq_len + 1, batch, hidden), torch.empty(batch, dtype=torch.int64, device="meta")
+    hn_all = fp32(seq_len if training or scan_pass == "backward" else 0, batch, hidden)
+    with planning_for(gpu):
+        if scan_pass == "forward":
+            gru.gru_scan_fwd(gates, w_hh, b_hh, h_all, hn_all, lengths, training)
+            return
+        dgates_h_all, dgates_x = empty(seq_len + 1, batch, 3 * hidden), empty(seq_len, batch, 3 * hidden)
+        dh, dh_carry = fp32(seq_len, batch, hidden), fp32(batch, hidden)
+        gru.gru_scan_bwd(dgates_h_all, dgates_x, gates, w_hh, h_all, hn_all, dh, dh_carry, lengths)
+
+
+def _rnn_example_launch(
+    cell: str, scan_pass: str, seq_len: int, batch: int, hidden: int, dtype: torch.dtype, gpu: str,
+    directions: int, training: bool,
+) -> None:  # fmt: skip
+    """EXAMPLE_LAUNCHES' interface for the Elman RNN (rnn_tanh, rnn_relu): its forward is the same whether
+    training or not."""
+    empty = lambda *shape, dtype=dtype: torch.empty(directions, *shape, dtype=dtype, device="meta")  # noqa: E731
+    fp32 = lambda *shape: empty(*shape, dtype=torch.float32)  # noqa: E731
+    w_hh, h_all = empty(hidden, hidden), empty(seq_len + 1, batch, hidden)
+    lengths = torch.empty(batch, dtype=torch.int64, device="meta")
+    relu = cell == "rnn_relu"
+    with planning_for(gpu):
+        if scan_pass == "forward":
+            rnn.rnn_scan_fwd(empty(seq_len, batch, hidden), w_hh, h_all, lengths, relu)
+            return
+        dgates_all, dh, dh_carry = empty(seq_len + 1, batch, hidden), fp32(seq_len, batch, hidden), fp32(batch, hidden)
+        rnn.rnn_scan_bwd(dgates_all, w_hh, h_all, dh, dh_carry, lengths, relu)
+
+
+EXAMPLE_LAUNCHES = {
+    "lstm": _lstm_example_launch,
+    "gru": _gru_example_launch,
+    "rnn_tanh": _rnn_example_launch,
+    "rnn_relu": _rnn_example_launch,
+}
+
+
 def kernel_report(requests: list[dict]) -> list[dict]:
     """For each request (the arguments of `launched_kernels`, dtype named fp32/fp16/bf16), the request
     followed by each of its kernel rows. Runs in a subprocess without the interpreter when it is on."""
     if interpreting():
         env = {name: value for name, value in os.environ.items() if name != "TRITON_INTERPRET"}
         result = subprocess.run(
-            [sys.executable, "-m", "rnnfast.kernels.hardware"],
-            input=json.dumps(requests), capture_output=True, text=True, env=env,
+            [sys.executable, "-m", "bench.hardware"],
+            input=json.dumps(requests), capture_output=True, text=True, env=env, cwd=_REPOSITORY,
         )  # fmt: skip
         if result.returncode:
-            raise RuntimeError(f"python -m rnnfast.kernels.hardware failed:\n{result.stderr}")
+            raise RuntimeError(f"python -m bench.hardware failed:\n{result.stderr}")
         return json.loads(result.stdout)
     return [
         {**request, **row}
