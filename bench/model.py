@@ -115,16 +115,18 @@ def gemm_seconds(m: int, n: int, k: int, elem_bytes: int, gpu: GpuModel) -> floa
 
 def layer_ms(
     forward: PassWork, backward: PassWork, gates: int, seq_len: int, batch: int, hidden: int, elem_bytes: int,
-    gpu_name: str,
+    gpu_name: str, directions: int = 1, launch_groups: int = 1,
 ) -> tuple[float, float]:  # fmt: skip
-    """MODEL (forward, forward+backward) milliseconds of one layer, one direction: the input projection and
-    the forward scan; then the backward scan and the dx, dW_ih and dW_hh GEMMs. Input size = hidden."""
+    """MODEL (forward, forward+backward) milliseconds of one layer of `directions` directions: the input
+    projection (every direction's in one GEMM) and the forward scan; then the backward scan and the dx,
+    dW_ih and dW_hh GEMMs. Input size = hidden. Each pass's PassWork is one launch group's (both
+    directions, or one); `launch_groups` of them run one after the other."""
     gpu = GPUS[gpu_name]
-    rows, width = seq_len * batch, gates * hidden
+    rows, width = seq_len * batch, directions * gates * hidden
     projection = gemm_seconds(rows, width, hidden, elem_bytes, gpu)
-    forward_s = projection + pass_seconds(forward, seq_len, gpu)
+    forward_s = projection + launch_groups * pass_seconds(forward, seq_len, gpu)
     # dx, dW_ih and dW_hh: each as much work as the projection when input size = hidden size.
-    backward_s = pass_seconds(backward, seq_len, gpu) + 3 * projection
+    backward_s = launch_groups * pass_seconds(backward, seq_len, gpu) + 3 * projection
     return forward_s * 1e3, (forward_s + backward_s) * 1e3
 
 

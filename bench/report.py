@@ -16,6 +16,7 @@ Files written to --out:
 """
 
 import argparse
+import itertools
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -41,15 +42,19 @@ KERNELS = (
     ("backward", "backward", True),
 )
 PLAN_COLUMNS = [
-    "cell", "dtype", "hidden", "batch", "gpu", "seq_len", "variant", "programs", "launches_forward",
+    "cell", "dtype", "hidden", "batch", "gpu", "directions", "seq_len", "variant", "programs", "launches_forward",
     "launches_backward", "weight_bytes_per_step", "registers", "spill_bytes", "shared_bytes", "fits",
     "specialized", "model_forward_ms", "model_forward_backward_ms", "cudnn_algorithm", "cudnn_algorithm_backward",
 ]  # fmt: skip
 
 
-def plan_quantities(cell: str, hidden: int, batch: int, dtype: torch.dtype, seq_len: int, gpu: str) -> dict:
-    """The one adapter between the planner and this report: what the plan (kernels/configs.py plan_layer)
-    does for one layer-direction on `gpu`, as the plans.csv columns and the model's PassWork.
+def plan_quantities(
+    cell: str, hidden: int, batch: int, dtype: torch.dtype, seq_len: int, gpu: str, directions: int = 1
+) -> dict:
+    """The one adapter between the planner and this report: what the plan (kernels/configs.py plan_scan)
+    does for one layer of `directions` directions on `gpu`, as the plans.csv columns and the model's
+    PassWork. Both directions of a bidirectional layer share each launch where the plan allows; otherwise
+    they run as `launch_groups` = 2 launches (or step sequences) one after the other.
 
     Weight-stationary kernels: each program owns a tile of hidden units (and of batch rows) and runs one
     recurrent dot per step, [BLOCK_B, K] x [K, columns]: K = H forward with a column per (unit, gate, gates
@@ -59,10 +64,11 @@ def plan_quantities(cell: str, hidden: int, batch: int, dtype: torch.dtype, seq_
     (h_{t-1}, or the gate gradients) from L2. With the grid barrier one launch runs every step, with a
     barrier between steps; the fallback launches once per step and reloads the slice each time. fp32 dots
     run as TF32 on tensor cores (torch's default cudnn.allow_tf32), modelled at the fp16 rate."""
-    from rnnfast.kernels.configs import plan_layer, planning_for
+    from rnnfast.kernels.configs import plan_scan, planning_for
 
     with planning_for(gpu):
-        plan = plan_layer(cell, hidden, batch, dtype)
+        plan = plan_scan(cell, hidden, batch, dtype, None, directions)
+    groups = directions // plan.directions
     gates, elem = GATES[cell], torch.empty(0, dtype=dtype).element_size()
 
     def work(pass_plan, k: int, columns: int, launches: int) -> model.PassWork:
@@ -90,9 +96,10 @@ def plan_quantities(cell: str, hidden: int, batch: int, dtype: torch.dtype, seq_
     return dict(
         variant=plan.variant,
         programs=plan.programs,
-        launches_forward=plan.launches_forward(seq_len),
-        launches_backward=plan.launches_backward(seq_len),
+        launches_forward=groups * plan.launches_forward(seq_len),
+        launches_backward=groups * plan.launches_backward(seq_len),
         weight_bytes_per_step=plan.weight_bytes_per_step,
+        launch_groups=groups,
         forward=forward,
         backward=backward,
     )
@@ -100,52 +107,59 @@ def plan_quantities(cell: str, hidden: int, batch: int, dtype: torch.dtype, seq_
 
 def plan_rows(
     cells: Sequence[str], dtypes: Sequence[str], hidden_sizes: Sequence[int], batch_sizes: Sequence[int],
-    gpus: Sequence[str], seq_len: int,
+    gpus: Sequence[str], seq_len: int, directions: Sequence[int] = (1,),
 ) -> list[dict]:  # fmt: skip
     """plans.csv without the compiled columns: plan, model and cuDNN's algorithm per shape and GPU."""
     rows = []
-    for cell in cells:
-        for dtype in dtypes:
-            for hidden in hidden_sizes:
-                for batch in batch_sizes:
-                    for gpu in gpus:
-                        q = plan_quantities(cell, hidden, batch, DTYPES[dtype], seq_len, gpu)
-                        elem = DTYPES[dtype].itemsize
-                        forward_ms, total_ms = model.layer_ms(
-                            q["forward"], q["backward"], GATES[cell], seq_len, batch, hidden, elem, gpu
-                        )
-                        algorithm = {
-                            f"cudnn_algorithm{suffix}": model.cudnn_algorithm(
-                                cell, dtype, hidden, batch, input_size=hidden, forward=not suffix
-                            )
-                            for suffix in ("", "_backward")
-                        }
-                        rows.append(dict(
-                            cell=cell, dtype=dtype, hidden=hidden, batch=batch, gpu=gpu, seq_len=seq_len,
-                            **{k: v for k, v in q.items() if k not in ("forward", "backward")},
-                            model_forward_ms=round(forward_ms, 3), model_forward_backward_ms=round(total_ms, 3),
-                            **algorithm,
-                        ))  # fmt: skip
+    shapes = itertools.product(cells, dtypes, hidden_sizes, batch_sizes, gpus, directions)
+    for cell, dtype, hidden, batch, gpu, direction_count in shapes:
+        q = plan_quantities(cell, hidden, batch, DTYPES[dtype], seq_len, gpu, direction_count)
+        elem = DTYPES[dtype].itemsize
+        forward_ms, total_ms = model.layer_ms(
+            q["forward"], q["backward"], GATES[cell], seq_len, batch, hidden, elem, gpu,
+            directions=direction_count, launch_groups=q["launch_groups"],
+        )  # fmt: skip
+        algorithm = {
+            f"cudnn_algorithm{suffix}": model.cudnn_algorithm(
+                cell,
+                dtype,
+                hidden,
+                batch,
+                input_size=hidden,
+                forward=not suffix,
+                bidirectional=direction_count == 2,
+            )  # fmt: skip
+            for suffix in ("", "_backward")
+        }
+        rows.append(dict(
+            cell=cell, dtype=dtype, hidden=hidden, batch=batch, gpu=gpu, directions=direction_count,
+            seq_len=seq_len, **{k: v for k, v in q.items() if k not in ("forward", "backward", "launch_groups")},
+            model_forward_ms=round(forward_ms, 3), model_forward_backward_ms=round(total_ms, 3),
+            **algorithm,
+        ))  # fmt: skip
     return rows
 
 
 def kernel_requests(plans: list[dict], kernels: Sequence[tuple] = KERNELS) -> list[dict]:
-    """bench/hardware.py requests: every kernel of every plan row, for a unidirectional layer and for a
-    bidirectional one (both directions in one launch: wider programs)."""
+    """bench/hardware.py requests: every kernel of every plan row."""
     return [
         dict(cell=row["cell"], scan_pass=scan_pass, seq_len=row["seq_len"], batch=row["batch"],
-             hidden=row["hidden"], dtype=row["dtype"], gpu=row["gpu"], directions=directions, training=training)
-        for row in plans for _, scan_pass, training in kernels for directions in (1, 2)
+             hidden=row["hidden"], dtype=row["dtype"], gpu=row["gpu"], directions=row["directions"],
+             training=training)
+        for row in plans for _, scan_pass, training in kernels
     ]  # fmt: skip
+
+
+_SHAPE_KEYS = ("cell", "dtype", "hidden", "batch", "gpu", "directions")
 
 
 def add_compiled(plans: list[dict], compiled: list[dict]) -> None:
     """Adds to each plan row the worst of its compiled kernels and their specialisations."""
     by_shape: dict[tuple, list[dict]] = {}
     for row in compiled:
-        by_shape.setdefault((row["cell"], row["dtype"], row["hidden"], row["batch"], row["gpu"]), []).append(row)
+        by_shape.setdefault(tuple(row[k] for k in _SHAPE_KEYS), []).append(row)
     for row in plans:
-        used = by_shape[row["cell"], row["dtype"], row["hidden"], row["batch"], row["gpu"]]
+        used = by_shape[tuple(row[k] for k in _SHAPE_KEYS)]
         row["registers"] = max(r["registers"] for r in used)
         row["spill_bytes"] = max(r["spill_bytes"] for r in used)
         row["shared_bytes"] = max(r["shared_bytes"] for r in used)
@@ -154,8 +168,8 @@ def add_compiled(plans: list[dict], compiled: list[dict]) -> None:
 
 
 def kernel_rows(compiled: list[dict]) -> list[dict]:
-    """One row per distinct compiled kernel per GPU (one direction and both merged: the worst of the two),
-    with the hidden x batch shapes that launch it."""
+    """One row per distinct compiled kernel per GPU, with the hidden x batch (x directions, for a
+    bidirectional layer's) shapes that launch it."""
     label = {(scan_pass, training): name for name, scan_pass, training in KERNELS}
     rows: dict[tuple, dict] = {}
     for r in compiled:
@@ -166,7 +180,7 @@ def kernel_rows(compiled: list[dict]) -> list[dict]:
             function=r["kernel"], num_warps=r["num_warps"], specialized=r["specialized"], shapes=[],
             registers=0, spill_bytes=0, shared_bytes=0, fits=True,
         ))  # fmt: skip
-        shape = f"H{r['hidden']}xB{r['batch']}"
+        shape = f"H{r['hidden']}xB{r['batch']}" + ("x2" if r["directions"] == 2 else "")
         if shape not in row["shapes"]:
             row["shapes"].append(shape)
         for what in ("registers", "spill_bytes", "shared_bytes"):
@@ -182,11 +196,12 @@ def _arch(gpu: str) -> int:
 
 
 def _plans_table(plans: list[dict]):
-    columns = ["cell", "dtype", "H", "B", "gpu", "variant", "programs", "launches fwd/bwd", "W bytes/step/program"]
+    columns = ["cell", "dtype", "H", "B", "gpu", "dirs", "variant", "programs", "launches fwd/bwd"]
+    columns += ["W bytes/step/program"]
     columns += ["regs/spill/smem", "fits", "MODEL fwd ms", "MODEL fwd+bwd ms", "cuDNN fwd / bwd"]
     lines = [
         [
-            r["cell"], r["dtype"], r["hidden"], r["batch"], r["gpu"], r["variant"], r["programs"],
+            r["cell"], r["dtype"], r["hidden"], r["batch"], r["gpu"], r["directions"], r["variant"], r["programs"],
             f"{r['launches_forward']}/{r['launches_backward']}", r["weight_bytes_per_step"],
             f"{r['registers']}/{r['spill_bytes']} B/{r['shared_bytes'] / 1024:.0f} KB", "yes" if r["fits"] else "NO",
             f"{r['model_forward_ms']:.2f}", f"{r['model_forward_backward_ms']:.2f}",
@@ -252,6 +267,10 @@ def report_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--seq-len", type=int, default=SEQ_LEN, help="T (default %(default)s)")
     parser.add_argument(
+        "--directions", type=int, nargs="+", choices=(1, 2), default=[1, 2],
+        help="1: a unidirectional layer, 2: a bidirectional one (default: both)",
+    )  # fmt: skip
+    parser.add_argument(
         "--out", type=Path, default=RESULTS, help="folder for plans.csv, report-kernels.csv, report.csv, report.md"
     )
     return parser
@@ -266,7 +285,7 @@ def main_report(argv: list[str]) -> int:
     gpus = [gpu for gpu in GPUS if args.gpu is None or gpu in args.gpu]
     kernels = [entry for entry in KERNELS if args.kernel is None or entry[0] in args.kernel]
 
-    plans = plan_rows(cells, dtypes, args.hidden, args.batch, gpus, args.seq_len)
+    plans = plan_rows(cells, dtypes, args.hidden, args.batch, gpus, args.seq_len, args.directions)
     compiled = hardware.kernel_report(kernel_requests(plans, kernels))
     add_compiled(plans, compiled)
     kernel_lines = kernel_rows(compiled)
@@ -275,8 +294,9 @@ def main_report(argv: list[str]) -> int:
     metadata = run_metadata(torch.device("cpu"), ["report", *argv])
     intro = (
         f"{metadata['command']} — triton {metadata['triton']}, torch {metadata['torch']}, commit "
-        f"{metadata['git_commit'][:12]}, {metadata['date']}. One layer, one direction, T={args.seq_len}, input "
-        "size = hidden size. Kernels compiled offline as launched: with the specialisation Triton's launcher "
+        f"{metadata['git_commit'][:12]}, {metadata['date']}. One layer (dirs: 1, or 2 for bidirectional), "
+        f"T={args.seq_len}, input size = hidden size. Kernels compiled offline as launched: with the "
+        "specialisation Triton's launcher "
         'gives these shapes\' arguments ("specialized": integers equal to 1 become constants, integers and '
         "pointers divisible by 16 are marked so). regs/spill/smem: the worst of the plan's kernels (registers "
         "per thread, spilled bytes per thread, shared memory per block). MODEL ms: bench/model.py, a latency "

@@ -126,23 +126,20 @@ def test_report_writes_plans_csv(tmp_path):
     env = {name: value for name, value in os.environ.items() if name != "TRITON_INTERPRET"}
     command = [sys.executable, "-m", "bench", "report", "--cell", "lstm", "--cell", "rnn_relu", "--dtype", "fp16"]
     command += ["--hidden", "16", "--batch", "1", "8", "--gpu", "a100", "--kernel", "backward", "--seq-len", "8"]
-    command += ["--out", str(tmp_path)]
+    command += ["--directions", "1", "2", "--out", str(tmp_path)]
     done = subprocess.run(command, check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     with open(tmp_path / "plans.csv") as f:
         reader = csv.DictReader(f)
         rows = list(reader)
     required = (
-        "cell, dtype, hidden, batch, gpu, variant, programs, launches_forward, launches_backward, "
+        "cell, dtype, hidden, batch, gpu, directions, variant, programs, launches_forward, launches_backward, "
         "weight_bytes_per_step, registers, spill_bytes, shared_bytes, fits, specialized, model_forward_ms, "
         "model_forward_backward_ms, cudnn_algorithm"
     ).split(", ")
     assert set(required) <= set(reader.fieldnames)
-    assert [(r["cell"], r["batch"]) for r in rows] == [
-        ("lstm", "1"),
-        ("lstm", "8"),
-        ("rnn_relu", "1"),
-        ("rnn_relu", "8"),
+    assert [(r["cell"], r["batch"], r["directions"]) for r in rows] == [
+        (cell, batch, directions) for cell in ("lstm", "rnn_relu") for batch in "18" for directions in "12"
     ]
     for row in rows:
         assert (row["dtype"], row["hidden"], row["gpu"], row["variant"]) == ("fp16", "16", "a100", "grid_sync")
@@ -151,7 +148,13 @@ def test_report_writes_plans_csv(tmp_path):
         assert 0 < float(row["model_forward_ms"]) < float(row["model_forward_backward_ms"])
         assert row["cudnn_algorithm"] == "PERSIST_STATIC_SMALL_H"
     # Batch 1 is a constant of the launched kernel, batch 8 is neither 1 nor a multiple of 16.
-    assert [row["specialized"] for row in rows[:2]] == ["B=1, H%16, pointers%16 10/10", "H%16, pointers%16 10/10"]
+    lstm = [row["specialized"] for row in rows[:4:2]]
+    assert lstm == ["B=1, H%16, pointers%16 10/10", "H%16, pointers%16 10/10"]
+    # A bidirectional layer runs both directions in each launch: twice the programs.
+    assert [int(rows[1]["programs"]), int(rows[3]["programs"])] == [
+        2 * int(rows[0]["programs"]),
+        2 * int(rows[2]["programs"]),
+    ]
     with open(tmp_path / "report-kernels.csv") as f:
         kernels = list(csv.DictReader(f))
     assert {(k["cell"], k["arch"], k["kernel"]) for k in kernels} == {
