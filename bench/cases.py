@@ -8,6 +8,7 @@ import torch
 CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu")  # torch's mode names
 MODES = ("inference", "forward", "forward+backward")
 DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+DTYPES = {name: dtype for dtype, name in DTYPE_NAMES.items()}
 
 
 @dataclass(frozen=True)

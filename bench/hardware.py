@@ -50,7 +50,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 from triton.runtime.jit import JITFunction
 
-from bench.cases import DTYPE_NAMES
+from bench.cases import DTYPES
 from rnnfast.kernels import gru, lstm, rnn
 from rnnfast.kernels.configs import GPUS, planning_for
 from rnnfast.kernels.launch import compiling_offline, interpreting
@@ -58,7 +58,6 @@ from rnnfast.kernels.launch import compiling_offline, interpreting
 # Per-block hardware limits every compiled kernel is checked against (CUDA programming guide).
 SHARED_MEMORY_LIMIT = {gpu.arch: gpu.shared_per_block for gpu in GPUS.values()}
 MAX_REGISTERS_PER_THREAD = 255
-_DTYPES = {name: dtype for dtype, name in DTYPE_NAMES.items()}
 _REPOSITORY = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -295,7 +294,7 @@ def kernel_report(requests: list[dict]) -> list[dict]:
     return [
         {**request, **row}
         for request in requests
-        for row in launched_kernels(**{**request, "dtype": _DTYPES[request["dtype"]]})
+        for row in launched_kernels(**{**request, "dtype": DTYPES[request["dtype"]]})
     ]
 
 

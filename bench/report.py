@@ -24,7 +24,7 @@ import torch
 import triton
 
 from . import model
-from .cases import DTYPE_NAMES
+from .cases import DTYPES
 from .results import format_markdown, format_text, run_metadata, write_csv
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -33,7 +33,6 @@ HIDDEN_SIZES = (1, 17, 64, 100, 128, 256, 257, 512, 768, 1024)
 BATCH_SIZES = (1, 16, 64)
 GPUS = ("h100", "a100")
 SEQ_LEN = 1024
-DTYPES = {name: dtype for dtype, name in DTYPE_NAMES.items()}
 GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
 # The kernels one layer launches, as (label, pass, training); each for one direction and for both.
 KERNELS = (

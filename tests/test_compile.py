@@ -9,13 +9,12 @@ from triton.runtime.interpreter import InterpretedFunction
 
 import rnnfast
 from bench import hardware
-from bench.cases import DTYPE_NAMES
+from bench.cases import DTYPES as DTYPE_OF
 from rnnfast.kernels import configs, launch
 from tests.threaded import threaded_programs
 
 CELLS = ["lstm", "gru", "rnn_tanh"]
 DTYPES = ["fp32", "fp16", "bf16"]
-DTYPE_OF = {name: dtype for dtype, name in DTYPE_NAMES.items()}
 GPUS = ["h100", "a100"]
 SEQ_LEN = 64
 # (batch, hidden): each specialisation class of B and H (= 1, a multiple of 16, neither), one and several

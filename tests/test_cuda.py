@@ -13,6 +13,7 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from rnnfast.kernels import configs, launch
+from tests import oracle
 from tests.oracle import LAYERS, Case, assert_matches, compare_with_torch, make_inputs
 
 DEVICE = torch.device(os.environ.get("RNNFAST_TEST_DEVICE", "cuda"))
@@ -44,14 +45,12 @@ def plan_cell(layer: str) -> str:
     return layer.removesuffix("-proj")
 
 
-def make_pair(cell: str, hidden: int, dtype: torch.dtype, **options):
-    module_class, reference_class, extra = LAYERS[cell]
-    reference = reference_class(16, hidden, num_layers=2, bidirectional=True, **extra, **options)
-    module = module_class(16, hidden, num_layers=2, bidirectional=True, backend="triton", **extra, **options)
-    module = module.to(device=DEVICE, dtype=dtype)
-    module.load_state_dict(reference.state_dict())
-    reference.load_state_dict(module.state_dict())  # the same rounded weights, compared in fp32
-    return module, reference.to(device=DEVICE, dtype=torch.float32)
+def make_pair(cell: str, hidden: int, dtype: torch.dtype, batch_first: bool = False):
+    """oracle.make_pair's two-layer bidirectional pair (input size 16) on the device."""
+    module_class, reference_class, options = LAYERS[cell]
+    case = Case(1, 1, 16, hidden, num_layers=2, bidirectional=True, batch_first=batch_first)
+    module, reference = oracle.make_pair(module_class, reference_class, case, dtype, backend="triton", **options)
+    return module.to(DEVICE), reference.to(DEVICE)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
