@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-CELLS = ("lstm", "gru", "rnn")
+CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu")  # torch's mode names
 MODES = ("inference", "forward", "forward+backward")
 DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 

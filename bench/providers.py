@@ -1,9 +1,5 @@
 """Who is measured: torch.nn (cuDNN on CUDA, native kernels on CPU), rnnfast with its default backend
-("auto": what a user gets), and each of rnnfast's backends on its own.
-
-rnnfast's cells are picked up from what the package exposes, so a cell it does not have yet is listed
-as skipped rather than failing the run.
-"""
+("auto": what a user gets), and each of rnnfast's backends on its own."""
 
 from dataclasses import dataclass
 
@@ -15,8 +11,13 @@ import rnnfast
 
 from .cases import Case, make_lengths
 
-TORCH_CLASSES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
-RNNFAST_NAMES = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}
+# A case's cell (torch's mode name) -> the class name in torch.nn and rnnfast, and its constructor options.
+LAYERS = {
+    "lstm": ("LSTM", {}),
+    "gru": ("GRU", {}),
+    "rnn_tanh": ("RNN", {"nonlinearity": "tanh"}),
+    "rnn_relu": ("RNN", {"nonlinearity": "relu"}),
+}
 BASELINE = "torch.nn"
 
 
@@ -54,8 +55,6 @@ def skip_reason(provider: Provider, case: Case, device: torch.device) -> str | N
         return "fixed-length case"
     if provider.needs_cuda and device.type != "cuda":
         return "needs CUDA"
-    if provider.backend is not None and getattr(rnnfast, RNNFAST_NAMES[case.cell], None) is None:
-        return f"rnnfast.{RNNFAST_NAMES[case.cell]} not available yet"
     return None
 
 
@@ -63,13 +62,13 @@ def build_module(provider: Provider, case: Case, device: torch.device) -> nn.Mod
     """The layer of `case` for `provider`, with torch.nn's initialisation (seeded: every provider of a
     case gets the same weights)."""
     torch.manual_seed(0)
-    kwargs = {"num_layers": case.num_layers, "bidirectional": case.bidirectional, "batch_first": True}
-    reference = TORCH_CLASSES[case.cell](case.input_size, case.hidden_size, **kwargs)
+    name, options = LAYERS[case.cell]
+    kwargs = {"num_layers": case.num_layers, "bidirectional": case.bidirectional, "batch_first": True, **options}
+    reference = getattr(nn, name)(case.input_size, case.hidden_size, **kwargs)
     if provider.backend is None:
         module = reference
     else:
-        rnnfast_class = getattr(rnnfast, RNNFAST_NAMES[case.cell])
-        module = rnnfast_class(case.input_size, case.hidden_size, backend=provider.backend, **kwargs)
+        module = getattr(rnnfast, name)(case.input_size, case.hidden_size, backend=provider.backend, **kwargs)
         module.load_state_dict(reference.state_dict())
     module = module.to(device=device, dtype=case.dtype)
     return FedLayer(module, provider.feed, make_lengths(case)) if case.varlen else module

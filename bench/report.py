@@ -34,7 +34,7 @@ GPUS = ("h100", "a100")
 SEQ_LEN = 1024
 DTYPES = {name: dtype for dtype, name in DTYPE_NAMES.items()}
 GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
-# The kernels one layer-direction launches, as (label, pass, training); each in both directions.
+# The kernels one layer launches, as (label, pass, training); each for one direction and for both.
 KERNELS = (
     ("forward-training", "forward", True),
     ("forward-inference", "forward", False),
@@ -130,11 +130,12 @@ def plan_rows(
 
 
 def kernel_requests(plans: list[dict], kernels: Sequence[tuple] = KERNELS) -> list[dict]:
-    """kernels/hardware.py requests: every kernel of every plan row, in both directions."""
+    """kernels/hardware.py requests: every kernel of every plan row, for a unidirectional layer and for a
+    bidirectional one (both directions in one launch: wider programs)."""
     return [
         dict(cell=row["cell"], scan_pass=scan_pass, seq_len=row["seq_len"], batch=row["batch"],
-             hidden=row["hidden"], dtype=row["dtype"], gpu=row["gpu"], reverse=reverse, training=training)
-        for row in plans for _, scan_pass, training in kernels for reverse in (False, True)
+             hidden=row["hidden"], dtype=row["dtype"], gpu=row["gpu"], directions=directions, training=training)
+        for row in plans for _, scan_pass, training in kernels for directions in (1, 2)
     ]  # fmt: skip
 
 
@@ -153,8 +154,8 @@ def add_compiled(plans: list[dict], compiled: list[dict]) -> None:
 
 
 def kernel_rows(compiled: list[dict]) -> list[dict]:
-    """One row per distinct compiled kernel per GPU (both directions merged: the worst of the two), with
-    the hidden x batch shapes that launch it."""
+    """One row per distinct compiled kernel per GPU (one direction and both merged: the worst of the two),
+    with the hidden x batch shapes that launch it."""
     label = {(scan_pass, training): name for name, scan_pass, training in KERNELS}
     rows: dict[tuple, dict] = {}
     for r in compiled:

@@ -81,13 +81,13 @@ def measure_case(
             if any(mode != "inference" for mode in modes):
                 saved = saved_tensor_bytes(mode_callable(module, x, "forward"), exclude=[x, *module.parameters()])
             prepared[provider.name] = (provider, module, x, saved)
-        except (RuntimeError, NotImplementedError, ValueError) as error:
+        except (RuntimeError, ValueError) as error:
             rows += _error_rows(case, provider, modes, error)
     for mode in modes:
         fns = {name: mode_callable(module, x, mode) for name, (_, module, x, _) in prepared.items()}
         try:
             timings = time_cuda_each(fns) if device.type == "cuda" else time_cpu(fns, min_run_time)
-        except (RuntimeError, NotImplementedError, ValueError) as error:
+        except (RuntimeError, ValueError) as error:
             for provider, _, _, _ in prepared.values():
                 rows += _error_rows(case, provider, [mode], error)
             continue

@@ -1,7 +1,7 @@
 """Triton kernels of rnnfast (installed as rnnfast.kernels). Imports triton; knows nothing of nn.Module."""
 
-from .elman import elman_scan_bwd, elman_scan_fwd
 from .gru import gru_scan_bwd, gru_scan_fwd
 from .lstm import lstm_scan_bwd, lstm_scan_fwd
+from .rnn import rnn_scan_bwd, rnn_scan_fwd
 
-__all__ = ["lstm_scan_fwd", "lstm_scan_bwd", "gru_scan_fwd", "gru_scan_bwd", "elman_scan_fwd", "elman_scan_bwd"]
+__all__ = ["lstm_scan_fwd", "lstm_scan_bwd", "gru_scan_fwd", "gru_scan_bwd", "rnn_scan_fwd", "rnn_scan_bwd"]

@@ -102,7 +102,7 @@ def grid_sync_allowed() -> bool:
     return bool(_planning_for) or not _interpreting() or plan_target() is not None
 
 
-GATES = {"lstm": 4, "gru": 3, "elman": 1, "rnn_tanh": 1, "rnn_relu": 1}
+GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
 # tl.dot needs every side >= 16 on a GPU.
 MIN_DOT = 16
 # Largest batch tile; more rows make more batch tiles (each with its own copy of the weight slice).
@@ -169,11 +169,12 @@ class PassPlan:
     num_warps: int
     batch_tiles: int
     hidden_tiles: int
+    directions: int  # directions one launch runs (grid axis 2): 1, or 2 for both of a bidirectional layer
     weight_bytes: int  # bytes of W_hh in one program's slice
 
     @property
     def programs(self) -> int:
-        return self.batch_tiles * self.hidden_tiles
+        return self.batch_tiles * self.hidden_tiles * self.directions
 
     @property
     def stationary(self) -> bool:
@@ -182,7 +183,8 @@ class PassPlan:
 
 @dataclass(frozen=True)
 class LayerPlan:
-    """How one layer-direction's scan runs, forward and backward."""
+    """How one layer's scan runs, forward and backward: one direction, or both directions of a
+    bidirectional layer in each launch (`directions`)."""
 
     cell: str
     hidden_size: int
@@ -192,6 +194,7 @@ class LayerPlan:
     forward: PassPlan
     backward: PassPlan
     grid_sync: bool  # one launch per pass with a grid barrier between steps; else one launch per step
+    directions: int  # directions each launch runs
 
     @property
     def variant(self) -> str:
@@ -221,7 +224,15 @@ class LayerPlan:
 
 
 def _tiling(
-    gates: int, hidden: int, batch: int, block_b: int, elem: int, gpu: Gpu, backward: bool, operand_budget: int
+    gates: int,
+    hidden: int,
+    batch: int,
+    block_b: int,
+    elem: int,
+    gpu: Gpu,
+    backward: bool,
+    directions: int,
+    operand_budget: int,
 ) -> PassPlan:
     batch_tiles = triton.cdiv(max(batch, 1), block_b)
     # Forward: a program's dot has a column per (unit, gate), gates padded to a power of two, and K = H.
@@ -230,7 +241,7 @@ def _tiling(
     k = gates * hidden if backward else hidden
     block_n = max(1, MIN_DOT // columns_per_unit)
     widest = max(block_n, triton.next_power_of_2(hidden))
-    while batch_tiles * triton.cdiv(hidden, block_n) > gpu.sm_count and block_n < widest:
+    while directions * batch_tiles * triton.cdiv(hidden, block_n) > gpu.sm_count and block_n < widest:
         block_n *= 2
     # The widest operand pieces whose staging still fits in shared memory beside the slice.
     max_piece = max(MIN_DOT, 1 << ((MAX_OPERAND_PIECE_BYTES // (block_b * elem)).bit_length() - 1))
@@ -261,11 +272,12 @@ def _tiling(
         num_warps=4 if not backward and max(weight_bytes, operand_bytes) <= SMALL_PROGRAM_BYTES else 8,
         batch_tiles=batch_tiles,
         hidden_tiles=triton.cdiv(hidden, block_n),
+        directions=directions,
         weight_bytes=weight_bytes,
     )
 
 
-def _pass_plan(gates: int, hidden: int, batch: int, elem: int, gpu: Gpu, backward: bool) -> PassPlan:
+def _pass_plan(gates: int, hidden: int, batch: int, elem: int, gpu: Gpu, backward: bool, directions: int) -> PassPlan:
     """The widest batch tile (up to MAX_BLOCK_B) whose programs keep their weight slice on chip in one
     wave of the GPU, with an operand of at most PREFERRED_OPERAND_BYTES if any, else OPERAND_BUDGET_BYTES;
     failing that, the widest batch tile with the slice streamed."""
@@ -273,18 +285,24 @@ def _pass_plan(gates: int, hidden: int, batch: int, elem: int, gpu: Gpu, backwar
     for budget in (min(PREFERRED_OPERAND_BYTES, OPERAND_BUDGET_BYTES), OPERAND_BUDGET_BYTES):
         block_b = widest
         while block_b >= MIN_DOT:
-            plan = _tiling(gates, hidden, batch, block_b, elem, gpu, backward, budget)
+            plan = _tiling(gates, hidden, batch, block_b, elem, gpu, backward, directions, budget)
             if plan.stationary and plan.programs <= gpu.sm_count:
                 return plan
             block_b //= 2
-    return _tiling(gates, hidden, batch, widest, elem, gpu, backward, OPERAND_BUDGET_BYTES)
+    return _tiling(gates, hidden, batch, widest, elem, gpu, backward, directions, OPERAND_BUDGET_BYTES)
 
 
 def plan_layer(
-    cell: str, hidden_size: int, batch_size: int, dtype: torch.dtype, device: torch.device | None = None
+    cell: str,
+    hidden_size: int,
+    batch_size: int,
+    dtype: torch.dtype,
+    device: torch.device | None = None,
+    directions: int = 1,
 ) -> LayerPlan:
-    """The plan of one layer-direction of `cell` (lstm, gru, rnn_tanh, rnn_relu; elman for either RNN)
-    with this hidden size, batch and dtype, on `device` (see target_gpu).
+    """The plan of one layer of `cell` (lstm, gru, rnn_tanh, rnn_relu) with this
+    hidden size, batch and dtype, on `device` (see target_gpu), running `directions` directions (1 or 2)
+    in each launch.
 
     BLOCK_N is the smallest power of two (a dot at least 16 wide) whose programs fit in one wave of the
     GPU's SMs; the weight slice is stationary where it fits in a block's shared memory with the dot's
@@ -293,7 +311,25 @@ def plan_layer(
     gpu = target_gpu(device)
     gates = GATES[cell]
     elem = torch.empty(0, dtype=dtype).element_size()
-    forward = _pass_plan(gates, hidden_size, batch_size, elem, gpu, backward=False)
-    backward = _pass_plan(gates, hidden_size, batch_size, elem, gpu, backward=True)
+    forward = _pass_plan(gates, hidden_size, batch_size, elem, gpu, False, directions)
+    backward = _pass_plan(gates, hidden_size, batch_size, elem, gpu, True, directions)
     co_resident = max(forward.programs, backward.programs) <= gpu.sm_count
-    return LayerPlan(cell, hidden_size, batch_size, dtype, gpu, forward, backward, grid_sync_allowed() and co_resident)
+    grid_sync = grid_sync_allowed() and co_resident
+    return LayerPlan(cell, hidden_size, batch_size, dtype, gpu, forward, backward, grid_sync, directions)
+
+
+def plan_scan(
+    cell: str, hidden_size: int, batch_size: int, dtype: torch.dtype, device: torch.device | None, directions: int
+) -> LayerPlan:
+    """The plan a layer with `directions` directions (1 or 2) runs by. Both directions of a bidirectional
+    layer share each launch (twice the programs, each step of both directions in the same launch or
+    barrier interval) where that plan keeps the weight slices stationary in both passes and has the grid
+    barrier if one direction alone would; otherwise each direction gets its own launches, one after the
+    other (a joint plan with streamed weights would need programs twice as wide, past a block's shared
+    memory at large H)."""
+    joint = plan_layer(cell, hidden_size, batch_size, dtype, device, directions)
+    if directions == 1:
+        return joint
+    alone = plan_layer(cell, hidden_size, batch_size, dtype, device, 1)
+    stationary = joint.forward.stationary and joint.backward.stationary
+    return joint if stationary and joint.grid_sync >= alone.grid_sync else alone

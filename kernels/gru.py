@@ -4,7 +4,7 @@ n = tanh(W_in x + b_in + r * (W_hn h + b_hn)) keeps the recurrent part of n, wit
 the reset product, so the recurrent pre-activations (h W_hh^T + b_hh) are accumulated apart from the
 input projection x W_ih^T + b_ih (done by the caller). Slots as in kernels/lstm.py: h_all [T + 1, B, H]
 (forward reads slot t, writes t + 1; reverse reads t + 1, writes t) and dgates_h_all [T + 1, B, 3H]
-(step t in slot t + REVERSE, the slot after the last processed step zero).
+(step t in slot t + reverse, the slot after the last processed step zero).
 
 Weight-stationary as the LSTM's kernels: program (n, b) owns units n * BLOCK_N ... of the three gates
 and a batch tile. Forward slice W_hh^T[:, columns], column j = 4 * unit + gate (a fourth, empty gate pads
@@ -23,30 +23,31 @@ from .recurrence import (
     barrier_after_step,
     forward_step_slots,
     load_state_tile,
-    load_weight_slice,
+    program_direction,
+    program_tile,
+    recurrent_dot,
     row_offsets,
-    stationary_dot,
-    streamed_dot,
+    weight_slice,
 )
 
 
-@triton.jit(do_not_specialize=["t_start", "n_steps", "T", "timeout_ns"])
+@triton.jit(do_not_specialize=["t_start", "n_steps", "direction_start", "T", "timeout_ns"])
 def _gru_fwd_kernel(
-    gates_ptr,  # [T, B, 3H] in: x W_ih^T + b_ih; out (TRAINING): activated gates r z n
-    w_hh_ptr,  # [3H, H] recurrent weight, torch.nn layout
-    b_hh_ptr,  # [3H] recurrent bias
-    h_all_ptr,  # [T + 1, B, H] hidden-state slots, h0 already in the first read slot
-    hn_all_ptr,  # [T, B, H] fp32 out (TRAINING): W_hn h_{t-1} + b_hn, the reset-gated term
+    gates_ptr,  # [D, T, B, 3H] in: x W_ih^T + b_ih; out (TRAINING): activated gates r z n
+    w_hh_ptr,  # [D, 3H, H] recurrent weight, torch.nn layout
+    b_hh_ptr,  # [D, 3H] recurrent bias
+    h_all_ptr,  # [D, T + 1, B, H] hidden-state slots, h0 already in the first read slot
+    hn_all_ptr,  # [D, T, B, H] fp32 out (TRAINING): W_hn h_{t-1} + b_hn, the reset-gated term
     lengths_ptr,  # [B] int64 sequence lengths (T for every row of an unpadded batch)
     barrier_ptr,  # [2] int32 grid-barrier counters, zero at launch (USE_BARRIER)
     error_ptr,  # [1] int32 set to 1 when a barrier timed out
     t_start,  # first step of this launch
     n_steps,  # steps in this launch (1 without the barrier)
+    direction_start,  # direction of grid axis 2's first program (recurrence.program_direction)
     T,
     B,
     H,
     timeout_ns,
-    REVERSE: tl.constexpr,
     TRAINING: tl.constexpr,
     BLOCK_B: tl.constexpr,
     BLOCK_N: tl.constexpr,
@@ -56,28 +57,29 @@ def _gru_fwd_kernel(
     DOT_PRECISION: tl.constexpr,
     BF16_INTERPRETER: tl.constexpr,
 ):
-    offs_b = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
-    offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    mask_b = offs_b < B
-    mask_n = offs_n < H
-    mask = mask_b[:, None] & mask_n[None, :]
+    reverse = program_direction(direction_start)
+    gates_ptr += reverse * T * B * 3 * H
+    w_hh_ptr += reverse * 3 * H * H
+    b_hh_ptr += reverse * 3 * H
+    h_all_ptr += reverse * (T + 1) * B * H
+    hn_all_ptr += reverse * T * B * H
+    offs_b, offs_n, mask_b, mask_n, mask = program_tile(B, H, BLOCK_B, BLOCK_N)
     offs_j = tl.arange(0, 4 * BLOCK_N)
     unit_j = tl.program_id(0) * BLOCK_N + offs_j // 4
     w_cols = ((offs_j % 4) * H + unit_j) * H  # W_hh^T column j is row (gate, unit) of W_hh
     mask_j = (unit_j < H) & (offs_j % 4 < 3)
-    if BLOCK_K == 0:
-        w = load_weight_slice(w_hh_ptr, w_cols, mask_j, H, 1, K_PIECES, BF16_INTERPRETER)
+    w = weight_slice(w_hh_ptr, w_cols, mask_j, H, 1, K_PIECES, BLOCK_K, BF16_INTERPRETER)
     b_r = tl.load(b_hh_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)[None, :]
     b_z = tl.load(b_hh_ptr + H + offs_n, mask=mask_n, other=0.0).to(tl.float32)[None, :]
     b_n = tl.load(b_hh_ptr + 2 * H + offs_n, mask=mask_n, other=0.0).to(tl.float32)[None, :]
 
-    _, first_read, _ = forward_step_slots(t_start, T, REVERSE)
+    _, first_read, _ = forward_step_slots(t_start, T, reverse)
     h_own = load_state_tile(h_all_ptr, first_read, B, offs_b, offs_n, H, mask)
     lengths = tl.load(lengths_ptr + offs_b, mask=mask_b, other=0)
     timeout = timeout_ns
     failed = 0
     for s in range(n_steps):
-        t, read_slot, write_slot = forward_step_slots(t_start + s, T, REVERSE)
+        t, read_slot, write_slot = forward_step_slots(t_start + s, T, reverse)
         gate_offs = row_offsets(t, B, offs_b, offs_n, 3 * H)
         x_r = tl.load(gates_ptr + gate_offs, mask=mask, other=0.0).to(tl.float32)
         x_z = tl.load(gates_ptr + gate_offs + H, mask=mask, other=0.0).to(tl.float32)
@@ -85,13 +87,10 @@ def _gru_fwd_kernel(
 
         h_rows = (read_slot.to(tl.int64) * B + offs_b) * H
         acc = tl.zeros((BLOCK_B, 4 * BLOCK_N), tl.float32)
-        if BLOCK_K == 0:
-            acc = stationary_dot(acc, h_all_ptr, h_rows, mask_b, H, w, K_PIECES, DOT_PRECISION)
-        else:
-            acc = streamed_dot(
-                acc, h_all_ptr, h_rows, mask_b, H, w_hh_ptr, w_cols, mask_j, 1, BLOCK_K, DOT_PRECISION,
-                BF16_INTERPRETER,
-            )  # fmt: skip
+        acc = recurrent_dot(
+            acc, h_all_ptr, h_rows, mask_b, H, w, w_hh_ptr, w_cols, mask_j, 1,
+            K_PIECES, BLOCK_K, DOT_PRECISION, BF16_INTERPRETER,
+        )  # fmt: skip
         # Column j = 4 * unit + 2 * a + b (gate 2a + b): split b, then a; gate 3 is the empty pad.
         even, odd = tl.split(tl.reshape(acc, (BLOCK_B, BLOCK_N, 2, 2)))
         pre_r, pre_n = tl.split(even)
@@ -116,26 +115,26 @@ def _gru_fwd_kernel(
         tl.atomic_max(error_ptr, failed)
 
 
-@triton.jit(do_not_specialize=["t_start", "n_steps", "T", "timeout_ns"])
+@triton.jit(do_not_specialize=["t_start", "n_steps", "direction_start", "T", "timeout_ns"])
 def _gru_bwd_kernel(
-    dgates_h_all_ptr,  # [T + 1, B, 3H] out: gradient of the recurrent pre-activations h W_hh^T + b_hh
-    dgates_x_ptr,  # [T, B, 3H] out: gradient of the input projection x W_ih^T + b_ih
-    gates_ptr,  # [T, B, 3H] activated gates r z n saved by the forward
-    w_hh_ptr,  # [3H, H]
-    h_all_ptr,  # [T + 1, B, H] hidden-state slots saved by the forward
-    hn_all_ptr,  # [T, B, H] fp32 W_hn h_{t-1} + b_hn saved by the forward
-    dh_ptr,  # [T, B, H] fp32 gradient reaching h_t from the output (dh_n already added at the last step)
-    dh_carry_ptr,  # [B, H] fp32 gradient reaching h_t directly (z * h_t, or carried past a row's length); zero in
+    dgates_h_all_ptr,  # [D, T + 1, B, 3H] out: gradient of the recurrent pre-activations h W_hh^T + b_hh
+    dgates_x_ptr,  # [D, T, B, 3H] out: gradient of the input projection x W_ih^T + b_ih
+    gates_ptr,  # [D, T, B, 3H] activated gates r z n saved by the forward
+    w_hh_ptr,  # [D, 3H, H]
+    h_all_ptr,  # [D, T + 1, B, H] hidden-state slots saved by the forward
+    hn_all_ptr,  # [D, T, B, H] fp32 W_hn h_{t-1} + b_hn saved by the forward
+    dh_ptr,  # [D, T, B, H] fp32 gradient reaching h_t from the output (dh_n already added at the last step)
+    dh_carry_ptr,  # [D, B, H] fp32 gradient reaching h_t directly (z * h_t, or carried past a row's length); zero in
     lengths_ptr,  # [B] int64 sequence lengths
     barrier_ptr,  # [2] int32 grid-barrier counters, zero at launch (USE_BARRIER)
     error_ptr,  # [1] int32 set to 1 when a barrier timed out
     t_start,
     n_steps,
+    direction_start,
     T,
     B,
     H,
     timeout_ns,
-    REVERSE: tl.constexpr,
     BLOCK_B: tl.constexpr,
     BLOCK_N: tl.constexpr,
     K_PIECES: tl.constexpr,  # the recurrent dot's K (3H) as pieces
@@ -144,13 +143,17 @@ def _gru_bwd_kernel(
     DOT_PRECISION: tl.constexpr,
     BF16_INTERPRETER: tl.constexpr,
 ):
-    offs_b = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
-    offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    mask_b = offs_b < B
-    mask_n = offs_n < H
-    mask = mask_b[:, None] & mask_n[None, :]
-    if BLOCK_K == 0:
-        w = load_weight_slice(w_hh_ptr, offs_n, mask_n, 3 * H, H, K_PIECES, BF16_INTERPRETER)
+    reverse = program_direction(direction_start)
+    dgates_h_all_ptr += reverse * (T + 1) * B * 3 * H
+    dgates_x_ptr += reverse * T * B * 3 * H
+    gates_ptr += reverse * T * B * 3 * H
+    w_hh_ptr += reverse * 3 * H * H
+    h_all_ptr += reverse * (T + 1) * B * H
+    hn_all_ptr += reverse * T * B * H
+    dh_ptr += reverse * T * B * H
+    dh_carry_ptr += reverse * B * H
+    offs_b, offs_n, mask_b, mask_n, mask = program_tile(B, H, BLOCK_B, BLOCK_N)
+    w = weight_slice(w_hh_ptr, offs_n, mask_n, 3 * H, H, K_PIECES, BLOCK_K, BF16_INTERPRETER)
 
     carry_offs = (offs_b.to(tl.int64) * H)[:, None] + offs_n[None, :]
     dh_carry = tl.load(dh_carry_ptr + carry_offs, mask=mask, other=0.0)
@@ -158,7 +161,7 @@ def _gru_bwd_kernel(
     timeout = timeout_ns
     failed = 0
     for s in range(n_steps):
-        t, dgates_slot, next_slot = backward_step_slots(t_start + s, T, REVERSE)
+        t, dgates_slot, next_slot = backward_step_slots(t_start + s, T, reverse)
         # What does not depend on the step after is loaded before the recurrent dot.
         state_offs = row_offsets(t, B, offs_b, offs_n, H)
         dh = tl.load(dh_ptr + state_offs, mask=mask, other=0.0) + dh_carry
@@ -167,16 +170,13 @@ def _gru_bwd_kernel(
         gate_z = tl.load(gates_ptr + gate_offs + H, mask=mask, other=0.0).to(tl.float32)
         gate_n = tl.load(gates_ptr + gate_offs + 2 * H, mask=mask, other=0.0).to(tl.float32)
         hn = tl.load(hn_all_ptr + state_offs, mask=mask, other=0.0)
-        h_prev = load_state_tile(h_all_ptr, t + REVERSE, B, offs_b, offs_n, H, mask)
+        h_prev = load_state_tile(h_all_ptr, t + reverse, B, offs_b, offs_n, H, mask)
 
         next_rows = (next_slot.to(tl.int64) * B + offs_b) * 3 * H
-        if BLOCK_K == 0:
-            dh = stationary_dot(dh, dgates_h_all_ptr, next_rows, mask_b, 3 * H, w, K_PIECES, DOT_PRECISION)
-        else:
-            dh = streamed_dot(
-                dh, dgates_h_all_ptr, next_rows, mask_b, 3 * H, w_hh_ptr, offs_n, mask_n, H, BLOCK_K, DOT_PRECISION,
-                BF16_INTERPRETER,
-            )  # fmt: skip
+        dh = recurrent_dot(
+            dh, dgates_h_all_ptr, next_rows, mask_b, 3 * H, w, w_hh_ptr, offs_n, mask_n, H,
+            K_PIECES, BLOCK_K, DOT_PRECISION, BF16_INTERPRETER,
+        )  # fmt: skip
 
         active = (t < lengths)[:, None]
         d_n = tl.where(active, dh * (1.0 - gate_z) * (1.0 - gate_n * gate_n), 0.0)
@@ -217,12 +217,12 @@ def gru_scan_fwd(
     h_all: torch.Tensor,
     hn_all: torch.Tensor,
     lengths: torch.Tensor,
-    reverse: bool,
     training: bool,
 ) -> None:
-    """Runs the recurrence over gates [T, B, 3H] (overwritten with activated gates when training), filling
-    the slots of h_all [T + 1, B, H] and, when training, hn_all [T, B, H] (fp32)."""
-    seq_len, batch, hidden = h_all.shape[0] - 1, h_all.shape[1], h_all.shape[2]
+    """Runs the recurrence of D directions over gates [D, T, B, 3H] (overwritten with activated gates when
+    training), filling the slots of h_all [D, T + 1, B, H] and, when training, hn_all [D, T, B, H] (fp32);
+    w_hh [D, 3H, H], b_hh [D, 3H]."""
+    seq_len, batch, hidden = h_all.shape[1] - 1, h_all.shape[2], h_all.shape[3]
     run_scan(
         "gru",
         "forward",
@@ -230,7 +230,7 @@ def gru_scan_fwd(
         w_hh,
         (gates, w_hh, b_hh, h_all, hn_all, lengths),
         dict(T=seq_len, B=batch, H=hidden),
-        dict(REVERSE=int(reverse), TRAINING=training, **scan_constexprs(gates.dtype)),
+        dict(TRAINING=training, **scan_constexprs(gates.dtype)),
     )
 
 
@@ -244,12 +244,11 @@ def gru_scan_bwd(
     dh: torch.Tensor,
     dh_carry: torch.Tensor,
     lengths: torch.Tensor,
-    reverse: bool,
 ) -> None:
-    """Backward through time: fills dgates_h_all [T + 1, B, 3H] (its zero slot already cleared) and
-    dgates_x [T, B, 3H] (both in gates' dtype), and leaves in dh_carry [B, H] (fp32, zero in) the direct
-    part of dh_0."""
-    seq_len, batch, hidden = dh.shape
+    """Backward through time of D directions: fills dgates_h_all [D, T + 1, B, 3H] (its zero slots already
+    cleared) and dgates_x [D, T, B, 3H] (both in gates' dtype), and leaves in dh_carry [D, B, H] (fp32,
+    zero in) the direct part of dh_0."""
+    seq_len, batch, hidden = dh.shape[1:]
     run_scan(
         "gru",
         "backward",
@@ -257,25 +256,25 @@ def gru_scan_bwd(
         w_hh,
         (dgates_h_all, dgates_x, gates, w_hh, h_all, hn_all, dh, dh_carry, lengths),
         dict(T=seq_len, B=batch, H=hidden),
-        dict(REVERSE=int(reverse), **scan_constexprs(gates.dtype)),
+        scan_constexprs(gates.dtype),
     )
 
 
 def example_launch(
-    cell: str, scan_pass: str, seq_len: int, batch: int, hidden: int, dtype: torch.dtype, gpu: str, reverse: bool,
-    training: bool,
+    cell: str, scan_pass: str, seq_len: int, batch: int, hidden: int, dtype: torch.dtype, gpu: str,
+    directions: int, training: bool,
 ) -> None:  # fmt: skip
     """kernels/hardware.py's interface: the launcher of `scan_pass` called as rnnfast.functional calls it for
-    one layer-direction of this shape, on fresh buffers of the meta device, planned for `gpu`."""
-    empty = lambda *shape, dtype=dtype: torch.empty(*shape, dtype=dtype, device="meta")  # noqa: E731
+    one layer of this shape and number of directions, on fresh buffers of the meta device, planned for `gpu`."""
+    empty = lambda *shape, dtype=dtype: torch.empty(directions, *shape, dtype=dtype, device="meta")  # noqa: E731
     fp32 = lambda *shape: empty(*shape, dtype=torch.float32)  # noqa: E731
     gates, w_hh, b_hh = empty(seq_len, batch, 3 * hidden), empty(3 * hidden, hidden), empty(3 * hidden)
-    h_all, lengths = empty(seq_len + 1, batch, hidden), empty(batch, dtype=torch.int64)
+    h_all, lengths = empty(seq_len + 1, batch, hidden), torch.empty(batch, dtype=torch.int64, device="meta")
     hn_all = fp32(seq_len if training or scan_pass == "backward" else 0, batch, hidden)
     with planning_for(gpu):
         if scan_pass == "forward":
-            gru_scan_fwd(gates, w_hh, b_hh, h_all, hn_all, lengths, reverse, training)
+            gru_scan_fwd(gates, w_hh, b_hh, h_all, hn_all, lengths, training)
             return
         dgates_h_all, dgates_x = empty(seq_len + 1, batch, 3 * hidden), empty(seq_len, batch, 3 * hidden)
         dh, dh_carry = fp32(seq_len, batch, hidden), fp32(batch, hidden)
-        gru_scan_bwd(dgates_h_all, dgates_x, gates, w_hh, h_all, hn_all, dh, dh_carry, lengths, reverse)
+        gru_scan_bwd(dgates_h_all, dgates_x, gates, w_hh, h_all, hn_all, dh, dh_carry, lengths)

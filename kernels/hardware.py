@@ -14,22 +14,22 @@ The launcher itself compiles a launch before running it, to pick warps that do n
 offline compile for the planned GPU (launch.compiling_offline), so the launch recorded is the one that GPU
 would run.
 
-The interface a cell module of rnnfast.kernels implements (today lstm, gru and elman; CELL_MODULES maps
+The interface a cell module of rnnfast.kernels implements (today lstm, gru and rnn; CELL_MODULES maps
 the cells lstm, gru, rnn_tanh and rnn_relu to them):
 
-    def example_launch(cell, scan_pass, seq_len, batch, hidden, dtype, gpu, reverse, training) -> None
+    def example_launch(cell, scan_pass, seq_len, batch, hidden, dtype, gpu, directions, training) -> None
 
   Calls the cell's launcher for `scan_pass` ("forward" or "backward") exactly as rnnfast.functional calls
-  it for one layer and direction of that shape (`dtype` a torch dtype; `training` for the forward), on
-  fresh buffers of the launcher's documented shapes and dtypes on the meta device, planned for `gpu` (a
-  key of configs.GPUS: "h100", "a100"). The compile runs without the interpreter, where
-  RNNFAST_PLAN_TARGET is ignored and meta tensors are no CUDA device, so a plan that depends on the GPU
-  must reach the launcher from `gpu` (an argument of the launcher or of its planner call). The launcher
-  must reach `kernel[grid](...)` without reading tensor values (a launch is recorded, not run, and meta
-  tensors have none): a host-side check of an error flag after a barrier kernel must be skipped for
-  meta tensors. Every kernel it launches is compiled, with the arguments of each launch; launches that
-  specialise alike (the steps of a step variant) are compiled once. tests/test_compile.py checks that
-  example_launch launches what rnnfast.functional launches.
+  it for one layer of that shape with `directions` directions (1, or 2 for a bidirectional layer; `dtype`
+  a torch dtype; `training` for the forward), on fresh buffers of the launcher's documented shapes and
+  dtypes on the meta device, planned for `gpu` (a key of configs.GPUS: "h100", "a100"). The compile runs
+  without the interpreter, where RNNFAST_PLAN_TARGET is ignored and meta tensors are no CUDA device, so a
+  plan that depends on the GPU must reach the launcher from `gpu` (an argument of the launcher or of its
+  planner call). The launcher must reach `kernel[grid](...)` without reading tensor values (a launch is
+  recorded, not run, and meta tensors have none): a host-side check of an error flag after a barrier
+  kernel must be skipped for meta tensors. Every kernel it launches is compiled, with the arguments of
+  each launch; launches that specialise alike (the steps of a step variant) are compiled once.
+  tests/test_compile.py checks that example_launch launches what rnnfast.functional launches.
 
 Under TRITON_INTERPRET=1 kernels are interpreter objects that cannot be compiled, so `kernel_report` then
 runs itself in a subprocess without the interpreter (`python -m rnnfast.kernels.hardware`).
@@ -54,7 +54,7 @@ from triton.runtime.jit import JITFunction
 from .configs import GPUS, MAX_REGISTERS_PER_THREAD, SHARED_MEMORY_LIMIT
 from .launch import compiling_offline, interpreting
 
-CELL_MODULES = {"lstm": "lstm", "gru": "gru", "rnn_tanh": "elman", "rnn_relu": "elman"}
+CELL_MODULES = {"lstm": "lstm", "gru": "gru", "rnn_tanh": "rnn", "rnn_relu": "rnn"}
 _DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 _DTYPES = {name: dtype for dtype, name in _DTYPE_NAMES.items()}
 
@@ -181,12 +181,12 @@ def _programs(grid) -> int:
 
 
 def launched_kernels(
-    cell: str, scan_pass: str, seq_len: int, batch: int, hidden: int, dtype: torch.dtype, gpu: str, reverse: bool,
-    training: bool,
+    cell: str, scan_pass: str, seq_len: int, batch: int, hidden: int, dtype: torch.dtype, gpu: str,
+    directions: int, training: bool,
 ) -> list[dict]:  # fmt: skip
-    """The kernels one layer-direction's `scan_pass` launches for this shape on `gpu`, compiled as launched:
-    one row per distinct compiled kernel with its launch count, programs per launch, specialisation and
-    resources."""
+    """The kernels one layer's `scan_pass` (`directions` directions) launches for this shape on `gpu`,
+    compiled as launched: one row per distinct compiled kernel with its launch count, programs per launch,
+    specialisation and resources."""
     module = importlib.import_module(f"{__package__}.{CELL_MODULES[cell]}")
     arch = GPUS[gpu].arch
 
@@ -196,7 +196,7 @@ def launched_kernels(
 
     # The launcher compiles its candidate launches here as it would on the GPU (launch.without_spills).
     with recording() as launches, compiling_offline(resources):
-        module.example_launch(cell, scan_pass, seq_len, batch, hidden, dtype, gpu, reverse, training)
+        module.example_launch(cell, scan_pass, seq_len, batch, hidden, dtype, gpu, directions, training)
     rows: dict[tuple, dict] = {}
     for launch in launches:
         spec, resources = compile_launch(launch, arch)

@@ -3,10 +3,11 @@
 With the plan's grid barrier one launch runs every step: the programs meet at a barrier between steps
 (kernels/recurrence.py, grid_barrier). Every program must then be resident at once; on a CUDA device the
 compiled kernel's registers and shared memory are checked against the device before that launch. The
-fallback launches the same kernel once per step (the kernel boundary is the barrier): wherever
-co-residency cannot be guaranteed, under RNNFAST_NO_GRID_SYNC=1, under the serial interpreter, and on a
-device where a barrier has timed out before. Each launch runs the plan's num_warps unless its kernel,
-compiled as launched, spills registers; then the first of WARPS_TRIED that does not (without_spills).
+fallback launches the same kernel once per step (the kernel boundary is the barrier; on CUDA the step
+loop is a CUDA graph, replayed): wherever co-residency cannot be guaranteed, under RNNFAST_NO_GRID_SYNC=1,
+under the serial interpreter, and on a device where a barrier has timed out before. Each launch runs the
+plan's num_warps unless its kernel, compiled as launched, spills registers; then the first of WARPS_TRIED
+that does not (without_spills).
 
 A barrier that times out (programs not co-resident after all: MPS or MIG limits, another kernel holding
 SMs, a debugger) sets an error flag instead of hanging; the host then raises GridSyncTimeout, warns once
@@ -21,13 +22,16 @@ import warnings
 import torch
 import triton
 
-from .configs import Gpu, plan_layer
+from .configs import Gpu, plan_scan
 
 # How long a program waits at one barrier before giving up. The threaded interpreter runs a step of
 # every program in Python, so it gets far longer.
 GRID_SYNC_TIMEOUT_NS = {"gpu": 2_000_000_000, "interpreter": 120_000_000_000}
 _timed_out_devices: set[str] = set()
 STREAM_STAGES = 3
+# CUDA graphs of the fallback's step loops kept for reuse (most recently used last); see _run_steps.
+STEP_GRAPHS = 16
+_step_graphs: dict[tuple, "torch.cuda.CUDAGraph"] = {}
 
 
 class GridSyncTimeout(RuntimeError):
@@ -141,11 +145,11 @@ def _warn_timeout(device_key: str) -> None:
 def run_scan(
     cell: str, scan_pass: str, kernel, w_hh: torch.Tensor, tensors: tuple, scalars: dict, constexprs: dict
 ) -> None:
-    """Launches `kernel` (the `scan_pass` kernel of `cell`, recurrent weight w_hh among `tensors`) over
-    scalars["T"] steps, as plan_layer plans it for this hidden size, batch, dtype and device."""
-    seq_len, batch, hidden = scalars["T"], scalars["B"], scalars["H"]
-    device, dtype = w_hh.device, w_hh.dtype
-    plan = plan_layer(cell, hidden, batch, dtype, device)
+    """Launches `kernel` (the `scan_pass` kernel of `cell`, recurrent weights w_hh [D, G*H, H] among
+    `tensors`) over scalars["T"] steps of D directions, as plan_scan plans them for this hidden size,
+    batch, dtype and device: both directions in one launch, or one launch (sequence) per direction."""
+    device = w_hh.device
+    plan = plan_scan(cell, scalars["H"], scalars["B"], w_hh.dtype, device, w_hh.shape[0])
     pass_plan = plan.forward if scan_pass == "forward" else plan.backward
     meta = dict(
         BLOCK_B=pass_plan.block_b,
@@ -158,35 +162,76 @@ def run_scan(
         # streamed chunks keep Triton's default stages.
         num_stages=1 if pass_plan.stationary else STREAM_STAGES,
     )
-    grid = (pass_plan.hidden_tiles, pass_plan.batch_tiles, 1)
+    grid = (pass_plan.hidden_tiles, pass_plan.batch_tiles, plan.directions)
+    guard = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+    with guard:
+        for direction_start in range(0, w_hh.shape[0], plan.directions):
+            kwargs = dict(**scalars, direction_start=direction_start, **constexprs, **meta)
+            _launch_directions(cell, scan_pass, kernel, plan, grid, tensors, kwargs)
+
+
+def _launch_directions(cell: str, scan_pass: str, kernel, plan, grid: tuple, tensors: tuple, kwargs: dict) -> None:
+    """The steps of one launch's directions: one launch with the grid barrier, else one per step."""
+    device = tensors[0].device
     key = _device_key(device)
     timeout = GRID_SYNC_TIMEOUT_NS["interpreter" if interpreting() else "gpu"]
     barrier = torch.zeros(2, dtype=torch.int32, device=device)
     error = torch.zeros(1, dtype=torch.int32, device=device)
-    guard = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
-    with guard:
-        args = (*tensors, barrier, error)
-        kwargs = dict(**scalars, timeout_ns=timeout, **constexprs, **meta)
-        whole = dict(t_start=0, n_steps=seq_len, USE_BARRIER=True, **kwargs)
-        use_barrier = plan.grid_sync and key not in _timed_out_devices
-        if use_barrier:
-            whole = without_spills(kernel, grid, args, whole, device, plan.gpu)
-        if use_barrier and device.type == "cuda":
-            use_barrier = _co_resident(kernel, grid, args, whole, plan.gpu)
-        if use_barrier:
-            kernel[grid](*args, **whole)
-            # Inside a CUDA graph capture the flag cannot be read (the graph runs later); meta tensors
-            # (kernels/hardware.py's recorded launches) hold no values.
-            capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
-            if device.type != "meta" and not capturing and error.item():
-                _timed_out_devices.add(key)
-                _warn_timeout(key)
-                raise GridSyncTimeout(
-                    f"rnnfast: the grid barrier of the {cell} {scan_pass} scan timed out on {key}; its results "
-                    "are invalid. Later scans on this device launch one kernel per step (the fallback)."
-                )
-            return
-        one_step = dict(t_start=0, n_steps=1, USE_BARRIER=False, **kwargs)
-        steps = without_spills(kernel, grid, args, one_step, device, plan.gpu)
+    args = (*tensors, barrier, error)
+    kwargs = dict(timeout_ns=timeout, **kwargs)
+    seq_len = kwargs["T"]
+    whole = dict(t_start=0, n_steps=seq_len, USE_BARRIER=True, **kwargs)
+    use_barrier = plan.grid_sync and key not in _timed_out_devices
+    if use_barrier:
+        whole = without_spills(kernel, grid, args, whole, device, plan.gpu)
+    if use_barrier and device.type == "cuda":
+        use_barrier = _co_resident(kernel, grid, args, whole, plan.gpu)
+    if use_barrier:
+        kernel[grid](*args, **whole)
+        # Inside a CUDA graph capture the flag cannot be read (the graph runs later); meta tensors
+        # (kernels/hardware.py's recorded launches) hold no values.
+        capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+        if device.type != "meta" and not capturing and error.item():
+            _timed_out_devices.add(key)
+            _warn_timeout(key)
+            raise GridSyncTimeout(
+                f"rnnfast: the grid barrier of the {cell} {scan_pass} scan timed out on {key}; its results "
+                "are invalid. Later scans on this device launch one kernel per step (the fallback)."
+            )
+        return
+    one_step = dict(t_start=0, n_steps=1, USE_BARRIER=False, **kwargs)
+    _run_steps(kernel, grid, args, without_spills(kernel, grid, args, one_step, device, plan.gpu), seq_len)
+
+
+def _run_steps(kernel, grid: tuple, args: tuple, one_step: dict, seq_len: int) -> None:
+    """The fallback: one launch per step. On a CUDA device the step loop is captured in a CUDA graph and
+    replayed, so that T steps cost one call from Python instead of T launches (about 20 us each); the
+    graph is kept for the next call with the very same arguments (buffer addresses included: a training
+    loop's allocations repeat), up to STEP_GRAPHS of them. Inside a caller's own capture the steps are
+    launched into that capture."""
+    device = args[0].device
+
+    def launch_steps():
         for step in range(seq_len):
-            kernel[grid](*args, **{**steps, "t_start": step})
+            kernel[grid](*args, **{**one_step, "t_start": step})
+
+    if device.type != "cuda" or seq_len == 1 or torch.cuda.is_current_stream_capturing():
+        launch_steps()
+        return
+    described = tuple((a.data_ptr(), a.shape, a.stride(), a.dtype) if torch.is_tensor(a) else a for a in args)
+    key = (kernel, grid, described, tuple(sorted(one_step.items())), seq_len)
+    graph = _step_graphs.pop(key, None)
+    if graph is None:
+        # Compiled outside the capture (a module load is not capturable); the capture itself runs nothing.
+        kernel.warmup(*args, grid=grid, **one_step)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.stream(torch.cuda.Stream(device)):
+            graph.capture_begin(capture_error_mode="thread_local")
+            try:
+                launch_steps()
+            finally:
+                graph.capture_end()
+    _step_graphs[key] = graph
+    while len(_step_graphs) > STEP_GRAPHS:
+        _step_graphs.pop(next(iter(_step_graphs)))
+    graph.replay()

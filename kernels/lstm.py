@@ -1,14 +1,16 @@
 """LSTM recurrence kernels (gate order i f g o, as torch.nn) and their launchers.
 
 The input projection x @ W_ih^T + b_ih + b_hh is a GEMM done by the caller; these kernels run the part
-that must go step by step. Buffers use "slots" so that no step needs a special case:
+that must go step by step. Every buffer but lengths has a leading direction axis D (1, or 2 for both
+directions of a bidirectional layer, run by one launch: kernels/recurrence.py, program_direction); per
+direction, buffers use "slots" so that no step needs a special case:
 
 - h_all [T + 1, B, H]: the forward direction reads h_{t-1} from slot t and writes h_t to slot t + 1
   (h0 in slot 0); the reverse direction reads slot t + 1 and writes slot t (h0 in slot T). The output
   sequence and the h_{t-1} operand of the weight gradient are both plain slices of it.
 - c_all [c_slots, B, H] fp32: the same slots as h_all, modulo c_slots (T + 1 when training, so the
   backward finds every c_t; 2 in inference, a ring).
-- dgates_all [T + 1, B, 4H] (the layer's dtype): the gradient of step t's gate pre-activations sits in slot t + REVERSE;
+- dgates_all [T + 1, B, 4H] (the layer's dtype): the gradient of step t's gate pre-activations sits in slot t + reverse;
   the slot "after" the last step processed by the forward is zero, so the recurrent gradient of the first
   backward step is a product with zeros.
 
@@ -35,30 +37,31 @@ from .recurrence import (
     barrier_after_step,
     forward_step_slots,
     load_state_tile,
-    load_weight_slice,
+    program_direction,
+    program_tile,
+    recurrent_dot,
     row_offsets,
-    stationary_dot,
-    streamed_dot,
+    weight_slice,
 )
 
 
-@triton.jit(do_not_specialize=["t_start", "n_steps", "T", "timeout_ns"])
+@triton.jit(do_not_specialize=["t_start", "n_steps", "direction_start", "T", "timeout_ns"])
 def _lstm_fwd_kernel(
-    gates_ptr,  # [T, B, 4H] in: x W_ih^T + b_ih + b_hh; out (TRAINING): activated gates i f g o
-    w_hh_ptr,  # [4H, H] recurrent weight, torch.nn layout
-    h_all_ptr,  # [T + 1, B, H] hidden-state slots, h0 already in the first read slot
-    c_all_ptr,  # [c_slots, B, H] fp32 cell-state slots, c0 already in the first read slot
+    gates_ptr,  # [D, T, B, 4H] in: x W_ih^T + b_ih + b_hh; out (TRAINING): activated gates i f g o
+    w_hh_ptr,  # [D, 4H, H] recurrent weight, torch.nn layout
+    h_all_ptr,  # [D, T + 1, B, H] hidden-state slots, h0 already in the first read slot
+    c_all_ptr,  # [D, c_slots, B, H] fp32 cell-state slots, c0 already in the first read slot
     lengths_ptr,  # [B] int64 sequence lengths (T for every row of an unpadded batch)
     barrier_ptr,  # [2] int32 grid-barrier counters, zero at launch (USE_BARRIER)
     error_ptr,  # [1] int32 set to 1 when a barrier timed out
     t_start,  # first step of this launch
     n_steps,  # steps in this launch (1 without the barrier)
+    direction_start,  # direction of grid axis 2's first program (recurrence.program_direction)
     T,
     B,
     H,
     c_slots,
     timeout_ns,
-    REVERSE: tl.constexpr,
     TRAINING: tl.constexpr,
     BLOCK_B: tl.constexpr,
     BLOCK_N: tl.constexpr,
@@ -68,25 +71,26 @@ def _lstm_fwd_kernel(
     DOT_PRECISION: tl.constexpr,
     BF16_INTERPRETER: tl.constexpr,
 ):
-    offs_b = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
-    offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    mask_b = offs_b < B
-    mask = mask_b[:, None] & (offs_n < H)[None, :]
+    reverse = program_direction(direction_start)
+    gates_ptr += reverse * T * B * 4 * H
+    w_hh_ptr += reverse * 4 * H * H
+    h_all_ptr += reverse * (T + 1) * B * H
+    c_all_ptr += reverse * c_slots * B * H
+    offs_b, offs_n, mask_b, _, mask = program_tile(B, H, BLOCK_B, BLOCK_N)
     offs_j = tl.arange(0, 4 * BLOCK_N)
     unit_j = tl.program_id(0) * BLOCK_N + offs_j // 4
     w_cols = ((offs_j % 4) * H + unit_j) * H  # W_hh^T column j is row (gate, unit) of W_hh
     mask_j = unit_j < H
-    if BLOCK_K == 0:
-        w = load_weight_slice(w_hh_ptr, w_cols, mask_j, H, 1, K_PIECES, BF16_INTERPRETER)
+    w = weight_slice(w_hh_ptr, w_cols, mask_j, H, 1, K_PIECES, BLOCK_K, BF16_INTERPRETER)
 
-    _, first_read, _ = forward_step_slots(t_start, T, REVERSE)
+    _, first_read, _ = forward_step_slots(t_start, T, reverse)
     h_own = load_state_tile(h_all_ptr, first_read, B, offs_b, offs_n, H, mask)
     c = load_state_tile(c_all_ptr, first_read % c_slots, B, offs_b, offs_n, H, mask)
     lengths = tl.load(lengths_ptr + offs_b, mask=mask_b, other=0)
     timeout = timeout_ns
     failed = 0
     for s in range(n_steps):
-        t, read_slot, write_slot = forward_step_slots(t_start + s, T, REVERSE)
+        t, read_slot, write_slot = forward_step_slots(t_start + s, T, reverse)
         gate_offs = row_offsets(t, B, offs_b, offs_n, 4 * H)
         x_i = tl.load(gates_ptr + gate_offs, mask=mask, other=0.0).to(tl.float32)
         x_f = tl.load(gates_ptr + gate_offs + H, mask=mask, other=0.0).to(tl.float32)
@@ -95,13 +99,10 @@ def _lstm_fwd_kernel(
 
         h_rows = (read_slot.to(tl.int64) * B + offs_b) * H
         acc = tl.zeros((BLOCK_B, 4 * BLOCK_N), tl.float32)
-        if BLOCK_K == 0:
-            acc = stationary_dot(acc, h_all_ptr, h_rows, mask_b, H, w, K_PIECES, DOT_PRECISION)
-        else:
-            acc = streamed_dot(
-                acc, h_all_ptr, h_rows, mask_b, H, w_hh_ptr, w_cols, mask_j, 1, BLOCK_K, DOT_PRECISION,
-                BF16_INTERPRETER,
-            )  # fmt: skip
+        acc = recurrent_dot(
+            acc, h_all_ptr, h_rows, mask_b, H, w, w_hh_ptr, w_cols, mask_j, 1,
+            K_PIECES, BLOCK_K, DOT_PRECISION, BF16_INTERPRETER,
+        )  # fmt: skip
         # Column j = 4 * unit + 2 * a + b (gate 2a + b): split b, then a.
         even, odd = tl.split(tl.reshape(acc, (BLOCK_B, BLOCK_N, 2, 2)))
         pre_i, pre_g = tl.split(even)
@@ -127,25 +128,25 @@ def _lstm_fwd_kernel(
         tl.atomic_max(error_ptr, failed)
 
 
-@triton.jit(do_not_specialize=["t_start", "n_steps", "T", "timeout_ns"])
+@triton.jit(do_not_specialize=["t_start", "n_steps", "direction_start", "T", "timeout_ns"])
 def _lstm_bwd_kernel(
-    dgates_all_ptr,  # [T + 1, B, 4H] out: gradient of the gate pre-activations, zero "after" slot
-    gates_ptr,  # [T, B, 4H] activated gates i f g o saved by the forward
-    w_hh_ptr,  # [4H, H]
-    c_all_ptr,  # [T + 1, B, H] fp32 cell-state slots saved by the forward
-    dh_ptr,  # [T, B, H] fp32 gradient reaching h_t from the output (dh_n already added at the last step)
-    dc_ptr,  # [B, H] fp32 gradient of the cell state: dc_n in, dc_0 out, updated in place
-    dh_carry_ptr,  # [B, H] fp32 gradient carried past the steps beyond a row's length; zero in
+    dgates_all_ptr,  # [D, T + 1, B, 4H] out: gradient of the gate pre-activations, zero "after" slot
+    gates_ptr,  # [D, T, B, 4H] activated gates i f g o saved by the forward
+    w_hh_ptr,  # [D, 4H, H]
+    c_all_ptr,  # [D, T + 1, B, H] fp32 cell-state slots saved by the forward
+    dh_ptr,  # [D, T, B, H] fp32 gradient reaching h_t from the output (dh_n already added at the last step)
+    dc_ptr,  # [D, B, H] fp32 gradient of the cell state: dc_n in, dc_0 out, updated in place
+    dh_carry_ptr,  # [D, B, H] fp32 gradient carried past the steps beyond a row's length; zero in
     lengths_ptr,  # [B] int64 sequence lengths
     barrier_ptr,  # [2] int32 grid-barrier counters, zero at launch (USE_BARRIER)
     error_ptr,  # [1] int32 set to 1 when a barrier timed out
     t_start,
     n_steps,
+    direction_start,
     T,
     B,
     H,
     timeout_ns,
-    REVERSE: tl.constexpr,
     BLOCK_B: tl.constexpr,
     BLOCK_N: tl.constexpr,
     K_PIECES: tl.constexpr,  # the recurrent dot's K (4H) as pieces
@@ -154,13 +155,16 @@ def _lstm_bwd_kernel(
     DOT_PRECISION: tl.constexpr,
     BF16_INTERPRETER: tl.constexpr,
 ):
-    offs_b = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
-    offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    mask_b = offs_b < B
-    mask_n = offs_n < H
-    mask = mask_b[:, None] & mask_n[None, :]
-    if BLOCK_K == 0:
-        w = load_weight_slice(w_hh_ptr, offs_n, mask_n, 4 * H, H, K_PIECES, BF16_INTERPRETER)
+    reverse = program_direction(direction_start)
+    dgates_all_ptr += reverse * (T + 1) * B * 4 * H
+    gates_ptr += reverse * T * B * 4 * H
+    w_hh_ptr += reverse * 4 * H * H
+    c_all_ptr += reverse * (T + 1) * B * H
+    dh_ptr += reverse * T * B * H
+    dc_ptr += reverse * B * H
+    dh_carry_ptr += reverse * B * H
+    offs_b, offs_n, mask_b, mask_n, mask = program_tile(B, H, BLOCK_B, BLOCK_N)
+    w = weight_slice(w_hh_ptr, offs_n, mask_n, 4 * H, H, K_PIECES, BLOCK_K, BF16_INTERPRETER)
 
     carry_offs = (offs_b.to(tl.int64) * H)[:, None] + offs_n[None, :]
     dc = tl.load(dc_ptr + carry_offs, mask=mask, other=0.0)
@@ -169,7 +173,7 @@ def _lstm_bwd_kernel(
     timeout = timeout_ns
     failed = 0
     for s in range(n_steps):
-        t, dgates_slot, next_slot = backward_step_slots(t_start + s, T, REVERSE)
+        t, dgates_slot, next_slot = backward_step_slots(t_start + s, T, reverse)
         # What does not depend on the step after is loaded before the recurrent dot.
         dh = tl.load(dh_ptr + row_offsets(t, B, offs_b, offs_n, H), mask=mask, other=0.0) + dh_carry
         gate_offs = row_offsets(t, B, offs_b, offs_n, 4 * H)
@@ -177,17 +181,14 @@ def _lstm_bwd_kernel(
         gate_f = tl.load(gates_ptr + gate_offs + H, mask=mask, other=0.0).to(tl.float32)
         gate_g = tl.load(gates_ptr + gate_offs + 2 * H, mask=mask, other=0.0).to(tl.float32)
         gate_o = tl.load(gates_ptr + gate_offs + 3 * H, mask=mask, other=0.0).to(tl.float32)
-        c = tl.load(c_all_ptr + row_offsets(t + 1 - REVERSE, B, offs_b, offs_n, H), mask=mask, other=0.0)
-        c_prev = tl.load(c_all_ptr + row_offsets(t + REVERSE, B, offs_b, offs_n, H), mask=mask, other=0.0)
+        c = tl.load(c_all_ptr + row_offsets(t + 1 - reverse, B, offs_b, offs_n, H), mask=mask, other=0.0)
+        c_prev = tl.load(c_all_ptr + row_offsets(t + reverse, B, offs_b, offs_n, H), mask=mask, other=0.0)
 
         next_rows = (next_slot.to(tl.int64) * B + offs_b) * 4 * H
-        if BLOCK_K == 0:
-            dh = stationary_dot(dh, dgates_all_ptr, next_rows, mask_b, 4 * H, w, K_PIECES, DOT_PRECISION)
-        else:
-            dh = streamed_dot(
-                dh, dgates_all_ptr, next_rows, mask_b, 4 * H, w_hh_ptr, offs_n, mask_n, H, BLOCK_K, DOT_PRECISION,
-                BF16_INTERPRETER,
-            )  # fmt: skip
+        dh = recurrent_dot(
+            dh, dgates_all_ptr, next_rows, mask_b, 4 * H, w, w_hh_ptr, offs_n, mask_n, H,
+            K_PIECES, BLOCK_K, DOT_PRECISION, BF16_INTERPRETER,
+        )  # fmt: skip
 
         active = (t < lengths)[:, None]
         tanh_c = tanh(c)
@@ -224,21 +225,21 @@ def lstm_scan_fwd(
     h_all: torch.Tensor,
     c_all: torch.Tensor,
     lengths: torch.Tensor,
-    reverse: bool,
     training: bool,
 ) -> None:
-    """Runs the recurrence over gates [T, B, 4H] (overwritten with activated gates when training),
-    filling the slots of h_all [T + 1, B, H] and c_all [c_slots, B, H] (fp32); rows stop updating at
-    their length (lengths [B] int64)."""
-    seq_len, batch, hidden = h_all.shape[0] - 1, h_all.shape[1], h_all.shape[2]
+    """Runs the recurrence of D directions (1, or 2: forward and reverse) over gates [D, T, B, 4H]
+    (overwritten with activated gates when training), filling the slots of h_all [D, T + 1, B, H] and
+    c_all [D, c_slots, B, H] (fp32); w_hh [D, 4H, H]; rows stop updating at their length (lengths [B]
+    int64)."""
+    seq_len, batch, hidden = h_all.shape[1] - 1, h_all.shape[2], h_all.shape[3]
     run_scan(
         "lstm",
         "forward",
         _lstm_fwd_kernel,
         w_hh,
         (gates, w_hh, h_all, c_all, lengths),
-        dict(T=seq_len, B=batch, H=hidden, c_slots=c_all.shape[0]),
-        dict(REVERSE=int(reverse), TRAINING=training, **scan_constexprs(gates.dtype)),
+        dict(T=seq_len, B=batch, H=hidden, c_slots=c_all.shape[1]),
+        dict(TRAINING=training, **scan_constexprs(gates.dtype)),
     )
 
 
@@ -251,12 +252,12 @@ def lstm_scan_bwd(
     dc: torch.Tensor,
     dh_carry: torch.Tensor,
     lengths: torch.Tensor,
-    reverse: bool,
 ) -> None:
-    """Backward through time: fills dgates_all [T + 1, B, 4H] (gates' dtype, its zero slot already cleared), turns
-    dc [B, H] (fp32) from dc_n into dc_0 and leaves in dh_carry [B, H] (fp32, zero in) the gradient
-    carried past rows' lengths, the part of dh_0 that does not go through W_hh."""
-    seq_len, batch, hidden = dh.shape
+    """Backward through time of D directions: fills dgates_all [D, T + 1, B, 4H] (gates' dtype, its zero
+    slots already cleared), turns dc [D, B, H] (fp32) from dc_n into dc_0 and leaves in dh_carry [D, B, H]
+    (fp32, zero in) the gradient carried past rows' lengths, the part of dh_0 that does not go through
+    W_hh. gates [D, T, B, 4H], w_hh [D, 4H, H], c_all [D, T + 1, B, H], dh [D, T, B, H]."""
+    seq_len, batch, hidden = dh.shape[1:]
     run_scan(
         "lstm",
         "backward",
@@ -264,27 +265,28 @@ def lstm_scan_bwd(
         w_hh,
         (dgates_all, gates, w_hh, c_all, dh, dc, dh_carry, lengths),
         dict(T=seq_len, B=batch, H=hidden),
-        dict(REVERSE=int(reverse), **scan_constexprs(gates.dtype)),
+        scan_constexprs(gates.dtype),
     )
 
 
 def example_launch(
-    cell: str, scan_pass: str, seq_len: int, batch: int, hidden: int, dtype: torch.dtype, gpu: str, reverse: bool,
-    training: bool,
+    cell: str, scan_pass: str, seq_len: int, batch: int, hidden: int, dtype: torch.dtype, gpu: str,
+    directions: int, training: bool,
 ) -> None:  # fmt: skip
     """kernels/hardware.py's interface: the launcher of `scan_pass` called as rnnfast.functional calls it for
-    one layer-direction of this shape, on fresh buffers of the meta device, planned for `gpu`."""
-    empty = lambda *shape, dtype=dtype: torch.empty(*shape, dtype=dtype, device="meta")  # noqa: E731
+    one layer of this shape and number of directions, on fresh buffers of the meta device, planned for `gpu`."""
+    empty = lambda *shape, dtype=dtype: torch.empty(directions, *shape, dtype=dtype, device="meta")  # noqa: E731
     fp32 = lambda *shape: empty(*shape, dtype=torch.float32)  # noqa: E731
-    gates, w_hh, lengths = empty(seq_len, batch, 4 * hidden), empty(4 * hidden, hidden), empty(batch, dtype=torch.int64)
+    gates, w_hh = empty(seq_len, batch, 4 * hidden), empty(4 * hidden, hidden)
+    lengths = torch.empty(batch, dtype=torch.int64, device="meta")
     with planning_for(gpu):
         if scan_pass == "forward":
             c_all = fp32(seq_len + 1 if training else 2, batch, hidden)
-            lstm_scan_fwd(gates, w_hh, empty(seq_len + 1, batch, hidden), c_all, lengths, reverse, training)
+            lstm_scan_fwd(gates, w_hh, empty(seq_len + 1, batch, hidden), c_all, lengths, training)
             return
         dgates_all, c_all, dh = (
             empty(seq_len + 1, batch, 4 * hidden),
             fp32(seq_len + 1, batch, hidden),
             fp32(seq_len, batch, hidden),
         )
-        lstm_scan_bwd(dgates_all, gates, w_hh, c_all, dh, fp32(batch, hidden), fp32(batch, hidden), lengths, reverse)
+        lstm_scan_bwd(dgates_all, gates, w_hh, c_all, dh, fp32(batch, hidden), fp32(batch, hidden), lengths)

@@ -1,9 +1,10 @@
 """Building blocks shared by every cell's scan kernels: time slots, state tiles, the weight slice and the
 recurrent dot (stationary or streamed), and the grid barrier.
 
-Slot conventions (see kernels/lstm.py): the forward reads h_{t-1} from slot t + REVERSE and writes h_t
-to slot t + 1 - REVERSE; the backward writes step t's gate gradients to slot t + REVERSE and reads the
-gradients of the step processed before it (t + 1 forward, t - 1 reverse) from slot t + 1 - REVERSE.
+Slot conventions (see kernels/lstm.py; reverse is 1 for the reverse direction, else 0): the forward reads
+h_{t-1} from slot t + reverse and writes h_t to slot t + 1 - reverse; the backward writes step t's gate
+gradients to slot t + reverse and reads the gradients of the step processed before it (t + 1 forward,
+t - 1 reverse) from slot t + 1 - reverse.
 """
 
 import triton
@@ -11,22 +12,37 @@ import triton.language as tl
 
 
 @triton.jit
-def forward_step_slots(step, T, REVERSE: tl.constexpr):
-    """(t, slot of h_{t-1}, slot of h_t) for the step-th step of a forward pass."""
-    t = step
-    if REVERSE:
-        t = T - 1 - step
-    return t, t + REVERSE, t + 1 - REVERSE
+def program_direction(direction_start):
+    """The direction of this program's scan, as torch.nn numbers them: 0 forward in time, 1 reverse. A
+    launch runs directions direction_start ... along grid axis 2 (both directions of a bidirectional
+    layer in one launch, or one of them); every per-direction buffer has a leading direction axis."""
+    return (direction_start + tl.program_id(2)).to(tl.int64)
 
 
 @triton.jit
-def backward_step_slots(step, T, REVERSE: tl.constexpr):
+def program_tile(B, H, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr):
+    """This program's batch rows and hidden units (grid axes 1 and 0) with their masks: (offs_b [BLOCK_B],
+    offs_n [BLOCK_N], mask_b, mask_n, mask [BLOCK_B, BLOCK_N])."""
+    offs_b = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
+    offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask_b = offs_b < B
+    mask_n = offs_n < H
+    return offs_b, offs_n, mask_b, mask_n, mask_b[:, None] & mask_n[None, :]
+
+
+@triton.jit
+def forward_step_slots(step, T, reverse):
+    """(t, slot of h_{t-1}, slot of h_t) for the step-th step of a forward pass (reverse: 0 or 1)."""
+    t = tl.where(reverse == 1, T - 1 - step, step)
+    return t, t + reverse, t + 1 - reverse
+
+
+@triton.jit
+def backward_step_slots(step, T, reverse):
     """(t, slot of step t's gate gradients, slot of the previously processed step's) for the step-th step
     of a backward pass, which walks time in the opposite order of the forward."""
-    t = T - 1 - step
-    if REVERSE:
-        t = step
-    return t, t + REVERSE, t + 1 - REVERSE
+    t = tl.where(reverse == 1, step, T - 1 - step)
+    return t, t + reverse, t + 1 - reverse
 
 
 @triton.jit
@@ -119,6 +135,54 @@ def streamed_dot(
     for k in range(0, k_size, BLOCK_K):
         w = load_weight_piece(w_ptr, col_offs, col_mask, k, k_size, k_stride, BLOCK_K, BF16_INTERPRETER)
         acc = _dot_piece(acc, a_ptr, a_rows, mask_b, k, k_size, w, BLOCK_K, DOT_PRECISION)
+    return acc
+
+
+@triton.jit
+def weight_slice(
+    w_ptr,
+    col_offs,
+    col_mask,
+    k_size,
+    k_stride,
+    K_PIECES: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    BF16_INTERPRETER: tl.constexpr,
+):
+    """The program's slice of the recurrent weight for recurrent_dot: loaded once, as pieces, when it is
+    stationary (BLOCK_K == 0); nothing when it is streamed."""
+    if BLOCK_K == 0:
+        return load_weight_slice(w_ptr, col_offs, col_mask, k_size, k_stride, K_PIECES, BF16_INTERPRETER)
+    else:
+        return ()
+
+
+@triton.jit
+def recurrent_dot(
+    acc,
+    a_ptr,
+    a_rows,
+    mask_b,
+    k_size,
+    w,
+    w_ptr,
+    col_offs,
+    col_mask,
+    k_stride,
+    K_PIECES: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    BF16_INTERPRETER: tl.constexpr,
+):
+    """acc + a[rows, :k_size] @ W, the step's one recurrent dot: from the stationary slice w, or with W
+    streamed from w_ptr (weight_slice's arguments) in BLOCK_K chunks."""
+    if BLOCK_K == 0:
+        acc = stationary_dot(acc, a_ptr, a_rows, mask_b, k_size, w, K_PIECES, DOT_PRECISION)
+    else:
+        acc = streamed_dot(
+            acc, a_ptr, a_rows, mask_b, k_size, w_ptr, col_offs, col_mask, k_stride, BLOCK_K, DOT_PRECISION,
+            BF16_INTERPRETER,
+        )  # fmt: skip
     return acc
 
 

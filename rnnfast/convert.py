@@ -29,8 +29,7 @@ def convert(model: nn.Module, *, backend: str | None = "auto") -> nn.Module:
     Only modules whose type is exactly one of those six are swapped; the rnnfast module takes over the very
     same Parameter objects (values, dtype, device, requires_grad and identity), the training/eval mode and the
     hooks registered on the module. Modules that are rnnfast's already are left alone. Subclasses of the
-    torch.nn classes (their forward may do something else) and settings rnnfast does not support yet are
-    left as they are and named in a UserWarning.
+    torch.nn classes (their forward may do something else) are left as they are and named in a UserWarning.
 
     Args:
         model: any nn.Module, changed in place. It may itself be one of the six modules, in which case the
@@ -75,7 +74,7 @@ def _swap_all(
 ) -> nn.Module:
     """Swaps every module whose type is a key of `mapping`; warns about the other instances of those keys
     except those of `already_swapped` (convert leaves rnnfast's modules, which subclass torch.nn's, alone)."""
-    subclassed, unsupported = [], []
+    subclassed = []
     swapped = {}  # id(old module) -> its replacement, so a module shared by two parents is swapped once
 
     def swap(module: nn.Module, path: str) -> nn.Module:
@@ -83,11 +82,7 @@ def _swap_all(
             return swapped[id(module)]
         target = mapping.get(type(module))
         if target is not None:
-            try:
-                replacement = _rebuild(module, target, extra_kwargs)
-            except NotImplementedError as error:
-                unsupported.append(f"{path or '<root>'} ({type(module).__name__}): {error}")
-                replacement = module
+            replacement = _rebuild(module, target, extra_kwargs)
         else:
             if isinstance(module, tuple(mapping)) and not isinstance(module, already_swapped):
                 subclassed.append(f"{path or '<root>'} ({type(module).__module__}.{type(module).__qualname__})")
@@ -108,13 +103,6 @@ def _swap_all(
         warnings.warn(
             f"{caller} left these subclasses of recurrent modules as they are, since their forward may differ "
             f"from the base class's: {', '.join(subclassed)}",
-            UserWarning,
-            stacklevel=3,
-        )
-    if unsupported:
-        warnings.warn(
-            f"{caller} left these modules as they are, since their settings are not supported: "
-            f"{'; '.join(unsupported)}",
             UserWarning,
             stacklevel=3,
         )

@@ -7,6 +7,8 @@ by a few large GEMMs for dx and the weight and bias gradients.
 
 import importlib.util
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -70,25 +72,34 @@ def _recurrence(backend: str):
 
 
 def _input_projection(x2d: torch.Tensor, w_ih: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """x2d [N, I] projected by each direction's w_ih [D, G, I] (+ bias [D, G]): [D, N, G], one GEMM."""
+    if w_ih.shape[0] == 1:
+        gates = x2d @ w_ih[0].t() if bias is None else torch.addmm(bias[0], x2d, w_ih[0].t())
+        return gates.unsqueeze(0)
     if bias is None:
-        return x2d @ w_ih.t()
-    return torch.addmm(bias, x2d, w_ih.t())
+        return x2d @ w_ih.transpose(1, 2)
+    return torch.baddbmm(bias.unsqueeze(1), x2d.expand(w_ih.shape[0], -1, -1), w_ih.transpose(1, 2))
 
 
-def scan(cell: str, reverse: bool, backend: str, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr):
-    """One layer of `cell` ("lstm", "gru", "rnn_tanh", "rnn_relu") in one direction over time-major
-    x [T, B, I]. Returns (y [T, B, P], h_n [B, P]), plus c_n [B, H] for the LSTM (c0 is None otherwise).
+def scan(cell: str, backend: str, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr):
+    """One layer of `cell` ("lstm", "gru", "rnn_tanh", "rnn_relu") over time-major x [T, B, I], in D
+    directions (1, or 2 for a bidirectional layer: direction 1 runs in reverse, as torch.nn numbers
+    them). Per-direction arguments have a leading axis D: h0 [D, B, P], c0 [D, B, H] (LSTM, else None),
+    w_ih [D, G*H, I], w_hh [D, G*H, P], b_ih and b_hh [D, G*H] (both None without bias), w_hr [D, P, H]
+    (LSTM proj_size, else None). Returns (y [T, B, D*P], h_n [D, B, P]), plus c_n [D, B, H] for the LSTM.
+    Both directions run in the same kernel launches where the plan allows (kernels/configs.plan_scan).
 
     lengths [B] (int64 on x's device, each in 1..T; None: every row has length T): a row stops updating
     after its length, its outputs there are zero and h_n/c_n are taken at its last valid step (the reverse
-    direction starts there). b_ih and b_hh are both None without bias. w_hr [P, H] (LSTM proj_size, else
-    None): h = W_hr (o * tanh(c)); the scan then runs on r = o * tanh(c) with the recurrent weight
-    W_hh W_hr, h0 entering each row's first step through W_hh, and outputs are projected after the scan.
+    direction starts there). With w_hr, h = W_hr (o * tanh(c)): the scan then runs on r = o * tanh(c) with
+    the recurrent weight W_hh W_hr, h0 entering each row's first step through W_hh, and outputs are
+    projected after the scan.
     """
     seq_len = x.shape[0]
     h_init, w_rec, first_gates = h0, w_hh, None
     if w_hr is not None:
-        h_init, w_rec, first_gates = h0.new_zeros(h0.shape[0], w_hr.shape[1]), w_hh @ w_hr, h0 @ w_hh.t()
+        h_init = h0.new_zeros(*h0.shape[:2], w_hr.shape[2])
+        w_rec, first_gates = w_hh @ w_hr, h0 @ w_hh.transpose(1, 2)
     # The kernels address the recurrent weight and b_hh as contiguous: a transposed or strided parameter
     # is copied here, outside the op, so autograd takes its gradient back to the parameter itself.
     w_rec = w_rec.contiguous()
@@ -98,16 +109,18 @@ def scan(cell: str, reverse: bool, backend: str, x, lengths, h0, c0, w_ih, w_hh,
     # Eagerly the same implementation runs as a plain autograd.Function: a custom op's first call imports
     # torch._dynamo (and with it triton), about a second that a CPU user would pay for nothing.
     run = torch.ops.rnnfast.scan if tracing(x) else _EagerScan.apply
-    h_all, c_n, _, _ = run(
-        cell, reverse, backend, x, lengths, h_init, c0, w_ih, w_rec, b_ih, b_hh, first_gates, training
-    )
-    y = h_all[:seq_len] if reverse else h_all[1:]
-    h_n = h_all[0 if reverse else seq_len]
+    h_all, c_n, _, _ = run(cell, backend, x, lengths, h_init, c0, w_ih, w_rec, b_ih, b_hh, first_gates, training)
+    directions = range(h_all.shape[0])
+    outputs = [h_all[d, :seq_len] if d else h_all[d, 1:] for d in directions]
+    finals = [h_all[d, _last_slot(d, seq_len)] for d in directions]
     if w_hr is not None:
-        y, h_n = y @ w_hr.t(), h_n @ w_hr.t()
+        outputs = [y @ w_hr[d].t() for d, y in zip(directions, outputs)]
+        finals = [h @ w_hr[d].t() for d, h in zip(directions, finals)]
+    y = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=2)
     if lengths is not None:
         y = y.masked_fill(_padding_mask(lengths, seq_len), 0)
-    return (y, h_n, c_n) if cell == "lstm" else (y, h_n)
+    h_n = torch.stack(finals)
+    return (y, h_n, c_n) if _CELL_SCANS[cell].cell_state else (y, h_n)
 
 
 # The scan and its backward are custom ops, opaque to torch.compile (no graph break, no tracing into
@@ -115,7 +128,6 @@ def scan(cell: str, reverse: bool, backend: str, x, lengths, h0, c0, w_ih, w_hh,
 @torch.library.custom_op("rnnfast::scan", mutates_args=())
 def _scan_op(
     cell: str,
-    reverse: bool,
     backend: str,
     x: torch.Tensor,
     lengths: torch.Tensor | None,
@@ -128,77 +140,144 @@ def _scan_op(
     first_gates: torch.Tensor | None,
     training: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(h_all [T + 1, B, H] state slots, c_n [B, H] (LSTM, else empty), the cell's saved state and its
-    activated gates [T, B, G*H] (both for the backward; empty in inference)). first_gates [B, G*H] is
-    added to each row's first step's gates."""
-    return _scan_forward(cell, reverse, backend, x, lengths, h_init, c0, w_ih, w_rec, b_ih, b_hh, first_gates, training)
+    """(h_all [D, T + 1, B, H] state slots, c_n [D, B, H] (LSTM, else empty), the cell's saved state and
+    its activated gates [D, T, B, G*H] (both for the backward; empty in inference)). first_gates
+    [D, B, G*H] is added to each row's first step's gates."""
+    return _scan_forward(cell, backend, x, lengths, h_init, c0, w_ih, w_rec, b_ih, b_hh, first_gates, training)
 
 
 def _scan_forward(*inputs):
-    with torch.autocast(inputs[3].device.type, enabled=False):  # the layer chose its dtype; no op re-casts
+    with torch.autocast(inputs[2].device.type, enabled=False):  # the layer chose its dtype; no op re-casts
         return _scan_impl(*inputs)
 
 
-def _scan_impl(cell, reverse, backend, x, lengths, h_init, c0, w_ih, w_rec, b_ih, b_hh, first_gates, training):
+def _first_slot(direction: int, seq_len: int) -> int:
+    """The slot of h_all (per direction) holding h_init: T for the reverse direction (1), 0 forward."""
+    return seq_len if direction else 0
+
+
+def _last_slot(direction: int, seq_len: int) -> int:
+    """The slot of h_all (per direction) written by the last step: it holds every row's final state."""
+    return 0 if direction else seq_len
+
+
+@dataclass(frozen=True)
+class _CellScan:
+    """What a scan does for one cell, beside what every cell shares: the state its forward saves for the
+    backward (besides h_all and the activated gates) and its recurrence's forward and backward, called
+    on the same buffers in rnnfast.kernels (Triton) or rnnfast.reference (PyTorch)."""
+
+    saved_state: Callable  # (D, T, B, H, training) -> shape of the saved state
+    forward: Callable  # (recurrence, _ScanBuffers) -> None
+    backward: Callable  # (recurrence, _ScanBuffers) -> None
+    cell_state: bool = False  # an LSTM's c: c0 in, c_n out, dc through the backward
+    recurrent_bias: bool = False  # b_hh stays in the recurrence (GRU: inside the reset product)
+    input_gate_gradients: bool = False  # the input projection's gate gradients differ from W_hh's (GRU)
+
+
+@dataclass
+class _ScanBuffers:
+    """The buffers of one scan (every per-direction tensor [D, ...]; kernels/lstm.py describes the slots)."""
+
+    gates: torch.Tensor  # [D, T, B, G*H]: input projection in, activated gates out when training
+    w_rec: torch.Tensor  # [D, G*H, H]
+    h_all: torch.Tensor  # [D, T + 1, B, H]
+    saved: torch.Tensor  # the cell's saved state (_CellScan.saved_state)
+    lengths: torch.Tensor | None
+    training: bool = False
+    b_hh: torch.Tensor | None = None  # recurrent_bias cells
+    dgates_h_all: torch.Tensor | None = None  # backward: [D, T + 1, B, G*H]
+    dgates_x_all: torch.Tensor | None = None  # backward, input_gate_gradients cells: [D, T, B, G*H]
+    dh: torch.Tensor | None = None  # backward: [D, T, B, H]
+    dc: torch.Tensor | None = None  # backward, cell_state cells: [D, B, H]
+    dh_carry: torch.Tensor | None = None  # backward: [D, B, H]
+
+
+def _rnn_scan(relu: bool) -> _CellScan:
+    return _CellScan(
+        saved_state=lambda *_: (0,),
+        forward=lambda r, b: r.rnn_scan_fwd(b.gates, b.w_rec, b.h_all, b.lengths, relu),
+        backward=lambda r, b: r.rnn_scan_bwd(b.dgates_h_all, b.w_rec, b.h_all, b.dh, b.dh_carry, b.lengths, relu),
+    )
+
+
+_CELL_SCANS = {
+    # c in the state slots (a ring of 2 in inference).
+    "lstm": _CellScan(
+        saved_state=lambda d, t, b, h, training: (d, t + 1 if training else 2, b, h),
+        forward=lambda r, b: r.lstm_scan_fwd(b.gates, b.w_rec, b.h_all, b.saved, b.lengths, b.training),
+        backward=lambda r, b: r.lstm_scan_bwd(
+            b.dgates_h_all, b.gates, b.w_rec, b.saved, b.dh, b.dc, b.dh_carry, b.lengths
+        ),
+        cell_state=True,
+    ),
+    # W_hn h_{t-1} + b_hn per step (training only).
+    "gru": _CellScan(
+        saved_state=lambda d, t, b, h, training: (d, t if training else 0, b, h),
+        forward=lambda r, b: r.gru_scan_fwd(b.gates, b.w_rec, b.b_hh, b.h_all, b.saved, b.lengths, b.training),
+        backward=lambda r, b: r.gru_scan_bwd(
+            b.dgates_h_all, b.dgates_x_all, b.gates, b.w_rec, b.h_all, b.saved, b.dh, b.dh_carry, b.lengths
+        ),
+        recurrent_bias=True,
+        input_gate_gradients=True,
+    ),
+    "rnn_tanh": _rnn_scan(relu=False),
+    "rnn_relu": _rnn_scan(relu=True),
+}
+
+
+def _saved_state(kind: _CellScan, x: torch.Tensor, directions: int, hidden: int, training: bool) -> torch.Tensor:
+    seq_len, batch = x.shape[:2]
+    shape = kind.saved_state(directions, seq_len, batch, hidden, training)
+    return x.new_empty(shape, dtype=reference.state_dtype(x.dtype))
+
+
+def _scan_impl(cell, backend, x, lengths, h_init, c0, w_ih, w_rec, b_ih, b_hh, first_gates, training):
     seq_len, batch, input_size = x.shape
-    hidden = w_rec.shape[1]
+    directions, gate_width, hidden = w_rec.shape
+    kind = _CELL_SCANS[cell]
     # GRU keeps b_hh inside the reset product; the other cells fold it into the input projection.
-    if cell == "gru":
+    if kind.recurrent_bias:
         input_bias = b_ih
-        b_hh = b_hh if b_hh is not None else w_rec.new_zeros(3 * hidden)
+        b_hh = b_hh if b_hh is not None else w_rec.new_zeros(directions, gate_width)
     else:
         input_bias = b_ih + b_hh if b_ih is not None else None
     gates = _input_projection(x.reshape(seq_len * batch, input_size), w_ih, input_bias)
-    gates = gates.view(seq_len, batch, w_ih.shape[0])
+    gates = gates.view(directions, seq_len, batch, gate_width)
     if first_gates is not None:
-        gates[_first_steps(lengths, reverse, batch, seq_len, x.device)] += first_gates
-    recurrence = _recurrence(backend)
+        for d in range(directions):
+            gates[d][_first_steps(lengths, d, batch, seq_len, x.device)] += first_gates[d]
     lengths = _kernel_lengths(backend, lengths, batch, seq_len, x.device)
 
-    h_all = x.new_empty(seq_len + 1, batch, hidden)
-    first_slot, last_slot = (seq_len, 0) if reverse else (0, seq_len)
-    h_all[first_slot] = h_init
-    state_dtype = reference.state_dtype(x.dtype)
-    run = batch > 0
+    h_all = x.new_empty(directions, seq_len + 1, batch, hidden)
+    saved = _saved_state(kind, x, directions, hidden, training)
+    for d in range(directions):
+        h_all[d, _first_slot(d, seq_len)] = h_init[d]
+        if kind.cell_state:
+            saved[d, _first_slot(d, seq_len) % saved.shape[1]] = c0[d]
+    if batch > 0:
+        kind.forward(_recurrence(backend), _ScanBuffers(gates, w_rec, h_all, saved, lengths, training, b_hh))
     c_n = x.new_empty(0)
-    if cell == "lstm":
-        cell_state = x.new_empty(seq_len + 1 if training else 2, batch, hidden, dtype=state_dtype)
-        cell_state[first_slot % cell_state.shape[0]] = c0
-        if run:
-            recurrence.lstm_scan_fwd(gates, w_rec, h_all, cell_state, lengths, reverse, training)
-        c_n = cell_state[last_slot % cell_state.shape[0]].to(x.dtype, copy=True)
-    elif cell == "gru":
-        cell_state = x.new_empty(seq_len if training else 0, batch, hidden, dtype=state_dtype)  # W_hn h + b_hn
-        if run:
-            recurrence.gru_scan_fwd(gates, w_rec, b_hh, h_all, cell_state, lengths, reverse, training)
-    else:
-        cell_state = x.new_empty(0)
-        if run:
-            recurrence.elman_scan_fwd(gates, w_rec, h_all, lengths, reverse, cell == "rnn_relu")
-    return h_all, c_n, cell_state, gates if training else x.new_empty(0)
+    if kind.cell_state:
+        c_n = torch.stack([saved[d, _last_slot(d, seq_len) % saved.shape[1]] for d in range(directions)])
+        c_n = c_n.to(x.dtype)
+    return h_all, c_n, saved, gates if training else x.new_empty(0)
 
 
 @_scan_op.register_fake
-def _(cell, reverse, backend, x, lengths, h_init, c0, w_ih, w_rec, b_ih, b_hh, first_gates, training):
+def _(cell, backend, x, lengths, h_init, c0, w_ih, w_rec, b_ih, b_hh, first_gates, training):
     seq_len, batch, _ = x.shape
-    hidden = w_rec.shape[1]
-    state_dtype = reference.state_dtype(x.dtype)
-    empty = x.new_empty(0)
-    if cell == "lstm":
-        c_n = x.new_empty(batch, hidden)
-        cell_state = x.new_empty(seq_len + 1 if training else 2, batch, hidden, dtype=state_dtype)
-    elif cell == "gru":
-        c_n, cell_state = empty, x.new_empty(seq_len if training else 0, batch, hidden, dtype=state_dtype)
-    else:
-        c_n, cell_state = empty, x.new_empty(0)
-    gates = x.new_empty(seq_len, batch, w_ih.shape[0]) if training else x.new_empty(0)
-    return x.new_empty(seq_len + 1, batch, hidden), c_n, cell_state, gates
+    directions, gate_width, hidden = w_rec.shape
+    kind = _CELL_SCANS[cell]
+    saved = _saved_state(kind, x, directions, hidden, training)
+    c_n = x.new_empty(directions, batch, hidden) if kind.cell_state else x.new_empty(0)
+    gates = x.new_empty(directions, seq_len, batch, gate_width) if training else x.new_empty(0)
+    return x.new_empty(directions, seq_len + 1, batch, hidden), c_n, saved, gates
 
 
 @torch.library.custom_op("rnnfast::scan_backward", mutates_args=())
 def _scan_backward_op(
     cell: str,
-    reverse: bool,
     backend: str,
     d_h_all: torch.Tensor,
     d_c_n: torch.Tensor,
@@ -207,128 +286,133 @@ def _scan_backward_op(
     w_ih: torch.Tensor,
     w_rec: torch.Tensor,
     h_all: torch.Tensor,
-    cell_state: torch.Tensor,
+    saved: torch.Tensor,
     gates: torch.Tensor,
     has_bias: bool,
 ) -> tuple[
     torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor
 ]:
     """Gradients (x, h_init, c0, w_ih, w_rec, b_ih, b_hh, first_gates) of _scan_op from those of h_all
-    [T + 1, B, H] and c_n; empty where the scan has no such input."""
-    return _scan_backward_run(
-        cell, reverse, backend, d_h_all, d_c_n, x, lengths, w_ih, w_rec, h_all, cell_state, gates, has_bias
-    )
+    [D, T + 1, B, H] and c_n; empty where the scan has no such input."""
+    return _scan_backward_run(cell, backend, d_h_all, d_c_n, x, lengths, w_ih, w_rec, h_all, saved, gates, has_bias)
 
 
 def _scan_backward_run(*inputs):
-    with torch.autocast(inputs[5].device.type, enabled=False):
+    with torch.autocast(inputs[4].device.type, enabled=False):
         return _scan_backward_impl(*inputs)
 
 
-def _scan_backward_impl(
-    cell, reverse, backend, d_h_all, d_c_n, x, lengths, w_ih, w_rec, h_all, cell_state, gates, has_bias
-):
-    seq_len, batch, hidden = h_all.shape
+def _scan_backward_impl(cell, backend, d_h_all, d_c_n, x, lengths, w_ih, w_rec, h_all, saved, gates, has_bias):
+    directions, seq_len, batch, hidden = h_all.shape
     seq_len -= 1
-    first_t = seq_len - 1 if reverse else 0
-    first_slot = seq_len if reverse else 0
     grad_dtype = reference.state_dtype(gates.dtype)
-    recurrence = _recurrence(backend)
-    run = batch > 0
     lengths = _kernel_lengths(backend, lengths, batch, seq_len, x.device)
 
     # A fresh contiguous copy in the state dtype: the gradient may be a strided view (after torch.cat).
-    dh = (d_h_all[:seq_len] if reverse else d_h_all[1:]).to(
-        grad_dtype, memory_format=torch.contiguous_format, copy=True
-    )
+    dh = d_h_all.new_empty(directions, seq_len, batch, hidden, dtype=grad_dtype)
+    for d in range(directions):
+        dh[d] = d_h_all[d, :seq_len] if d else d_h_all[d, 1:]
     # The kernels keep gate gradients in the layer's dtype (the recurrent dot reads them every step, and
     # the GEMMs below cast them to it anyway); the reference keeps them in the state dtype.
     dgates_dtype = gates.dtype if backend == "triton" else grad_dtype
-    dgates_h_all = gates.new_empty(seq_len + 1, batch, gates.shape[2], dtype=dgates_dtype)
-    dgates_h_all[0 if reverse else seq_len].zero_()
-    dgates_h = dgates_h_all[1:] if reverse else dgates_h_all[:seq_len]
-    dgates_x, d_c0 = dgates_h, x.new_empty(0)
-    dh_carry = torch.zeros_like(dh[0])  # the part of dh0 that does not go through W_hh
-    if cell == "lstm":
-        dc = d_c_n.to(grad_dtype, copy=True)
-        if run:
-            recurrence.lstm_scan_bwd(dgates_h_all, gates, w_rec, cell_state, dh, dc, dh_carry, lengths, reverse)
-        d_c0 = dc.to(x.dtype)
-    elif cell == "gru":
-        dgates_x = torch.empty_like(gates, dtype=dgates_dtype)
-        if run:
-            recurrence.gru_scan_bwd(
-                dgates_h_all, dgates_x, gates, w_rec, h_all, cell_state, dh, dh_carry, lengths, reverse
-            )
-    elif run:
-        recurrence.elman_scan_bwd(dgates_h_all, w_rec, h_all, dh, dh_carry, lengths, reverse, cell == "rnn_relu")
+    dgates_h_all = gates.new_empty(directions, seq_len + 1, batch, gates.shape[3], dtype=dgates_dtype)
+    for d in range(directions):
+        dgates_h_all[d, _last_slot(d, seq_len)].zero_()
+    dgates_h = [dgates_h_all[d, 1:] if d else dgates_h_all[d, :seq_len] for d in range(directions)]
+    kind = _CELL_SCANS[cell]
+    buffers = _ScanBuffers(
+        gates, w_rec, h_all, saved, lengths,
+        dgates_h_all=dgates_h_all,
+        dgates_x_all=torch.empty_like(gates, dtype=dgates_dtype) if kind.input_gate_gradients else None,
+        dh=dh,
+        dc=d_c_n.to(grad_dtype, copy=True) if kind.cell_state else None,
+        dh_carry=dh.new_zeros(directions, batch, hidden),  # the part of dh0 that does not go through W_hh
+    )  # fmt: skip
+    if batch > 0:
+        kind.backward(_recurrence(backend), buffers)
+    dgates_x = dgates_h if buffers.dgates_x_all is None else buffers.dgates_x_all.unbind(0)
+    dh_carry = buffers.dh_carry
+    d_c0 = buffers.dc.to(x.dtype) if kind.cell_state else x.new_empty(0)
 
-    # h_init sits in the first step's read slot (carried past padding in reverse).
-    d_h_init = dgates_h[first_t].to(grad_dtype) @ w_rec.to(grad_dtype) + dh_carry + d_h_all[first_slot]
-    d_first_gates = dgates_x[_first_steps(lengths, reverse, batch, seq_len, x.device)]
-    dgates_x2d = dgates_x.flatten(0, 1).to(w_ih.dtype)
-    dgates_h2d = dgates_h.flatten(0, 1).to(w_ih.dtype)
-    r_prev = h_all[1:] if reverse else h_all[:seq_len]
-    return (
-        (dgates_x2d @ w_ih).view(x.shape),
-        d_h_init.to(x.dtype),
-        d_c0,
-        dgates_x2d.t() @ x.reshape(seq_len * batch, x.shape[2]),
-        dgates_h2d.t() @ r_prev.flatten(0, 1),
-        dgates_x2d.sum(0) if has_bias else x.new_empty(0),
-        dgates_h2d.sum(0) if has_bias else x.new_empty(0),
-        d_first_gates.to(x.dtype),
-    )
+    x2d = x.reshape(seq_len * batch, x.shape[2])
+    dx = None
+    grads = [[] for _ in range(6)]  # per direction: h_init, w_ih, w_rec, b_ih, b_hh, first_gates
+    for d in range(directions):
+        # h_init sits in the first step's read slot (carried past padding in reverse).
+        first_t = seq_len - 1 if d else 0
+        d_h_init = dgates_h[d][first_t].to(grad_dtype) @ w_rec[d].to(grad_dtype) + dh_carry[d]
+        d_h_init += d_h_all[d, _first_slot(d, seq_len)]
+        dgates_x2d = dgates_x[d].flatten(0, 1).to(w_ih.dtype)
+        dgates_h2d = dgates_h[d].flatten(0, 1).to(w_ih.dtype)
+        r_prev = h_all[d, 1:] if d else h_all[d, :seq_len]
+        dx = dgates_x2d @ w_ih[d] if dx is None else dx.addmm_(dgates_x2d, w_ih[d])
+        per_direction = (
+            d_h_init.to(x.dtype),
+            dgates_x2d.t() @ x2d,
+            dgates_h2d.t() @ r_prev.flatten(0, 1),
+            dgates_x2d.sum(0) if has_bias else x.new_empty(0),
+            dgates_h2d.sum(0) if has_bias else x.new_empty(0),
+            dgates_x[d][_first_steps(lengths, d, batch, seq_len, x.device)].to(x.dtype),
+        )
+        for grad, value in zip(grads, per_direction):
+            grad.append(value)
+    d_h_init, d_w_ih, d_w_rec, d_b_ih, d_b_hh, d_first_gates = (torch.stack(g) for g in grads[:6])
+    if not has_bias:
+        d_b_ih = d_b_hh = x.new_empty(0)
+    return dx.view(x.shape), d_h_init, d_c0, d_w_ih, d_w_rec, d_b_ih, d_b_hh, d_first_gates
 
 
 @_scan_backward_op.register_fake
-def _(cell, reverse, backend, d_h_all, d_c_n, x, lengths, w_ih, w_rec, h_all, cell_state, gates, has_bias):
-    batch, hidden = h_all.shape[1], h_all.shape[2]
-    bias = x.new_empty(w_ih.shape[0]) if has_bias else x.new_empty(0)
+def _(cell, backend, d_h_all, d_c_n, x, lengths, w_ih, w_rec, h_all, saved, gates, has_bias):
+    directions, _, batch, hidden = h_all.shape
+    bias = x.new_empty(directions, w_ih.shape[1]) if has_bias else x.new_empty(0)
     return (
         torch.empty_like(x),
-        x.new_empty(batch, hidden),
-        x.new_empty(batch, hidden) if cell == "lstm" else x.new_empty(0),
+        x.new_empty(directions, batch, hidden),
+        x.new_empty(directions, batch, hidden) if _CELL_SCANS[cell].cell_state else x.new_empty(0),
         torch.empty_like(w_ih),
         torch.empty_like(w_rec),
         bias,
         torch.empty_like(bias),
-        x.new_empty(batch, w_ih.shape[0]),
+        x.new_empty(directions, batch, w_ih.shape[1]),
     )
 
 
 # Positions of the differentiable inputs of _scan_op: x, h_init, c0, w_ih, w_rec, b_ih, b_hh, first_gates.
-_DIFFERENTIABLE_INPUTS = (3, 5, 6, 7, 8, 9, 10, 11)
+_DIFFERENTIABLE_INPUTS = (2, 4, 5, 6, 7, 8, 9, 10)
 
 
 def _scan_setup_context(ctx, inputs, output):
-    cell, reverse, backend, x, lengths, h_init, c0, w_ih, w_rec, b_ih, b_hh, first_gates, training = inputs
-    h_all, _, cell_state, gates = output
+    cell, backend, x, lengths, h_init, c0, w_ih, w_rec, b_ih, b_hh, first_gates, training = inputs
+    h_all, _, saved, gates = output
     # The inputs themselves are kept only for a backward that is differentiated again (no extra memory:
     # they are alive anyway, as the layer's parameters and inputs).
-    ctx.save_for_backward(x, lengths, w_ih, w_rec, h_all, cell_state, gates, h_init, c0, b_ih, b_hh, first_gates)
-    ctx.cell, ctx.reverse, ctx.backend, ctx.has_bias = cell, reverse, backend, b_ih is not None
+    ctx.save_for_backward(x, lengths, w_ih, w_rec, h_all, saved, gates, h_init, c0, b_ih, b_hh, first_gates)
+    ctx.cell, ctx.backend, ctx.has_bias = cell, backend, b_ih is not None
 
 
 def _scan_grads(ctx, d_h_all, d_c_n, run_backward):
     """The gradients of every input of the scan, given those of h_all and c_n (None where unused)."""
-    x, lengths, w_ih, w_rec, h_all, cell_state, gates, h_init, c0, b_ih, b_hh, first_gates = ctx.saved_tensors
+    x, lengths, w_ih, w_rec, h_all, saved, gates, h_init, c0, b_ih, b_hh, first_gates = ctx.saved_tensors
     if d_h_all is None:
         d_h_all = torch.zeros_like(h_all)
     if d_c_n is None:
-        d_c_n = h_all.new_zeros(h_all.shape[1:]) if ctx.cell == "lstm" else h_all.new_empty(0)
+        d_c_n = (
+            h_all.new_zeros(h_all.shape[0], *h_all.shape[2:])
+            if _CELL_SCANS[ctx.cell].cell_state
+            else h_all.new_empty(0)
+        )
     needs = ctx.needs_input_grad
     if torch.is_grad_enabled():  # create_graph=True: the backward itself must be differentiable
         inputs = (x, h_init, c0, w_ih, w_rec, b_ih, b_hh, first_gates)
         grads = _differentiable_backward(ctx, inputs, lengths, d_h_all, d_c_n)
     else:
         grads = run_backward(
-            ctx.cell, ctx.reverse, ctx.backend, d_h_all, d_c_n, x, lengths, w_ih, w_rec, h_all, cell_state, gates,
-            ctx.has_bias,
-        )  # fmt: skip
+            ctx.cell, ctx.backend, d_h_all, d_c_n, x, lengths, w_ih, w_rec, h_all, saved, gates, ctx.has_bias
+        )
     picked = [g if needs[i] else None for i, g in zip(_DIFFERENTIABLE_INPUTS, grads)]
     dx, d_h_init, d_c0, d_w_ih, d_w_rec, d_b_ih, d_b_hh, d_first_gates = picked
-    return None, None, None, dx, None, d_h_init, d_c0, d_w_ih, d_w_rec, d_b_ih, d_b_hh, d_first_gates, None
+    return None, None, dx, None, d_h_init, d_c0, d_w_ih, d_w_rec, d_b_ih, d_b_hh, d_first_gates, None
 
 
 def _differentiable_backward(ctx, inputs, lengths, d_h_all, d_c_n) -> list:
@@ -337,12 +421,17 @@ def _differentiable_backward(ctx, inputs, lengths, d_h_all, d_c_n) -> list:
     wanted = [i for i, t in enumerate(inputs) if t is not None and ctx.needs_input_grad[_DIFFERENTIABLE_INPUTS[i]]]
     x = inputs[0]
     seq_len, batch = x.shape[:2]
-    first_steps = _first_steps(lengths, ctx.reverse, batch, seq_len, x.device)
     with torch.autocast(x.device.type, enabled=False):
-        h_all, c_n = differentiable.scan_slots(ctx.cell, ctx.reverse, x, lengths, *inputs[1:], first_steps)
-        outputs, grad_outputs = [h_all], [d_h_all]
-        if ctx.cell == "lstm":
-            outputs.append(c_n)
+        slots, finals = [], []
+        for d in range(d_h_all.shape[0]):
+            per_direction = [None if t is None else t[d] for t in inputs[1:]]
+            first_steps = _first_steps(lengths, d, batch, seq_len, x.device)
+            h_all, c_n = differentiable.scan_slots(ctx.cell, d == 1, x, lengths, *per_direction, first_steps)
+            slots.append(h_all)
+            finals.append(c_n)
+        outputs, grad_outputs = [torch.stack(slots)], [d_h_all]
+        if _CELL_SCANS[ctx.cell].cell_state:
+            outputs.append(torch.stack(finals))
             grad_outputs.append(d_c_n)
         found = torch.autograd.grad(
             outputs, [inputs[i] for i in wanted], grad_outputs, create_graph=True, allow_unused=True
@@ -353,7 +442,7 @@ def _differentiable_backward(ctx, inputs, lengths, d_h_all, d_c_n) -> list:
     return grads
 
 
-def _scan_backward(ctx, d_h_all, d_c_n, _d_cell_state, _d_gates):
+def _scan_backward(ctx, d_h_all, d_c_n, _d_saved, _d_gates):
     return _scan_grads(ctx, d_h_all, d_c_n, torch.ops.rnnfast.scan_backward)
 
 
@@ -370,7 +459,7 @@ class _EagerScan(torch.autograd.Function):
     setup_context = staticmethod(_scan_setup_context)
 
     @staticmethod
-    def backward(ctx, d_h_all, d_c_n, _d_cell_state, _d_gates):
+    def backward(ctx, d_h_all, d_c_n, _d_saved, _d_gates):
         return _scan_grads(ctx, d_h_all, d_c_n, _scan_backward_run)
 
 
@@ -382,8 +471,8 @@ def _kernel_lengths(backend: str, lengths, batch: int, seq_len: int, device) -> 
     return lengths
 
 
-def _first_steps(lengths, reverse: bool, batch: int, seq_len: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Index (t, b) of each row's first step: t = 0 forward, its last valid step in reverse."""
+def _first_steps(lengths, reverse: int, batch: int, seq_len: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Index (t, b) of each row's first step: t = 0 forward, its last valid step in reverse (direction 1)."""
     rows = torch.arange(batch, device=device)
     if not reverse:
         return torch.zeros_like(rows), rows

@@ -54,8 +54,8 @@ def _check_same_device_and_dtype(x: torch.Tensor, weight: torch.Tensor, hidden: 
             )
 
 
-class _RecurrentLayers:
-    """forward() shared by LSTM, GRU and RNN, mixed into their torch.nn base classes."""
+class _Backend:
+    """The `backend` argument every rnnfast module adds to its torch.nn constructor."""
 
     def _init_backend(self, backend: str | None) -> None:
         self.backend = check_backend_name(backend)
@@ -63,6 +63,10 @@ class _RecurrentLayers:
     def extra_repr(self) -> str:
         backend = "" if self.backend is None else f", backend={self.backend!r}"
         return super().extra_repr() + backend
+
+
+class _RecurrentLayers(_Backend):
+    """forward() shared by LSTM, GRU and RNN, mixed into their torch.nn base classes."""
 
     def _cell_name(self) -> str:
         return {"LSTM": "lstm", "GRU": "gru", "RNN_TANH": "rnn_tanh", "RNN_RELU": "rnn_relu"}[self.mode]
@@ -211,22 +215,18 @@ class _RecurrentLayers:
         finals = [[] for _ in hidden]
         layer_input = x
         for layer in range(self.num_layers):
-            outputs = []
-            for direction in range(num_directions):
-                index = layer * num_directions + direction
-                h0 = hidden[0][index]
-                c0 = hidden[1][index] if len(hidden) == 2 else None
-                weights = self._layer_weights(index)
-                if run_dtype is not None:
-                    weights = tuple(None if w is None else w.to(run_dtype) for w in weights)
-                y, *states = scan(cell, direction == 1, backend, layer_input, lengths, h0, c0, *weights)
-                outputs.append(y)
-                for final, state in zip(finals, states):
-                    final.append(state)
-            layer_input = outputs[0] if num_directions == 1 else torch.cat(outputs, dim=2)
+            # Both directions of a layer go to one scan, which runs them in the same kernel launches.
+            indices = range(layer * num_directions, (layer + 1) * num_directions)
+            per_direction = zip(*(self._layer_weights(index) for index in indices))
+            weights = [None if w[0] is None else _stack_directions(w, run_dtype) for w in per_direction]
+            h0 = hidden[0][indices.start : indices.stop]
+            c0 = hidden[1][indices.start : indices.stop] if len(hidden) == 2 else None
+            layer_input, *states = scan(cell, backend, layer_input, lengths, h0, c0, *weights)
+            for final, state in zip(finals, states):
+                final.append(state)
             if self.dropout > 0 and self.training and layer < self.num_layers - 1:
                 layer_input = F.dropout(layer_input, self.dropout, training=True)
-        return layer_input, tuple(torch.stack(final) for final in finals)
+        return layer_input, tuple(torch.cat(final) for final in finals)
 
     def _layer_weights(self, index: int) -> tuple:
         """(w_ih, w_hh, b_ih, b_hh, w_hr) of one layer-direction; biases None when bias=False, w_hr None
@@ -315,15 +315,8 @@ class RNN(_RecurrentLayers, nn.RNNBase):
         self._init_backend(backend)
 
 
-class _RecurrentCell:
+class _RecurrentCell(_Backend):
     """forward() shared by LSTMCell, GRUCell and RNNCell: one step of the same scan (T = 1)."""
-
-    def _init_backend(self, backend: str | None) -> None:
-        self.backend = check_backend_name(backend)
-
-    def extra_repr(self) -> str:
-        backend = "" if self.backend is None else f", backend={self.backend!r}"
-        return super().extra_repr() + backend
 
     def _cell_name(self) -> str:
         if isinstance(self, nn.RNNCell):
@@ -380,8 +373,10 @@ class _RecurrentCell:
             states = native.run_cell(cell, input, hidden, weights)
         else:
             backend = resolve_backend(self.backend, input.device, input.dtype)
-            c0 = hidden[1] if is_lstm else None
-            _, *states = scan(cell, False, backend, input.unsqueeze(0), None, hidden[0], c0, *weights, None)
+            h0, c0 = hidden[0].unsqueeze(0), hidden[1].unsqueeze(0) if is_lstm else None
+            one_direction = [None if w is None else w.unsqueeze(0) for w in weights]
+            _, *states = scan(cell, backend, input.unsqueeze(0), None, h0, c0, *one_direction, None)
+            states = [state[0] for state in states]
         if not is_batched:
             states = [state.squeeze(0) for state in states]
         return tuple(states) if is_lstm else states[0]
@@ -427,6 +422,13 @@ class RNNCell(_RecurrentCell, nn.RNNCell):
     def __init__(self, *args, backend: str | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self._init_backend(backend)
+
+
+def _stack_directions(weights: tuple[torch.Tensor, ...], run_dtype: torch.dtype | None) -> torch.Tensor:
+    """One parameter of each direction of a layer as [D, ...] (a view for one direction), cast to the
+    autocast dtype when there is one."""
+    stacked = weights[0].unsqueeze(0) if len(weights) == 1 else torch.stack(weights)
+    return stacked if run_dtype is None else stacked.to(run_dtype)
 
 
 def _check_cell_args(x: torch.Tensor, hidden: tuple[torch.Tensor, ...], input_size: int, hidden_size: int) -> None:

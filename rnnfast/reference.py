@@ -1,7 +1,9 @@
 """Pure-PyTorch recurrences: the CPU fallback and the readable specification of each cell.
 
-Each function has the same signature and buffer conventions as its Triton twin in rnnfast.kernels (see
-kernels/lstm.py for the slot layout of h_all, c_all and dgates_all), so functional.py can call either.
+Each public function has the same signature and buffer conventions as its Triton twin in rnnfast.kernels
+(see kernels/lstm.py for the slot layout of h_all, c_all and dgates_all, and their leading direction axis
+D), so functional.py can call either. Here each is written for one direction and run once per direction
+(`_over_directions`).
 The input projection and the weight gradients are GEMMs done by functional.py; only the step-by-step
 part lives here. Gate math runs in the state dtype (fp32, or fp64 for fp64 tensors); gate gradients
 (dgates_*) are in the state dtype too, their zero slot already cleared.
@@ -22,6 +24,21 @@ import torch
 def state_dtype(dtype: torch.dtype) -> torch.dtype:
     """dtype of the cell state and of gradient accumulation for tensors of `dtype`."""
     return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _over_directions(scan):
+    """scan(*buffers, lengths, reverse, *flags), written for one direction's buffers, as a function of
+    buffers with a leading direction axis D (direction 1 the reverse one), without `reverse`."""
+    names = list(scan.__code__.co_varnames[: scan.__code__.co_argcount])
+    n_buffers = names.index("lengths")
+
+    def over_directions(*args):
+        buffers, lengths, flags = args[:n_buffers], args[n_buffers], args[n_buffers + 1 :]
+        for direction in range(buffers[0].shape[0]):
+            scan(*(buffer[direction] for buffer in buffers), lengths, direction == 1, *flags)
+
+    over_directions.__name__ = scan.__name__
+    return over_directions
 
 
 def _unmasked_steps(lengths: torch.Tensor | None, seq_len: int) -> int:
@@ -47,6 +64,7 @@ def _carry(dh_steps, dh_carry: torch.Tensor, carried: torch.Tensor, step: int, t
         dh_carry.copy_(carried)
 
 
+@_over_directions
 def lstm_scan_fwd(
     gates: torch.Tensor,
     w_hh: torch.Tensor,
@@ -85,6 +103,7 @@ def lstm_scan_fwd(
             gate_steps[t].copy_(pre)
 
 
+@_over_directions
 def lstm_scan_bwd(
     dgates_all: torch.Tensor,
     gates: torch.Tensor,
@@ -130,6 +149,7 @@ def lstm_scan_bwd(
             _carry(dh_steps, dh_carry, torch.where(active, 0, dh_t), step, t, reverse)
 
 
+@_over_directions
 def gru_scan_fwd(
     gates: torch.Tensor,
     w_hh: torch.Tensor,
@@ -168,6 +188,7 @@ def gru_scan_fwd(
                 gate_steps[t].copy_(act)
 
 
+@_over_directions
 def gru_scan_bwd(
     dgates_h_all: torch.Tensor,
     dgates_x: torch.Tensor,
@@ -218,7 +239,8 @@ def gru_scan_bwd(
     dgates_x[:, :, : 2 * hidden] = dgates_h[:, :, : 2 * hidden]
 
 
-def elman_scan_fwd(
+@_over_directions
+def rnn_scan_fwd(
     gates: torch.Tensor,
     w_hh: torch.Tensor,
     h_all: torch.Tensor,
@@ -242,7 +264,8 @@ def elman_scan_fwd(
         h_steps[write_slot].copy_(h if t < unmasked else torch.where((t < lengths).unsqueeze(1), h, h_prev))
 
 
-def elman_scan_bwd(
+@_over_directions
+def rnn_scan_bwd(
     dgates_all: torch.Tensor,
     w_hh: torch.Tensor,
     h_all: torch.Tensor,

@@ -1,9 +1,29 @@
-"""Comparison of an rnnfast module against its torch.nn twin: outputs, final states and every gradient,
-and the shapes the per-cell tests share."""
+"""Comparison of an rnnfast module against its torch.nn twin: outputs, final states and every gradient;
+the layer kinds, shapes and twin pairs the tests share; and the state-tuple helpers."""
 
 from dataclasses import dataclass
 
 import torch
+from torch import nn
+
+import rnnfast
+
+# Every layer kind, keyed by torch's mode name (plus the LSTM with projections): (rnnfast class, torch.nn
+# class, constructor options).
+LAYERS = {
+    "lstm": (rnnfast.LSTM, nn.LSTM, {}),
+    "lstm-proj": (rnnfast.LSTM, nn.LSTM, {"proj_size": 3}),
+    "gru": (rnnfast.GRU, nn.GRU, {}),
+    "rnn_tanh": (rnnfast.RNN, nn.RNN, {}),
+    "rnn_relu": (rnnfast.RNN, nn.RNN, {"nonlinearity": "relu"}),
+}
+# The same for the single-step cells.
+CELLS = {
+    "lstm": (rnnfast.LSTMCell, nn.LSTMCell, {}),
+    "gru": (rnnfast.GRUCell, nn.GRUCell, {}),
+    "rnn_tanh": (rnnfast.RNNCell, nn.RNNCell, {}),
+    "rnn_relu": (rnnfast.RNNCell, nn.RNNCell, {"nonlinearity": "relu"}),
+}
 
 
 @dataclass(frozen=True)
@@ -69,6 +89,35 @@ def strided_grad_output(case: Case) -> torch.Tensor:
     return torch.randn(*shape, 3 * directions * case.hidden_size)[..., ::3]
 
 
+@dataclass(frozen=True)
+class CellSpec:
+    """One cell kind as the shared cell checks see it (tests/test_cells.py)."""
+
+    mode: str  # torch's mode name, also the planner's cell name: lstm, gru, rnn_tanh or rnn_relu
+    module: type  # rnnfast.LSTM ...
+    reference: type  # torch.nn.LSTM ...
+    cell: type  # rnnfast.LSTMCell ...
+    reference_cell: type  # torch.nn.LSTMCell ...
+    options: dict  # e.g. nonlinearity="relu"
+
+    @property
+    def is_lstm(self) -> bool:
+        return self.mode == "lstm"
+
+    def pair(self, case: Case, **kwargs):
+        return make_pair(self.module, self.reference, case, **self.options, **kwargs)
+
+    def inputs(self, case: Case, **kwargs):
+        return make_inputs(case, lstm=self.is_lstm, **kwargs)
+
+    def state(self, *shape):
+        """A zero state of `shape`: (h, c) for the LSTM, h otherwise."""
+        return (torch.zeros(*shape), torch.zeros(*shape)) if self.is_lstm else torch.zeros(*shape)
+
+
+SPECS = [CellSpec(mode, *LAYERS[mode][:2], *CELLS[mode]) for mode in ("lstm", "gru", "rnn_tanh", "rnn_relu")]
+
+
 # Largest error allowed, relative to the largest magnitude of the expected tensor (at least 1).
 # fp32 is compared with torch.nn in fp32; fp16/bf16 with torch.nn in fp32 on the same rounded inputs
 # and weights, so the error is that of storing h, the gates and their gradients in 16 bits.
@@ -92,8 +141,14 @@ def assert_matches(
     assert error <= TOLERANCE[dtype] * scale, f"{what}: max error {error:.3g} (scale {scale:.3g}) for {dtype}"
 
 
-def _flatten_state(state) -> list[torch.Tensor]:
+def as_list(state) -> list[torch.Tensor]:
+    """[h] for a state h, [h, c] for an LSTM's (h, c)."""
     return list(state) if isinstance(state, tuple) else [state]
+
+
+def as_state(tensors, like):
+    """`tensors` shaped as the state `like`: a tuple for an LSTM's (h, c), the one tensor otherwise."""
+    return tuple(tensors) if isinstance(like, tuple) else tensors[0]
 
 
 def compare_with_torch(
@@ -112,16 +167,16 @@ def compare_with_torch(
     x and hx are given in the reference's dtype; grad_output (any layout) defaults to random.
     """
     ref_inputs = [x.detach().requires_grad_()]
-    ref_state = None if hx is None else tuple(h.detach().requires_grad_() for h in _flatten_state(hx))
-    ref_out, ref_final = reference(ref_inputs[0], _as_state(ref_state, hx))
+    ref_state = None if hx is None else tuple(h.detach().requires_grad_() for h in as_list(hx))
+    ref_out, ref_final = reference(ref_inputs[0], None if hx is None else as_state(ref_state, hx))
 
     inputs = [x.detach().to(dtype).requires_grad_()]
-    state = None if hx is None else tuple(h.detach().to(dtype).requires_grad_() for h in _flatten_state(hx))
-    out, final = module(inputs[0], _as_state(state, hx))
+    state = None if hx is None else tuple(h.detach().to(dtype).requires_grad_() for h in as_list(hx))
+    out, final = module(inputs[0], None if hx is None else as_state(state, hx))
 
     assert out.dtype == dtype
     assert_matches(out, ref_out, dtype, "output")
-    for i, (mine, theirs) in enumerate(zip(_flatten_state(final), _flatten_state(ref_final))):
+    for i, (mine, theirs) in enumerate(zip(as_list(final), as_list(ref_final))):
         assert_matches(mine, theirs, dtype, f"final state {i}")
 
     if not gradients:
@@ -129,19 +184,13 @@ def compare_with_torch(
     if grad_output is None:
         grad_output = torch.randn_like(ref_out)
     # Gradients are handed to autograd as they are: a strided grad_output reaches the backward strided.
-    final_grads = [torch.randn_like(f) for f in _flatten_state(ref_final)]
+    final_grads = [torch.randn_like(f) for f in as_list(ref_final)]
     ref_leaves = ref_inputs + list(ref_state or ()) + list(reference.parameters())
     leaves = inputs + list(state or ()) + list(module.parameters())
-    ref_grads = torch.autograd.grad([ref_out, *_flatten_state(ref_final)], ref_leaves, [grad_output, *final_grads])
+    ref_grads = torch.autograd.grad([ref_out, *as_list(ref_final)], ref_leaves, [grad_output, *final_grads])
     grads = torch.autograd.grad(
-        [out, *_flatten_state(final)], leaves, [grad_output.to(dtype), *(g.to(dtype) for g in final_grads)]
+        [out, *as_list(final)], leaves, [grad_output.to(dtype), *(g.to(dtype) for g in final_grads)]
     )
     names = ["input"] + [f"hx[{i}]" for i in range(len(state or ()))] + [n for n, _ in module.named_parameters()]
     for name, mine, theirs in zip(names, grads, ref_grads):
         assert_matches(mine, theirs, dtype, f"grad of {name}")
-
-
-def _as_state(tensors, like):
-    if tensors is None:
-        return None
-    return tensors if isinstance(like, tuple) else tensors[0]

@@ -10,12 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-import rnnfast
 from bench import __main__ as cli
 from bench import report, results
 from bench.cases import MODES, smoke_grid
 from bench.measure import saved_tensor_bytes
-from bench.providers import BASELINE, PROVIDERS, RNNFAST_NAMES
+from bench.providers import BASELINE, PROVIDERS
 from bench.run import run_grid
 
 CPU = torch.device("cpu")
@@ -32,11 +31,7 @@ def test_smoke_grid_measures_every_provider_available_on_cpu(smoke_rows):
         rows = {(row["provider"], row["mode"]): row for row in smoke_rows if row["case"] == case.name}
         assert rows["rnnfast-triton", "all"]["status"] == "skipped"
         assert rows["rnnfast-triton", "all"]["reason"] == "needs CUDA"
-        rnnfast_has_cell = getattr(rnnfast, RNNFAST_NAMES[case.cell], None) is not None
-        providers = [BASELINE, "rnnfast", "rnnfast-torch"] if rnnfast_has_cell else [BASELINE]
-        if not rnnfast_has_cell:
-            assert rows["rnnfast-torch", "all"]["status"] == "skipped"
-        for provider in providers:
+        for provider in (BASELINE, "rnnfast", "rnnfast-torch"):
             for mode in MODES:
                 row = rows[provider, mode]
                 assert row["status"] == "ok", row
@@ -52,18 +47,18 @@ def test_smoke_lstm_rows_cover_all_modes(smoke_rows):
 
 def test_smoke_command_prints_table_and_writes_nothing(monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(cli, "RESULTS", tmp_path / "results")
-    assert cli.main(["--smoke", "--cell", "rnn", "--mode", "inference"]) == 0
+    assert cli.main(["--smoke", "--cell", "rnn_tanh", "--mode", "inference"]) == 0
     printed = capsys.readouterr().out
     assert "torch.nn ms (p20-p80)" in printed
-    assert "rnn-B2-T5-I8-H16-fp32" in printed
+    assert "rnn_tanh-B2-T5-I8-H16-fp32" in printed
     assert not (tmp_path / "results").exists()
 
 
 def test_out_writes_csv_json_markdown(tmp_path):
-    assert cli.main(["--smoke", "--cell", "rnn", "--mode", "forward", "--out", str(tmp_path)]) == 0
-    stem = tmp_path / "cpu-smoke-rnn-forward"
+    assert cli.main(["--smoke", "--cell", "rnn_tanh", "--mode", "forward", "--out", str(tmp_path)]) == 0
+    stem = tmp_path / "cpu-smoke-rnn_tanh-forward"
     saved = json.loads(stem.with_suffix(".json").read_text())
-    assert saved["metadata"]["command"] == "python -m bench --smoke --cell rnn --mode forward --out " + str(tmp_path)
+    assert saved["metadata"]["command"] == f"python -m bench --smoke --cell rnn_tanh --mode forward --out {tmp_path}"
     assert saved["metadata"]["torch"] == torch.__version__
     assert saved["metadata"]["torch_num_threads"] == torch.get_num_threads()
     assert {row["mode"] for row in saved["rows"] if row["provider"] == BASELINE} == {"forward"}

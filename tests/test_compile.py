@@ -15,6 +15,7 @@ from tests.threaded import threaded_programs
 
 CELLS = ["lstm", "gru", "rnn_tanh"]
 DTYPES = ["fp32", "fp16", "bf16"]
+DTYPE_OF = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 GPUS = ["h100", "a100"]
 SEQ_LEN = 64
 # (batch, hidden): each specialisation class of B and H (= 1, a multiple of 16, neither), one and several
@@ -27,11 +28,11 @@ SPILL_BUDGET = 0
 
 
 def _requests():
-    # One flag combination (reverse, training) to keep CI short: the others compile to other kernels, which
-    # `python -m bench report` compiles (every combination, none spilling at the last run: README).
+    # One flag combination (bidirectional, training) to keep CI short: the others compile to other kernels,
+    # which `python -m bench report` compiles (every combination, none spilling at its last run: README).
     return [
         dict(cell=cell, scan_pass=scan_pass, seq_len=SEQ_LEN, batch=batch, hidden=hidden, dtype=dtype, gpu=gpu,
-             reverse=True, training=True)
+             directions=2, training=True)
         for cell in CELLS for dtype in DTYPES for gpu in GPUS for batch, hidden in SHAPES
         for scan_pass in ("forward", "backward")
     ]  # fmt: skip
@@ -59,8 +60,12 @@ def test_launches_are_specialised_as_triton_launches_them(report):
     assert lstm[1, 17, "forward"]["specialized"] == "B=1, pointers%16 7/7"
     assert lstm[16, 256, "forward"]["specialized"] == "B%16, H%16, pointers%16 7/7"
     assert lstm[5, 257, "backward"]["specialized"] == "pointers%16 10/10"
-    # The grid barrier: one launch per pass.
-    assert {row["launches"] for row in report} == {1}
+    # The grid barrier: one launch per pass, for both directions at once unless that would stream W_hh
+    # where one direction keeps it on chip (configs.plan_scan): then one launch per direction.
+    for row in report:
+        with configs.planning_for(row["gpu"]):
+            plan = configs.plan_scan(row["cell"], row["hidden"], row["batch"], DTYPE_OF[row["dtype"]], None, 2)
+        assert row["launches"] == 2 // plan.directions, row
 
 
 @pytest.mark.parametrize("gpu", GPUS)
@@ -115,7 +120,7 @@ def test_long_hidden_sizes_stream_their_weights_within_limits():
     """H up to 4096: slices too big for a block's shared memory are streamed from L2, never planned to fail."""
     requests = [
         dict(cell="lstm", scan_pass=scan_pass, seq_len=8, batch=16, hidden=hidden, dtype=dtype, gpu=gpu,
-             reverse=True, training=True)
+             directions=2, training=True)
         for hidden in (1024, 4096) for dtype in ("fp32", "fp16") for gpu in GPUS
         for scan_pass in ("forward", "backward")
     ]  # fmt: skip
@@ -130,7 +135,7 @@ def test_fallback_kernels_compile_within_limits(monkeypatch):
     monkeypatch.setenv("RNNFAST_NO_GRID_SYNC", "1")
     requests = [
         dict(cell=cell, scan_pass=scan_pass, seq_len=8, batch=16, hidden=768, dtype="fp16", gpu="a100",
-             reverse=True, training=True)
+             directions=2, training=True)
         for cell in CELLS for scan_pass in ("forward", "backward")
     ]  # fmt: skip
     rows = hardware.kernel_report(requests)
@@ -157,8 +162,10 @@ def _recorded(record_only: bool):
     return launches, record
 
 
-@pytest.mark.parametrize("cell,hidden", [("lstm", 20), ("lstm", 300), ("gru", 20), ("rnn_relu", 300)])
-def test_example_launch_matches_functional(monkeypatch, cell, hidden):
+@pytest.mark.parametrize(
+    "cell,hidden,bidirectional", [("lstm", 20, False), ("lstm", 300, True), ("gru", 20, True), ("rnn_relu", 300, False)]
+)
+def test_example_launch_matches_functional(monkeypatch, cell, hidden, bidirectional):
     """hardware.py compiles what each cell module's example_launch launches: the same kernels, grids and
     argument shapes, dtypes, strides and alignment as rnnfast's layers launch through rnnfast.functional
     (planned for an H100 both: one launch per pass with the grid barrier, run by the threaded interpreter)."""
@@ -167,7 +174,7 @@ def test_example_launch_matches_functional(monkeypatch, cell, hidden):
     seq_len, batch, dtype = 2, 3, torch.float16
     layer = {"lstm": rnnfast.LSTM, "gru": rnnfast.GRU, "rnn_relu": rnnfast.RNN}[cell]
     options = dict(nonlinearity="relu") if cell == "rnn_relu" else {}
-    module = layer(4, hidden, backend="triton", **options).to(dtype)
+    module = layer(4, hidden, backend="triton", bidirectional=bidirectional, **options).to(dtype)
     real, record = _recorded(record_only=False)
     monkeypatch.setattr(InterpretedFunction, "run", record)
     with threaded_programs():
@@ -177,5 +184,5 @@ def test_example_launch_matches_functional(monkeypatch, cell, hidden):
     monkeypatch.setattr(InterpretedFunction, "run", record)
     kernels = importlib.import_module(f"rnnfast.kernels.{hardware.CELL_MODULES[cell]}")
     for scan_pass in ("forward", "backward"):
-        kernels.example_launch(cell, scan_pass, seq_len, batch, hidden, dtype, "h100", False, True)
+        kernels.example_launch(cell, scan_pass, seq_len, batch, hidden, dtype, "h100", 1 + bidirectional, True)
     assert example == real

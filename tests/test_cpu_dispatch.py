@@ -12,23 +12,21 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import rnnfast
 from rnnfast import modules, native
-from tests.oracle import Case, assert_matches, compare_with_torch, make_inputs, make_pair, strided_grad_output
+from tests.oracle import (
+    CELLS,
+    LAYERS,
+    Case,
+    as_list,
+    as_state,
+    assert_matches,
+    compare_with_torch,
+    make_inputs,
+    make_pair,
+    strided_grad_output,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN")
 
-LAYERS = {
-    "lstm": (rnnfast.LSTM, nn.LSTM, {}),
-    "lstm-proj": (rnnfast.LSTM, nn.LSTM, {"proj_size": 3}),
-    "gru": (rnnfast.GRU, nn.GRU, {}),
-    "rnn_tanh": (rnnfast.RNN, nn.RNN, {}),
-    "rnn_relu": (rnnfast.RNN, nn.RNN, {"nonlinearity": "relu"}),
-}
-CELLS = {
-    "lstm": (rnnfast.LSTMCell, nn.LSTMCell, {}),
-    "gru": (rnnfast.GRUCell, nn.GRUCell, {}),
-    "rnn_tanh": (rnnfast.RNNCell, nn.RNNCell, {}),
-    "rnn_relu": (rnnfast.RNNCell, nn.RNNCell, {"nonlinearity": "relu"}),
-}
 CASES = [
     Case(3, 6, 5, 17),
     Case(1, 1, 5, 17),  # T=1, batch 1
@@ -109,14 +107,11 @@ def test_variable_lengths_on_both_paths(layer, feed, path):
     proj = options.get("proj_size", 0)
     h0 = torch.randn(4, 4, proj or 7)
     hx = (h0, torch.randn(4, 4, 7)) if module_class is rnnfast.LSTM else h0
-    leaves = [
-        x.clone().requires_grad_(),
-        *(h.clone().requires_grad_() for h in (hx if isinstance(hx, tuple) else (hx,))),
-    ]
+    leaves = [x.clone().requires_grad_(), *(h.clone().requires_grad_() for h in as_list(hx))]
     ref_leaves = [t.detach().clone().requires_grad_() for t in leaves]
 
     def state(tensors):
-        return tuple(tensors) if isinstance(hx, tuple) else tensors[0]
+        return as_state(tensors, hx)
 
     ref_out, ref_final = reference(
         pack_padded_sequence(ref_leaves[0], lengths, enforce_sorted=False), state(ref_leaves[1:])
@@ -131,7 +126,7 @@ def test_variable_lengths_on_both_paths(layer, feed, path):
         assert_matches(out, pad_packed_sequence(ref_out, total_length=6)[0], torch.float32, "padded output")
         out_data = pack_padded_sequence(out, lengths, enforce_sorted=False).data
     assert_matches(out_data, ref_out.data, torch.float32, "output")
-    finals, ref_finals = (final, ref_final) if isinstance(hx, tuple) else ((final,), (ref_final,))
+    finals, ref_finals = as_list(final), as_list(ref_final)
     for mine, theirs in zip(finals, ref_finals):
         assert_matches(mine, theirs, torch.float32, "final state")
     grad_data = torch.randn_like(ref_out.data)

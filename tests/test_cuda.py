@@ -10,25 +10,17 @@ import os
 
 import pytest
 import torch
-from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-import rnnfast
 from rnnfast.kernels import configs, launch
-from tests.oracle import Case, assert_matches, compare_with_torch, make_inputs
+from tests.oracle import LAYERS, Case, assert_matches, compare_with_torch, make_inputs
 
 DEVICE = torch.device(os.environ.get("RNNFAST_TEST_DEVICE", "cuda"))
 if DEVICE.type == "cuda" and (not torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1"):
     pytest.skip("needs a CUDA device with TRITON_INTERPRET=0", allow_module_level=True)
 
-CELLS = {
-    "lstm": (rnnfast.LSTM, nn.LSTM, {}),
-    "lstm-proj": (rnnfast.LSTM, nn.LSTM, {"proj_size": 7}),
-    "gru": (rnnfast.GRU, nn.GRU, {}),
-    "rnn-tanh": (rnnfast.RNN, nn.RNN, {}),
-    "rnn-relu": (rnnfast.RNN, nn.RNN, {"nonlinearity": "relu"}),
-}
-PLAN_CELLS = {"lstm": "lstm", "lstm-proj": "lstm", "gru": "gru", "rnn-tanh": "rnn_tanh", "rnn-relu": "rnn_relu"}
+# Every layer kind of tests/oracle.py's table; the planner's cell is its mode (lstm-proj: lstm).
+CELLS = list(LAYERS)
 # One K piece of the weight slice, and several (300 = 256 + 32 + 16).
 HIDDEN_SIZES = [24, 300]
 cuda_only = pytest.mark.skipif(DEVICE.type != "cuda", reason="CUDA device behaviour")
@@ -48,8 +40,12 @@ def fresh_grid_sync(monkeypatch):
     monkeypatch.setattr(launch, "_timed_out_devices", set())
 
 
+def plan_cell(layer: str) -> str:
+    return layer.removesuffix("-proj")
+
+
 def make_pair(cell: str, hidden: int, dtype: torch.dtype, **options):
-    module_class, reference_class, extra = CELLS[cell]
+    module_class, reference_class, extra = LAYERS[cell]
     reference = reference_class(16, hidden, num_layers=2, bidirectional=True, **extra, **options)
     module = module_class(16, hidden, num_layers=2, bidirectional=True, backend="triton", **extra, **options)
     module = module.to(device=DEVICE, dtype=dtype)
@@ -63,14 +59,14 @@ def make_pair(cell: str, hidden: int, dtype: torch.dtype, **options):
 @pytest.mark.parametrize("cell", CELLS)
 def test_kernels_on_the_device_match_torch_nn(cell, hidden, dtype, fresh_grid_sync):
     if DEVICE.type == "cuda":  # these shapes run the grid barrier (one launch per pass) on any recent GPU
-        assert configs.plan_layer(PLAN_CELLS[cell], hidden, 19, dtype, DEVICE).grid_sync
+        assert configs.plan_layer(plan_cell(cell), hidden, 19, dtype, DEVICE).grid_sync
     torch.manual_seed(0)
     module, reference = make_pair(cell, hidden, dtype, batch_first=True)
     case = Case(19, 9, 16, hidden, num_layers=2, bidirectional=True, batch_first=True, with_hx=False)
     x, _ = make_inputs(case)
     # relu's derivative jumps at 0: a unit whose pre-activation rounds to the other side in 16 bits flips its
     # whole gradient path, so against an fp32 oracle only the forward is well-posed there.
-    gradients = not (cell == "rnn-relu" and dtype != torch.float32)
+    gradients = not (cell == "rnn_relu" and dtype != torch.float32)
     compare_with_torch(module, reference, x.to(DEVICE).to(dtype).float(), dtype=dtype, gradients=gradients)
 
 
@@ -99,13 +95,36 @@ def test_variable_lengths_on_the_device_match_packed_torch_nn(cell, hidden):
 @pytest.mark.parametrize("cell", CELLS)
 def test_fallback_one_launch_per_step_matches_torch_nn(cell, dtype, monkeypatch):
     monkeypatch.setenv("RNNFAST_NO_GRID_SYNC", "1")
-    assert configs.plan_layer(PLAN_CELLS[cell], 300, 19, dtype, DEVICE).variant == "step"
+    assert configs.plan_layer(plan_cell(cell), 300, 19, dtype, DEVICE).variant == "step"
     torch.manual_seed(3)
     module, reference = make_pair(cell, 300, dtype, batch_first=True)
     case = Case(19, 9, 16, 300, num_layers=2, bidirectional=True, batch_first=True, with_hx=False)
     x, _ = make_inputs(case)
-    gradients = not (cell == "rnn-relu" and dtype != torch.float32)
+    gradients = not (cell == "rnn_relu" and dtype != torch.float32)
     compare_with_torch(module, reference, x.to(DEVICE).to(dtype).float(), dtype=dtype, gradients=gradients)
+
+
+@cuda_only
+def test_fallback_replays_its_step_loop_as_a_cuda_graph(monkeypatch):
+    """The fallback's step loop is captured once per set of arguments and replayed: the same call again
+    replays the kept graph (no new capture) and still matches torch.nn."""
+    monkeypatch.setenv("RNNFAST_NO_GRID_SYNC", "1")
+    monkeypatch.setattr(launch, "_step_graphs", {})
+    captures = []
+    begin = torch.cuda.CUDAGraph.capture_begin
+    monkeypatch.setattr(
+        torch.cuda.CUDAGraph, "capture_begin", lambda self, *a, **k: captures.append(1) or begin(self, *a, **k)
+    )
+    torch.manual_seed(9)
+    module, reference = make_pair("gru", 64, torch.float32)
+    x = torch.randn(12, 5, 16, device=DEVICE)
+    expected = reference(x)[0]
+    with torch.no_grad():
+        assert_matches(module(x)[0], expected, torch.float32, "output, first (captured) call")
+        captured = len(captures)
+        # The same allocations again (the caching allocator hands back the blocks just freed).
+        assert_matches(module(x)[0], expected, torch.float32, "output, replayed call")
+    assert len(captures) == captured == len(launch._step_graphs) > 0
 
 
 @cuda_only
@@ -124,7 +143,7 @@ def test_grid_sync_timeout_raises_warns_then_falls_back(fresh_grid_sync, monkeyp
 
 @cuda_only
 @pytest.mark.parametrize("grid_sync", [True, False], ids=["grid_sync", "step"])
-@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn-tanh"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh"])
 def test_cuda_graph_capture_and_replay(cell, grid_sync, fresh_grid_sync, monkeypatch):
     """Both variants are capturable: no host sync inside a scan while a graph is captured, and the
     barrier counters are zeroed by memset nodes of the graph on every replay."""
@@ -164,7 +183,7 @@ def test_tf32_follows_cudnn(monkeypatch):
     assert launch.dot_precision(torch.float32) == "ieee"
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn-tanh"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh"])
 def test_long_sequence_one_launch(cell, fresh_grid_sync):
     """4096 steps in one launch per pass: every step must see the h_{t-1} (and, backward, the gate
     gradients) every other program wrote."""

@@ -27,22 +27,22 @@ class Seq2Seq(nn.Module):
         self.embedding = nn.Embedding(VOCAB, 5)
         self.encoder = nn.LSTM(5, 4, num_layers=2, bidirectional=True)
         self.middle = nn.GRU(8, 3)
-        self.elman = nn.RNN(3, 3, nonlinearity="relu")
+        self.rnn_relu = nn.RNN(3, 3, nonlinearity="relu")
         self.decoder = nn.ModuleDict(
-            {"lstm": nn.LSTMCell(3, 3), "gru": nn.GRUCell(3, 3), "rnn": nn.RNNCell(3, 3, bias=False)}
+            {"lstm": nn.LSTMCell(3, 3), "gru": nn.GRUCell(3, 3), "rnn_tanh": nn.RNNCell(3, 3, bias=False)}
         )
         self.head = nn.Linear(3, VOCAB)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         x, _ = self.encoder(self.embedding(tokens))
         x, h = self.middle(x)
-        x, h = self.elman(x, h)
+        x, h = self.rnn_relu(x, h)
         h, c, step = h[0], torch.zeros_like(h[0]), x[-1]
         positions = [x]
         for _ in range(DECODE_STEPS):
             h, c = self.decoder["lstm"](step, (h, c))
             h = self.decoder["gru"](step, h)
-            step = self.decoder["rnn"](h)
+            step = self.decoder["rnn_tanh"](h)
             positions.append(step.unsqueeze(0))
         return self.head(torch.cat(positions))  # [SEQ_LEN + DECODE_STEPS, BATCH, VOCAB]
 
@@ -219,26 +219,16 @@ def test_subclasses_are_warned_about_and_left():
 
 
 @pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN")
-def test_projections_are_converted_or_warned_about():
-    try:
-        rnnfast.LSTM(3, 4, proj_size=2)
-        supported = True
-    except NotImplementedError:
-        supported = False
+def test_projections_are_converted():
     torch.manual_seed(0)
     model = nn.Sequential(nn.LSTM(3, 4, proj_size=2), nn.GRU(2, 2))
     x = torch.randn(5, 2, 3)
     expected, _ = model[0](x)
-    if supported:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
-            rnnfast.convert(model, backend="torch")
-        assert type(model[0]) is rnnfast.LSTM and model[0].proj_size == 2
-        assert_matches(model[0](x)[0], expected, torch.float32, "fp32 result")
-    else:
-        with pytest.warns(UserWarning, match=r"not supported: 0 \(LSTM\): .*proj_size"):
-            rnnfast.convert(model, backend="torch")
-        assert type(model[0]) is nn.LSTM
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rnnfast.convert(model, backend="torch")
+    assert type(model[0]) is rnnfast.LSTM and model[0].proj_size == 2
+    assert_matches(model[0](x)[0], expected, torch.float32, "fp32 result")
     assert type(model[1]) is rnnfast.GRU
 
 

@@ -14,15 +14,10 @@ from triton.runtime.interpreter import InterpretedFunction
 
 import rnnfast
 from rnnfast.kernels import configs, launch, recurrence
-from tests.oracle import Case, assert_matches, compare_with_torch, make_inputs, make_pair
+from tests.oracle import LAYERS, SPECS, Case, assert_matches, compare_with_torch, make_inputs, make_pair
 from tests.threaded import threaded_programs
 
-CELLS = {
-    "lstm": (rnnfast.LSTM, nn.LSTM, {}),
-    "gru": (rnnfast.GRU, nn.GRU, {}),
-    "rnn_tanh": (rnnfast.RNN, nn.RNN, {}),
-    "rnn_relu": (rnnfast.RNN, nn.RNN, {"nonlinearity": "relu"}),
-}
+CELLS = [spec.mode for spec in SPECS]
 # Several hidden tiles forward and backward (H = 20: 5 LSTM/GRU programs forward, 2 backward).
 CASE = Case(3, 4, 5, 20, bidirectional=True)
 
@@ -49,7 +44,7 @@ def launches(monkeypatch):
 
 
 def pair(cell: str, case: Case, dtype=torch.float32):
-    module_class, reference_class, options = CELLS[cell]
+    module_class, reference_class, options = LAYERS[cell]
     return make_pair(module_class, reference_class, case, dtype=dtype, backend="triton", **options)
 
 
@@ -62,8 +57,9 @@ def test_threaded_grid_sync_matches_torch_nn(cell, h100, launches):
     x, hx = make_inputs(CASE, lstm=cell == "lstm")
     with threaded_programs(random_yields=0.2, seed=1):
         compare_with_torch(module, reference, x, hx)
-    # One launch per layer, direction and pass: 2 directions forward, 2 backward.
-    assert sorted(launches.values()) == [2, 2], launches
+    # One launch per layer and pass, running both directions (issue 11: bidirectional in one launch).
+    assert configs.plan_scan(cell, CASE.hidden_size, CASE.batch, torch.float32, None, 2).directions == 2
+    assert sorted(launches.values()) == [1, 1], launches
 
 
 def test_threaded_grid_sync_packed_lengths_and_proj(h100):

@@ -8,16 +8,10 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 import rnnfast
-from tests.oracle import assert_matches, compare_with_torch
+from tests import oracle
+from tests.oracle import LAYERS, Case, as_list, as_state, assert_matches, compare_with_torch
 
 BACKENDS = ["torch", "triton"]
-CELLS = {
-    "lstm": (rnnfast.LSTM, nn.LSTM, {}),
-    "lstm-proj": (rnnfast.LSTM, nn.LSTM, {"proj_size": 3}),
-    "gru": (rnnfast.GRU, nn.GRU, {}),
-    "rnn-tanh": (rnnfast.RNN, nn.RNN, {}),
-    "rnn-relu": (rnnfast.RNN, nn.RNN, {"nonlinearity": "relu"}),
-}
 LENGTHS = {
     "unsorted": ([5, 1, 6, 3], False),  # contains 1 and the full length
     "sorted": ([6, 5, 3, 1], True),
@@ -28,14 +22,10 @@ HIDDEN = 7
 
 
 def make_pair(cell: str, backend: str, dtype=torch.float32, num_layers=2, bidirectional=True):
-    module_class, reference_class, options = CELLS[cell]
-    args = (5, HIDDEN, num_layers)
-    reference = reference_class(*args, bidirectional=bidirectional, **options)
-    module = module_class(*args, bidirectional=bidirectional, backend=backend, **options).to(dtype)
-    module.load_state_dict(reference.state_dict())
-    reference.load_state_dict(module.state_dict())  # the same (rounded) weights in fp32
-    reference.float()
-    return module, reference
+    """The twins of LAYERS[cell] with input size 5 (the batch and sequence length are the tests' own)."""
+    module_class, reference_class, options = LAYERS[cell]
+    case = Case(0, 0, 5, HIDDEN, num_layers, bidirectional)
+    return oracle.make_pair(module_class, reference_class, case, dtype, backend, **options)
 
 
 def make_hx(cell: str, module, batch: int, dtype=torch.float32):
@@ -46,25 +36,17 @@ def make_hx(cell: str, module, batch: int, dtype=torch.float32):
     return h
 
 
-def as_list(state) -> list[torch.Tensor]:
-    return list(state) if isinstance(state, tuple) else [state]
-
-
-def like(state, tensors):
-    return tuple(tensors) if isinstance(state, tuple) else tensors[0]
-
-
 def run_packed(module, x, lengths, enforce_sorted, hx, dtype):
     """Packs x [T, B, I] with lengths, runs module, returns (PackedSequence, final states, leaves)."""
     x = x.detach().to(dtype).requires_grad_()
-    hx = like(hx, [h.detach().to(dtype).requires_grad_() for h in as_list(hx)])
+    hx = as_state([h.detach().to(dtype).requires_grad_() for h in as_list(hx)], hx)
     out, final = module(pack_padded_sequence(x, torch.tensor(lengths), enforce_sorted=enforce_sorted), hx)
     return out, final, [x, *as_list(hx)]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("lengths_case", LENGTHS)
-@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("cell", LAYERS)
 def test_packed_sequence_matches_torch_nn(cell, lengths_case, backend):
     torch.manual_seed(0)
     lengths, enforce_sorted = LENGTHS[lengths_case]
@@ -101,7 +83,7 @@ def test_packed_sequence_matches_torch_nn(cell, lengths_case, backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("cell", LAYERS)
 def test_lengths_extension_equals_packing(cell, backend):
     """forward(padded, lengths=...) gives torch.nn's packed result, padded with zeros, in the caller's order."""
     torch.manual_seed(1)
@@ -124,7 +106,7 @@ def test_lengths_extension_equals_packing(cell, backend):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
-@pytest.mark.parametrize("cell", ["lstm", "lstm-proj", "gru", "rnn-tanh"])
+@pytest.mark.parametrize("cell", ["lstm", "lstm-proj", "gru", "rnn_tanh"])
 def test_packed_half_precision(cell, dtype, backend):
     torch.manual_seed(2)
     module, reference = make_pair(cell, backend, dtype=dtype)

@@ -15,9 +15,16 @@ import torch
 
 import rnnfast
 from rnnfast.seq2seq.__main__ import main
+from rnnfast.seq2seq.checkpoints import (
+    load_checkpoint,
+    save_checkpoint,
+    translator_checkpoint,
+    translator_from_checkpoint,
+)
 from rnnfast.seq2seq.data import (
     EOS_ID,
     PAD_ID,
+    DataConfig,
     InputError,
     Pair,
     TokenizedPair,
@@ -29,24 +36,14 @@ from rnnfast.seq2seq.data import (
     read_tsv,
     tokenize,
 )
-from rnnfast.seq2seq.decoding import beam_search, greedy_decode
+from rnnfast.seq2seq.decoding import Translator, beam_search, greedy_decode
 from rnnfast.seq2seq.model import (
     Seq2Seq,
     Seq2SeqConfig,
-    recurrent_layer,
     reverse_within_lengths,
     sequence_loss,
 )
-from rnnfast.seq2seq.training import (
-    DataConfig,
-    TrainConfig,
-    Translator,
-    load_checkpoint,
-    save_checkpoint,
-    train,
-    translator_checkpoint,
-    translator_from_checkpoint,
-)
+from rnnfast.seq2seq.training import TrainConfig, train
 
 pytest.importorskip("num2words")
 pytest.importorskip("sacrebleu")
@@ -365,12 +362,6 @@ def test_rnnfast_and_torch_models_train_alike(cell):
             optimizer.step()
             losses[cell_impl].append(loss.item())
     assert losses["rnnfast"] == pytest.approx(losses["torch"], rel=1e-5, abs=1e-6)
-
-
-def test_missing_rnnfast_class_raises_a_clear_error(monkeypatch):
-    monkeypatch.delattr(rnnfast, "GRU", raising=False)
-    with pytest.raises(NotImplementedError, match=r"rnnfast\.GRU is not available.*cell_impl='torch'"):
-        recurrent_layer("gru", "rnnfast", 4, 8)
 
 
 # ------------------------------------------------------------------ command line: what users get wrong

@@ -3,10 +3,11 @@
 Run `python -m rnnfast.seq2seq train` to train on the built-in French -> English number task.
 """
 
-from .data import InputError, Vocabulary, detokenize, number_pairs, read_tsv, tokenize
-from .decoding import beam_search, greedy_decode
+from .checkpoints import translator_from_checkpoint
+from .data import DataConfig, InputError, Vocabulary, detokenize, number_pairs, read_tsv, tokenize
+from .decoding import Translator, beam_search, greedy_decode
 from .model import Decoder, Encoder, LuongAttention, Seq2Seq, Seq2SeqConfig, recurrent_layer, sequence_loss
-from .training import DataConfig, TrainConfig, Translator, train, translator_from_checkpoint
+from .training import TrainConfig, train
 
 __all__ = [
     "DataConfig",

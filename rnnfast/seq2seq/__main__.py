@@ -12,17 +12,11 @@ from typing import NoReturn
 
 import torch
 
-from .data import NUMBER_PAIRS, InputError, read_tsv, split_pairs, tokenize_pairs
+from .checkpoints import RESUME_KEYS, load_checkpoint, translator_from_checkpoint
+from .data import NUMBER_PAIRS, DataConfig, InputError, read_tsv, split_pairs, tokenize_pairs
 from .model import ATTENTION_TYPES, CELL_IMPLS, CELL_TYPES, Seq2SeqConfig
-from .training import (
-    RESUME_KEYS,
-    DataConfig,
-    TrainConfig,
-    load_checkpoint,
-    score_translations,
-    train,
-    translator_from_checkpoint,
-)
+from .scoring import score_translations
+from .training import TrainConfig, train
 
 PROG = "python -m rnnfast.seq2seq"
 DEFAULT_OUTPUT_DIR = "seq2seq-run"
@@ -132,124 +126,81 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+# The train settings, by group: the config whose fields they set, then (option names, add_argument keywords).
+# Each option's dest is its config field, and its value is Default(<the field's default>) unless it is given.
+TRAIN_SETTINGS = {
+    "data": (
+        DataConfig(),
+        [
+            ("--pair", dict(choices=sorted(NUMBER_PAIRS), help="built-in number-phrase task (ignored with --tsv)")),
+            ("--max-number", dict(type=non_negative_int, help="built-in task uses the numbers 0..max-number")),
+            (
+                "--tsv",
+                dict(
+                    help="train on source<TAB>target lines from this file instead; with --resume, the new location "
+                    "of the checkpoint's file"
+                ),
+            ),
+            ("--min-freq", dict(type=positive_int, help="rarer tokens become <unk>")),
+            (
+                "--max-length",
+                dict(type=positive_int, help="drop pairs with more tokens on either side; also the decoding limit"),
+            ),
+        ],
+    ),
+    "model": (
+        Seq2SeqConfig(0, 0),
+        [
+            ("--cell", dict(choices=CELL_TYPES, help="recurrent cell")),
+            ("--cell-impl", dict(choices=CELL_IMPLS, help="rnnfast's layers, or torch.nn's for comparison")),
+            ("--embedding-size", dict(type=positive_int, help="token vectors")),
+            ("--hidden-size", dict(type=positive_int, help="recurrent state")),
+            ("--num-layers", dict(type=positive_int, help="stacked layers")),
+            ("--bidirectional", dict(action="store_true", help="encoder reads both ways")),
+            (
+                "--reverse-source",
+                dict(
+                    action=argparse.BooleanOptionalAction,
+                    help="read each source sentence backwards, so its first words sit next to the decoder's start",
+                ),
+            ),
+            ("--attention", dict(choices=ATTENTION_TYPES, help="Luong score")),
+            ("--dropout", dict(type=fraction, help="dropout probability")),
+        ],
+    ),
+    "training": (
+        TrainConfig(),
+        [
+            ("--epochs", dict(type=positive_int, help="train up to this epoch")),
+            ("--batch-size", dict(type=positive_int, help="pairs per step")),
+            (("--learning-rate", "--lr"), dict(type=positive_float, metavar="LR", help="Adam's step size")),
+            (("--gradient-clip", "--clip"), dict(type=positive_float, metavar="NORM", help="gradient norm limit")),
+            (
+                ("--teacher-forcing-ratio", "--teacher-forcing"),
+                dict(type=fraction, metavar="RATIO", help="probability of feeding the true previous token"),
+            ),
+            ("--validate-every", dict(type=positive_int, help="epochs between validations and checkpoints")),
+            ("--seed", dict(type=int, help="initial weights and shuffling")),
+        ],
+    ),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog=PROG, description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    # Each train setting's dest is its config field; its value is Default(...) unless the option is given.
-    model_defaults = Seq2SeqConfig(0, 0)
-    data_defaults = DataConfig()
-    train_defaults = TrainConfig()
-
-    def default(config: object, name: str) -> Default:
-        return Default(getattr(config, name))
-
     train_parser = commands.add_parser(
         "train", help="train a translator", formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
-    data = train_parser.add_argument_group("data")
-    data.add_argument(
-        "--pair",
-        choices=sorted(NUMBER_PAIRS),
-        default=default(data_defaults, "pair"),
-        help="built-in number-phrase task (ignored with --tsv)",
-    )
-    data.add_argument(
-        "--max-number",
-        type=non_negative_int,
-        default=default(data_defaults, "max_number"),
-        help="built-in task uses the numbers 0..max-number",
-    )
-    data.add_argument(
-        "--tsv",
-        default=default(data_defaults, "tsv"),
-        help="train on source<TAB>target lines from this file instead; with --resume, the new location of "
-        "the checkpoint's file",
-    )
-    data.add_argument(
-        "--min-freq", type=positive_int, default=default(data_defaults, "min_freq"), help="rarer tokens become <unk>"
-    )
-    data.add_argument(
-        "--max-length",
-        type=positive_int,
-        default=default(data_defaults, "max_length"),
-        help="drop pairs with more tokens on either side; also the decoding limit",
-    )
-    model = train_parser.add_argument_group("model")
-    model.add_argument("--cell", choices=CELL_TYPES, default=default(model_defaults, "cell"), help="recurrent cell")
-    model.add_argument(
-        "--cell-impl",
-        choices=CELL_IMPLS,
-        default=default(model_defaults, "cell_impl"),
-        help="rnnfast's layers, or torch.nn's for comparison",
-    )
-    model.add_argument(
-        "--embedding-size", type=positive_int, default=default(model_defaults, "embedding_size"), help="token vectors"
-    )
-    model.add_argument(
-        "--hidden-size", type=positive_int, default=default(model_defaults, "hidden_size"), help="recurrent state"
-    )
-    model.add_argument(
-        "--num-layers", type=positive_int, default=default(model_defaults, "num_layers"), help="stacked layers"
-    )
-    model.add_argument(
-        "--bidirectional",
-        action="store_true",
-        default=default(model_defaults, "bidirectional"),
-        help="encoder reads both ways",
-    )
-    model.add_argument(
-        "--reverse-source",
-        action=argparse.BooleanOptionalAction,
-        default=default(model_defaults, "reverse_source"),
-        help="read each source sentence backwards, so its first words sit next to the decoder's start",
-    )
-    model.add_argument(
-        "--attention", choices=ATTENTION_TYPES, default=default(model_defaults, "attention"), help="Luong score"
-    )
-    model.add_argument(
-        "--dropout", type=fraction, default=default(model_defaults, "dropout"), help="dropout probability"
-    )
-    training = train_parser.add_argument_group("training")
-    training.add_argument(
-        "--epochs", type=positive_int, default=default(train_defaults, "epochs"), help="train up to this epoch"
-    )
-    training.add_argument(
-        "--batch-size", type=positive_int, default=default(train_defaults, "batch_size"), help="pairs per step"
-    )
-    training.add_argument(
-        "--learning-rate",
-        "--lr",
-        type=positive_float,
-        default=default(train_defaults, "learning_rate"),
-        metavar="LR",
-        help="Adam's step size",
-    )
-    training.add_argument(
-        "--gradient-clip",
-        "--clip",
-        type=positive_float,
-        metavar="NORM",
-        default=default(train_defaults, "gradient_clip"),
-        help="gradient norm limit",
-    )
-    training.add_argument(
-        "--teacher-forcing-ratio",
-        "--teacher-forcing",
-        type=fraction,
-        metavar="RATIO",
-        default=default(train_defaults, "teacher_forcing_ratio"),
-        help="probability of feeding the true previous token",
-    )
-    training.add_argument(
-        "--validate-every",
-        type=positive_int,
-        default=default(train_defaults, "validate_every"),
-        help="epochs between validations and checkpoints",
-    )
-    training.add_argument(
-        "--seed", type=int, default=default(train_defaults, "seed"), help="initial weights and shuffling"
-    )
+    groups = {}
+    for title, (defaults, options) in TRAIN_SETTINGS.items():
+        groups[title] = train_parser.add_argument_group(title)
+        for names, keywords in options:
+            names = (names,) if isinstance(names, str) else names
+            field_name = names[0].removeprefix("--").replace("-", "_")
+            groups[title].add_argument(*names, default=Default(getattr(defaults, field_name)), **keywords)
+    training = groups["training"]
     training.add_argument("--output-dir", default=DEFAULT_OUTPUT_DIR, help="where best.pt, last.pt and curves.png go")
     training.add_argument(
         "--overwrite", action="store_true", help="replace the run already in --output-dir with a new one"

@@ -7,7 +7,7 @@ import random
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -267,3 +267,63 @@ def batches(
         order = torch.randperm(len(pairs), generator=generator).tolist()
     for start in range(0, len(order), batch_size):
         yield make_batch([pairs[i] for i in order[start : start + batch_size]], source_vocab, target_vocab)
+
+
+@dataclass
+class DataConfig:
+    """Where the sentence pairs come from: the built-in number task (`pair`) or a TSV file.
+
+    Training fills in the TSV's resolved path and `tsv_sha256`, its content hash, so that a checkpoint
+    knows its data and later reads can tell a moved or changed file.
+    """
+
+    pair: str = "fr-en"
+    max_number: int = 9999
+    tsv: str | None = None
+    min_freq: int = 1
+    max_length: int = 50
+    tsv_sha256: str | None = None
+
+    @property
+    def source_tokenizer(self) -> str:
+        return "words" if self.tsv is not None else source_tokenizer_for(self.pair)
+
+    @property
+    def description(self) -> str:
+        """Where the pairs come from, for messages."""
+        return self.tsv if self.tsv is not None else f"built-in {self.pair} task (0..{self.max_number})"
+
+    def load(self) -> Dataset:
+        if self.tsv is None:
+            splits = number_pairs(self.pair, self.max_number)
+            count = len(splits.train) + len(splits.valid) + len(splits.test)
+            return Dataset(self, splits, f"{self.description}: {count} pairs read")
+        path = Path(self.tsv)
+        if self.tsv_sha256 is not None and not path.exists():
+            raise InputError(
+                f"{path}: the data this checkpoint was trained on is not there any more (moved or deleted?); "
+                "pass its new location with --tsv"
+            )
+        tsv = read_tsv(path)
+        if self.tsv_sha256 is not None and tsv.sha256 != self.tsv_sha256:
+            raise InputError(
+                f"{path}: changed since this checkpoint was trained on it (SHA-256 {tsv.sha256[:12]}..., "
+                f"recorded {self.tsv_sha256[:12]}...), so its test split is not the held-out one; restore the "
+                f"original file, or score every line of the file as it is now with evaluate --tsv {path}"
+            )
+        blank = f" ({tsv.blank_lines} blank lines skipped)" if tsv.blank_lines else ""
+        return Dataset(
+            replace(self, tsv=str(tsv.path), tsv_sha256=tsv.sha256),
+            split_pairs(tsv.pairs),
+            f"{self.description}: {len(tsv.pairs)} pairs read{blank}",
+        )
+
+    def load_splits(self) -> Splits:
+        return self.load().splits
+
+
+@dataclass
+class Dataset:
+    config: DataConfig  # with a TSV's resolved path and content hash filled in
+    splits: Splits
+    summary: str  # where the pairs came from and how many were read, for messages

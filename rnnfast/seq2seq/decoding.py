@@ -1,12 +1,15 @@
-"""Greedy and beam-search decoding, one decoder step (T=1) at a time carrying the recurrent state."""
+"""Greedy and beam-search decoding, one decoder step (T=1) at a time carrying the recurrent state, and the
+Translator that turns raw sentences into translations with them."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import partial
 
 import torch
 
-from .data import EOS_ID, SOS_ID
+from .data import EOS_ID, SOS_ID, TokenizedPair, Vocabulary, detokenize, make_batch, tokenize
 from .model import EncodedSource, Seq2Seq, map_state
 
 
@@ -96,3 +99,53 @@ def _beam_search_one(model: Seq2Seq, sentence: EncodedSource, beam_size: int, ma
     else:
         finished.extend(zip(live_scores.tolist(), live_tokens))
     return max(finished, key=lambda scored: scored[0])[1]
+
+
+@dataclass
+class Translator:
+    """A model with the vocabularies and tokenizer it was trained with."""
+
+    model: Seq2Seq
+    source_vocab: Vocabulary
+    target_vocab: Vocabulary
+    source_tokenizer: str
+    max_length: int
+
+    def translate(self, sentences: Sequence[str], beam_size: int = 1, batch_size: int = 256) -> list[str]:
+        """Detokenised translations; beam_size 1 decodes greedily. An empty sentence gives "". A sentence
+        of more than `max_length` tokens is cut to its first `max_length` (`source_notes` says so)."""
+        tokenized = [TokenizedPair(tokenize(s, self.source_tokenizer)[: self.max_length], []) for s in sentences]
+        return [detokenize(tokens) for tokens in self.translate_tokens(tokenized, beam_size, batch_size)]
+
+    def source_notes(self, sentence: str) -> list[str]:
+        """What `translate` will not read as written: words outside the source vocabulary (read as
+        <unk>) and tokens past `max_length` (cut off)."""
+        tokens = tokenize(sentence, self.source_tokenizer)
+        notes = []
+        unknown = list(dict.fromkeys(token for token in tokens if token not in self.source_vocab.stoi))
+        if unknown:
+            notes.append(f"not in the source vocabulary, read as <unk>: {' '.join(unknown)}")
+        if len(tokens) > self.max_length:
+            notes.append(
+                f"{len(tokens)} tokens, over the model's maximum length {self.max_length}: "
+                f"truncated, only the first {self.max_length} are translated"
+            )
+        return notes
+
+    def translate_tokens(
+        self, pairs: Sequence[TokenizedPair], beam_size: int = 1, batch_size: int = 256
+    ) -> list[list[str]]:
+        self.model.eval()
+        device = next(self.model.parameters()).device
+        outputs: list[list[str]] = [[] for _ in pairs]
+        nonempty = [i for i, pair in enumerate(pairs) if pair.source]
+        for start in range(0, len(nonempty), batch_size):
+            rows = nonempty[start : start + batch_size]
+            batch = make_batch([pairs[i] for i in rows], self.source_vocab, self.target_vocab).to(device)
+            if beam_size == 1:
+                ids = greedy_decode(self.model, batch.source, batch.source_lengths, self.max_length)
+            else:
+                ids = beam_search(self.model, batch.source, batch.source_lengths, beam_size, self.max_length)
+            for row, row_ids in zip(rows, ids):
+                outputs[row] = self.target_vocab.decode(row_ids)
+        return outputs

@@ -1,4 +1,5 @@
-"""Encoder-decoder translator built on rnnfast (or torch.nn) recurrent layers."""
+"""Encoder-decoder translator: built from torch.nn modules, its recurrent layers swapped for rnnfast's by
+rnnfast.convert (cell_impl="rnnfast") or left as torch.nn's for comparison (cell_impl="torch")."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from ..convert import convert
 from .data import PAD_ID
 
 CELL_TYPES = ("lstm", "gru")
@@ -19,41 +21,15 @@ ATTENTION_TYPES = ("none", "dot", "general")
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 
 
-def recurrent_layer(
-    cell_type: str,
-    cell_impl: str,
-    input_size: int,
-    hidden_size: int,
-    num_layers: int = 1,
-    dropout: float = 0.0,
-    bidirectional: bool = False,
-) -> nn.Module:
-    """A batch-first LSTM or GRU from rnnfast or torch.nn.
-
-    Both implementations take the same constructor arguments and create their parameters in the same
-    order, so with the same seed they start from identical weights.
-    """
-    if cell_type not in CELL_TYPES:
-        raise ValueError(f"unknown cell {cell_type!r}, expected one of {CELL_TYPES}")
-    class_name = cell_type.upper()
-    if cell_impl == "torch":
-        layer_class = getattr(nn, class_name)
-    elif cell_impl == "rnnfast":
-        import rnnfast
-
-        layer_class = getattr(rnnfast, class_name, None)
-        if layer_class is None:
-            raise NotImplementedError(
-                f"rnnfast.{class_name} is not available in this version of rnnfast; "
-                f"use cell_impl='torch' (--cell-impl torch) for cell={cell_type!r}"
-            )
-    else:
-        raise ValueError(f"unknown cell_impl {cell_impl!r}, expected one of {CELL_IMPLS}")
-    return layer_class(
-        input_size,
-        hidden_size,
-        num_layers=num_layers,
-        dropout=dropout if num_layers > 1 else 0.0,
+def recurrent_layer(config: Seq2SeqConfig, bidirectional: bool = False) -> nn.Module:
+    """The batch-first torch.nn LSTM or GRU over embeddings that `config` describes."""
+    if config.cell not in CELL_TYPES:
+        raise ValueError(f"unknown cell {config.cell!r}, expected one of {CELL_TYPES}")
+    return getattr(nn, config.cell.upper())(
+        config.embedding_size,
+        config.hidden_size,
+        num_layers=config.num_layers,
+        dropout=config.dropout if config.num_layers > 1 else 0.0,
         bidirectional=bidirectional,
         batch_first=True,
     )
@@ -126,15 +102,7 @@ class Encoder(nn.Module):
         super().__init__()
         self.config = config
         self.embedding = nn.Embedding(config.source_vocab_size, config.embedding_size, padding_idx=PAD_ID)
-        self.rnn = recurrent_layer(
-            config.cell,
-            config.cell_impl,
-            config.embedding_size,
-            config.hidden_size,
-            config.num_layers,
-            config.dropout,
-            config.bidirectional,
-        )
+        self.rnn = recurrent_layer(config, config.bidirectional)
         self.dropout = nn.Dropout(config.dropout)
         if config.bidirectional:
             hidden = config.hidden_size
@@ -208,14 +176,7 @@ class Decoder(nn.Module):
     def __init__(self, config: Seq2SeqConfig) -> None:
         super().__init__()
         self.embedding = nn.Embedding(config.target_vocab_size, config.embedding_size, padding_idx=PAD_ID)
-        self.rnn = recurrent_layer(
-            config.cell,
-            config.cell_impl,
-            config.embedding_size,
-            config.hidden_size,
-            config.num_layers,
-            config.dropout,
-        )
+        self.rnn = recurrent_layer(config)
         self.dropout = nn.Dropout(config.dropout)
         self.attention = None if config.attention == "none" else LuongAttention(config.hidden_size, config.attention)
         self.output = nn.Linear(config.hidden_size, config.target_vocab_size)
@@ -257,9 +218,15 @@ class Seq2Seq(nn.Module):
         super().__init__()
         if config.attention not in ATTENTION_TYPES:
             raise ValueError(f"unknown attention {config.attention!r}, expected one of {ATTENTION_TYPES}")
+        if config.cell_impl not in CELL_IMPLS:
+            raise ValueError(f"unknown cell_impl {config.cell_impl!r}, expected one of {CELL_IMPLS}")
         self.config = config
         self.encoder = Encoder(config)
         self.decoder = Decoder(config)
+        if config.cell_impl == "rnnfast":
+            # The same Parameter objects (so the same initial weights) on rnnfast's layers; backend None
+            # defers to RNNFAST_BACKEND, as a layer built by rnnfast does.
+            convert(self, backend=None)
 
     def encode(self, source: torch.Tensor, source_lengths: torch.Tensor) -> EncodedSource:
         memory, state = self.encoder(source, source_lengths)

@@ -1,17 +1,27 @@
-"""The checks every rnnfast cell must pass against its torch.nn twin (same state_dict).
+"""The checks every rnnfast cell must pass against its torch.nn twin (same state_dict), driven by one `spec`
+fixture over torch's modes (lstm, gru, rnn_tanh, rnn_relu), then the checks of one cell alone.
 
-Each tests/test_<cell>.py imports these tests and defines the `spec` fixture naming its classes.
 backend "triton" runs the kernels through Triton's interpreter (conftest sets TRITON_INTERPRET=1);
 backend "torch" is the pure-PyTorch fallback.
 """
 
-from dataclasses import dataclass, field
-
 import pytest
 import torch
+from torch import nn
 
+import rnnfast
+from rnnfast.functional import resolve_backend
 from rnnfast.kernels import configs
-from tests.oracle import Case, assert_matches, compare_with_torch, make_inputs, make_pair, strided_grad_output
+from tests.oracle import (
+    SPECS,
+    Case,
+    CellSpec,
+    as_list,
+    as_state,
+    assert_matches,
+    compare_with_torch,
+    strided_grad_output,
+)
 
 BACKENDS = ["torch", "triton"]
 
@@ -25,30 +35,9 @@ CASES = [
 ]
 
 
-@dataclass(frozen=True)
-class CellSpec:
-    module: type  # rnnfast.LSTM ...
-    reference: type  # torch.nn.LSTM ...
-    cell: type  # rnnfast.LSTMCell ...
-    reference_cell: type  # torch.nn.LSTMCell ...
-    options: dict = field(default_factory=dict)  # e.g. nonlinearity="relu"
-
-    @property
-    def is_lstm(self) -> bool:
-        return self.reference is torch.nn.LSTM
-
-    @property
-    def cell_name(self) -> str:
-        """The cell's name in the planner: lstm, gru, rnn_tanh or rnn_relu."""
-        if self.reference is torch.nn.RNN:
-            return "rnn_" + self.options.get("nonlinearity", "tanh")
-        return self.reference.__name__.lower()
-
-    def pair(self, case: Case, **kwargs):
-        return make_pair(self.module, self.reference, case, **self.options, **kwargs)
-
-    def inputs(self, case: Case, **kwargs):
-        return make_inputs(case, lstm=self.is_lstm, **kwargs)
+@pytest.fixture(params=SPECS, ids=lambda spec: spec.mode)
+def spec(request) -> CellSpec:
+    return request.param
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -65,7 +54,7 @@ def test_weight_slice_stationary_and_streamed(spec, weights, monkeypatch):
     if weights == "streamed":  # no operand fits the budget: every pass streams W_hh in chunks
         monkeypatch.setattr(configs, "OPERAND_BUDGET_BYTES", 0)
     case = Case(3, 4, 6, 70, bidirectional=True)  # H = 64 + 16 (one K piece rounded up)
-    plan = configs.plan_layer(spec.cell_name, case.hidden_size, case.batch, torch.float32)
+    plan = configs.plan_layer(spec.mode, case.hidden_size, case.batch, torch.float32)
     assert plan.forward.stationary == plan.backward.stationary == (weights == "stationary")
     assert plan.forward.hidden_tiles > 1
     torch.manual_seed(1)
@@ -75,7 +64,7 @@ def test_weight_slice_stationary_and_streamed(spec, weights, monkeypatch):
 
 def test_several_batch_tiles(spec):
     case = Case(70, 2, 4, 9)
-    plan = configs.plan_layer(spec.cell_name, case.hidden_size, case.batch, torch.float32)
+    plan = configs.plan_layer(spec.mode, case.hidden_size, case.batch, torch.float32)
     assert plan.forward.batch_tiles == plan.backward.batch_tiles == 2
     torch.manual_seed(2)
     module, reference = spec.pair(case, backend="triton")
@@ -90,7 +79,7 @@ def test_half_precision(spec, dtype, backend):
     module, reference = spec.pair(case, dtype=dtype, backend=backend)
     x, hx = spec.inputs(case)
     round_trip = lambda t: t.to(dtype).float()  # noqa: E731  the same rounded values for both
-    hx = tuple(map(round_trip, hx)) if spec.is_lstm else round_trip(hx)
+    hx = as_state([round_trip(h) for h in as_list(hx)], hx)
     compare_with_torch(module, reference, round_trip(x), hx, dtype=dtype)
 
 
@@ -116,13 +105,10 @@ def test_cell(spec, backend, batched, bias):
     x = torch.randn(*shape, 6)
     hx = tuple(torch.randn(*shape, 11) for _ in range(2 if spec.is_lstm else 1))
 
-    def as_tuple(state):
-        return state if isinstance(state, tuple) else (state,)
-
     def call(module, x, hx):
-        return as_tuple(module(x, hx if spec.is_lstm else hx[0]))
+        return as_list(module(x, hx if spec.is_lstm else hx[0]))
 
-    for mine, theirs in zip(as_tuple(cell(x)), as_tuple(reference(x))):
+    for mine, theirs in zip(as_list(cell(x)), as_list(reference(x))):
         assert_matches(mine, theirs, torch.float32, "fp32 result")
     inputs = [t.clone().requires_grad_() for t in (x, *hx)]
     ref_inputs = [t.clone().requires_grad_() for t in (x, *hx)]
@@ -151,7 +137,7 @@ def test_float64_gradcheck_of_fallback(spec, bidirectional):
         out, final = torch.func.functional_call(
             module, dict(zip(names, weights)), (x, tuple(hidden) if spec.is_lstm else hidden[0])
         )
-        return (out, *final) if spec.is_lstm else (out, final)
+        return (out, *as_list(final))
 
     weights = [p.detach().clone().requires_grad_() for p in module.parameters()]
     assert torch.autograd.gradcheck(run, (x, *hx, *weights))
@@ -214,7 +200,7 @@ def test_empty_batch_like_torch_nn(spec, backend):
     out, final = module(x)
     ref_out, ref_final = reference(x)
     assert out.shape == ref_out.shape
-    for mine, theirs in zip(final if spec.is_lstm else (final,), ref_final if spec.is_lstm else (ref_final,)):
+    for mine, theirs in zip(as_list(final), as_list(ref_final)):
         assert mine.shape == theirs.shape
     out.sum().backward()
     assert x.grad.shape == x.shape
@@ -228,55 +214,65 @@ def test_nan_input_gives_nan_output(spec, backend):
     x = torch.rand(4, 2, 3)
     x[1, 0, 0] = float("nan")
     out, final = module(x)
-    h_n = final[0] if spec.is_lstm else final
+    h_n = as_list(final)[0]
     assert out[1:, 0].isnan().all() and not out[:, 1].isnan().any()
     assert h_n[0, 0].isnan().all() and not h_n[0, 1].isnan().any()
 
 
-def _bad_inputs(spec):
-    hx = lambda *shape: (torch.zeros(*shape), torch.zeros(*shape)) if spec.is_lstm else torch.zeros(*shape)  # noqa: E731
-    name = spec.module.__name__
-    return [
-        (lambda m: m(torch.randn(3)), ValueError, f"{name}: Expected input to be 2D or 3D, got 1D instead"),
-        (lambda m: m(torch.randn(4, 2, 3, 1)), ValueError, "Expected input to be 2D or 3D, got 4D"),
-        (
-            lambda m: m(torch.randn(4, 2, 6)),
-            RuntimeError,
-            "input.size(-1) must be equal to input_size. Expected 3, got 6",
-        ),
-        (
-            lambda m: m(torch.randn(4, 2, 3).double()),
-            ValueError,
-            "RNN input dtype (torch.float64) does not match weight dtype",
-        ),
-        (
-            lambda m: m(torch.randn(4, 2, 3), hx(1, 3, 5)),
-            RuntimeError,
-            "Expected hidden[0] size (1, 2, 5), got [1, 3, 5]"
-            if spec.is_lstm
-            else "Expected hidden size (1, 2, 5), got [1, 3, 5]",
-        ),
-        (lambda m: m(torch.randn(4, 2, 3), hx(2, 5)), RuntimeError, "should also be 3-D"),
-        (lambda m: m(torch.randn(4, 3), hx(1, 1, 5)), RuntimeError, "should also be 2-D"),
-        (
-            lambda m: m(torch.randn(4, 2, 3), hx(1, 2, 5)[0] if spec.is_lstm else (torch.zeros(1, 2, 5),)),
-            TypeError,
-            "hx must be a",
-        ),
-        (
-            lambda m: m(torch.randn(4, 2, 3, device="meta")),
-            RuntimeError,
-            "Input and parameter tensors are not at the same device",
-        ),
-        (lambda m: m(torch.randn(0, 2, 3)), RuntimeError, "Expected sequence length to be larger than 0 in RNN"),
-    ]
+# What a layer must refuse, by name: (call(module, spec), error, message). In the message, {name} stands for
+# the layer's class name and {hidden} for torch.nn's name of h0 ("hidden[0]" in an LSTM's (h0, c0)).
+BAD_INPUTS = {
+    "input-1d": (lambda m, s: m(torch.randn(3)), ValueError, "{name}: Expected input to be 2D or 3D, got 1D instead"),
+    "input-4d": (lambda m, s: m(torch.randn(4, 2, 3, 1)), ValueError, "Expected input to be 2D or 3D, got 4D"),
+    "input-size": (
+        lambda m, s: m(torch.randn(4, 2, 6)),
+        RuntimeError,
+        "input.size(-1) must be equal to input_size. Expected 3, got 6",
+    ),
+    "input-dtype": (
+        lambda m, s: m(torch.randn(4, 2, 3).double()),
+        ValueError,
+        "RNN input dtype (torch.float64) does not match weight dtype",
+    ),
+    "hidden-batch": (
+        lambda m, s: m(torch.randn(4, 2, 3), s.state(1, 3, 5)),
+        RuntimeError,
+        "Expected {hidden} size (1, 2, 5), got [1, 3, 5]",
+    ),
+    "hidden-2d-with-3d-input": (
+        lambda m, s: m(torch.randn(4, 2, 3), s.state(2, 5)),
+        RuntimeError,
+        "should also be 3-D",
+    ),
+    "hidden-3d-with-2d-input": (
+        lambda m, s: m(torch.randn(4, 3), s.state(1, 1, 5)),
+        RuntimeError,
+        "should also be 2-D",
+    ),
+    "hidden-of-the-other-kind": (  # a lone tensor for the LSTM, a tuple for the others
+        lambda m, s: m(torch.randn(4, 2, 3), s.state(1, 2, 5)[0] if s.is_lstm else (torch.zeros(1, 2, 5),)),
+        TypeError,
+        "hx must be a",
+    ),
+    "input-on-another-device": (
+        lambda m, s: m(torch.randn(4, 2, 3, device="meta")),
+        RuntimeError,
+        "Input and parameter tensors are not at the same device",
+    ),
+    "empty-sequence": (
+        lambda m, s: m(torch.randn(0, 2, 3)),
+        RuntimeError,
+        "Expected sequence length to be larger than 0 in RNN",
+    ),
+}
 
 
-@pytest.mark.parametrize("index", range(10))
-def test_bad_input_errors(spec, index):
-    call, error, message = _bad_inputs(spec)[index]
+@pytest.mark.parametrize("bad", BAD_INPUTS)
+def test_bad_input_errors(spec, bad):
+    call, error, message = BAD_INPUTS[bad]
     with pytest.raises(error) as raised:
-        call(spec.module(3, 5, **spec.options))
+        call(spec.module(3, 5, **spec.options), spec)
+    message = message.format(name=spec.module.__name__, hidden="hidden[0]" if spec.is_lstm else "hidden")
     assert message in str(raised.value)
 
 
@@ -288,7 +284,7 @@ def test_hidden_dtype_mismatch_is_refused(spec):
 
 def test_bad_cell_input_errors(spec):
     cell = spec.cell(3, 5, **spec.options)
-    hx = lambda *shape: (torch.zeros(*shape), torch.zeros(*shape)) if spec.is_lstm else torch.zeros(*shape)  # noqa: E731
+    hx = spec.state
     cases = [
         (
             lambda: cell(torch.randn(2, 2, 3)),
@@ -318,3 +314,43 @@ def test_unknown_backend_is_refused(spec):
         spec.module(3, 5, backend="cudnn", **spec.options)
     with pytest.raises(ValueError, match="backend must be one of"):
         spec.cell(3, 5, backend="cudnn", **spec.options)
+
+
+# ------------------------------------------------------------------------------------- one cell alone
+
+
+def test_lstm_cell_state_shape_error():
+    with pytest.raises(RuntimeError, match=r"Expected hidden\[1\] size \(1, 2, 5\), got \[1, 2, 4\]"):
+        rnnfast.LSTM(3, 5)(torch.randn(4, 2, 3), (torch.zeros(1, 2, 5), torch.zeros(1, 2, 4)))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_rnn_relu_units_on_both_sides_of_zero(backend):
+    torch.manual_seed(9)
+    reference = nn.RNN(6, 12, num_layers=2, nonlinearity="relu", bidirectional=True)
+    module = rnnfast.RNN(6, 12, num_layers=2, nonlinearity="relu", bidirectional=True, backend=backend)
+    module.load_state_dict(reference.state_dict())
+    x = 2 * torch.randn(7, 4, 6)
+    out, _ = reference(x)
+    inactive = (out == 0).float().mean().item()
+    assert 0.2 < inactive < 0.8, (
+        f"only {inactive:.0%} of the relu units are at zero: the test does not cover both sides"
+    )
+    compare_with_torch(module, reference, x, torch.randn(4, 4, 12))
+
+
+def test_backend_resolution(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolve_backend("auto", cpu, torch.float32) == "torch"
+    assert resolve_backend("auto", cuda, torch.float32) == "triton"
+    assert resolve_backend("auto", cuda, torch.float64) == "torch"
+    monkeypatch.setenv("RNNFAST_BACKEND", "torch")
+    assert resolve_backend(None, cuda, torch.float32) == "torch"
+    with pytest.raises(RuntimeError, match="supports float32, float16 and bfloat16"):
+        resolve_backend("triton", cuda, torch.float64)
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(RuntimeError, match="needs CUDA tensors"):
+        resolve_backend("triton", cpu, torch.float32)
+    monkeypatch.setenv("RNNFAST_BACKEND", "cudnn")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        resolve_backend(None, cpu, torch.float32)

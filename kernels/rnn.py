@@ -20,28 +20,29 @@ from .recurrence import (
     barrier_after_step,
     forward_step_slots,
     load_state_tile,
-    load_weight_slice,
+    program_direction,
+    program_tile,
+    recurrent_dot,
     row_offsets,
-    stationary_dot,
-    streamed_dot,
+    weight_slice,
 )
 
 
-@triton.jit(do_not_specialize=["t_start", "n_steps", "T", "timeout_ns"])
-def _elman_fwd_kernel(
-    gates_ptr,  # [T, B, H] x W_ih^T + b_ih + b_hh
-    w_hh_ptr,  # [H, H] recurrent weight, torch.nn layout
-    h_all_ptr,  # [T + 1, B, H] hidden-state slots, h0 already in the first read slot
+@triton.jit(do_not_specialize=["t_start", "n_steps", "direction_start", "T", "timeout_ns"])
+def _rnn_fwd_kernel(
+    gates_ptr,  # [D, T, B, H] x W_ih^T + b_ih + b_hh
+    w_hh_ptr,  # [D, H, H] recurrent weight, torch.nn layout
+    h_all_ptr,  # [D, T + 1, B, H] hidden-state slots, h0 already in the first read slot
     lengths_ptr,  # [B] int64 sequence lengths (T for every row of an unpadded batch)
     barrier_ptr,  # [2] int32 grid-barrier counters, zero at launch (USE_BARRIER)
     error_ptr,  # [1] int32 set to 1 when a barrier timed out
     t_start,  # first step of this launch
     n_steps,  # steps in this launch (1 without the barrier)
+    direction_start,  # direction of grid axis 2's first program (recurrence.program_direction)
     T,
     B,
     H,
     timeout_ns,
-    REVERSE: tl.constexpr,
     RELU: tl.constexpr,
     BLOCK_B: tl.constexpr,
     BLOCK_N: tl.constexpr,
@@ -51,30 +52,26 @@ def _elman_fwd_kernel(
     DOT_PRECISION: tl.constexpr,
     BF16_INTERPRETER: tl.constexpr,
 ):
-    offs_b = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
-    offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    mask_b = offs_b < B
-    mask_n = offs_n < H
-    mask = mask_b[:, None] & mask_n[None, :]
-    if BLOCK_K == 0:
-        w = load_weight_slice(w_hh_ptr, offs_n * H, mask_n, H, 1, K_PIECES, BF16_INTERPRETER)
+    reverse = program_direction(direction_start)
+    gates_ptr += reverse * T * B * H
+    w_hh_ptr += reverse * H * H
+    h_all_ptr += reverse * (T + 1) * B * H
+    offs_b, offs_n, mask_b, mask_n, mask = program_tile(B, H, BLOCK_B, BLOCK_N)
+    w = weight_slice(w_hh_ptr, offs_n * H, mask_n, H, 1, K_PIECES, BLOCK_K, BF16_INTERPRETER)
 
-    _, first_read, _ = forward_step_slots(t_start, T, REVERSE)
+    _, first_read, _ = forward_step_slots(t_start, T, reverse)
     h_own = load_state_tile(h_all_ptr, first_read, B, offs_b, offs_n, H, mask)
     lengths = tl.load(lengths_ptr + offs_b, mask=mask_b, other=0)
     timeout = timeout_ns
     failed = 0
     for s in range(n_steps):
-        t, read_slot, write_slot = forward_step_slots(t_start + s, T, REVERSE)
+        t, read_slot, write_slot = forward_step_slots(t_start + s, T, reverse)
         acc = tl.load(gates_ptr + row_offsets(t, B, offs_b, offs_n, H), mask=mask, other=0.0).to(tl.float32)
         h_rows = (read_slot.to(tl.int64) * B + offs_b) * H
-        if BLOCK_K == 0:
-            acc = stationary_dot(acc, h_all_ptr, h_rows, mask_b, H, w, K_PIECES, DOT_PRECISION)
-        else:
-            acc = streamed_dot(
-                acc, h_all_ptr, h_rows, mask_b, H, w_hh_ptr, offs_n * H, mask_n, 1, BLOCK_K, DOT_PRECISION,
-                BF16_INTERPRETER,
-            )  # fmt: skip
+        acc = recurrent_dot(
+            acc, h_all_ptr, h_rows, mask_b, H, w, w_hh_ptr, offs_n * H, mask_n, 1,
+            K_PIECES, BLOCK_K, DOT_PRECISION, BF16_INTERPRETER,
+        )  # fmt: skip
         if RELU:
             h = tl.where(acc < 0.0, 0.0, acc)  # NaN stays NaN, as torch.relu
         else:
@@ -87,23 +84,23 @@ def _elman_fwd_kernel(
         tl.atomic_max(error_ptr, failed)
 
 
-@triton.jit(do_not_specialize=["t_start", "n_steps", "T", "timeout_ns"])
-def _elman_bwd_kernel(
-    dgates_all_ptr,  # [T + 1, B, H] out: gradient of the pre-activations, zero "after" slot
-    w_hh_ptr,  # [H, H]
-    h_all_ptr,  # [T + 1, B, H] hidden-state slots saved by the forward
-    dh_ptr,  # [T, B, H] fp32 gradient reaching h_t from the output (dh_n already added at the last step)
-    dh_carry_ptr,  # [B, H] fp32 gradient carried past the steps beyond a row's length; zero in
+@triton.jit(do_not_specialize=["t_start", "n_steps", "direction_start", "T", "timeout_ns"])
+def _rnn_bwd_kernel(
+    dgates_all_ptr,  # [D, T + 1, B, H] out: gradient of the pre-activations, zero "after" slot
+    w_hh_ptr,  # [D, H, H]
+    h_all_ptr,  # [D, T + 1, B, H] hidden-state slots saved by the forward
+    dh_ptr,  # [D, T, B, H] fp32 gradient reaching h_t from the output (dh_n already added at the last step)
+    dh_carry_ptr,  # [D, B, H] fp32 gradient carried past the steps beyond a row's length; zero in
     lengths_ptr,  # [B] int64 sequence lengths
     barrier_ptr,  # [2] int32 grid-barrier counters, zero at launch (USE_BARRIER)
     error_ptr,  # [1] int32 set to 1 when a barrier timed out
     t_start,
     n_steps,
+    direction_start,
     T,
     B,
     H,
     timeout_ns,
-    REVERSE: tl.constexpr,
     RELU: tl.constexpr,
     BLOCK_B: tl.constexpr,
     BLOCK_N: tl.constexpr,
@@ -113,13 +110,14 @@ def _elman_bwd_kernel(
     DOT_PRECISION: tl.constexpr,
     BF16_INTERPRETER: tl.constexpr,
 ):
-    offs_b = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
-    offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    mask_b = offs_b < B
-    mask_n = offs_n < H
-    mask = mask_b[:, None] & mask_n[None, :]
-    if BLOCK_K == 0:
-        w = load_weight_slice(w_hh_ptr, offs_n, mask_n, H, H, K_PIECES, BF16_INTERPRETER)
+    reverse = program_direction(direction_start)
+    dgates_all_ptr += reverse * (T + 1) * B * H
+    w_hh_ptr += reverse * H * H
+    h_all_ptr += reverse * (T + 1) * B * H
+    dh_ptr += reverse * T * B * H
+    dh_carry_ptr += reverse * B * H
+    offs_b, offs_n, mask_b, mask_n, mask = program_tile(B, H, BLOCK_B, BLOCK_N)
+    w = weight_slice(w_hh_ptr, offs_n, mask_n, H, H, K_PIECES, BLOCK_K, BF16_INTERPRETER)
 
     carry_offs = (offs_b.to(tl.int64) * H)[:, None] + offs_n[None, :]
     dh_carry = tl.load(dh_carry_ptr + carry_offs, mask=mask, other=0.0)
@@ -127,17 +125,14 @@ def _elman_bwd_kernel(
     timeout = timeout_ns
     failed = 0
     for s in range(n_steps):
-        t, dgates_slot, next_slot = backward_step_slots(t_start + s, T, REVERSE)
+        t, dgates_slot, next_slot = backward_step_slots(t_start + s, T, reverse)
         dh = tl.load(dh_ptr + row_offsets(t, B, offs_b, offs_n, H), mask=mask, other=0.0) + dh_carry
-        h = load_state_tile(h_all_ptr, t + 1 - REVERSE, B, offs_b, offs_n, H, mask)
+        h = load_state_tile(h_all_ptr, t + 1 - reverse, B, offs_b, offs_n, H, mask)
         next_rows = (next_slot.to(tl.int64) * B + offs_b) * H
-        if BLOCK_K == 0:
-            dh = stationary_dot(dh, dgates_all_ptr, next_rows, mask_b, H, w, K_PIECES, DOT_PRECISION)
-        else:
-            dh = streamed_dot(
-                dh, dgates_all_ptr, next_rows, mask_b, H, w_hh_ptr, offs_n, mask_n, H, BLOCK_K, DOT_PRECISION,
-                BF16_INTERPRETER,
-            )  # fmt: skip
+        dh = recurrent_dot(
+            dh, dgates_all_ptr, next_rows, mask_b, H, w, w_hh_ptr, offs_n, mask_n, H,
+            K_PIECES, BLOCK_K, DOT_PRECISION, BF16_INTERPRETER,
+        )  # fmt: skip
         if RELU:
             d_pre = tl.where(h > 0.0, dh, 0.0)
         else:
@@ -155,66 +150,67 @@ def _elman_bwd_kernel(
 
 # The kernel of each pass, with its fp32 pointer arguments (the others are in the layer's dtype).
 SCAN_KERNELS = {
-    "forward": (_elman_fwd_kernel, frozenset()),
-    "backward": (_elman_bwd_kernel, frozenset({"dh_ptr", "dh_carry_ptr"})),
+    "forward": (_rnn_fwd_kernel, frozenset()),
+    "backward": (_rnn_bwd_kernel, frozenset({"dh_ptr", "dh_carry_ptr"})),
 }
 
 
-def elman_scan_fwd(
-    gates: torch.Tensor, w_hh: torch.Tensor, h_all: torch.Tensor, lengths: torch.Tensor, reverse: bool, relu: bool
+def rnn_scan_fwd(
+    gates: torch.Tensor, w_hh: torch.Tensor, h_all: torch.Tensor, lengths: torch.Tensor, relu: bool
 ) -> None:
-    """Runs the recurrence over gates [T, B, H], filling the slots of h_all [T + 1, B, H]; rows stop
-    updating at their length (lengths [B] int64)."""
-    seq_len, batch, hidden = h_all.shape[0] - 1, h_all.shape[1], h_all.shape[2]
+    """Runs the recurrence of D directions over gates [D, T, B, H], filling the slots of h_all
+    [D, T + 1, B, H]; w_hh [D, H, H]; rows stop updating at their length (lengths [B] int64)."""
+    seq_len, batch, hidden = h_all.shape[1] - 1, h_all.shape[2], h_all.shape[3]
     run_scan(
         "rnn_relu" if relu else "rnn_tanh",
         "forward",
-        _elman_fwd_kernel,
+        _rnn_fwd_kernel,
         w_hh,
         (gates, w_hh, h_all, lengths),
         dict(T=seq_len, B=batch, H=hidden),
-        dict(REVERSE=int(reverse), RELU=relu, **scan_constexprs(gates.dtype)),
+        dict(RELU=relu, **scan_constexprs(gates.dtype)),
     )
 
 
-def elman_scan_bwd(
+def rnn_scan_bwd(
     dgates_all: torch.Tensor,
     w_hh: torch.Tensor,
     h_all: torch.Tensor,
     dh: torch.Tensor,
     dh_carry: torch.Tensor,
     lengths: torch.Tensor,
-    reverse: bool,
     relu: bool,
 ) -> None:
-    """Backward through time: fills dgates_all [T + 1, B, H] (h_all's dtype, its zero slot already
-    cleared) and leaves in dh_carry [B, H] (fp32, zero in) the gradient carried past rows' lengths."""
-    seq_len, batch, hidden = dh.shape
+    """Backward through time of D directions: fills dgates_all [D, T + 1, B, H] (h_all's dtype, its zero
+    slots already cleared) and leaves in dh_carry [D, B, H] (fp32, zero in) the gradient carried past rows'
+    lengths; dh [D, T, B, H]."""
+    seq_len, batch, hidden = dh.shape[1:]
     run_scan(
         "rnn_relu" if relu else "rnn_tanh",
         "backward",
-        _elman_bwd_kernel,
+        _rnn_bwd_kernel,
         w_hh,
         (dgates_all, w_hh, h_all, dh, dh_carry, lengths),
         dict(T=seq_len, B=batch, H=hidden),
-        dict(REVERSE=int(reverse), RELU=relu, **scan_constexprs(h_all.dtype)),
+        dict(RELU=relu, **scan_constexprs(h_all.dtype)),
     )
 
 
 def example_launch(
-    cell: str, scan_pass: str, seq_len: int, batch: int, hidden: int, dtype: torch.dtype, gpu: str, reverse: bool,
-    training: bool,
+    cell: str, scan_pass: str, seq_len: int, batch: int, hidden: int, dtype: torch.dtype, gpu: str,
+    directions: int, training: bool,
 ) -> None:  # fmt: skip
     """kernels/hardware.py's interface: the launcher of `scan_pass` called as rnnfast.functional calls it for
-    one layer-direction of this shape (cell rnn_tanh or rnn_relu), on fresh buffers of the meta device,
-    planned for `gpu`; the forward is the same whether training or not."""
-    empty = lambda *shape, dtype=dtype: torch.empty(*shape, dtype=dtype, device="meta")  # noqa: E731
+    one layer of this shape and number of directions (cell rnn_tanh or rnn_relu), on fresh buffers of the
+    meta device, planned for `gpu`; the forward is the same whether training or not."""
+    empty = lambda *shape, dtype=dtype: torch.empty(directions, *shape, dtype=dtype, device="meta")  # noqa: E731
     fp32 = lambda *shape: empty(*shape, dtype=torch.float32)  # noqa: E731
-    w_hh, h_all, lengths = empty(hidden, hidden), empty(seq_len + 1, batch, hidden), empty(batch, dtype=torch.int64)
+    w_hh, h_all = empty(hidden, hidden), empty(seq_len + 1, batch, hidden)
+    lengths = torch.empty(batch, dtype=torch.int64, device="meta")
     relu = cell == "rnn_relu"
     with planning_for(gpu):
         if scan_pass == "forward":
-            elman_scan_fwd(empty(seq_len, batch, hidden), w_hh, h_all, lengths, reverse, relu)
+            rnn_scan_fwd(empty(seq_len, batch, hidden), w_hh, h_all, lengths, relu)
             return
         dgates_all, dh, dh_carry = empty(seq_len + 1, batch, hidden), fp32(seq_len, batch, hidden), fp32(batch, hidden)
-        elman_scan_bwd(dgates_all, w_hh, h_all, dh, dh_carry, lengths, reverse, relu)
+        rnn_scan_bwd(dgates_all, w_hh, h_all, dh, dh_carry, lengths, relu)
