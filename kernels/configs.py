@@ -109,13 +109,14 @@ STREAM_BLOCK_K = 64
 # The dot's other operand (h_{t-1} forward, the gate gradients backward) is loaded each step: a piece
 # of it at most this big is staged at once, and a program's whole operand at most OPERAND_BUDGET_BYTES
 # (beyond it the compiler's early loads of the pieces spill registers). On sm_90 a 64-row batch tile's
-# dot is a warpgroup MMA (wgmma), whose operand loads spilled at 255 registers from 192 KB (B64 H768 fp32:
-# LSTM forward 368 B, Elman backward 328 B); with mma.sync (sm_80, and tiles of 16 or 32 rows on sm_90)
+# dot is a warpgroup MMA (wgmma), whose operand loads spilled at 254-255 registers from 128 KB (B64: LSTM
+# fp32 backward H128 16 B, GRU fp16 forward H1024 40 B; at 192 KB, H768 fp32: LSTM forward 368 B, Elman
+# backward 328 B); with mma.sync (sm_80, and tiles of 16 or 32 rows on sm_90)
 # operands up to 384 KB compiled without spills (B64 H768: LSTM fp32 backward with 32-row tiles on sm_90,
 # LSTM fp16 backward with 64-row tiles on sm_80). All measured.
 MAX_OPERAND_PIECE_BYTES = 32 * 1024
 OPERAND_BUDGET_BYTES = 384 * 1024
-WGMMA_OPERAND_BUDGET_BYTES = 128 * 1024
+WGMMA_OPERAND_BUDGET_BYTES = 96 * 1024
 WGMMA_MIN_ROWS = 64
 # Every program reads the whole operand each step, so plans whose operand fits this are preferred (less
 # L2 traffic: by bench/model.py, 32-row tiles with a 192 KB operand made the LSTM fp16 B64 H768 forward +
