@@ -211,15 +211,26 @@ def launched_kernels(
     return list(rows.values())
 
 
+def _meta_buffers(directions: int, batch: int, dtype: torch.dtype):
+    """(empty, fp32, lengths): makers of fresh meta buffers with the leading direction axis, in `dtype` and in
+    fp32, and the [B] int64 lengths."""
+
+    def empty(*shape, dtype=dtype):
+        return torch.empty(directions, *shape, dtype=dtype, device="meta")
+
+    def fp32(*shape):
+        return empty(*shape, dtype=torch.float32)
+
+    return empty, fp32, torch.empty(batch, dtype=torch.int64, device="meta")
+
+
 def _lstm_example_launch(
     cell: str, scan_pass: str, seq_len: int, batch: int, hidden: int, dtype: torch.dtype, gpu: str,
     directions: int, training: bool,
 ) -> None:  # fmt: skip
     """EXAMPLE_LAUNCHES' interface (see the module's docstring) for the LSTM."""
-    empty = lambda *shape, dtype=dtype: torch.empty(directions, *shape, dtype=dtype, device="meta")  # noqa: E731
-    fp32 = lambda *shape: empty(*shape, dtype=torch.float32)  # noqa: E731
+    empty, fp32, lengths = _meta_buffers(directions, batch, dtype)
     gates, w_hh = empty(seq_len, batch, 4 * hidden), empty(4 * hidden, hidden)
-    lengths = torch.empty(batch, dtype=torch.int64, device="meta")
     with planning_for(gpu):
         if scan_pass == "forward":
             c_all = fp32(seq_len + 1 if training else 2, batch, hidden)
@@ -238,10 +249,9 @@ def _gru_example_launch(
     directions: int, training: bool,
 ) -> None:  # fmt: skip
     """EXAMPLE_LAUNCHES' interface (see the module's docstring) for the GRU."""
-    empty = lambda *shape, dtype=dtype: torch.empty(directions, *shape, dtype=dtype, device="meta")  # noqa: E731
-    fp32 = lambda *shape: empty(*shape, dtype=torch.float32)  # noqa: E731
+    empty, fp32, lengths = _meta_buffers(directions, batch, dtype)
     gates, w_hh, b_hh = empty(seq_len, batch, 3 * hidden), empty(3 * hidden, hidden), empty(3 * hidden)
-    h_all, lengths = empty(seq_len + 1, batch, hidden), torch.empty(batch, dtype=torch.int64, device="meta")
+    h_all = empty(seq_len + 1, batch, hidden)
     hn_all = fp32(seq_len if training or scan_pass == "backward" else 0, batch, hidden)
     with planning_for(gpu):
         if scan_pass == "forward":
@@ -258,10 +268,8 @@ def _rnn_example_launch(
 ) -> None:  # fmt: skip
     """EXAMPLE_LAUNCHES' interface for the Elman RNN (rnn_tanh, rnn_relu): its forward is the same whether
     training or not."""
-    empty = lambda *shape, dtype=dtype: torch.empty(directions, *shape, dtype=dtype, device="meta")  # noqa: E731
-    fp32 = lambda *shape: empty(*shape, dtype=torch.float32)  # noqa: E731
+    empty, fp32, lengths = _meta_buffers(directions, batch, dtype)
     w_hh, h_all = empty(hidden, hidden), empty(seq_len + 1, batch, hidden)
-    lengths = torch.empty(batch, dtype=torch.int64, device="meta")
     relu = cell == "rnn_relu"
     with planning_for(gpu):
         if scan_pass == "forward":
