@@ -62,6 +62,21 @@ def test_threaded_grid_sync_matches_torch_nn(cell, h100, launches):
     assert sorted(launches.values()) == [1, 1], launches
 
 
+@pytest.mark.parametrize("cell", CELLS)
+def test_directions_one_after_the_other_match_torch_nn(cell, h100, launches, monkeypatch):
+    """Where the joint plan would lose W_hh's place on chip (configs.plan_scan), a bidirectional layer runs
+    each direction in its own launch, the reverse one from direction_start = 1: forced here by planning
+    one direction per launch, with the grid barrier, through the threaded interpreter."""
+    monkeypatch.setattr(launch, "plan_scan", lambda *args: configs.plan_layer(*args[:5], directions=1))
+    torch.manual_seed(3)
+    module, reference = pair(cell, CASE)
+    x, hx = make_inputs(CASE, lstm=cell == "lstm")
+    with threaded_programs(random_yields=0.2, seed=4):
+        compare_with_torch(module, reference, x, hx)
+    # One launch per direction and pass.
+    assert sorted(launches.values()) == [2, 2], launches
+
+
 def test_threaded_grid_sync_packed_lengths_and_proj(h100):
     torch.manual_seed(1)
     reference = nn.LSTM(5, 20, num_layers=2, bidirectional=True, proj_size=6)
