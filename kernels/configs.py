@@ -305,15 +305,29 @@ def plan_layer(
     BLOCK_N is the smallest power of two (a dot at least 16 wide) whose programs fit in one wave of the
     GPU's SMs; the weight slice is stationary where it fits in a block's shared memory with the dot's
     other operand. The grid barrier is planned when every program fits on its own SM at once; on a real
-    GPU the launcher also checks the compiled kernel's occupancy before using it."""
-    gpu = target_gpu(device)
+    GPU the launcher also checks the compiled kernel's occupancy before using it. Plans are kept
+    (_PLANS): the launcher asks for one at every launch, and making one takes tens of microseconds."""
+    key = (cell, hidden_size, batch_size, dtype, target_gpu(device), directions, grid_sync_allowed())
+    plan = _PLANS.get(key)
+    if plan is None:
+        if len(_PLANS) >= MAX_KEPT_PLANS:
+            _PLANS.clear()
+        plan = _PLANS[key] = _make_plan(*key)
+    return plan
+
+
+MAX_KEPT_PLANS = 4096
+_PLANS: dict[tuple, LayerPlan] = {}
+
+
+def _make_plan(
+    cell: str, hidden_size: int, batch_size: int, dtype: torch.dtype, gpu: Gpu, directions: int, allowed: bool
+) -> LayerPlan:
     gates = GATES[cell]
-    elem = torch.empty(0, dtype=dtype).element_size()
-    forward = _pass_plan(gates, hidden_size, batch_size, elem, gpu, False, directions)
-    backward = _pass_plan(gates, hidden_size, batch_size, elem, gpu, True, directions)
+    forward = _pass_plan(gates, hidden_size, batch_size, dtype.itemsize, gpu, False, directions)
+    backward = _pass_plan(gates, hidden_size, batch_size, dtype.itemsize, gpu, True, directions)
     co_resident = max(forward.programs, backward.programs) <= gpu.sm_count
-    grid_sync = grid_sync_allowed() and co_resident
-    return LayerPlan(cell, hidden_size, batch_size, dtype, gpu, forward, backward, grid_sync, directions)
+    return LayerPlan(cell, hidden_size, batch_size, dtype, gpu, forward, backward, allowed and co_resident, directions)
 
 
 def plan_scan(

@@ -181,7 +181,8 @@ def _launch_directions(cell: str, scan_pass: str, kernel, plan, grid: tuple, ten
     kwargs = dict(timeout_ns=timeout, **kwargs)
     seq_len = kwargs["T"]
     whole = dict(t_start=0, n_steps=seq_len, USE_BARRIER=True, **kwargs)
-    use_barrier = plan.grid_sync and key not in _timed_out_devices
+    # One step has no barrier between steps: the step kernel runs it, without a flag to read back.
+    use_barrier = plan.grid_sync and seq_len > 1 and key not in _timed_out_devices
     if use_barrier:
         whole = without_spills(kernel, grid, args, whole, device, plan.gpu)
     if use_barrier and device.type == "cuda":

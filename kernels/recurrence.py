@@ -82,20 +82,6 @@ def load_weight_piece(
 
 
 @triton.jit
-def load_weight_slice(
-    w_ptr, col_offs, col_mask, k_size, k_stride, K_PIECES: tl.constexpr, BF16_INTERPRETER: tl.constexpr
-):
-    """The whole [sum(K_PIECES), columns] slice, as a tuple of pieces."""
-    pieces = ()
-    k_start = 0
-    for i in tl.static_range(len(K_PIECES)):
-        piece = load_weight_piece(w_ptr, col_offs, col_mask, k_start, k_size, k_stride, K_PIECES[i], BF16_INTERPRETER)
-        pieces = pieces + (piece,)
-        k_start += K_PIECES[i]
-    return pieces
-
-
-@triton.jit
 def _dot_piece(acc, a_ptr, a_rows, mask_b, k_start, k_size, w, K_PIECE: tl.constexpr, DOT_PRECISION: tl.constexpr):
     """acc + a[rows, k_start : k_start + K_PIECE] @ w, the operand cast to w's dtype."""
     offs_k = k_start + tl.arange(0, K_PIECE)
@@ -103,39 +89,6 @@ def _dot_piece(acc, a_ptr, a_rows, mask_b, k_start, k_size, w, K_PIECE: tl.const
     # orders it: no cache modifier is relied on.
     a = tl.load(a_ptr + a_rows[:, None] + offs_k[None, :], mask=mask_b[:, None] & (offs_k < k_size)[None, :], other=0.0)
     return tl.dot(a.to(w.dtype), w, acc, input_precision=DOT_PRECISION)
-
-
-@triton.jit
-def stationary_dot(acc, a_ptr, a_rows, mask_b, k_size, w, K_PIECES: tl.constexpr, DOT_PRECISION: tl.constexpr):
-    """acc + a[rows, :k_size] @ W for a slice W held as the tuple of pieces w."""
-    k_start = 0
-    for i in tl.static_range(len(K_PIECES)):
-        acc = _dot_piece(acc, a_ptr, a_rows, mask_b, k_start, k_size, w[i], K_PIECES[i], DOT_PRECISION)
-        k_start += K_PIECES[i]
-    return acc
-
-
-@triton.jit
-def streamed_dot(
-    acc,
-    a_ptr,
-    a_rows,
-    mask_b,
-    k_size,
-    w_ptr,
-    col_offs,
-    col_mask,
-    k_stride,
-    BLOCK_K: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
-    BF16_INTERPRETER: tl.constexpr,
-):
-    """acc + a[rows, :k_size] @ W with W read from global memory in BLOCK_K chunks (plans whose slice
-    does not fit on chip)."""
-    for k in range(0, k_size, BLOCK_K):
-        w = load_weight_piece(w_ptr, col_offs, col_mask, k, k_size, k_stride, BLOCK_K, BF16_INTERPRETER)
-        acc = _dot_piece(acc, a_ptr, a_rows, mask_b, k, k_size, w, BLOCK_K, DOT_PRECISION)
-    return acc
 
 
 @triton.jit
@@ -149,40 +102,37 @@ def weight_slice(
     BLOCK_K: tl.constexpr,
     BF16_INTERPRETER: tl.constexpr,
 ):
-    """The program's slice of the recurrent weight for recurrent_dot: loaded once, as pieces, when it is
-    stationary (BLOCK_K == 0); nothing when it is streamed."""
+    """The program's slice of the recurrent weight for recurrent_dot: when it is stationary (BLOCK_K == 0)
+    the whole [sum(K_PIECES), columns] slice, loaded once as a tuple of pieces; nothing when streamed."""
+    pieces = ()
     if BLOCK_K == 0:
-        return load_weight_slice(w_ptr, col_offs, col_mask, k_size, k_stride, K_PIECES, BF16_INTERPRETER)
-    else:
-        return ()
+        k_start = 0
+        for i in tl.static_range(len(K_PIECES)):
+            piece = load_weight_piece(
+                w_ptr, col_offs, col_mask, k_start, k_size, k_stride, K_PIECES[i], BF16_INTERPRETER
+            )
+            pieces = pieces + (piece,)
+            k_start += K_PIECES[i]
+    return pieces
 
 
 @triton.jit
 def recurrent_dot(
-    acc,
-    a_ptr,
-    a_rows,
-    mask_b,
-    k_size,
-    w,
-    w_ptr,
-    col_offs,
-    col_mask,
-    k_stride,
-    K_PIECES: tl.constexpr,
-    BLOCK_K: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
-    BF16_INTERPRETER: tl.constexpr,
-):
-    """acc + a[rows, :k_size] @ W, the step's one recurrent dot: from the stationary slice w, or with W
-    streamed from w_ptr (weight_slice's arguments) in BLOCK_K chunks."""
+    acc, a_ptr, a_rows, mask_b, k_size, w, w_ptr, col_offs, col_mask, k_stride,
+    K_PIECES: tl.constexpr, BLOCK_K: tl.constexpr, DOT_PRECISION: tl.constexpr, BF16_INTERPRETER: tl.constexpr,
+):  # fmt: skip
+    """acc + a[rows, :k_size] @ W, the step's one recurrent dot: from the stationary slice w (a tuple of
+    K pieces), or with W streamed from w_ptr (weight_slice's arguments) in BLOCK_K chunks, for plans whose
+    slice does not fit on chip."""
     if BLOCK_K == 0:
-        acc = stationary_dot(acc, a_ptr, a_rows, mask_b, k_size, w, K_PIECES, DOT_PRECISION)
+        k_start = 0
+        for i in tl.static_range(len(K_PIECES)):
+            acc = _dot_piece(acc, a_ptr, a_rows, mask_b, k_start, k_size, w[i], K_PIECES[i], DOT_PRECISION)
+            k_start += K_PIECES[i]
     else:
-        acc = streamed_dot(
-            acc, a_ptr, a_rows, mask_b, k_size, w_ptr, col_offs, col_mask, k_stride, BLOCK_K, DOT_PRECISION,
-            BF16_INTERPRETER,
-        )  # fmt: skip
+        for k in range(0, k_size, BLOCK_K):
+            piece = load_weight_piece(w_ptr, col_offs, col_mask, k, k_size, k_stride, BLOCK_K, BF16_INTERPRETER)
+            acc = _dot_piece(acc, a_ptr, a_rows, mask_b, k, k_size, piece, BLOCK_K, DOT_PRECISION)
     return acc
 
 

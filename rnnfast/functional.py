@@ -71,6 +71,11 @@ def _recurrence(backend: str):
     return reference
 
 
+def stack_directions(tensors) -> torch.Tensor:
+    """[D, ...] from one tensor per direction: a view of the tensor when there is one direction."""
+    return tensors[0].unsqueeze(0) if len(tensors) == 1 else torch.stack(tensors)
+
+
 def _input_projection(x2d: torch.Tensor, w_ih: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """x2d [N, I] projected by each direction's w_ih [D, G, I] (+ bias [D, G]): [D, N, G], one GEMM."""
     if w_ih.shape[0] == 1:
@@ -119,7 +124,7 @@ def scan(cell: str, backend: str, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_
     y = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=2)
     if lengths is not None:
         y = y.masked_fill(_padding_mask(lengths, seq_len), 0)
-    h_n = torch.stack(finals)
+    h_n = stack_directions(finals)
     return (y, h_n, c_n) if _CELL_SCANS[cell].cell_state else (y, h_n)
 
 
@@ -259,6 +264,7 @@ def _scan_impl(cell, backend, x, lengths, h_init, c0, w_ih, w_rec, b_ih, b_hh, f
         kind.forward(_recurrence(backend), _ScanBuffers(gates, w_rec, h_all, saved, lengths, training, b_hh))
     c_n = x.new_empty(0)
     if kind.cell_state:
+        # A copy: an output of the op may not be a view of another (saved).
         c_n = torch.stack([saved[d, _last_slot(d, seq_len) % saved.shape[1]] for d in range(directions)])
         c_n = c_n.to(x.dtype)
     return h_all, c_n, saved, gates if training else x.new_empty(0)
@@ -356,7 +362,7 @@ def _scan_backward_impl(cell, backend, d_h_all, d_c_n, x, lengths, w_ih, w_rec, 
         )
         for grad, value in zip(grads, per_direction):
             grad.append(value)
-    d_h_init, d_w_ih, d_w_rec, d_b_ih, d_b_hh, d_first_gates = (torch.stack(g) for g in grads[:6])
+    d_h_init, d_w_ih, d_w_rec, d_b_ih, d_b_hh, d_first_gates = (stack_directions(g) for g in grads[:6])
     if not has_bias:
         d_b_ih = d_b_hh = x.new_empty(0)
     return dx.view(x.shape), d_h_init, d_c0, d_w_ih, d_w_rec, d_b_ih, d_b_hh, d_first_gates
@@ -429,9 +435,9 @@ def _differentiable_backward(ctx, inputs, lengths, d_h_all, d_c_n) -> list:
             h_all, c_n = differentiable.scan_slots(ctx.cell, d == 1, x, lengths, *per_direction, first_steps)
             slots.append(h_all)
             finals.append(c_n)
-        outputs, grad_outputs = [torch.stack(slots)], [d_h_all]
+        outputs, grad_outputs = [stack_directions(slots)], [d_h_all]
         if _CELL_SCANS[ctx.cell].cell_state:
-            outputs.append(torch.stack(finals))
+            outputs.append(stack_directions(finals))
             grad_outputs.append(d_c_n)
         found = torch.autograd.grad(
             outputs, [inputs[i] for i in wanted], grad_outputs, create_graph=True, allow_unused=True

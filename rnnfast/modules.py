@@ -11,7 +11,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from . import native
-from .functional import check_backend_name, requested_backend, resolve_backend, scan, tracing
+from .functional import check_backend_name, requested_backend, resolve_backend, scan, stack_directions, tracing
 
 _BACKEND_DOC = """backend: "auto" (Triton for CUDA tensors, pure PyTorch otherwise), "triton" (always; CPU
             tensors only under TRITON_INTERPRET=1) or "torch". None reads RNNFAST_BACKEND, default "auto"."""
@@ -374,7 +374,7 @@ class _RecurrentCell(_Backend):
         else:
             backend = resolve_backend(self.backend, input.device, input.dtype)
             h0, c0 = hidden[0].unsqueeze(0), hidden[1].unsqueeze(0) if is_lstm else None
-            one_direction = [None if w is None else w.unsqueeze(0) for w in weights]
+            one_direction = [None if w is None else stack_directions([w]) for w in weights]
             _, *states = scan(cell, backend, input.unsqueeze(0), None, h0, c0, *one_direction, None)
             states = [state[0] for state in states]
         if not is_batched:
@@ -427,7 +427,7 @@ class RNNCell(_RecurrentCell, nn.RNNCell):
 def _stack_directions(weights: tuple[torch.Tensor, ...], run_dtype: torch.dtype | None) -> torch.Tensor:
     """One parameter of each direction of a layer as [D, ...] (a view for one direction), cast to the
     autocast dtype when there is one."""
-    stacked = weights[0].unsqueeze(0) if len(weights) == 1 else torch.stack(weights)
+    stacked = stack_directions(weights)
     return stacked if run_dtype is None else stacked.to(run_dtype)
 
 

@@ -53,6 +53,7 @@ def test_matches_torch_nn(spec, case, backend):
 def test_weight_slice_stationary_and_streamed(spec, weights, monkeypatch):
     if weights == "streamed":  # no operand fits the budget: every pass streams W_hh in chunks
         monkeypatch.setattr(configs, "OPERAND_BUDGET_BYTES", 0)
+        monkeypatch.setattr(configs, "_PLANS", {})  # plans made under this budget only, then forgotten
     case = Case(3, 4, 6, 70, bidirectional=True)  # H = 64 + 16 (one K piece rounded up)
     plan = configs.plan_layer(spec.mode, case.hidden_size, case.batch, torch.float32)
     assert plan.forward.stationary == plan.backward.stationary == (weights == "stationary")
