@@ -66,6 +66,8 @@ class KernelResources:
     registers: int  # per thread
     spill_bytes: int  # cuobjdump STACK: local memory per thread
     shared_bytes: int  # dynamic shared memory per block
+    mma_instructions: int  # tensor-core MMA instructions in the SASS (HMMA, HGMMA): per warp and step in a
+    # stationary scan, whose only dot is in the time loop
 
     def fits(self, arch: int) -> bool:
         return self.registers <= MAX_REGISTERS_PER_THREAD and self.shared_bytes <= SHARED_MEMORY_LIMIT[arch]
@@ -149,8 +151,10 @@ def _compile(kernel: JITFunction, spec: Specialization, arch: int) -> KernelReso
         with open(cubin, "wb") as f:
             f.write(compiled.asm["cubin"])
         usage = subprocess.run([cuobjdump, "--dump-resource-usage", cubin], capture_output=True, text=True, check=True)
+        sass = subprocess.run([cuobjdump, "-sass", cubin], capture_output=True, text=True, check=True)
     match = re.search(r"REG:(\d+) STACK:(\d+)", usage.stdout)
-    return KernelResources(int(match[1]), int(match[2]), compiled.metadata.shared)
+    mmas = len(re.findall(r"\bH(?:G)?MMA\.", sass.stdout))
+    return KernelResources(int(match[1]), int(match[2]), compiled.metadata.shared, mmas)
 
 
 _compiled: dict[tuple, KernelResources] = {}

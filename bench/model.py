@@ -6,7 +6,8 @@ program does each time step (hidden tiles walked one after another, K chunks of 
 trips it waits for, bytes it reads from L2 and from shared memory, dot FLOPs, whether the dot runs on tensor
 cores) and how many grid barriers separate the steps. A step costs the critical program's cycles
 
-    round_trips x L2_LATENCY + chunks x CHUNK_CYCLES + tiles x TILE_CYCLES + dot FLOPs / dot rate
+    round_trips x L2_LATENCY + chunks x CHUNK_CYCLES + tiles x TILE_CYCLES
+    + max(MMA chain x MMA_LATENCY_CYCLES, dot FLOPs / dot rate) + K-split sums x CHUNK_CYCLES
     + shared bytes / SHARED_BYTES_PER_CYCLE
 
 times the waves of programs over the SMs, or the aggregate L2 traffic of all programs over the L2
@@ -59,6 +60,11 @@ BARRIER_S = 1e-6
 CHUNK_CYCLES = 150
 # Gate math, state update and stores of one hidden tile (design note).
 TILE_CYCLES = 800
+# A dependent mma.sync m16n8k16 (fp16/bf16; m16n8k8 for TF32) with fp32 accumulation, issue to result:
+# about 32 cycles on the A100 in published microbenchmarks (Sun et al., "Dissecting Tensor Cores via
+# Microbenchmarks", 2022); assumed alike for the H100's mma.sync and warpgroup MMAs. A warp's MMAs that
+# accumulate into the same tile wait for each other, so a dot's latency is its longest chain of them.
+MMA_LATENCY_CYCLES = 32
 SHARED_BYTES_PER_CYCLE = 128  # per SM (both architectures)
 # Large GEMMs reach about this fraction of peak (assumption).
 GEMM_EFFICIENCY = 0.6
@@ -77,6 +83,8 @@ class PassWork:
     l2_bytes_per_step: int  # weights streamed and the recurrent operand (h or the gate gradients)
     shared_bytes_per_step: int  # stationary weights re-read from shared memory
     dot_flops_per_step: int
+    mma_chain_per_step: int  # the longest chain of dependent MMAs one warp runs for the recurrent dot
+    k_split_sums_per_step: int  # sums of the warps' partial products (K split across warps): 0 or 1
     tensor_cores: bool  # the recurrent dot on tensor cores (fp16/bf16), else fp32 FMA
 
 
@@ -87,7 +95,8 @@ def step_seconds(work: PassWork, gpu: GpuModel) -> float:
         work.l2_round_trips_per_step * gpu.l2_latency_cycles
         + work.chunks_per_step * CHUNK_CYCLES
         + work.tiles_per_step * TILE_CYCLES
-        + work.dot_flops_per_step / rate
+        + max(work.mma_chain_per_step * MMA_LATENCY_CYCLES, work.dot_flops_per_step / rate)
+        + work.k_split_sums_per_step * CHUNK_CYCLES
         + work.shared_bytes_per_step / SHARED_BYTES_PER_CYCLE
     )
     waves = math.ceil(work.programs / gpu.sm_count)

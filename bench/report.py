@@ -11,7 +11,7 @@ measurement.
 Files written to --out:
 - plans.csv: one row per (cell, dtype, hidden, batch, gpu), the table the README cites (PLAN_COLUMNS).
 - report-kernels.csv: one row per distinct compiled kernel per GPU, with the shapes that launch it.
-- report.csv: the planner's tiles, K pieces and warps per cell, dtype, hidden size, batch and GPU.
+- report.csv: the planner's tiles, K pieces, K split and warps per cell, dtype, hidden size, batch and GPU.
 - report.md: all three, with the command and versions.
 """
 
@@ -76,6 +76,13 @@ def plan_quantities(
         )
         chunks = len(pass_plan.k_pieces) if pass_plan.stationary else k_total // pass_plan.block_k
         on_chip = pass_plan.stationary and plan.grid_sync
+        # An MMA takes 16 of K (8 in TF32); the pieces' dots are independent chains, each split k_split
+        # ways across warps; streamed chunks accumulate one after the other.
+        k_step = 8 if elem == 4 else 16
+        if pass_plan.stationary:
+            chain = max(pass_plan.k_pieces) // (pass_plan.k_split * k_step)
+        else:
+            chain = k_total // k_step
         return model.PassWork(
             programs=pass_plan.programs,
             launches=launches,
@@ -86,6 +93,8 @@ def plan_quantities(
             l2_bytes_per_step=pass_plan.block_b * k_total * elem + (0 if on_chip else pass_plan.weight_bytes),
             shared_bytes_per_step=pass_plan.weight_bytes if pass_plan.stationary else 0,
             dot_flops_per_step=2 * pass_plan.block_b * k_total * columns,
+            mma_chain_per_step=chain,
+            k_split_sums_per_step=1 if pass_plan.k_split > 1 else 0,
             tensor_cores=True,
         )
 
@@ -177,12 +186,12 @@ def kernel_rows(compiled: list[dict]) -> list[dict]:
         row = rows.setdefault(key, dict(
             cell=r["cell"], dtype=r["dtype"], gpu=r["gpu"], arch=f"sm_{_arch(r['gpu'])}", kernel=kernel,
             function=r["kernel"], num_warps=r["num_warps"], specialized=r["specialized"], shapes=[],
-            registers=0, spill_bytes=0, shared_bytes=0, fits=True,
+            registers=0, spill_bytes=0, shared_bytes=0, mma_instructions=0, fits=True,
         ))  # fmt: skip
         shape = f"H{r['hidden']}xB{r['batch']}" + ("x2" if r["directions"] == 2 else "")
         if shape not in row["shapes"]:
             row["shapes"].append(shape)
-        for what in ("registers", "spill_bytes", "shared_bytes"):
+        for what in ("registers", "spill_bytes", "shared_bytes", "mma_instructions"):
             row[what] = max(row[what], r[what])
         row["fits"] = row["fits"] and r["fits"]
     return [{**row, "shapes": " ".join(row["shapes"])} for row in rows.values()]
@@ -213,10 +222,11 @@ def _plans_table(plans: list[dict]):
 
 def _kernel_table(rows: list[dict]):
     columns = ["cell", "dtype", "gpu", "kernel", "warps", "specialized as launched", "regs", "spill B", "smem B"]
-    columns += ["fits", "shapes"]
+    columns += ["MMA instr.", "fits", "shapes"]
     lines = [
         [r["cell"], r["dtype"], f"{r['gpu']} ({r['arch']})", r["kernel"], r["num_warps"], r["specialized"],
-         r["registers"], r["spill_bytes"], r["shared_bytes"], "yes" if r["fits"] else "NO", r["shapes"]]
+         r["registers"], r["spill_bytes"], r["shared_bytes"], r["mma_instructions"], "yes" if r["fits"] else "NO",
+         r["shapes"]]
         for r in rows
     ]  # fmt: skip
     return columns, lines
@@ -244,6 +254,7 @@ def tile_rows(
                             row[f"{name}_k"] = (
                                 "+".join(map(str, p.k_pieces)) if p.stationary else f"streamed {p.block_k}"
                             )
+                            row[f"{name}_k_split"] = p.k_split
                             row[f"{name}_warps"] = p.num_warps
                         rows.append(row)
     return rows

@@ -134,6 +134,14 @@ MAX_PIECES = 18
 # Forward programs whose weight slice and operand are both at most this big run 4 warps, others 8 (the
 # backward holds more state per unit: at 4 warps it spilled at B1 H17 on sm_90).
 SMALL_PROGRAM_BYTES = 16 * 1024
+# A stationary dot's K is split across the program's warps (recurrence.recurrent_dot): a warp's chain of
+# dependent MMAs is then K_SPLIT times shorter (LSTM fp16 B16 H768 on sm_90, MMAs per warp and step:
+# forward 48 -> 24, backward 384 -> 48, compiled). At most half the warps share K: the other half keep
+# the output tile spread over warps, since with every warp on K (8 of 8) the summed tile was replicated
+# in each warp and the gate math after it ran 8 times over (1,580 instructions per step against 609 for
+# 4 of 8, 730 unsplit; sm_90, compiled). Each share keeps at least MIN_SHARE_K of K: below that the
+# per-step sum of the partial products through shared memory costs more than the MMAs it saves.
+MIN_SHARE_K = 64
 
 
 def k_pieces(k: int, max_piece: int) -> tuple[int, ...] | None:
@@ -163,6 +171,7 @@ class PassPlan:
     block_b: int  # batch rows per program
     block_n: int  # hidden units per program (of every gate)
     k_pieces: tuple[int, ...]  # stationary: the dot's K (H forward, G*H backward) as pieces; else ()
+    k_split: int  # warps sharing the stationary dot's K (1: none, and always when streamed)
     block_k: int  # streamed K chunk; 0 when the weight slice is stationary
     num_warps: int
     batch_tiles: int
@@ -262,12 +271,30 @@ def _tiling(
     if hidden % MIN_DOT and block_b > MIN_DOT:
         budget = min(budget, UNALIGNED_OPERAND_BUDGET_BYTES)
     stationary = pieces is not None and operand_bytes <= budget and shared <= gpu.shared_per_block
+    num_warps = 4 if not backward and max(weight_bytes, operand_bytes) <= SMALL_PROGRAM_BYTES else 8
+    k_split = 1
+    while stationary and 4 * k_split <= num_warps and k_total >= MIN_SHARE_K * 2 * k_split:
+        # Each warp's partial product takes its own accumulator tile in shared memory for the sum;
+        # narrower operand pieces (the same K in more dots) make room for them where needed.
+        candidate, width = pieces, max_piece
+        while candidate is not None and (
+            sum(candidate) * columns_per_unit * block_n * elem
+            + block_b * max(candidate) * elem
+            + 2 * k_split * accumulator_bytes
+            > gpu.shared_per_block
+        ):
+            width //= 2
+            candidate = k_pieces(k, width) if width >= MIN_DOT * 2 * k_split else None
+        if candidate is None or sum(candidate) != k_total or min(candidate) < MIN_DOT * 2 * k_split:
+            break
+        pieces, max_piece, k_split = candidate, width, 2 * k_split
     return PassPlan(
         block_b=block_b,
         block_n=block_n,
         k_pieces=pieces if stationary else (),
+        k_split=k_split,
         block_k=0 if stationary else STREAM_BLOCK_K,
-        num_warps=4 if not backward and max(weight_bytes, operand_bytes) <= SMALL_PROGRAM_BYTES else 8,
+        num_warps=num_warps,
         batch_tiles=batch_tiles,
         hidden_tiles=triton.cdiv(hidden, block_n),
         directions=directions,

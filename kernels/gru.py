@@ -51,6 +51,7 @@ def _gru_fwd_kernel(
     BLOCK_B: tl.constexpr,
     BLOCK_N: tl.constexpr,
     K_PIECES: tl.constexpr,  # the recurrent dot's K (H) as pieces: the stationary weight slice's tensors
+    K_SPLIT: tl.constexpr,  # warps sharing the stationary dot\'s K (recurrence.recurrent_dot); 1 streamed
     BLOCK_K: tl.constexpr,  # 0: the weight slice is stationary; else streamed in chunks of BLOCK_K
     USE_BARRIER: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
@@ -67,7 +68,7 @@ def _gru_fwd_kernel(
     unit_j = tl.program_id(0) * BLOCK_N + offs_j // 4
     w_cols = ((offs_j % 4) * H + unit_j) * H  # W_hh^T column j is row (gate, unit) of W_hh
     mask_j = (unit_j < H) & (offs_j % 4 < 3)
-    w = weight_slice(w_hh_ptr, w_cols, mask_j, H, 1, K_PIECES, BLOCK_K, BF16_INTERPRETER)
+    w = weight_slice(w_hh_ptr, w_cols, mask_j, H, 1, K_PIECES, K_SPLIT, BLOCK_K, BF16_INTERPRETER)
     b_r = tl.load(b_hh_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)[None, :]
     b_z = tl.load(b_hh_ptr + H + offs_n, mask=mask_n, other=0.0).to(tl.float32)[None, :]
     b_n = tl.load(b_hh_ptr + 2 * H + offs_n, mask=mask_n, other=0.0).to(tl.float32)[None, :]
@@ -88,7 +89,7 @@ def _gru_fwd_kernel(
         acc = tl.zeros((BLOCK_B, 4 * BLOCK_N), tl.float32)
         acc = recurrent_dot(
             acc, h_all_ptr, h_rows, mask_b, H, w, w_hh_ptr, w_cols, mask_j, 1,
-            K_PIECES, BLOCK_K, DOT_PRECISION, BF16_INTERPRETER,
+            K_PIECES, K_SPLIT, BLOCK_K, DOT_PRECISION, BF16_INTERPRETER,
         )  # fmt: skip
         # Column j = 4 * unit + 2 * a + b (gate 2a + b): split b, then a; gate 3 is the empty pad.
         even, odd = tl.split(tl.reshape(acc, (BLOCK_B, BLOCK_N, 2, 2)))
@@ -137,6 +138,7 @@ def _gru_bwd_kernel(
     BLOCK_B: tl.constexpr,
     BLOCK_N: tl.constexpr,
     K_PIECES: tl.constexpr,  # the recurrent dot's K (3H) as pieces
+    K_SPLIT: tl.constexpr,  # warps sharing the stationary dot\'s K (recurrence.recurrent_dot); 1 streamed
     BLOCK_K: tl.constexpr,
     USE_BARRIER: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
@@ -152,7 +154,7 @@ def _gru_bwd_kernel(
     dh_ptr += reverse * T * B * H
     dh_carry_ptr += reverse * B * H
     offs_b, offs_n, mask_b, mask_n, mask = program_tile(B, H, BLOCK_B, BLOCK_N)
-    w = weight_slice(w_hh_ptr, offs_n, mask_n, 3 * H, H, K_PIECES, BLOCK_K, BF16_INTERPRETER)
+    w = weight_slice(w_hh_ptr, offs_n, mask_n, 3 * H, H, K_PIECES, K_SPLIT, BLOCK_K, BF16_INTERPRETER)
 
     carry_offs = (offs_b.to(tl.int64) * H)[:, None] + offs_n[None, :]
     dh_carry = tl.load(dh_carry_ptr + carry_offs, mask=mask, other=0.0)
@@ -174,7 +176,7 @@ def _gru_bwd_kernel(
         next_rows = (next_slot.to(tl.int64) * B + offs_b) * 3 * H
         dh = recurrent_dot(
             dh, dgates_h_all_ptr, next_rows, mask_b, 3 * H, w, w_hh_ptr, offs_n, mask_n, H,
-            K_PIECES, BLOCK_K, DOT_PRECISION, BF16_INTERPRETER,
+            K_PIECES, K_SPLIT, BLOCK_K, DOT_PRECISION, BF16_INTERPRETER,
         )  # fmt: skip
 
         active = (t < lengths)[:, None]

@@ -155,6 +155,7 @@ def run_scan(
         BLOCK_B=pass_plan.block_b,
         BLOCK_N=pass_plan.block_n,
         K_PIECES=pass_plan.k_pieces,
+        K_SPLIT=pass_plan.k_split,
         BLOCK_K=pass_plan.block_k,
         num_warps=pass_plan.num_warps,
         # A stationary slice leaves nothing for the software pipeliner to overlap but the step's operand

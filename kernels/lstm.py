@@ -65,6 +65,7 @@ def _lstm_fwd_kernel(
     BLOCK_B: tl.constexpr,
     BLOCK_N: tl.constexpr,
     K_PIECES: tl.constexpr,  # the recurrent dot's K (H) as pieces: the stationary weight slice's tensors
+    K_SPLIT: tl.constexpr,  # warps sharing the stationary dot\'s K (recurrence.recurrent_dot); 1 streamed
     BLOCK_K: tl.constexpr,  # 0: the weight slice is stationary; else streamed in chunks of BLOCK_K
     USE_BARRIER: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
@@ -80,7 +81,7 @@ def _lstm_fwd_kernel(
     unit_j = tl.program_id(0) * BLOCK_N + offs_j // 4
     w_cols = ((offs_j % 4) * H + unit_j) * H  # W_hh^T column j is row (gate, unit) of W_hh
     mask_j = unit_j < H
-    w = weight_slice(w_hh_ptr, w_cols, mask_j, H, 1, K_PIECES, BLOCK_K, BF16_INTERPRETER)
+    w = weight_slice(w_hh_ptr, w_cols, mask_j, H, 1, K_PIECES, K_SPLIT, BLOCK_K, BF16_INTERPRETER)
 
     _, first_read, _ = forward_step_slots(t_start, T, reverse)
     h_own = load_state_tile(h_all_ptr, first_read, B, offs_b, offs_n, H, mask)
@@ -100,7 +101,7 @@ def _lstm_fwd_kernel(
         acc = tl.zeros((BLOCK_B, 4 * BLOCK_N), tl.float32)
         acc = recurrent_dot(
             acc, h_all_ptr, h_rows, mask_b, H, w, w_hh_ptr, w_cols, mask_j, 1,
-            K_PIECES, BLOCK_K, DOT_PRECISION, BF16_INTERPRETER,
+            K_PIECES, K_SPLIT, BLOCK_K, DOT_PRECISION, BF16_INTERPRETER,
         )  # fmt: skip
         # Column j = 4 * unit + 2 * a + b (gate 2a + b): split b, then a.
         even, odd = tl.split(tl.reshape(acc, (BLOCK_B, BLOCK_N, 2, 2)))
@@ -149,6 +150,7 @@ def _lstm_bwd_kernel(
     BLOCK_B: tl.constexpr,
     BLOCK_N: tl.constexpr,
     K_PIECES: tl.constexpr,  # the recurrent dot's K (4H) as pieces
+    K_SPLIT: tl.constexpr,  # warps sharing the stationary dot\'s K (recurrence.recurrent_dot); 1 streamed
     BLOCK_K: tl.constexpr,
     USE_BARRIER: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
@@ -163,7 +165,7 @@ def _lstm_bwd_kernel(
     dc_ptr += reverse * B * H
     dh_carry_ptr += reverse * B * H
     offs_b, offs_n, mask_b, mask_n, mask = program_tile(B, H, BLOCK_B, BLOCK_N)
-    w = weight_slice(w_hh_ptr, offs_n, mask_n, 4 * H, H, K_PIECES, BLOCK_K, BF16_INTERPRETER)
+    w = weight_slice(w_hh_ptr, offs_n, mask_n, 4 * H, H, K_PIECES, K_SPLIT, BLOCK_K, BF16_INTERPRETER)
 
     carry_offs = (offs_b.to(tl.int64) * H)[:, None] + offs_n[None, :]
     dc = tl.load(dc_ptr + carry_offs, mask=mask, other=0.0)
@@ -186,7 +188,7 @@ def _lstm_bwd_kernel(
         next_rows = (next_slot.to(tl.int64) * B + offs_b) * 4 * H
         dh = recurrent_dot(
             dh, dgates_all_ptr, next_rows, mask_b, 4 * H, w, w_hh_ptr, offs_n, mask_n, H,
-            K_PIECES, BLOCK_K, DOT_PRECISION, BF16_INTERPRETER,
+            K_PIECES, K_SPLIT, BLOCK_K, DOT_PRECISION, BF16_INTERPRETER,
         )  # fmt: skip
 
         active = (t < lengths)[:, None]

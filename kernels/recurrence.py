@@ -60,35 +60,50 @@ def load_state_tile(state_ptr, slot, B, offs_b, offs_n, H, mask):
     return tl.load(state_ptr + offs, mask=mask, other=0.0, cache_modifier=".cg").to(tl.float32)
 
 
-# Weight-stationary building blocks (issue 11). A program's slice of W_hh is a tuple of [piece, columns]
-# tensors, one per piece of K (K_PIECES, configs.k_pieces), loaded once before the time loop.
+# Weight-stationary building blocks (issue 11). A program's slice of W_hh is a tuple of tensors, one per
+# piece of K (K_PIECES, configs.k_pieces), loaded once before the time loop. With K_SPLIT > 1 each piece is
+# held as [K_SPLIT, piece // K_SPLIT, columns] and the step's dot is batched over that first axis: Triton
+# gives each warp its own share of K (mma.sync), so a warp's chain of dependent MMAs is K_SPLIT times
+# shorter, and the partial products are summed across warps once per step. With K_SPLIT = 1 a piece is
+# [piece, columns] and one 2-D dot runs along all of K (a warpgroup MMA on sm_90 for 64-row tiles).
 
 
 @triton.jit
 def load_weight_piece(
-    w_ptr, col_offs, col_mask, k_start, k_size, k_stride, K_PIECE: tl.constexpr, BF16_INTERPRETER: tl.constexpr
-):
-    """[K_PIECE, columns] piece of a weight slice: element (k, j) at w_ptr + (k_start + k) * k_stride +
-    col_offs[j], zero past k_size or outside col_mask."""
-    offs_k = k_start + tl.arange(0, K_PIECE)
-    w = tl.load(
-        w_ptr + offs_k[:, None] * k_stride + col_offs[None, :],
-        mask=(offs_k < k_size)[:, None] & col_mask[None, :],
-        other=0.0,
-    )
+    w_ptr, col_offs, col_mask, k_start, k_size, k_stride,
+    K_PIECE: tl.constexpr, K_SPLIT: tl.constexpr, BF16_INTERPRETER: tl.constexpr,
+):  # fmt: skip
+    """A piece of a weight slice, [K_PIECE, columns] or [K_SPLIT, K_PIECE // K_SPLIT, columns]: element
+    (k, j) at w_ptr + (k_start + k) * k_stride + col_offs[j], zero past k_size or outside col_mask."""
+    if K_SPLIT == 1:
+        offs_k = k_start + tl.arange(0, K_PIECE)[:, None]
+        cols, cols_mask = col_offs[None, :], col_mask[None, :]
+    else:
+        share = tl.arange(0, K_SPLIT)[:, None, None] * (K_PIECE // K_SPLIT)
+        offs_k = k_start + share + tl.arange(0, K_PIECE // K_SPLIT)[None, :, None]
+        cols, cols_mask = col_offs[None, None, :], col_mask[None, None, :]
+    w = tl.load(w_ptr + offs_k * k_stride + cols, mask=(offs_k < k_size) & cols_mask, other=0.0)
     if BF16_INTERPRETER:  # the interpreter computes bf16 arithmetic on raw bits
         w = w.to(tl.float32)
     return w
 
 
 @triton.jit
-def _dot_piece(acc, a_ptr, a_rows, mask_b, k_start, k_size, w, K_PIECE: tl.constexpr, DOT_PRECISION: tl.constexpr):
-    """acc + a[rows, k_start : k_start + K_PIECE] @ w, the operand cast to w's dtype."""
-    offs_k = k_start + tl.arange(0, K_PIECE)
+def _dot_piece(a_ptr, a_rows, mask_b, k_start, k_size, w, K_PIECE: tl.constexpr, K_SPLIT: tl.constexpr,
+               DOT_PRECISION: tl.constexpr):  # fmt: skip
+    """a[rows, k_start : k_start + K_PIECE] @ w in fp32, the operand cast to w's dtype: [BLOCK_B, columns],
+    or per share of K [K_SPLIT, BLOCK_B, columns]."""
     # a was written by other programs in the previous step; the grid barrier (or the kernel boundary)
     # orders it: no cache modifier is relied on.
-    a = tl.load(a_ptr + a_rows[:, None] + offs_k[None, :], mask=mask_b[:, None] & (offs_k < k_size)[None, :], other=0.0)
-    return tl.dot(a.to(w.dtype), w, acc, input_precision=DOT_PRECISION)
+    if K_SPLIT == 1:
+        offs_k = k_start + tl.arange(0, K_PIECE)[None, :]
+        rows, rows_mask = a_rows[:, None], mask_b[:, None]
+    else:
+        share = tl.arange(0, K_SPLIT)[:, None, None] * (K_PIECE // K_SPLIT)
+        offs_k = k_start + share + tl.arange(0, K_PIECE // K_SPLIT)[None, None, :]
+        rows, rows_mask = a_rows[None, :, None], mask_b[None, :, None]
+    a = tl.load(a_ptr + rows + offs_k, mask=rows_mask & (offs_k < k_size), other=0.0)
+    return tl.dot(a.to(w.dtype), w, input_precision=DOT_PRECISION)
 
 
 @triton.jit
@@ -99,17 +114,18 @@ def weight_slice(
     k_size,
     k_stride,
     K_PIECES: tl.constexpr,
+    K_SPLIT: tl.constexpr,
     BLOCK_K: tl.constexpr,
     BF16_INTERPRETER: tl.constexpr,
 ):
     """The program's slice of the recurrent weight for recurrent_dot: when it is stationary (BLOCK_K == 0)
-    the whole [sum(K_PIECES), columns] slice, loaded once as a tuple of pieces; nothing when streamed."""
+    the whole slice, loaded once as a tuple of pieces; nothing when streamed."""
     pieces = ()
     if BLOCK_K == 0:
         k_start = 0
         for i in tl.static_range(len(K_PIECES)):
             piece = load_weight_piece(
-                w_ptr, col_offs, col_mask, k_start, k_size, k_stride, K_PIECES[i], BF16_INTERPRETER
+                w_ptr, col_offs, col_mask, k_start, k_size, k_stride, K_PIECES[i], K_SPLIT, BF16_INTERPRETER
             )
             pieces = pieces + (piece,)
             k_start += K_PIECES[i]
@@ -119,20 +135,27 @@ def weight_slice(
 @triton.jit
 def recurrent_dot(
     acc, a_ptr, a_rows, mask_b, k_size, w, w_ptr, col_offs, col_mask, k_stride,
-    K_PIECES: tl.constexpr, BLOCK_K: tl.constexpr, DOT_PRECISION: tl.constexpr, BF16_INTERPRETER: tl.constexpr,
+    K_PIECES: tl.constexpr, K_SPLIT: tl.constexpr, BLOCK_K: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    BF16_INTERPRETER: tl.constexpr,
 ):  # fmt: skip
     """acc + a[rows, :k_size] @ W, the step's one recurrent dot: from the stationary slice w (a tuple of
-    K pieces), or with W streamed from w_ptr (weight_slice's arguments) in BLOCK_K chunks, for plans whose
-    slice does not fit on chip."""
+    K pieces; each piece's dot is independent of the others', and split K_SPLIT ways across warps), or
+    with W streamed from w_ptr (weight_slice's arguments) in BLOCK_K chunks, for plans whose slice does
+    not fit on chip."""
     if BLOCK_K == 0:
-        k_start = 0
-        for i in tl.static_range(len(K_PIECES)):
-            acc = _dot_piece(acc, a_ptr, a_rows, mask_b, k_start, k_size, w[i], K_PIECES[i], DOT_PRECISION)
+        part = _dot_piece(a_ptr, a_rows, mask_b, 0, k_size, w[0], K_PIECES[0], K_SPLIT, DOT_PRECISION)
+        k_start = K_PIECES[0]
+        for i in tl.static_range(1, len(K_PIECES)):
+            part += _dot_piece(a_ptr, a_rows, mask_b, k_start, k_size, w[i], K_PIECES[i], K_SPLIT, DOT_PRECISION)
             k_start += K_PIECES[i]
+        if K_SPLIT == 1:
+            acc += part
+        else:
+            acc += tl.sum(part, axis=0)
     else:
         for k in range(0, k_size, BLOCK_K):
-            piece = load_weight_piece(w_ptr, col_offs, col_mask, k, k_size, k_stride, BLOCK_K, BF16_INTERPRETER)
-            acc = _dot_piece(acc, a_ptr, a_rows, mask_b, k, k_size, piece, BLOCK_K, DOT_PRECISION)
+            piece = load_weight_piece(w_ptr, col_offs, col_mask, k, k_size, k_stride, BLOCK_K, 1, BF16_INTERPRETER)
+            acc += _dot_piece(a_ptr, a_rows, mask_b, k, k_size, piece, BLOCK_K, 1, DOT_PRECISION)
     return acc
 
 

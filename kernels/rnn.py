@@ -46,6 +46,7 @@ def _rnn_fwd_kernel(
     BLOCK_B: tl.constexpr,
     BLOCK_N: tl.constexpr,
     K_PIECES: tl.constexpr,  # the recurrent dot's K (H) as pieces: the stationary weight slice's tensors
+    K_SPLIT: tl.constexpr,  # warps sharing the stationary dot\'s K (recurrence.recurrent_dot); 1 streamed
     BLOCK_K: tl.constexpr,  # 0: the weight slice is stationary; else streamed in chunks of BLOCK_K
     USE_BARRIER: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
@@ -56,7 +57,7 @@ def _rnn_fwd_kernel(
     w_hh_ptr += reverse * H * H
     h_all_ptr += reverse * (T + 1) * B * H
     offs_b, offs_n, mask_b, mask_n, mask = program_tile(B, H, BLOCK_B, BLOCK_N)
-    w = weight_slice(w_hh_ptr, offs_n * H, mask_n, H, 1, K_PIECES, BLOCK_K, BF16_INTERPRETER)
+    w = weight_slice(w_hh_ptr, offs_n * H, mask_n, H, 1, K_PIECES, K_SPLIT, BLOCK_K, BF16_INTERPRETER)
 
     _, first_read, _ = forward_step_slots(t_start, T, reverse)
     h_own = load_state_tile(h_all_ptr, first_read, B, offs_b, offs_n, H, mask)
@@ -69,7 +70,7 @@ def _rnn_fwd_kernel(
         h_rows = (read_slot.to(tl.int64) * B + offs_b) * H
         acc = recurrent_dot(
             acc, h_all_ptr, h_rows, mask_b, H, w, w_hh_ptr, offs_n * H, mask_n, 1,
-            K_PIECES, BLOCK_K, DOT_PRECISION, BF16_INTERPRETER,
+            K_PIECES, K_SPLIT, BLOCK_K, DOT_PRECISION, BF16_INTERPRETER,
         )  # fmt: skip
         if RELU:
             h = tl.where(acc < 0.0, 0.0, acc)  # NaN stays NaN, as torch.relu
@@ -104,6 +105,7 @@ def _rnn_bwd_kernel(
     BLOCK_B: tl.constexpr,
     BLOCK_N: tl.constexpr,
     K_PIECES: tl.constexpr,  # the recurrent dot's K (H) as pieces
+    K_SPLIT: tl.constexpr,  # warps sharing the stationary dot\'s K (recurrence.recurrent_dot); 1 streamed
     BLOCK_K: tl.constexpr,
     USE_BARRIER: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
@@ -116,7 +118,7 @@ def _rnn_bwd_kernel(
     dh_ptr += reverse * T * B * H
     dh_carry_ptr += reverse * B * H
     offs_b, offs_n, mask_b, mask_n, mask = program_tile(B, H, BLOCK_B, BLOCK_N)
-    w = weight_slice(w_hh_ptr, offs_n, mask_n, H, H, K_PIECES, BLOCK_K, BF16_INTERPRETER)
+    w = weight_slice(w_hh_ptr, offs_n, mask_n, H, H, K_PIECES, K_SPLIT, BLOCK_K, BF16_INTERPRETER)
 
     carry_offs = (offs_b.to(tl.int64) * H)[:, None] + offs_n[None, :]
     dh_carry = tl.load(dh_carry_ptr + carry_offs, mask=mask, other=0.0)
@@ -130,7 +132,7 @@ def _rnn_bwd_kernel(
         next_rows = (next_slot.to(tl.int64) * B + offs_b) * H
         dh = recurrent_dot(
             dh, dgates_all_ptr, next_rows, mask_b, H, w, w_hh_ptr, offs_n, mask_n, H,
-            K_PIECES, BLOCK_K, DOT_PRECISION, BF16_INTERPRETER,
+            K_PIECES, K_SPLIT, BLOCK_K, DOT_PRECISION, BF16_INTERPRETER,
         )  # fmt: skip
         if RELU:
             d_pre = tl.where(h > 0.0, dh, 0.0)

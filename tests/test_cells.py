@@ -63,6 +63,19 @@ def test_weight_slice_stationary_and_streamed(spec, weights, monkeypatch):
     compare_with_torch(module, reference, *spec.inputs(case))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+def test_k_split_across_warps(spec, dtype):
+    case = Case(3, 3, 8, 192, bidirectional=True)  # K = 128 + 64 (forward), split 2 or 4 ways per piece
+    plan = configs.plan_layer(spec.mode, case.hidden_size, case.batch, dtype)
+    assert plan.forward.k_split > 1 and plan.backward.k_split > 1
+    torch.manual_seed(5)
+    module, reference = spec.pair(case, dtype=dtype, backend="triton")
+    x, hx = spec.inputs(case)
+    round_trip = lambda t: t.to(dtype).float()  # noqa: E731  the same rounded values for both
+    hx = as_state([round_trip(h) for h in as_list(hx)], hx)
+    compare_with_torch(module, reference, round_trip(x), hx, dtype=dtype, grad_output=strided_grad_output(case))
+
+
 def test_several_batch_tiles(spec):
     case = Case(70, 2, 4, 9)
     plan = configs.plan_layer(spec.mode, case.hidden_size, case.batch, torch.float32)

@@ -14,7 +14,7 @@ def work(**changes) -> model.PassWork:
     values = dict(
         programs=1, launches=1, barriers_per_step=0, tiles_per_step=1, chunks_per_step=0,
         l2_round_trips_per_step=0, l2_bytes_per_step=0, shared_bytes_per_step=0, dot_flops_per_step=0,
-        tensor_cores=True,
+        mma_chain_per_step=0, k_split_sums_per_step=0, tensor_cores=True,
     )  # fmt: skip
     return model.PassWork(**{**values, **changes})
 
@@ -27,6 +27,18 @@ def test_model_step_of_one_program_by_hand():
     assert model.step_seconds(fma, H100) == pytest.approx((model.TILE_CYCLES + 100) / H100.clock_hz)
     shared = work(tiles_per_step=0, shared_bytes_per_step=128 * 50)
     assert model.step_seconds(shared, H100) == pytest.approx(50 / H100.clock_hz)
+
+
+def test_model_dot_is_its_mma_chain_or_its_flops():
+    # 48 dependent MMAs take longer than the tensor cores need for the FLOPs; split four ways across
+    # warps they take 12, plus one sum of the partial products.
+    chained = work(tiles_per_step=0, mma_chain_per_step=48, dot_flops_per_step=4096 * 100)
+    assert model.step_seconds(chained, H100) == pytest.approx(48 * model.MMA_LATENCY_CYCLES / H100.clock_hz)
+    split = work(tiles_per_step=0, mma_chain_per_step=12, k_split_sums_per_step=1, dot_flops_per_step=4096 * 100)
+    cycles = 12 * model.MMA_LATENCY_CYCLES + model.CHUNK_CYCLES
+    assert model.step_seconds(split, H100) == pytest.approx(cycles / H100.clock_hz)
+    wide = work(tiles_per_step=0, mma_chain_per_step=1, dot_flops_per_step=4096 * 100)
+    assert model.step_seconds(wide, H100) == pytest.approx(100 / H100.clock_hz)
 
 
 def test_model_waves_bandwidth_and_barriers():
