@@ -90,9 +90,9 @@ def load_weight_piece(
 
 @triton.jit
 def _dot_piece(a_ptr, a_rows, mask_b, k_start, k_size, w, K_PIECE: tl.constexpr, K_SPLIT: tl.constexpr,
-               DOT_PRECISION: tl.constexpr):  # fmt: skip
-    """a[rows, k_start : k_start + K_PIECE] @ w in fp32, the operand cast to w's dtype: [BLOCK_B, columns],
-    or per share of K [K_SPLIT, BLOCK_B, columns]."""
+               DOT_PRECISION: tl.constexpr, acc):  # fmt: skip
+    """acc + a[rows, k_start : k_start + K_PIECE] @ w in fp32 (acc None: zero), the operand cast to w's
+    dtype: [BLOCK_B, columns], or per share of K [K_SPLIT, BLOCK_B, columns]."""
     # a was written by other programs in the previous step; the grid barrier (or the kernel boundary)
     # orders it: no cache modifier is relied on.
     if K_SPLIT == 1:
@@ -103,7 +103,7 @@ def _dot_piece(a_ptr, a_rows, mask_b, k_start, k_size, w, K_PIECE: tl.constexpr,
         offs_k = k_start + share + tl.arange(0, K_PIECE // K_SPLIT)[None, None, :]
         rows, rows_mask = a_rows[None, :, None], mask_b[None, :, None]
     a = tl.load(a_ptr + rows + offs_k, mask=rows_mask & (offs_k < k_size), other=0.0)
-    return tl.dot(a.to(w.dtype), w, input_precision=DOT_PRECISION)
+    return tl.dot(a.to(w.dtype), w, acc, input_precision=DOT_PRECISION)
 
 
 @triton.jit
@@ -135,18 +135,26 @@ def weight_slice(
 @triton.jit
 def recurrent_dot(
     acc, a_ptr, a_rows, mask_b, k_size, w, w_ptr, col_offs, col_mask, k_stride,
-    K_PIECES: tl.constexpr, K_SPLIT: tl.constexpr, BLOCK_K: tl.constexpr, DOT_PRECISION: tl.constexpr,
-    BF16_INTERPRETER: tl.constexpr,
+    K_PIECES: tl.constexpr, K_SPLIT: tl.constexpr, CHAIN_PIECES: tl.constexpr, BLOCK_K: tl.constexpr,
+    DOT_PRECISION: tl.constexpr, BF16_INTERPRETER: tl.constexpr,
 ):  # fmt: skip
     """acc + a[rows, :k_size] @ W, the step's one recurrent dot: from the stationary slice w (a tuple of
-    K pieces; each piece's dot is independent of the others', and split K_SPLIT ways across warps), or
-    with W streamed from w_ptr (weight_slice's arguments) in BLOCK_K chunks, for plans whose slice does
-    not fit on chip."""
+    K pieces, each split K_SPLIT ways across warps; the pieces' dots are independent chains of MMAs
+    summed at the end, or with CHAIN_PIECES one chain through a single accumulator, which holds fewer
+    registers), or with W streamed from w_ptr (weight_slice's arguments) in BLOCK_K chunks, for plans
+    whose slice does not fit on chip."""
     if BLOCK_K == 0:
-        part = _dot_piece(a_ptr, a_rows, mask_b, 0, k_size, w[0], K_PIECES[0], K_SPLIT, DOT_PRECISION)
+        part = _dot_piece(a_ptr, a_rows, mask_b, 0, k_size, w[0], K_PIECES[0], K_SPLIT, DOT_PRECISION, None)
         k_start = K_PIECES[0]
         for i in tl.static_range(1, len(K_PIECES)):
-            part += _dot_piece(a_ptr, a_rows, mask_b, k_start, k_size, w[i], K_PIECES[i], K_SPLIT, DOT_PRECISION)
+            if CHAIN_PIECES:
+                part = _dot_piece(
+                    a_ptr, a_rows, mask_b, k_start, k_size, w[i], K_PIECES[i], K_SPLIT, DOT_PRECISION, part
+                )
+            else:
+                part += _dot_piece(
+                    a_ptr, a_rows, mask_b, k_start, k_size, w[i], K_PIECES[i], K_SPLIT, DOT_PRECISION, None
+                )
             k_start += K_PIECES[i]
         if K_SPLIT == 1:
             acc += part
@@ -155,7 +163,7 @@ def recurrent_dot(
     else:
         for k in range(0, k_size, BLOCK_K):
             piece = load_weight_piece(w_ptr, col_offs, col_mask, k, k_size, k_stride, BLOCK_K, 1, BF16_INTERPRETER)
-            acc += _dot_piece(a_ptr, a_rows, mask_b, k, k_size, piece, BLOCK_K, 1, DOT_PRECISION)
+            acc = _dot_piece(a_ptr, a_rows, mask_b, k, k_size, piece, BLOCK_K, 1, DOT_PRECISION, acc)
     return acc
 
 
