@@ -18,8 +18,10 @@ import triton.language as tl
 from .activations import sigmoid, tanh, to_storage
 from .launch import run_scan, scan_constexprs
 from .recurrence import (
+    ahead_mask,
     backward_step_slots,
-    barrier_after_step,
+    barrier_arrive,
+    barrier_wait,
     forward_step_slots,
     load_state_tile,
     program_direction,
@@ -28,6 +30,29 @@ from .recurrence import (
     row_offsets,
     weight_slice,
 )
+
+
+@triton.jit
+def _gate_tiles(gates_ptr, t, B, H, offs_b, offs_n, mask):
+    """The program's tiles of gates r z n at step t of a [T, B, 3H] buffer, in fp32: 3 x [BLOCK_B,
+    BLOCK_N]."""
+    offs = row_offsets(t, B, offs_b, offs_n, 3 * H)
+    r = tl.load(gates_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    z = tl.load(gates_ptr + offs + H, mask=mask, other=0.0).to(tl.float32)
+    n = tl.load(gates_ptr + offs + 2 * H, mask=mask, other=0.0).to(tl.float32)
+    return r, z, n
+
+
+@triton.jit
+def _saved_step(dh_ptr, gates_ptr, hn_all_ptr, h_all_ptr, t, reverse, B, H, offs_b, offs_n, mask):
+    """What the backward of step t reads besides the recurrence, in fp32 [BLOCK_B, BLOCK_N] tiles: the
+    gradient reaching h_t from above, the activated gates r z n, W_hn h_{t-1} + b_hn and h_{t-1}."""
+    state_offs = row_offsets(t, B, offs_b, offs_n, H)
+    dh_out = tl.load(dh_ptr + state_offs, mask=mask, other=0.0)
+    gate_r, gate_z, gate_n = _gate_tiles(gates_ptr, t, B, H, offs_b, offs_n, mask)
+    hn = tl.load(hn_all_ptr + state_offs, mask=mask, other=0.0)
+    h_prev = load_state_tile(h_all_ptr, t + reverse, B, offs_b, offs_n, H, mask)
+    return dh_out, gate_r, gate_z, gate_n, hn, h_prev
 
 
 @triton.jit(do_not_specialize=["t_start", "n_steps", "direction_start", "T", "timeout_ns"])
@@ -79,13 +104,10 @@ def _gru_fwd_kernel(
     lengths = tl.load(lengths_ptr + offs_b, mask=mask_b, other=0)
     timeout = timeout_ns
     failed = 0
+    x_r, x_z, x_n = _gate_tiles(gates_ptr, forward_step_slots(t_start, T, reverse)[0], B, H, offs_b, offs_n, mask)
     for s in range(n_steps):
         t, read_slot, write_slot = forward_step_slots(t_start + s, T, reverse)
         gate_offs = row_offsets(t, B, offs_b, offs_n, 3 * H)
-        x_r = tl.load(gates_ptr + gate_offs, mask=mask, other=0.0).to(tl.float32)
-        x_z = tl.load(gates_ptr + gate_offs + H, mask=mask, other=0.0).to(tl.float32)
-        x_n = tl.load(gates_ptr + gate_offs + 2 * H, mask=mask, other=0.0).to(tl.float32)
-
         h_rows = (read_slot.to(tl.int64) * B + offs_b) * H
         acc = tl.zeros((BLOCK_B, 4 * BLOCK_N), tl.float32)
         acc = recurrent_dot(
@@ -111,7 +133,11 @@ def _gru_fwd_kernel(
             tl.store(gates_ptr + gate_offs + H, to_storage(gate_z, gates_ptr, BF16_INTERPRETER), mask=mask)
             tl.store(gates_ptr + gate_offs + 2 * H, to_storage(gate_n, gates_ptr, BF16_INTERPRETER), mask=mask)
             tl.store(hn_all_ptr + row_offsets(t, B, offs_b, offs_n, H), hn, mask=mask)
-        failed, timeout = barrier_after_step(barrier_ptr, s, n_steps, failed, timeout, USE_BARRIER)
+        barrier_arrive(barrier_ptr, s, n_steps, USE_BARRIER)
+        # The next step's input projections do not depend on this one: they load during the barrier.
+        t_next = forward_step_slots(t_start + s + 1, T, reverse)[0]
+        x_r, x_z, x_n = _gate_tiles(gates_ptr, t_next, B, H, offs_b, offs_n, ahead_mask(mask, t_next, T))
+        failed, timeout = barrier_wait(barrier_ptr, s, n_steps, failed, timeout, USE_BARRIER)
     if USE_BARRIER:
         tl.atomic_max(error_ptr, failed)
 
@@ -163,21 +189,16 @@ def _gru_bwd_kernel(
     lengths = tl.load(lengths_ptr + offs_b, mask=mask_b, other=0)
     timeout = timeout_ns
     failed = 0
+    t = backward_step_slots(t_start, T, reverse)[0]
+    dh_out, gate_r, gate_z, gate_n, hn, h_prev = _saved_step(
+        dh_ptr, gates_ptr, hn_all_ptr, h_all_ptr, t, reverse, B, H, offs_b, offs_n, mask
+    )
     for s in range(n_steps):
         t, dgates_slot, next_slot = backward_step_slots(t_start + s, T, reverse)
-        # What does not depend on the step after is loaded before the recurrent dot.
-        state_offs = row_offsets(t, B, offs_b, offs_n, H)
-        dh = tl.load(dh_ptr + state_offs, mask=mask, other=0.0) + dh_carry
         gate_offs = row_offsets(t, B, offs_b, offs_n, 3 * H)
-        gate_r = tl.load(gates_ptr + gate_offs, mask=mask, other=0.0).to(tl.float32)
-        gate_z = tl.load(gates_ptr + gate_offs + H, mask=mask, other=0.0).to(tl.float32)
-        gate_n = tl.load(gates_ptr + gate_offs + 2 * H, mask=mask, other=0.0).to(tl.float32)
-        hn = tl.load(hn_all_ptr + state_offs, mask=mask, other=0.0)
-        h_prev = load_state_tile(h_all_ptr, t + reverse, B, offs_b, offs_n, H, mask)
-
         next_rows = (next_slot.to(tl.int64) * B + offs_b) * 3 * H
         dh = recurrent_dot(
-            dh, dgates_h_all_ptr, next_rows, mask_b, 3 * H, w, w_hh_ptr, offs_n, mask_n, H,
+            dh_out + dh_carry, dgates_h_all_ptr, next_rows, mask_b, 3 * H, w, w_hh_ptr, offs_n, mask_n, H,
             K_PIECES, K_SPLIT, CHAIN_PIECES, BLOCK_K, DOT_PRECISION, BF16_INTERPRETER,
         )  # fmt: skip
 
@@ -200,7 +221,14 @@ def _gru_bwd_kernel(
         tl.store(dgates_x_ptr + gate_offs, d_r, mask=mask)
         tl.store(dgates_x_ptr + gate_offs + H, d_z, mask=mask)
         tl.store(dgates_x_ptr + gate_offs + 2 * H, to_storage(d_n, dgates_x_ptr, BF16_INTERPRETER), mask=mask)
-        failed, timeout = barrier_after_step(barrier_ptr, s, n_steps, failed, timeout, USE_BARRIER)
+        barrier_arrive(barrier_ptr, s, n_steps, USE_BARRIER)
+        # What the next step reads from the forward and from above does not depend on this step: it
+        # loads during the barrier.
+        t_next = backward_step_slots(t_start + s + 1, T, reverse)[0]
+        dh_out, gate_r, gate_z, gate_n, hn, h_prev = _saved_step(
+            dh_ptr, gates_ptr, hn_all_ptr, h_all_ptr, t_next, reverse, B, H, offs_b, offs_n, ahead_mask(mask, t_next, T)
+        )
+        failed, timeout = barrier_wait(barrier_ptr, s, n_steps, failed, timeout, USE_BARRIER)
     tl.store(dh_carry_ptr + carry_offs, dh_carry, mask=mask)
     if USE_BARRIER:
         tl.atomic_max(error_ptr, failed)

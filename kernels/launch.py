@@ -1,7 +1,7 @@
 """Launching a scan kernel: the plan, the grid barrier or its fallback, device and interpreter handling.
 
 With the plan's grid barrier one launch runs every step: the programs meet at a barrier between steps
-(kernels/recurrence.py, grid_barrier). Every program must then be resident at once; on a CUDA device the
+(kernels/recurrence.py, grid_arrive and grid_wait). Every program must then be resident at once; on a CUDA device the
 compiled kernel's registers and shared memory are checked against the device before that launch. The
 fallback launches the same kernel once per step (the kernel boundary is the barrier; on CUDA the step
 loop is a CUDA graph, replayed): wherever co-residency cannot be guaranteed, under RNNFAST_NO_GRID_SYNC=1,

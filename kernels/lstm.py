@@ -32,8 +32,10 @@ import triton.language as tl
 from .activations import sigmoid, tanh, to_storage
 from .launch import run_scan, scan_constexprs
 from .recurrence import (
+    ahead_mask,
     backward_step_slots,
-    barrier_after_step,
+    barrier_arrive,
+    barrier_wait,
     forward_step_slots,
     load_state_tile,
     program_direction,
@@ -42,6 +44,29 @@ from .recurrence import (
     row_offsets,
     weight_slice,
 )
+
+
+@triton.jit
+def _gate_tiles(gates_ptr, t, B, H, offs_b, offs_n, mask):
+    """The program's tiles of gates i f g o at step t of a [T, B, 4H] buffer, in fp32: 4 x [BLOCK_B,
+    BLOCK_N]."""
+    offs = row_offsets(t, B, offs_b, offs_n, 4 * H)
+    x_i = tl.load(gates_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    x_f = tl.load(gates_ptr + offs + H, mask=mask, other=0.0).to(tl.float32)
+    x_g = tl.load(gates_ptr + offs + 2 * H, mask=mask, other=0.0).to(tl.float32)
+    x_o = tl.load(gates_ptr + offs + 3 * H, mask=mask, other=0.0).to(tl.float32)
+    return x_i, x_f, x_g, x_o
+
+
+@triton.jit
+def _saved_step(dh_ptr, gates_ptr, c_all_ptr, t, reverse, B, H, offs_b, offs_n, mask):
+    """What the backward of step t reads besides the recurrence, in fp32 [BLOCK_B, BLOCK_N] tiles: the
+    gradient reaching h_t from above, the activated gates i f g o, c_t and c_{t-1}."""
+    dh_out = tl.load(dh_ptr + row_offsets(t, B, offs_b, offs_n, H), mask=mask, other=0.0)
+    gate_i, gate_f, gate_g, gate_o = _gate_tiles(gates_ptr, t, B, H, offs_b, offs_n, mask)
+    c = tl.load(c_all_ptr + row_offsets(t + 1 - reverse, B, offs_b, offs_n, H), mask=mask, other=0.0)
+    c_prev = tl.load(c_all_ptr + row_offsets(t + reverse, B, offs_b, offs_n, H), mask=mask, other=0.0)
+    return dh_out, gate_i, gate_f, gate_g, gate_o, c, c_prev
 
 
 @triton.jit(do_not_specialize=["t_start", "n_steps", "direction_start", "T", "timeout_ns"])
@@ -90,14 +115,10 @@ def _lstm_fwd_kernel(
     lengths = tl.load(lengths_ptr + offs_b, mask=mask_b, other=0)
     timeout = timeout_ns
     failed = 0
+    x_i, x_f, x_g, x_o = _gate_tiles(gates_ptr, forward_step_slots(t_start, T, reverse)[0], B, H, offs_b, offs_n, mask)
     for s in range(n_steps):
         t, read_slot, write_slot = forward_step_slots(t_start + s, T, reverse)
         gate_offs = row_offsets(t, B, offs_b, offs_n, 4 * H)
-        x_i = tl.load(gates_ptr + gate_offs, mask=mask, other=0.0).to(tl.float32)
-        x_f = tl.load(gates_ptr + gate_offs + H, mask=mask, other=0.0).to(tl.float32)
-        x_g = tl.load(gates_ptr + gate_offs + 2 * H, mask=mask, other=0.0).to(tl.float32)
-        x_o = tl.load(gates_ptr + gate_offs + 3 * H, mask=mask, other=0.0).to(tl.float32)
-
         h_rows = (read_slot.to(tl.int64) * B + offs_b) * H
         acc = tl.zeros((BLOCK_B, 4 * BLOCK_N), tl.float32)
         acc = recurrent_dot(
@@ -124,7 +145,11 @@ def _lstm_fwd_kernel(
             tl.store(gates_ptr + gate_offs + H, to_storage(gate_f, gates_ptr, BF16_INTERPRETER), mask=mask)
             tl.store(gates_ptr + gate_offs + 2 * H, to_storage(gate_g, gates_ptr, BF16_INTERPRETER), mask=mask)
             tl.store(gates_ptr + gate_offs + 3 * H, to_storage(gate_o, gates_ptr, BF16_INTERPRETER), mask=mask)
-        failed, timeout = barrier_after_step(barrier_ptr, s, n_steps, failed, timeout, USE_BARRIER)
+        barrier_arrive(barrier_ptr, s, n_steps, USE_BARRIER)
+        # The next step's input gates do not depend on this one: they load during the barrier.
+        t_next = forward_step_slots(t_start + s + 1, T, reverse)[0]
+        x_i, x_f, x_g, x_o = _gate_tiles(gates_ptr, t_next, B, H, offs_b, offs_n, ahead_mask(mask, t_next, T))
+        failed, timeout = barrier_wait(barrier_ptr, s, n_steps, failed, timeout, USE_BARRIER)
     if USE_BARRIER:
         tl.atomic_max(error_ptr, failed)
 
@@ -175,21 +200,15 @@ def _lstm_bwd_kernel(
     lengths = tl.load(lengths_ptr + offs_b, mask=mask_b, other=0)
     timeout = timeout_ns
     failed = 0
+    t = backward_step_slots(t_start, T, reverse)[0]
+    dh_out, gate_i, gate_f, gate_g, gate_o, c, c_prev = _saved_step(
+        dh_ptr, gates_ptr, c_all_ptr, t, reverse, B, H, offs_b, offs_n, mask
+    )
     for s in range(n_steps):
         t, dgates_slot, next_slot = backward_step_slots(t_start + s, T, reverse)
-        # What does not depend on the step after is loaded before the recurrent dot.
-        dh = tl.load(dh_ptr + row_offsets(t, B, offs_b, offs_n, H), mask=mask, other=0.0) + dh_carry
-        gate_offs = row_offsets(t, B, offs_b, offs_n, 4 * H)
-        gate_i = tl.load(gates_ptr + gate_offs, mask=mask, other=0.0).to(tl.float32)
-        gate_f = tl.load(gates_ptr + gate_offs + H, mask=mask, other=0.0).to(tl.float32)
-        gate_g = tl.load(gates_ptr + gate_offs + 2 * H, mask=mask, other=0.0).to(tl.float32)
-        gate_o = tl.load(gates_ptr + gate_offs + 3 * H, mask=mask, other=0.0).to(tl.float32)
-        c = tl.load(c_all_ptr + row_offsets(t + 1 - reverse, B, offs_b, offs_n, H), mask=mask, other=0.0)
-        c_prev = tl.load(c_all_ptr + row_offsets(t + reverse, B, offs_b, offs_n, H), mask=mask, other=0.0)
-
         next_rows = (next_slot.to(tl.int64) * B + offs_b) * 4 * H
         dh = recurrent_dot(
-            dh, dgates_all_ptr, next_rows, mask_b, 4 * H, w, w_hh_ptr, offs_n, mask_n, H,
+            dh_out + dh_carry, dgates_all_ptr, next_rows, mask_b, 4 * H, w, w_hh_ptr, offs_n, mask_n, H,
             K_PIECES, K_SPLIT, CHAIN_PIECES, BLOCK_K, DOT_PRECISION, BF16_INTERPRETER,
         )  # fmt: skip
 
@@ -208,7 +227,14 @@ def _lstm_bwd_kernel(
         tl.store(dgates_all_ptr + dgates_offs + H, to_storage(d_f, dgates_all_ptr, BF16_INTERPRETER), mask=mask)
         tl.store(dgates_all_ptr + dgates_offs + 2 * H, to_storage(d_g, dgates_all_ptr, BF16_INTERPRETER), mask=mask)
         tl.store(dgates_all_ptr + dgates_offs + 3 * H, to_storage(d_o, dgates_all_ptr, BF16_INTERPRETER), mask=mask)
-        failed, timeout = barrier_after_step(barrier_ptr, s, n_steps, failed, timeout, USE_BARRIER)
+        barrier_arrive(barrier_ptr, s, n_steps, USE_BARRIER)
+        # What the next step reads from the forward and from above does not depend on this step: it
+        # loads during the barrier.
+        t_next = backward_step_slots(t_start + s + 1, T, reverse)[0]
+        dh_out, gate_i, gate_f, gate_g, gate_o, c, c_prev = _saved_step(
+            dh_ptr, gates_ptr, c_all_ptr, t_next, reverse, B, H, offs_b, offs_n, ahead_mask(mask, t_next, T)
+        )
+        failed, timeout = barrier_wait(barrier_ptr, s, n_steps, failed, timeout, USE_BARRIER)
     tl.store(dc_ptr + carry_offs, dc, mask=mask)
     tl.store(dh_carry_ptr + carry_offs, dh_carry, mask=mask)
     if USE_BARRIER:

@@ -46,6 +46,15 @@ def backward_step_slots(step, T, reverse):
 
 
 @triton.jit
+def ahead_mask(mask, t_next, T):
+    """`mask` for tiles of step t_next loaded a step ahead, while the grid barrier waits (they do not
+    depend on the recurrence): off past either end of the sequence. Without the barrier a launch runs
+    one step, and its loads ahead fetch the next launch's step for nothing."""
+    # (A where, not mask & in_range: the interpreter turns a tensor & scalar of booleans into integers.)
+    return tl.where((t_next >= 0) & (t_next < T), mask, False)
+
+
+@triton.jit
 def row_offsets(index, B, offs_b, offs_n, width):
     """Offsets [BLOCK_B, BLOCK_N] of columns offs_n in rows (index, offs_b) of a [*, B, width] buffer,
     in int64: index * B * width passes 2^31 on long sequences."""
@@ -168,28 +177,43 @@ def recurrent_dot(
 
 
 @triton.jit
-def grid_barrier(barrier_ptr, step, timeout_ns):
-    """Every program of the grid meets here after step `step` of a launch. barrier_ptr: two int32
-    counters, zero at launch, used on alternate steps: counter step % 2 cannot be bumped again (at step
-    + 2) before every program has left this step's poll, so polling for equality is safe. Returns False
-    when the poll timed out."""
+def grid_arrive(barrier_ptr, step):
+    """This program's arrival at the grid barrier after step `step` of a launch, once its stores of the
+    step are done. barrier_ptr: two int32 counters, zero at launch, used on alternate steps: counter
+    step % 2 cannot be bumped again (at step + 2) before every program has left this step's wait, so
+    waiting for equality is safe."""
     tl.debug_barrier()  # every warp's stores of this step are done ...
-    counter = barrier_ptr + step % 2
-    tl.atomic_add(counter, 1, sem="release", scope="gpu")  # ... and published at gpu scope
+    tl.atomic_add(barrier_ptr + step % 2, 1, sem="release", scope="gpu")  # ... and published at gpu scope
+
+
+@triton.jit
+def grid_wait(barrier_ptr, step, timeout_ns):
+    """Waits until every program of the grid has arrived after step `step` (grid_arrive); False when the
+    wait timed out."""
     expected = (step // 2 + 1) * tl.num_programs(0) * tl.num_programs(1) * tl.num_programs(2)
-    ok = tl.atomic_poll(counter, expected, sem="acquire", scope="gpu", timeout_ns=timeout_ns)
+    ok = tl.atomic_poll(barrier_ptr + step % 2, expected, sem="acquire", scope="gpu", timeout_ns=timeout_ns)
     tl.debug_barrier()  # every warp is ordered after the acquire
     return ok
 
 
 @triton.jit
-def barrier_after_step(barrier_ptr, s, n_steps, failed, timeout, USE_BARRIER: tl.constexpr):
-    """The grid barrier between step s and s + 1 of a launch (none after its last step): returns (failed,
-    timeout) updated. After a timeout a program keeps going with a zero timeout, so the launch drains
-    instead of hanging, and reports failed = 1."""
+def barrier_arrive(barrier_ptr, s, n_steps, USE_BARRIER: tl.constexpr):
+    """Arrival at the grid barrier between step s and s + 1 of a launch (none after its last step). Between
+    it and barrier_wait a program issues the loads of step s + 1 that do not depend on the recurrence:
+    they are in flight while it waits, and the arrival's release fence does not wait for them."""
     if USE_BARRIER:
         if s + 1 < n_steps:
-            ok = grid_barrier(barrier_ptr, s, timeout)
+            grid_arrive(barrier_ptr, s)
+
+
+@triton.jit
+def barrier_wait(barrier_ptr, s, n_steps, failed, timeout, USE_BARRIER: tl.constexpr):
+    """The wait at the grid barrier between step s and s + 1 of a launch: returns (failed, timeout)
+    updated. After a timeout a program keeps going with a zero timeout, so the launch drains instead of
+    hanging, and reports failed = 1."""
+    if USE_BARRIER:
+        if s + 1 < n_steps:
+            ok = grid_wait(barrier_ptr, s, timeout)
             failed = tl.where(ok, failed, 1)
             timeout = tl.where(ok, timeout, 0)
     return failed, timeout

@@ -15,8 +15,10 @@ import triton.language as tl
 from .activations import tanh, to_storage
 from .launch import run_scan, scan_constexprs
 from .recurrence import (
+    ahead_mask,
     backward_step_slots,
-    barrier_after_step,
+    barrier_arrive,
+    barrier_wait,
     forward_step_slots,
     load_state_tile,
     program_direction,
@@ -65,12 +67,13 @@ def _rnn_fwd_kernel(
     lengths = tl.load(lengths_ptr + offs_b, mask=mask_b, other=0)
     timeout = timeout_ns
     failed = 0
+    t = forward_step_slots(t_start, T, reverse)[0]
+    x = tl.load(gates_ptr + row_offsets(t, B, offs_b, offs_n, H), mask=mask, other=0.0).to(tl.float32)
     for s in range(n_steps):
         t, read_slot, write_slot = forward_step_slots(t_start + s, T, reverse)
-        acc = tl.load(gates_ptr + row_offsets(t, B, offs_b, offs_n, H), mask=mask, other=0.0).to(tl.float32)
         h_rows = (read_slot.to(tl.int64) * B + offs_b) * H
         acc = recurrent_dot(
-            acc, h_all_ptr, h_rows, mask_b, H, w, w_hh_ptr, offs_n * H, mask_n, 1,
+            x, h_all_ptr, h_rows, mask_b, H, w, w_hh_ptr, offs_n * H, mask_n, 1,
             K_PIECES, K_SPLIT, CHAIN_PIECES, BLOCK_K, DOT_PRECISION, BF16_INTERPRETER,
         )  # fmt: skip
         if RELU:
@@ -80,7 +83,12 @@ def _rnn_fwd_kernel(
         h = to_storage(tl.where((t < lengths)[:, None], h, h_own), h_all_ptr, BF16_INTERPRETER)
         h_own = h.to(tl.float32)
         tl.store(h_all_ptr + row_offsets(write_slot, B, offs_b, offs_n, H), h, mask=mask)
-        failed, timeout = barrier_after_step(barrier_ptr, s, n_steps, failed, timeout, USE_BARRIER)
+        barrier_arrive(barrier_ptr, s, n_steps, USE_BARRIER)
+        # The next step's input projection does not depend on this one: it loads during the barrier.
+        t_next = forward_step_slots(t_start + s + 1, T, reverse)[0]
+        x_offs = row_offsets(t_next, B, offs_b, offs_n, H)
+        x = tl.load(gates_ptr + x_offs, mask=ahead_mask(mask, t_next, T), other=0.0).to(tl.float32)
+        failed, timeout = barrier_wait(barrier_ptr, s, n_steps, failed, timeout, USE_BARRIER)
     if USE_BARRIER:
         tl.atomic_max(error_ptr, failed)
 
@@ -127,13 +135,14 @@ def _rnn_bwd_kernel(
     lengths = tl.load(lengths_ptr + offs_b, mask=mask_b, other=0)
     timeout = timeout_ns
     failed = 0
+    t = backward_step_slots(t_start, T, reverse)[0]
+    dh_out = tl.load(dh_ptr + row_offsets(t, B, offs_b, offs_n, H), mask=mask, other=0.0)
+    h = load_state_tile(h_all_ptr, t + 1 - reverse, B, offs_b, offs_n, H, mask)
     for s in range(n_steps):
         t, dgates_slot, next_slot = backward_step_slots(t_start + s, T, reverse)
-        dh = tl.load(dh_ptr + row_offsets(t, B, offs_b, offs_n, H), mask=mask, other=0.0) + dh_carry
-        h = load_state_tile(h_all_ptr, t + 1 - reverse, B, offs_b, offs_n, H, mask)
         next_rows = (next_slot.to(tl.int64) * B + offs_b) * H
         dh = recurrent_dot(
-            dh, dgates_all_ptr, next_rows, mask_b, H, w, w_hh_ptr, offs_n, mask_n, H,
+            dh_out + dh_carry, dgates_all_ptr, next_rows, mask_b, H, w, w_hh_ptr, offs_n, mask_n, H,
             K_PIECES, K_SPLIT, CHAIN_PIECES, BLOCK_K, DOT_PRECISION, BF16_INTERPRETER,
         )  # fmt: skip
         if RELU:
@@ -145,7 +154,14 @@ def _rnn_bwd_kernel(
         dh_carry = tl.where(active, 0.0, dh)
         dgates_offs = row_offsets(dgates_slot, B, offs_b, offs_n, H)
         tl.store(dgates_all_ptr + dgates_offs, to_storage(d_pre, dgates_all_ptr, BF16_INTERPRETER), mask=mask)
-        failed, timeout = barrier_after_step(barrier_ptr, s, n_steps, failed, timeout, USE_BARRIER)
+        barrier_arrive(barrier_ptr, s, n_steps, USE_BARRIER)
+        # What the next step reads from the forward and from above does not depend on this step: it
+        # loads during the barrier.
+        t_next = backward_step_slots(t_start + s + 1, T, reverse)[0]
+        next_mask = ahead_mask(mask, t_next, T)
+        dh_out = tl.load(dh_ptr + row_offsets(t_next, B, offs_b, offs_n, H), mask=next_mask, other=0.0)
+        h = load_state_tile(h_all_ptr, t_next + 1 - reverse, B, offs_b, offs_n, H, next_mask)
+        failed, timeout = barrier_wait(barrier_ptr, s, n_steps, failed, timeout, USE_BARRIER)
     tl.store(dh_carry_ptr + carry_offs, dh_carry, mask=mask)
     if USE_BARRIER:
         tl.atomic_max(error_ptr, failed)

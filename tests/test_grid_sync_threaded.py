@@ -108,7 +108,7 @@ def test_threaded_grid_sync_half_precision_and_batch_tiles(h100):
 
 
 @triton.jit
-def _no_barrier(barrier_ptr, step, timeout_ns):
+def _no_wait(barrier_ptr, step, timeout_ns):
     return tl.full((), 1, tl.int1)  # "every program arrived", without waiting for any
 
 
@@ -118,7 +118,7 @@ def test_control_without_the_barrier_is_wrong(cell, h100, monkeypatch):
     catches it (forward or backward). Run by the serial interpreter, every program runs its whole time
     loop before the next starts, the worst interleaving, so the race shows on every run; the threaded
     harness's own ability to catch a missing barrier under random yields is tests/test_threaded.py's."""
-    monkeypatch.setattr(recurrence, "grid_barrier", _no_barrier)
+    monkeypatch.setattr(recurrence, "grid_wait", _no_wait)
     torch.manual_seed(0)
     case = Case(3, 6, 5, 20)
     module, reference = pair(cell, case)
