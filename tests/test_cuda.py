@@ -22,8 +22,9 @@ if DEVICE.type == "cuda" and (not torch.cuda.is_available() or os.environ.get("T
 
 # Every layer kind of tests/oracle.py's table; the planner's cell is its mode (lstm-proj: lstm).
 CELLS = list(LAYERS)
-# One K piece of the weight slice, and several (300 = 256 + 32 + 16).
-HIDDEN_SIZES = [24, 300]
+# One K piece of the weight slice, several (300 = 256 + 32 + 16), and issue 11's H 768 (512 + 256), whose
+# dots split K across warps (configs K_SPLIT).
+HIDDEN_SIZES = [24, 300, 768]
 cuda_only = pytest.mark.skipif(DEVICE.type != "cuda", reason="CUDA device behaviour")
 
 
