@@ -91,6 +91,11 @@ def _co_resident(kernel, grid, args, kwargs, gpu: Gpu) -> bool:
 # spills a few values that live across the time loop (8-16 B per thread at 64-136 registers) where
 # another warp count compiles the same launch without spilling (measured on sm_80 and sm_90).
 WARPS_TRIED = (8, 4, 16)
+# Where every warp count spills, a last try lets ptxas use up to this many registers per thread: left to
+# its own heuristics it capped the GRU fp16 backward at B1 H100 (sm_90) at 128 registers and spilled 8-16
+# B at 4, 8 and 16 warps; with maxnreg 255 it took 210 and spilled nothing (compiled). Not the default:
+# set globally it made other kernels spill (the Elman forward, 24-48 B at 255 registers).
+MAX_REGISTERS = 255
 # Set by bench/hardware.py while it records launches on meta tensors: compiles a launch offline for
 # the planned GPU, as _cuda_resources does on a CUDA device.
 _offline_compilers: list = []
@@ -115,17 +120,18 @@ def _cuda_resources(kernel, grid, args, kwargs) -> tuple[int, int]:
 
 def without_spills(kernel, grid, args, kwargs: dict, device: torch.device, gpu: Gpu) -> dict:
     """The launch's keyword arguments with the first num_warps (the plan's, then WARPS_TRIED) whose
-    kernel, compiled as it will be launched, spills nothing and fits the block's shared memory; the
-    plan's when none does, and under the interpreter (no compile). On a CUDA device Triton compiles each
-    candidate for the device; bench/hardware.py makes the same choice offline (compiling_offline)."""
+    kernel, compiled as it will be launched, spills nothing and fits the block's shared memory, else the
+    plan's warps with maxnreg=MAX_REGISTERS if that does; the plan's when none does, and under the
+    interpreter (no compile). On a CUDA device Triton compiles each candidate for the device;
+    bench/hardware.py makes the same choice offline (compiling_offline)."""
     if device.type == "cuda":
         resources = _cuda_resources
     elif device.type == "meta" and _offline_compilers:
         resources = _offline_compilers[-1]
     else:
         return kwargs
-    for warps in dict.fromkeys((kwargs["num_warps"], *WARPS_TRIED)):
-        candidate = {**kwargs, "num_warps": warps}
+    candidates = [{**kwargs, "num_warps": warps} for warps in dict.fromkeys((kwargs["num_warps"], *WARPS_TRIED))]
+    for candidate in (*candidates, {**kwargs, "maxnreg": MAX_REGISTERS}):
         spill_bytes, shared_bytes = resources(kernel, grid, args, candidate)
         if spill_bytes == 0 and shared_bytes <= gpu.shared_per_block:
             return candidate

@@ -91,18 +91,21 @@ def test_issue_grid_keeps_w_hh_on_chip(gpu):
 
 def test_warps_chosen_by_compiling_without_spills():
     """launch.without_spills: the plan's warps when its kernel compiles without spills, else the first of
-    WARPS_TRIED that does and fits the block's shared memory, else the plan's; bench/hardware.py passes
+    WARPS_TRIED that does and fits the block's shared memory, else the plan's warps with maxnreg if that
+    does, else the plan's; bench/hardware.py passes
     its offline compile, a CUDA device Triton's (a stand-in compile here)."""
     gpu, meta = configs.GPUS["h100"], torch.device("meta")
     compiled = []
 
-    def choose(planned: int, resources: dict) -> int:
+    def choose(planned: int, resources: dict):
         def compile_launch(kernel, grid, args, kwargs):
-            compiled.append(kwargs["num_warps"])
-            return resources[kwargs["num_warps"]]
+            key = (kwargs["num_warps"], "maxnreg") if "maxnreg" in kwargs else kwargs["num_warps"]
+            compiled.append(key)
+            return resources.get(key, (8, 1024))
 
         with launch.compiling_offline(compile_launch):
-            return launch.without_spills(None, (1, 1, 1), (), dict(num_warps=planned, X=1), meta, gpu)["num_warps"]
+            chosen = launch.without_spills(None, (1, 1, 1), (), dict(num_warps=planned, X=1), meta, gpu)
+        return (chosen["num_warps"], "maxnreg") if "maxnreg" in chosen else chosen["num_warps"]
 
     clean, spills, too_big = (0, 1024), (8, 1024), (0, gpu.shared_per_block + 1)
     assert choose(4, {4: clean}) == 4 and compiled == [4]
@@ -110,9 +113,23 @@ def test_warps_chosen_by_compiling_without_spills():
     assert choose(4, {4: spills, 8: too_big, 16: clean}) == 16 and compiled == [4, 8, 16]
     compiled.clear()
     assert choose(8, {8: spills, 4: clean, 16: clean}) == 4 and compiled == [8, 4]
+    # Every warp count spills: the plan's with ptxas allowed MAX_REGISTERS, if that does not; else the plan's.
+    compiled.clear()
+    assert choose(8, {8: spills, 4: spills, 16: spills, (8, "maxnreg"): clean}) == (8, "maxnreg")
+    assert compiled == [8, 4, 16, (8, "maxnreg")]
     assert choose(8, {8: spills, 4: spills, 16: spills}) == 8
     # Nothing is compiled for the interpreter's CPU tensors, nor for meta tensors outside compiling_offline.
     assert launch.without_spills(None, (1, 1, 1), (), dict(num_warps=8), meta, gpu) == dict(num_warps=8)
+
+
+def test_register_cap_lifted_where_every_warp_count_spills():
+    """The GRU fp16 backward at B1 H100 on sm_90 spills at 4, 8 and 16 warps (ptxas caps it at 128
+    registers): launched with maxnreg, it does not."""
+    request = dict(cell="gru", scan_pass="backward", seq_len=SEQ_LEN, batch=1, hidden=100, dtype="fp16",
+                   gpu="h100", directions=2, training=True)  # fmt: skip
+    rows = hardware.kernel_report([request])
+    assert rows and all(row["spill_bytes"] == 0 and row["fits"] for row in rows), rows
+    assert any(row["registers"] > 128 for row in rows)
 
 
 def test_long_hidden_sizes_stream_their_weights_within_limits():
