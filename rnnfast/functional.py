@@ -96,10 +96,26 @@ def scan(cell: str, backend: str, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_
 
     lengths [B] (int64 on x's device, each in 1..T; None: every row has length T): a row stops updating
     after its length, its outputs there are zero and h_n/c_n are taken at its last valid step (the reverse
-    direction starts there). With w_hr, h = W_hr (o * tanh(c)): the scan then runs on r = o * tanh(c) with
-    the recurrent weight W_hh W_hr, h0 entering each row's first step through W_hh, and outputs are
-    projected after the scan.
+    direction starts there). The PyTorch backend runs such a batch longest rows first (and restores the
+    order), so that each step's matmuls stop at its last active row. With w_hr, h = W_hr (o * tanh(c)):
+    the scan then runs on r = o * tanh(c) with the recurrent weight W_hh W_hr, h0 entering each row's
+    first step through W_hh, and outputs are projected after the scan.
     """
+    if backend == "torch" and lengths is not None:
+        # The reference's step matmuls cover the rows up to the last active one: longest rows first.
+        order = torch.argsort(lengths, descending=True, stable=True)
+        restore = torch.argsort(order)
+        c0 = None if c0 is None else c0.index_select(1, order)
+        results = _scan_layer(
+            cell, backend, x.index_select(1, order), lengths[order], h0.index_select(1, order), c0,
+            w_ih, w_hh, b_ih, b_hh, w_hr,
+        )  # fmt: skip
+        return tuple(result.index_select(1, restore) for result in results)
+    return _scan_layer(cell, backend, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
+
+
+def _scan_layer(cell: str, backend: str, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr):
+    """scan in the batch's own order."""
     seq_len = x.shape[0]
     h_init, w_rec, first_gates = h0, w_hh, None
     if w_hr is not None:

@@ -11,7 +11,10 @@ part lives here. Gate math runs in the state dtype (fp32, or fp64 for fp64 tenso
 lengths [B] (int64, or None for an unpadded batch): at time t a row is active while t < its length.
 Inactive rows carry their state through unchanged, and in the backward their gate gradients are zero
 while the gradient reaching their state is carried along in dh_carry. Steps before the shortest length
-have every row active and run unmasked.
+have every row active and run unmasked. The recurrent matmul of a step runs on the rows up to its last
+active one only (`_active_rows`): past them the result is masked out, or the gradient rows are exact zeros.
+functional.scan orders a batch by decreasing length for this backend, so those rows are the active ones
+and variable-length batches cost the matmuls of their valid steps, as torch's packed kernels do.
 
 On CPU each step costs a few microseconds per op whatever the size, so the loops keep ops per step few:
 per-step views come from one unbind() before the loop, and results are written in place into the slots
@@ -48,6 +51,22 @@ def _unmasked_steps(lengths: torch.Tensor | None, seq_len: int) -> int:
     return int(lengths.min()) if lengths.numel() else seq_len
 
 
+def _active_rows(lengths: torch.Tensor | None, batch: int, seq_len: int) -> list[int]:
+    """Per time step t, the number of leading rows that includes every row active at t (length > t): the
+    rows a step's recurrent matmul needs. All of them without lengths."""
+    if lengths is None or batch == 0:
+        return [batch] * seq_len
+    active = lengths.unsqueeze(0) > torch.arange(seq_len, device=lengths.device).unsqueeze(1)  # [T, B]
+    return (active * torch.arange(1, batch + 1, device=lengths.device)).amax(dim=1).tolist()
+
+
+def _rows_after(rows: list[int], t: int, reverse: bool) -> int:
+    """Rows of the gate gradients of the step the backward processed before step t (t + 1, or t - 1 in
+    reverse) that can be nonzero: a backward step's recurrent matmul needs no more."""
+    before = t - 1 if reverse else t + 1
+    return rows[before] if 0 <= before < len(rows) else 0
+
+
 def _slots(step: int, seq_len: int, reverse: bool) -> tuple[int, int, int]:
     """(t, slot read, slot written) of the forward's `step`-th step."""
     t = seq_len - 1 - step if reverse else step
@@ -62,6 +81,16 @@ def _carry(dh_steps, dh_carry: torch.Tensor, carried: torch.Tensor, step: int, t
         dh_steps[t + 1 if reverse else t - 1].add_(carried)
     else:
         dh_carry.copy_(carried)
+
+
+def _recurrent_gradient(dh_t, dgates_next, w_hh, rows: list[int], t: int, reverse: bool) -> torch.Tensor:
+    """dh_t + dgates_next @ w_hh, the matmul on the rows where dgates_next can be nonzero."""
+    n = _rows_after(rows, t, reverse)
+    if n == dh_t.shape[0]:
+        return torch.addmm(dh_t, dgates_next, w_hh)
+    result = dh_t.clone()
+    result[:n].addmm_(dgates_next[:n], w_hh)
+    return result
 
 
 @_over_directions
@@ -80,11 +109,13 @@ def lstm_scan_fwd(
     w_hh_t = w_hh.t().to(compute_dtype)
     in_place = gates.dtype == compute_dtype  # gates[t] then becomes the saved activations itself
     unmasked = _unmasked_steps(lengths, seq_len)
+    rows = _active_rows(lengths, h_all.shape[1], seq_len)
     gate_steps, h_steps, c_steps = gates.unbind(0), h_all.unbind(0), c_all.unbind(0)
     for step in range(seq_len):
         t, read_slot, write_slot = _slots(step, seq_len, reverse)
         h_prev = h_steps[read_slot].to(compute_dtype)
-        pre = (gate_steps[t] if in_place else gate_steps[t].to(compute_dtype)).addmm_(h_prev, w_hh_t)
+        pre = gate_steps[t] if in_place else gate_steps[t].to(compute_dtype)
+        pre[: rows[t]].addmm_(h_prev[: rows[t]], w_hh_t)
         torch.sigmoid_(pre[:, : 2 * hidden])
         gate_i, gate_f, gate_g, gate_o = pre.chunk(4, dim=1)
         torch.tanh_(gate_g)
@@ -121,6 +152,7 @@ def lstm_scan_bwd(
     gate_i, gate_f, gate_g, gate_o = gates.to(compute_dtype).chunk(4, dim=2)
     c, c_prev = (c_all[:seq_len], c_all[1:]) if reverse else (c_all[1:], c_all[:seq_len])
     unmasked = _unmasked_steps(lengths, seq_len)
+    rows = _active_rows(lengths, batch, seq_len)
 
     # Everything that does not depend on the incoming gradient, for all steps at once.
     tanh_c = torch.tanh(c)
@@ -135,7 +167,7 @@ def lstm_scan_bwd(
     for step in range(seq_len):
         t = step if reverse else seq_len - 1 - step
         slot, next_slot = (t + 1, t) if reverse else (t, t + 1)
-        dh_t = torch.addmm(dh_steps[t], dgates_steps[next_slot].view(batch, 4 * hidden), w_hh)
+        dh_t = _recurrent_gradient(dh_steps[t], dgates_steps[next_slot].view(batch, 4 * hidden), w_hh, rows, t, reverse)
         dc_t = torch.addcmul(dc, dh_t, dc_per_dh[t])
         dgates_t = dgates_steps[slot]
         torch.mul(difg_per_dc[t], dc_t.unsqueeze(1), out=dgates_t[:, :3])
@@ -166,13 +198,15 @@ def gru_scan_fwd(
     b_hh = b_hh.to(compute_dtype)
     in_place = gates.dtype == compute_dtype  # gates[t] then becomes the saved activations itself
     unmasked = _unmasked_steps(lengths, seq_len)
-    recurrent = gates.new_empty(batch, 3 * hidden, dtype=compute_dtype)  # W_hh h + b_hh of one step
+    rows = _active_rows(lengths, batch, seq_len)
+    # W_hh h + b_hh of one step; rows past the step's active ones keep finite values, masked out below.
+    recurrent = gates.new_zeros(batch, 3 * hidden, dtype=compute_dtype)
     recurrent_rz, recurrent_n = recurrent[:, : 2 * hidden], recurrent[:, 2 * hidden :]
     gate_steps, h_steps, hn_steps = gates.unbind(0), h_all.unbind(0), hn_all.unbind(0)
     for step in range(seq_len):
         t, read_slot, write_slot = _slots(step, seq_len, reverse)
         h_prev = h_steps[read_slot].to(compute_dtype)
-        torch.addmm(b_hh, h_prev, w_hh_t, out=recurrent)
+        torch.addmm(b_hh, h_prev[: rows[t]], w_hh_t, out=recurrent[: rows[t]])
         act = gate_steps[t] if in_place else gate_steps[t].to(compute_dtype)
         act[:, : 2 * hidden].add_(recurrent_rz).sigmoid_()
         gate_r, gate_z, gate_n = act.chunk(3, dim=1)
@@ -207,6 +241,7 @@ def gru_scan_bwd(
     gate_r, gate_z, gate_n = gates.to(compute_dtype).chunk(3, dim=2)
     h_prev = (h_all[1:] if reverse else h_all[:seq_len]).to(compute_dtype)
     unmasked = _unmasked_steps(lengths, seq_len)
+    rows = _active_rows(lengths, batch, seq_len)
 
     # Everything that does not depend on the incoming gradient, for all steps at once.
     dn_per_dh = ((1 - gate_z) * (1 - gate_n * gate_n)).unbind(0)
@@ -222,7 +257,9 @@ def gru_scan_bwd(
         t = step if reverse else seq_len - 1 - step
         slot, next_slot = (t + 1, t) if reverse else (t, t + 1)
         # The part of dh[t] that skips W_hh (through z, and past padding) was added in by the step before.
-        dh_t = torch.addmm(dh_steps[t], dgates_h_steps[next_slot].view(batch, 3 * hidden), w_hh)
+        dh_t = _recurrent_gradient(
+            dh_steps[t], dgates_h_steps[next_slot].view(batch, 3 * hidden), w_hh, rows, t, reverse
+        )
         d_n, (d_r, d_z, d_n_h) = dn_x_steps[t], dgates_h_steps[slot].unbind(1)
         torch.mul(dh_t, dn_per_dh[t], out=d_n)
         torch.mul(dh_t, dz_per_dh[t], out=d_z)
@@ -253,6 +290,7 @@ def rnn_scan_fwd(
     w_hh_t = w_hh.t().to(compute_dtype)
     activation = torch.relu_ if relu else torch.tanh_
     unmasked = _unmasked_steps(lengths, seq_len)
+    rows = _active_rows(lengths, h_all.shape[1], seq_len)
     gate_steps, h_steps = gates.unbind(0), h_all.unbind(0)
     for step in range(seq_len):
         t, read_slot, write_slot = _slots(step, seq_len, reverse)
@@ -260,7 +298,9 @@ def rnn_scan_fwd(
         if t < unmasked and h_all.dtype == compute_dtype:
             activation(torch.addmm(gate_steps[t], h_prev, w_hh_t, out=h_steps[write_slot]))
             continue
-        h = activation(torch.addmm(gate_steps[t].to(compute_dtype), h_prev, w_hh_t))
+        h = gate_steps[t].to(compute_dtype, copy=True)
+        h[: rows[t]].addmm_(h_prev[: rows[t]], w_hh_t)
+        activation(h)
         h_steps[write_slot].copy_(h if t < unmasked else torch.where((t < lengths).unsqueeze(1), h, h_prev))
 
 
@@ -281,12 +321,13 @@ def rnn_scan_bwd(
     h = (h_all[:seq_len] if reverse else h_all[1:]).to(compute_dtype)
     d_pre_per_dh = ((h > 0).to(compute_dtype) if relu else 1 - h * h).unbind(0)
     unmasked = _unmasked_steps(lengths, seq_len)
+    rows = _active_rows(lengths, dh.shape[1], seq_len)
     dgates_steps, dh_steps = dgates_all.unbind(0), dh.unbind(0)
 
     for step in range(seq_len):
         t = step if reverse else seq_len - 1 - step
         slot, next_slot = (t + 1, t) if reverse else (t, t + 1)
-        dh_t = torch.addmm(dh_steps[t], dgates_steps[next_slot], w_hh)
+        dh_t = _recurrent_gradient(dh_steps[t], dgates_steps[next_slot], w_hh, rows, t, reverse)
         if t < unmasked:
             torch.mul(dh_t, d_pre_per_dh[t], out=dgates_steps[slot])
         else:

@@ -8,6 +8,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 import rnnfast
+from rnnfast import reference
 from tests import oracle
 from tests.oracle import LAYERS, Case, as_list, as_state, assert_matches, compare_with_torch
 
@@ -80,6 +81,14 @@ def test_packed_sequence_matches_torch_nn(cell, lengths_case, backend):
         assert_matches(mine, theirs, torch.float32, f"grad of {name}")
     padded = torch.arange(x.shape[0]).unsqueeze(1) >= torch.tensor(lengths)
     assert (grads[0][padded] == 0).all(), "padded positions of the input must get zero gradient"
+
+
+def test_reference_matmuls_cover_every_active_row():
+    # Longest first (as functional.scan orders a batch for this backend): only the active rows.
+    assert reference._active_rows(torch.tensor([5, 3, 3, 1]), 4, 5) == [4, 3, 3, 1, 1]
+    # In any other order, up to the last active row: still every active row, with some inactive ones.
+    assert reference._active_rows(torch.tensor([1, 5, 2]), 3, 5) == [3, 3, 2, 2, 2]
+    assert reference._active_rows(None, 3, 2) == [3, 3]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
