@@ -84,11 +84,14 @@ def test_packed_sequence_matches_torch_nn(cell, lengths_case, backend):
 
 
 def test_reference_matmuls_cover_every_active_row():
+    wide = reference.MIN_SKIPPED_ELEMENTS  # one skipped row of this hidden size is worth skipping
     # Longest first (as functional.scan orders a batch for this backend): only the active rows.
-    assert reference._active_rows(torch.tensor([5, 3, 3, 1]), 4, 5) == [4, 3, 3, 1, 1]
+    assert reference._active_rows(torch.tensor([5, 3, 3, 1]), 4, wide, 5) == [4, 3, 3, 1, 1]
     # In any other order, up to the last active row: still every active row, with some inactive ones.
-    assert reference._active_rows(torch.tensor([1, 5, 2]), 3, 5) == [3, 3, 2, 2, 2]
-    assert reference._active_rows(None, 3, 2) == [3, 3]
+    assert reference._active_rows(torch.tensor([1, 5, 2]), 3, wide, 5) == [3, 3, 2, 2, 2]
+    assert reference._active_rows(None, 3, wide, 2) == [3, 3]
+    # Rows too small to be worth skipping are all multiplied.
+    assert reference._active_rows(torch.tensor([5, 3, 3, 1]), 4, wide // 2, 5) == [4, 4, 4, 1, 1]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
