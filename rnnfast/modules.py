@@ -82,7 +82,7 @@ class _RecurrentLayers(_Backend):
         if packed is not None:
             if lengths is not None:
                 raise ValueError(f"{name}: lengths= cannot be combined with PackedSequence input, which has its own")
-            if self._runs_native(packed.data, hx, varlen=True):
+            if self._runs_native(packed.data, hx, varlen=True, batch=int(packed.batch_sizes[0])):
                 return self._native_packed(packed, hx)
             input, lengths = pad_packed_sequence(packed, batch_first=self.batch_first)
         elif input.dim() not in (2, 3):
@@ -98,7 +98,7 @@ class _RecurrentLayers(_Backend):
         self.check_forward_args(input, hidden if is_lstm else hidden[0], None)
         if lengths is not None:
             lengths = _checked_lengths(lengths, input.size(1 - batch_dim), batch, input.device)
-        if packed is None and self._runs_native(input, hidden, varlen=lengths is not None):
+        if packed is None and self._runs_native(input, hidden, varlen=lengths is not None, batch=batch):
             if lengths is None:
                 output, final = self._native_layers(input, None, hidden)
             else:
@@ -126,7 +126,7 @@ class _RecurrentLayers(_Backend):
         h_zeros = input.new_zeros(states, batch, self.proj_size or self.hidden_size)
         return (h_zeros, input.new_zeros(states, batch, self.hidden_size)) if self.mode == "LSTM" else (h_zeros,)
 
-    def _runs_native(self, input: torch.Tensor, hidden, varlen: bool) -> bool:
+    def _runs_native(self, input: torch.Tensor, hidden, varlen: bool, batch: int) -> bool:
         """Whether this call runs torch's native kernels: backend "auto" on a CPU tensor, outside tracing
         (torch's CPU LSTM has no fake-tensor implementation), where the measured rules say they win."""
         if input.device.type != "cpu" or requested_backend(self.backend) != "auto" or tracing(input):
@@ -137,7 +137,7 @@ class _RecurrentLayers(_Backend):
             or any(isinstance(h, torch.Tensor) and h.requires_grad for h in states)
             or any(p.requires_grad for p in self.parameters())  # leaves: computes no parametrization
         )
-        return native.layers_win(self._cell_name(), training, varlen)
+        return native.layers_win(self._cell_name(), training, varlen, batch, self.hidden_size)
 
     def _native_weights(self, run_dtype: torch.dtype | None) -> list[torch.Tensor]:
         """Every layer's weights in torch.nn's _flat_weights order, read through _layer_weights."""

@@ -11,7 +11,11 @@ timing at run time). Both give torch.nn's results. What the measurements showed:
   bf16; float64 and proj_size, which run torch's generic loop, within 0.8-1.3x).
 - GRU and RNN training, and every cell trained on variable lengths: torch's CPU kernels record every op
   of every step for autograd and replay them backwards, so the scan with its own backward wins: 0.14-0.9x
-  of torch.nn (GRU B1 T100 H256: 0.14x; B64 T100 H256: 0.75x), LSTM packed 0.6-0.9x.
+  of torch.nn (GRU B1 T100 H256: 0.14x; B64 T100 H256: 0.75x), LSTM packed 0.6-0.9x. Except the GRU on
+  variable lengths once batch x hidden reaches 8192: torch's packed loop only multiplies the valid rows,
+  and the scan (bidirectional, T100, lengths uniform in T/4..T; one interleaved comparison per shape, 7
+  calls each) took 0.68-0.97x of its time below (B8-B64, H64-H256) and 0.95-1.21x from there on (B16 H512
+  0.95x, B32 H256-H512 1.05-1.08x, B64 H128-H256 1.13-1.14x, B128 H64 1.05-1.21x).
 - Cells (one step): torch's cell ops cost 15-800 us against the one-step scan's 75-4000 us: native.
 """
 
@@ -26,14 +30,22 @@ CELLS = {
 }
 
 
-def layers_win(cell: str, training: bool, varlen: bool) -> bool:
+# GRU training on variable lengths runs torch's packed loop from this batch x hidden size on.
+GRU_VARLEN_NATIVE_SIZE = 8192
+
+
+def layers_win(cell: str, training: bool, varlen: bool, batch: int, hidden_size: int) -> bool:
     """Whether torch's native layer beats rnnfast's scan on CPU for one call of a `cell` layer stack.
 
     training: gradients will be needed (grad mode on and an input or weight requires grad);
     varlen: the batch has per-sequence lengths (PackedSequence or lengths=), which the native kernels
     run packed. The dtype and LSTM projections did not change the outcome (see the module's docstring).
     """
-    return not training or (cell == "lstm" and not varlen)
+    if not training:
+        return True
+    if not varlen:
+        return cell == "lstm"
+    return cell == "gru" and batch * hidden_size >= GRU_VARLEN_NATIVE_SIZE
 
 
 def run_layers(

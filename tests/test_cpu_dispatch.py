@@ -244,13 +244,18 @@ def test_backend_torch_always_runs_the_scan(paths):
 
 
 def test_the_rules_encode_the_measured_table():
-    """rnnfast/native.py: inference always native; training native only for the LSTM on fixed lengths
-    (oneDNN's fused backward); the scan trains GRU, RNN and every variable-length batch; cells native."""
+    """rnnfast/native.py: inference always native; training native for the LSTM on fixed lengths
+    (oneDNN's fused backward) and the GRU on variable lengths from batch x hidden 8192 on (torch's packed
+    loop); the scan trains GRU, RNN and the other variable-length batches; cells native."""
     for cell in ("lstm", "gru", "rnn_tanh", "rnn_relu"):
-        assert native.layers_win(cell, training=False, varlen=False)
-        assert native.layers_win(cell, training=False, varlen=True)
-        assert native.layers_win(cell, training=True, varlen=False) == (cell == "lstm")
-        assert not native.layers_win(cell, training=True, varlen=True)
+        for batch, hidden in ((16, 64), (64, 256)):
+            assert native.layers_win(cell, False, False, batch, hidden)
+            assert native.layers_win(cell, False, True, batch, hidden)
+            assert native.layers_win(cell, True, False, batch, hidden) == (cell == "lstm")
+        assert not native.layers_win(cell, True, True, 16, 64)
+        assert native.layers_win(cell, True, True, 64, 128) == (cell == "gru")
+        assert native.layers_win(cell, True, True, 32, 256) == (cell == "gru")
+    assert not native.layers_win("gru", True, True, 32, 128)
     assert native.cell_wins()
 
 
