@@ -23,6 +23,7 @@ from .recurrence import (
     barrier_arrive,
     barrier_wait,
     forward_step_slots,
+    gate_tiles,
     load_state_tile,
     program_direction,
     program_tile,
@@ -33,23 +34,12 @@ from .recurrence import (
 
 
 @triton.jit
-def _gate_tiles(gates_ptr, t, B, H, offs_b, offs_n, mask):
-    """The program's tiles of gates r z n at step t of a [T, B, 3H] buffer, in fp32: 3 x [BLOCK_B,
-    BLOCK_N]."""
-    offs = row_offsets(t, B, offs_b, offs_n, 3 * H)
-    r = tl.load(gates_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    z = tl.load(gates_ptr + offs + H, mask=mask, other=0.0).to(tl.float32)
-    n = tl.load(gates_ptr + offs + 2 * H, mask=mask, other=0.0).to(tl.float32)
-    return r, z, n
-
-
-@triton.jit
 def _saved_step(dh_ptr, gates_ptr, hn_all_ptr, h_all_ptr, t, reverse, B, H, offs_b, offs_n, mask):
     """What the backward of step t reads besides the recurrence, in fp32 [BLOCK_B, BLOCK_N] tiles: the
     gradient reaching h_t from above, the activated gates r z n, W_hn h_{t-1} + b_hn and h_{t-1}."""
     state_offs = row_offsets(t, B, offs_b, offs_n, H)
     dh_out = tl.load(dh_ptr + state_offs, mask=mask, other=0.0)
-    gate_r, gate_z, gate_n = _gate_tiles(gates_ptr, t, B, H, offs_b, offs_n, mask)
+    gate_r, gate_z, gate_n = gate_tiles(gates_ptr, t, B, H, offs_b, offs_n, mask, 3)
     hn = tl.load(hn_all_ptr + state_offs, mask=mask, other=0.0)
     h_prev = load_state_tile(h_all_ptr, t + reverse, B, offs_b, offs_n, H, mask)
     return dh_out, gate_r, gate_z, gate_n, hn, h_prev
@@ -104,7 +94,7 @@ def _gru_fwd_kernel(
     lengths = tl.load(lengths_ptr + offs_b, mask=mask_b, other=0)
     timeout = timeout_ns
     failed = 0
-    x_r, x_z, x_n = _gate_tiles(gates_ptr, forward_step_slots(t_start, T, reverse)[0], B, H, offs_b, offs_n, mask)
+    x_r, x_z, x_n = gate_tiles(gates_ptr, forward_step_slots(t_start, T, reverse)[0], B, H, offs_b, offs_n, mask, 3)
     for s in range(n_steps):
         t, read_slot, write_slot = forward_step_slots(t_start + s, T, reverse)
         gate_offs = row_offsets(t, B, offs_b, offs_n, 3 * H)
@@ -136,7 +126,7 @@ def _gru_fwd_kernel(
         barrier_arrive(barrier_ptr, s, n_steps, USE_BARRIER)
         # The next step's input projections do not depend on this one: they load during the barrier.
         t_next = forward_step_slots(t_start + s + 1, T, reverse)[0]
-        x_r, x_z, x_n = _gate_tiles(gates_ptr, t_next, B, H, offs_b, offs_n, ahead_mask(mask, t_next, T))
+        x_r, x_z, x_n = gate_tiles(gates_ptr, t_next, B, H, offs_b, offs_n, ahead_mask(mask, t_next, T), 3)
         failed, timeout = barrier_wait(barrier_ptr, s, n_steps, failed, timeout, USE_BARRIER)
     if USE_BARRIER:
         tl.atomic_max(error_ptr, failed)

@@ -37,6 +37,7 @@ from .recurrence import (
     barrier_arrive,
     barrier_wait,
     forward_step_slots,
+    gate_tiles,
     load_state_tile,
     program_direction,
     program_tile,
@@ -47,23 +48,11 @@ from .recurrence import (
 
 
 @triton.jit
-def _gate_tiles(gates_ptr, t, B, H, offs_b, offs_n, mask):
-    """The program's tiles of gates i f g o at step t of a [T, B, 4H] buffer, in fp32: 4 x [BLOCK_B,
-    BLOCK_N]."""
-    offs = row_offsets(t, B, offs_b, offs_n, 4 * H)
-    x_i = tl.load(gates_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    x_f = tl.load(gates_ptr + offs + H, mask=mask, other=0.0).to(tl.float32)
-    x_g = tl.load(gates_ptr + offs + 2 * H, mask=mask, other=0.0).to(tl.float32)
-    x_o = tl.load(gates_ptr + offs + 3 * H, mask=mask, other=0.0).to(tl.float32)
-    return x_i, x_f, x_g, x_o
-
-
-@triton.jit
 def _saved_step(dh_ptr, gates_ptr, c_all_ptr, t, reverse, B, H, offs_b, offs_n, mask):
     """What the backward of step t reads besides the recurrence, in fp32 [BLOCK_B, BLOCK_N] tiles: the
     gradient reaching h_t from above, the activated gates i f g o, c_t and c_{t-1}."""
     dh_out = tl.load(dh_ptr + row_offsets(t, B, offs_b, offs_n, H), mask=mask, other=0.0)
-    gate_i, gate_f, gate_g, gate_o = _gate_tiles(gates_ptr, t, B, H, offs_b, offs_n, mask)
+    gate_i, gate_f, gate_g, gate_o = gate_tiles(gates_ptr, t, B, H, offs_b, offs_n, mask, 4)
     c = tl.load(c_all_ptr + row_offsets(t + 1 - reverse, B, offs_b, offs_n, H), mask=mask, other=0.0)
     c_prev = tl.load(c_all_ptr + row_offsets(t + reverse, B, offs_b, offs_n, H), mask=mask, other=0.0)
     return dh_out, gate_i, gate_f, gate_g, gate_o, c, c_prev
@@ -115,7 +104,9 @@ def _lstm_fwd_kernel(
     lengths = tl.load(lengths_ptr + offs_b, mask=mask_b, other=0)
     timeout = timeout_ns
     failed = 0
-    x_i, x_f, x_g, x_o = _gate_tiles(gates_ptr, forward_step_slots(t_start, T, reverse)[0], B, H, offs_b, offs_n, mask)
+    x_i, x_f, x_g, x_o = gate_tiles(
+        gates_ptr, forward_step_slots(t_start, T, reverse)[0], B, H, offs_b, offs_n, mask, 4
+    )
     for s in range(n_steps):
         t, read_slot, write_slot = forward_step_slots(t_start + s, T, reverse)
         gate_offs = row_offsets(t, B, offs_b, offs_n, 4 * H)
@@ -148,7 +139,7 @@ def _lstm_fwd_kernel(
         barrier_arrive(barrier_ptr, s, n_steps, USE_BARRIER)
         # The next step's input gates do not depend on this one: they load during the barrier.
         t_next = forward_step_slots(t_start + s + 1, T, reverse)[0]
-        x_i, x_f, x_g, x_o = _gate_tiles(gates_ptr, t_next, B, H, offs_b, offs_n, ahead_mask(mask, t_next, T))
+        x_i, x_f, x_g, x_o = gate_tiles(gates_ptr, t_next, B, H, offs_b, offs_n, ahead_mask(mask, t_next, T), 4)
         failed, timeout = barrier_wait(barrier_ptr, s, n_steps, failed, timeout, USE_BARRIER)
     if USE_BARRIER:
         tl.atomic_max(error_ptr, failed)

@@ -62,6 +62,17 @@ def row_offsets(index, B, offs_b, offs_n, width):
 
 
 @triton.jit
+def gate_tiles(gates_ptr, t, B, H, offs_b, offs_n, mask, GATES: tl.constexpr):
+    """The program's tiles of each gate at step t of a [T, B, GATES * H] buffer, in fp32: a tuple of
+    GATES [BLOCK_B, BLOCK_N] tensors."""
+    offs = row_offsets(t, B, offs_b, offs_n, GATES * H)
+    tiles = ()
+    for gate in tl.static_range(GATES):
+        tiles = tiles + (tl.load(gates_ptr + offs + gate * H, mask=mask, other=0.0).to(tl.float32),)
+    return tiles
+
+
+@triton.jit
 def load_state_tile(state_ptr, slot, B, offs_b, offs_n, H, mask):
     """A [BLOCK_B, BLOCK_N] tile of slot `slot` of a [*, B, H] state buffer, in fp32."""
     # .cg: written in the previous step, possibly by other warps (or programs).
