@@ -63,8 +63,11 @@ def test_weight_slice_stationary_and_streamed(spec, weights, monkeypatch):
     compare_with_torch(module, reference, *spec.inputs(case))
 
 
-@pytest.mark.parametrize("chain", [False, True], ids=["independent-pieces", "chained-pieces"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+@pytest.mark.parametrize(
+    "dtype, chain",
+    [(torch.float32, False), (torch.float16, False), (torch.float32, True)],
+    ids=["fp32-independent-pieces", "fp16-independent-pieces", "fp32-chained-pieces"],
+)
 def test_k_split_across_warps(spec, dtype, chain, monkeypatch):
     if chain:  # no register budget for independent partial products: the pieces' dots form one chain
         monkeypatch.setattr(configs, "PARTIAL_REGISTERS", 0)
