@@ -76,11 +76,10 @@ def plan_quantities(
         )
         chunks = len(pass_plan.k_pieces) if pass_plan.stationary else k_total // pass_plan.block_k
         on_chip = pass_plan.stationary and plan.grid_sync
-        # An MMA takes 16 of K (8 in TF32); each piece's dot is split k_split ways across warps, and the
-        # pieces' dots are independent chains unless the plan chains them (as streamed chunks are).
+        # An MMA takes 16 of K (8 in TF32); a warp's MMAs form one chain along its share of all of K (the
+        # pieces' and chunks' dots accumulate into one tile: Triton folds even `x + tl.dot(...)` into it).
         k_step = 8 if elem == 4 else 16
-        longest = k_total if pass_plan.chain_pieces else max(pass_plan.k_pieces)
-        chain = longest // (pass_plan.k_split * k_step)
+        chain = k_total // (pass_plan.k_split * k_step)
         return model.PassWork(
             programs=pass_plan.programs,
             launches=launches,

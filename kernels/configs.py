@@ -146,11 +146,6 @@ SMALL_PROGRAM_BYTES = 16 * 1024
 MIN_SHARE_K = 64
 WIDE_TILE_ROWS = 64
 WIDE_TILE_K_SPLIT = 2
-# The K pieces' dots run as independent chains of MMAs, summed at the end, while their partial products
-# hold at most this many fp32 registers per thread together; beyond it they accumulate in one chain (the
-# A100's LSTM fp16 backward at B64 H768, twelve pieces of a 64-row tile, spilled 8 B at 255 registers as
-# independent chains; compiled).
-PARTIAL_REGISTERS = 32
 
 
 def k_pieces(k: int, max_piece: int) -> tuple[int, ...] | None:
@@ -181,7 +176,6 @@ class PassPlan:
     block_n: int  # hidden units per program (of every gate)
     k_pieces: tuple[int, ...]  # stationary: the dot's K (H forward, G*H backward) as pieces; else ()
     k_split: int  # warps sharing the stationary dot's K (1: none, and always when streamed)
-    chain_pieces: bool  # the K pieces' dots accumulate in one chain of MMAs (else independent chains)
     block_k: int  # streamed K chunk; 0 when the weight slice is stationary
     num_warps: int
     batch_tiles: int
@@ -299,16 +293,11 @@ def _tiling(
         if candidate is None or sum(candidate) != k_total or min(candidate) < MIN_DOT * 2 * k_split:
             break
         pieces, max_piece, k_split = candidate, width, 2 * k_split
-    # Registers per thread of one piece's partial product: [BLOCK_B, columns] per group of warps that
-    # shares nothing of K.
-    partial_registers = block_b * columns_per_unit * block_n * k_split // (32 * num_warps)
-    chain_pieces = not stationary or len(pieces) * partial_registers > PARTIAL_REGISTERS
     return PassPlan(
         block_b=block_b,
         block_n=block_n,
         k_pieces=pieces if stationary else (),
         k_split=k_split,
-        chain_pieces=chain_pieces,
         block_k=0 if stationary else STREAM_BLOCK_K,
         num_warps=num_warps,
         batch_tiles=batch_tiles,

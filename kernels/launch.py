@@ -162,7 +162,6 @@ def run_scan(
         BLOCK_N=pass_plan.block_n,
         K_PIECES=pass_plan.k_pieces,
         K_SPLIT=pass_plan.k_split,
-        CHAIN_PIECES=pass_plan.chain_pieces,
         BLOCK_K=pass_plan.block_k,
         num_warps=pass_plan.num_warps,
         # A stationary slice leaves nothing for the software pipeliner to overlap but the step's operand

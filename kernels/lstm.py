@@ -80,7 +80,6 @@ def _lstm_fwd_kernel(
     BLOCK_N: tl.constexpr,
     K_PIECES: tl.constexpr,  # the recurrent dot's K (H) as pieces: the stationary weight slice's tensors
     K_SPLIT: tl.constexpr,  # warps sharing the stationary dot's K (recurrence.recurrent_dot); 1 streamed
-    CHAIN_PIECES: tl.constexpr,  # the K pieces' dots accumulate in one chain (recurrence.recurrent_dot)
     BLOCK_K: tl.constexpr,  # 0: the weight slice is stationary; else streamed in chunks of BLOCK_K
     USE_BARRIER: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
@@ -114,7 +113,7 @@ def _lstm_fwd_kernel(
         acc = tl.zeros((BLOCK_B, 4 * BLOCK_N), tl.float32)
         acc = recurrent_dot(
             acc, h_all_ptr, h_rows, mask_b, H, w, w_hh_ptr, w_cols, mask_j, 1,
-            K_PIECES, K_SPLIT, CHAIN_PIECES, BLOCK_K, DOT_PRECISION, BF16_INTERPRETER,
+            K_PIECES, K_SPLIT, BLOCK_K, DOT_PRECISION, BF16_INTERPRETER,
         )  # fmt: skip
         # Column j = 4 * unit + 2 * a + b (gate 2a + b): split b, then a.
         even, odd = tl.split(tl.reshape(acc, (BLOCK_B, BLOCK_N, 2, 2)))
@@ -168,7 +167,6 @@ def _lstm_bwd_kernel(
     BLOCK_N: tl.constexpr,
     K_PIECES: tl.constexpr,  # the recurrent dot's K (4H) as pieces
     K_SPLIT: tl.constexpr,  # warps sharing the stationary dot's K (recurrence.recurrent_dot); 1 streamed
-    CHAIN_PIECES: tl.constexpr,  # the K pieces' dots accumulate in one chain (recurrence.recurrent_dot)
     BLOCK_K: tl.constexpr,
     USE_BARRIER: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
@@ -200,7 +198,7 @@ def _lstm_bwd_kernel(
         next_rows = (next_slot.to(tl.int64) * B + offs_b) * 4 * H
         dh = recurrent_dot(
             dh_out + dh_carry, dgates_all_ptr, next_rows, mask_b, 4 * H, w, w_hh_ptr, offs_n, mask_n, H,
-            K_PIECES, K_SPLIT, CHAIN_PIECES, BLOCK_K, DOT_PRECISION, BF16_INTERPRETER,
+            K_PIECES, K_SPLIT, BLOCK_K, DOT_PRECISION, BF16_INTERPRETER,
         )  # fmt: skip
 
         active = (t < lengths)[:, None]

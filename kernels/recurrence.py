@@ -155,26 +155,18 @@ def weight_slice(
 @triton.jit
 def recurrent_dot(
     acc, a_ptr, a_rows, mask_b, k_size, w, w_ptr, col_offs, col_mask, k_stride,
-    K_PIECES: tl.constexpr, K_SPLIT: tl.constexpr, CHAIN_PIECES: tl.constexpr, BLOCK_K: tl.constexpr,
-    DOT_PRECISION: tl.constexpr, BF16_INTERPRETER: tl.constexpr,
+    K_PIECES: tl.constexpr, K_SPLIT: tl.constexpr, BLOCK_K: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    BF16_INTERPRETER: tl.constexpr,
 ):  # fmt: skip
     """acc + a[rows, :k_size] @ W, the step's one recurrent dot: from the stationary slice w (a tuple of
-    K pieces, each split K_SPLIT ways across warps; the pieces' dots are independent chains of MMAs
-    summed at the end, or with CHAIN_PIECES one chain through a single accumulator, which holds fewer
-    registers), or with W streamed from w_ptr (weight_slice's arguments) in BLOCK_K chunks, for plans
-    whose slice does not fit on chip."""
+    K pieces, each split K_SPLIT ways across warps, accumulated one after the other: a warp's MMAs form
+    one chain along its share of all of K), or with W streamed from w_ptr (weight_slice's arguments) in
+    BLOCK_K chunks, for plans whose slice does not fit on chip."""
     if BLOCK_K == 0:
         part = _dot_piece(a_ptr, a_rows, mask_b, 0, k_size, w[0], K_PIECES[0], K_SPLIT, DOT_PRECISION, None)
         k_start = K_PIECES[0]
         for i in tl.static_range(1, len(K_PIECES)):
-            if CHAIN_PIECES:
-                part = _dot_piece(
-                    a_ptr, a_rows, mask_b, k_start, k_size, w[i], K_PIECES[i], K_SPLIT, DOT_PRECISION, part
-                )
-            else:
-                part += _dot_piece(
-                    a_ptr, a_rows, mask_b, k_start, k_size, w[i], K_PIECES[i], K_SPLIT, DOT_PRECISION, None
-                )
+            part = _dot_piece(a_ptr, a_rows, mask_b, k_start, k_size, w[i], K_PIECES[i], K_SPLIT, DOT_PRECISION, part)
             k_start += K_PIECES[i]
         if K_SPLIT == 1:
             acc += part

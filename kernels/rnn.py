@@ -49,7 +49,6 @@ def _rnn_fwd_kernel(
     BLOCK_N: tl.constexpr,
     K_PIECES: tl.constexpr,  # the recurrent dot's K (H) as pieces: the stationary weight slice's tensors
     K_SPLIT: tl.constexpr,  # warps sharing the stationary dot's K (recurrence.recurrent_dot); 1 streamed
-    CHAIN_PIECES: tl.constexpr,  # the K pieces' dots accumulate in one chain (recurrence.recurrent_dot)
     BLOCK_K: tl.constexpr,  # 0: the weight slice is stationary; else streamed in chunks of BLOCK_K
     USE_BARRIER: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
@@ -74,7 +73,7 @@ def _rnn_fwd_kernel(
         h_rows = (read_slot.to(tl.int64) * B + offs_b) * H
         acc = recurrent_dot(
             x, h_all_ptr, h_rows, mask_b, H, w, w_hh_ptr, offs_n * H, mask_n, 1,
-            K_PIECES, K_SPLIT, CHAIN_PIECES, BLOCK_K, DOT_PRECISION, BF16_INTERPRETER,
+            K_PIECES, K_SPLIT, BLOCK_K, DOT_PRECISION, BF16_INTERPRETER,
         )  # fmt: skip
         if RELU:
             h = tl.where(acc < 0.0, 0.0, acc)  # NaN stays NaN, as torch.relu
@@ -115,7 +114,6 @@ def _rnn_bwd_kernel(
     BLOCK_N: tl.constexpr,
     K_PIECES: tl.constexpr,  # the recurrent dot's K (H) as pieces
     K_SPLIT: tl.constexpr,  # warps sharing the stationary dot's K (recurrence.recurrent_dot); 1 streamed
-    CHAIN_PIECES: tl.constexpr,  # the K pieces' dots accumulate in one chain (recurrence.recurrent_dot)
     BLOCK_K: tl.constexpr,
     USE_BARRIER: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
@@ -143,7 +141,7 @@ def _rnn_bwd_kernel(
         next_rows = (next_slot.to(tl.int64) * B + offs_b) * H
         dh = recurrent_dot(
             dh_out + dh_carry, dgates_all_ptr, next_rows, mask_b, H, w, w_hh_ptr, offs_n, mask_n, H,
-            K_PIECES, K_SPLIT, CHAIN_PIECES, BLOCK_K, DOT_PRECISION, BF16_INTERPRETER,
+            K_PIECES, K_SPLIT, BLOCK_K, DOT_PRECISION, BF16_INTERPRETER,
         )  # fmt: skip
         if RELU:
             d_pre = tl.where(h > 0.0, dh, 0.0)
