@@ -257,14 +257,19 @@ def _tiling(
     # The widest operand pieces whose staging still fits in shared memory beside the slice.
     max_piece = max(MIN_DOT, 1 << ((MAX_OPERAND_PIECE_BYTES // (block_b * elem)).bit_length() - 1))
     pieces = k_pieces(k, max_piece)
-    # Shared memory besides the slice and one staged operand piece: the fp32 accumulator tile, for its
-    # layout conversions (every stationary plan of the full report compiled within that sum).
-    accumulator_bytes = block_b * columns_per_unit * block_n * 4
+
+    def shared_bytes(pieces: tuple[int, ...], accumulators: int) -> int:
+        """Shared memory of a slice held in `pieces`, one staged operand piece and `accumulators` fp32
+        accumulator tiles: one for its layout conversions (every stationary plan of the full report
+        compiled within that sum), one per warp sharing K for the sum of their partial products."""
+        slice_bytes = sum(pieces) * columns_per_unit * block_n * elem
+        return slice_bytes + block_b * max(pieces) * elem + accumulators * block_b * columns_per_unit * block_n * 4
+
     while True:
         k_total = sum(pieces) if pieces else k
         weight_bytes = k_total * columns_per_unit * block_n * elem
         operand_bytes = block_b * k_total * elem
-        shared = weight_bytes + block_b * max(pieces or (0,)) * elem + accumulator_bytes
+        shared = shared_bytes(pieces or (k,), 1)
         narrower = k_pieces(k, max_piece // 2) if max_piece > MIN_DOT else None
         if shared <= gpu.shared_per_block or narrower is None:
             break
@@ -279,15 +284,9 @@ def _tiling(
     k_split = 1
     most = WIDE_TILE_K_SPLIT if block_b >= WIDE_TILE_ROWS else num_warps // 2
     while stationary and 2 * k_split <= most and k_total >= MIN_SHARE_K * 2 * k_split:
-        # Each warp's partial product takes its own accumulator tile in shared memory for the sum;
-        # narrower operand pieces (the same K in more dots) make room for them where needed.
+        # Narrower operand pieces (the same K in more dots) make room for the partial products' tiles.
         candidate, width = pieces, max_piece
-        while candidate is not None and (
-            sum(candidate) * columns_per_unit * block_n * elem
-            + block_b * max(candidate) * elem
-            + 2 * k_split * accumulator_bytes
-            > gpu.shared_per_block
-        ):
+        while candidate is not None and shared_bytes(candidate, 2 * k_split) > gpu.shared_per_block:
             width //= 2
             candidate = k_pieces(k, width) if width >= MIN_DOT * 2 * k_split else None
         if candidate is None or sum(candidate) != k_total or min(candidate) < MIN_DOT * 2 * k_split:
