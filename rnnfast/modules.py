@@ -86,7 +86,9 @@ class _RecurrentLayers(_Backend):
                 return self._native_packed(packed, hx)
             input, lengths = pad_packed_sequence(packed, batch_first=self.batch_first)
         elif input.dim() not in (2, 3):
-            raise ValueError(f"{name}: Expected input to be 2D or 3D, got {input.dim()}D instead")
+            # torch.nn's words, which differ by class.
+            tensor = " tensor" if self.mode.startswith("RNN") else ""
+            raise ValueError(f"{name}: Expected input to be 2D or 3D, got {input.dim()}D{tensor} instead")
         is_batched = input.dim() == 3
         if lengths is not None and not is_batched:
             raise ValueError(f"{name}: lengths= needs batched 3-D input, got {input.dim()}-D input")

@@ -236,7 +236,7 @@ def test_nan_input_gives_nan_output(spec, backend):
 # What a layer must refuse, by name: (call(module, spec), error, message). In the message, {name} stands for
 # the layer's class name and {hidden} for torch.nn's name of h0 ("hidden[0]" in an LSTM's (h0, c0)).
 BAD_INPUTS = {
-    "input-1d": (lambda m, s: m(torch.randn(3)), ValueError, "{name}: Expected input to be 2D or 3D, got 1D instead"),
+    "input-1d": (lambda m, s: m(torch.randn(3)), ValueError, "{name}: Expected input to be 2D or 3D, got 1D"),
     "input-4d": (lambda m, s: m(torch.randn(4, 2, 3, 1)), ValueError, "Expected input to be 2D or 3D, got 4D"),
     "input-size": (
         lambda m, s: m(torch.randn(4, 2, 6)),
@@ -288,6 +288,17 @@ def test_bad_input_errors(spec, bad):
         call(spec.module(3, 5, **spec.options), spec)
     message = message.format(name=spec.module.__name__, hidden="hidden[0]" if spec.is_lstm else "hidden")
     assert message in str(raised.value)
+
+
+@pytest.mark.parametrize("dims", [1, 4])
+def test_input_rank_error_is_torch_nns(spec, dims):
+    """The same words as torch.nn's, which differ by class ("got 1D tensor instead" for nn.RNN only)."""
+    x = torch.randn(*[2] * (dims - 1), 3)
+    with pytest.raises(ValueError) as expected:
+        spec.reference(3, 5, **spec.options)(x)
+    with pytest.raises(ValueError) as raised:
+        spec.module(3, 5, **spec.options)(x)
+    assert str(raised.value) == str(expected.value)
 
 
 def test_hidden_dtype_mismatch_is_refused(spec):
