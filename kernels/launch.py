@@ -78,13 +78,49 @@ def blocks_per_sm(gpu: Gpu, registers: int, shared_bytes: int, num_warps: int) -
     return min(by_threads, by_registers, by_shared)
 
 
+# What a CUDA launch's compiled kernel decided (without_spills' options, _co_resident), per device, grid
+# and specialisation: each decision looks up or compiles the kernel (kernel.warmup: Triton's argument
+# binding and cache lookup, about a launch's host cost) for up to five candidates, so it is made once.
+_cuda_decisions: dict[tuple, object] = {}
+
+
+def specialisation(kernel, args: tuple, kwargs: dict) -> tuple:
+    """The launch as the compiled kernel depends on it, at least as finely as Triton's launcher tells
+    launches apart: tensors by dtype and 16-byte alignment, integers of runtime parameters by whether they
+    equal 1, are divisible by 16 and fit 32 bits, everything else (constexprs, launch options) by value."""
+    runtime = {param.name for param in kernel.params if not param.is_constexpr}
+    names = [param.name for param in kernel.params]
+
+    def described(name: str, value):
+        if torch.is_tensor(value):
+            return ("tensor", value.dtype, value.data_ptr() % 16 == 0)
+        if name in runtime and isinstance(value, int) and not isinstance(value, bool):
+            return ("int", value == 1, value % 16 == 0, -(2**31) <= value < 2**31)
+        return (type(value).__name__, value)
+
+    bound = [*zip(names, args), *sorted(kwargs.items())]
+    return (kernel, *((name, described(name, value)) for name, value in bound))
+
+
+def _decided_once(kind: str, kernel, grid, args, kwargs, decide):
+    """decide() for a CUDA launch, remembered per device, grid and specialisation."""
+    key = (kind, args[0].device.index, tuple(grid), specialisation(kernel, args, kwargs))
+    if key not in _cuda_decisions:
+        _cuda_decisions[key] = decide()
+    return _cuda_decisions[key]
+
+
 def _co_resident(kernel, grid, args, kwargs, gpu: Gpu) -> bool:
     """Whether every program of this launch fits on the device at once (CUDA only: compiles the kernel
     as it will be launched, without launching it)."""
-    compiled = kernel.warmup(*args, grid=grid, **kwargs)
-    compiled._init_handles()  # loads the binary: registers per thread are known from then on
-    blocks = blocks_per_sm(gpu, compiled.n_regs, compiled.metadata.shared, compiled.metadata.num_warps)
-    return grid[0] * grid[1] * grid[2] <= blocks * gpu.sm_count
+
+    def decide() -> bool:
+        compiled = kernel.warmup(*args, grid=grid, **kwargs)
+        compiled._init_handles()  # loads the binary: registers per thread are known from then on
+        blocks = blocks_per_sm(gpu, compiled.n_regs, compiled.metadata.shared, compiled.metadata.num_warps)
+        return grid[0] * grid[1] * grid[2] <= blocks * gpu.sm_count
+
+    return _decided_once("co_resident", kernel, grid, args, kwargs, decide)
 
 
 # The warps tried, after the plan's own, for a launch whose compiled kernel spills: ptxas now and then
@@ -122,20 +158,26 @@ def without_spills(kernel, grid, args, kwargs: dict, device: torch.device, gpu: 
     """The launch's keyword arguments with the first num_warps (the plan's, then WARPS_TRIED) whose
     kernel, compiled as it will be launched, spills nothing and fits the block's shared memory, else the
     plan's warps with maxnreg=MAX_REGISTERS if that does; the plan's when none does, and under the
-    interpreter (no compile). On a CUDA device Triton compiles each candidate for the device;
-    bench/hardware.py makes the same choice offline (compiling_offline)."""
+    interpreter (no compile). On a CUDA device Triton compiles each candidate for the device, once per
+    specialisation (_decided_once); bench/hardware.py makes the same choice offline (compiling_offline)."""
     if device.type == "cuda":
         resources = _cuda_resources
     elif device.type == "meta" and _offline_compilers:
         resources = _offline_compilers[-1]
     else:
         return kwargs
-    candidates = [{**kwargs, "num_warps": warps} for warps in dict.fromkeys((kwargs["num_warps"], *WARPS_TRIED))]
-    for candidate in (*candidates, {**kwargs, "maxnreg": MAX_REGISTERS}):
-        spill_bytes, shared_bytes = resources(kernel, grid, args, candidate)
-        if spill_bytes == 0 and shared_bytes <= gpu.shared_per_block:
-            return candidate
-    return kwargs
+
+    def decide() -> dict:
+        """The options (num_warps, maxnreg) that differ from the plan's."""
+        warps = dict.fromkeys((kwargs["num_warps"], *WARPS_TRIED))
+        for options in (*({"num_warps": w} for w in warps), {"maxnreg": MAX_REGISTERS}):
+            spill_bytes, shared_bytes = resources(kernel, grid, args, {**kwargs, **options})
+            if spill_bytes == 0 and shared_bytes <= gpu.shared_per_block:
+                return options
+        return {}
+
+    options = _decided_once("options", kernel, grid, args, kwargs, decide) if device.type == "cuda" else decide()
+    return {**kwargs, **options}
 
 
 @functools.cache

@@ -3,9 +3,13 @@ it is launched: Triton's launcher specialises arguments on their values (integer
 pointers divisible by 16), and bench/hardware.py compiles each recorded launch with that specialisation
 (no GPU needed: Triton compiles for a GPUTarget offline, cuobjdump reads the cubin)."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
+import triton.language as tl
 from triton.runtime.interpreter import InterpretedFunction
+from triton.runtime.jit import JITFunction
 
 import rnnfast
 from bench import hardware
@@ -120,6 +124,54 @@ def test_warps_chosen_by_compiling_without_spills():
     assert choose(8, {8: spills, 4: spills, 16: spills}) == 8
     # Nothing is compiled for the interpreter's CPU tensors, nor for meta tensors outside compiling_offline.
     assert launch.without_spills(None, (1, 1, 1), (), dict(num_warps=8), meta, gpu) == dict(num_warps=8)
+
+
+def _probe_kernel(x_ptr, n, BLOCK: tl.constexpr):  # compiled by no test: its launches are decided, not run
+    pass
+
+
+def test_cuda_launch_decisions_made_once_per_specialisation(monkeypatch):
+    """On a CUDA device without_spills' choice and _co_resident's answer are made once per device, grid and
+    specialisation (a stand-in compile here): a launch that differs only in a runtime integer of the same
+    class (T 1024 -> 2048) reuses them; another integer class, an unaligned or other-dtype tensor, another
+    constexpr or grid decides again."""
+    kernel = JITFunction(_probe_kernel)
+    gpu, cuda = configs.GPUS["h100"], torch.device("cuda", 0)
+    compiled = []
+
+    def resources(kernel, grid, args, kwargs):
+        compiled.append(kwargs["num_warps"])
+        return (8, 1024) if kwargs["num_warps"] == 8 else (0, 1024)  # 8 warps spill, 4 do not
+
+    class Compiled:
+        n_regs, metadata = 255, SimpleNamespace(shared=1024, num_warps=4)
+
+        def _init_handles(self):
+            pass
+
+    def warmup(*args, grid, **kwargs):
+        compiled.append(("warmup", grid))
+        return Compiled()
+
+    monkeypatch.setattr(launch, "_cuda_resources", resources)
+    monkeypatch.setattr(launch, "_cuda_decisions", {})
+    monkeypatch.setattr(kernel, "warmup", warmup)
+    x = torch.empty(64)
+
+    def decide(tensor=x, n=1024, block=16, grid=(1, 1, 1)):
+        compiled.clear()
+        args, kwargs = (tensor,), dict(n=n, BLOCK=block, num_warps=8)
+        options = launch.without_spills(kernel, grid, args, kwargs, cuda, gpu)
+        assert options == dict(n=n, BLOCK=block, num_warps=4)
+        launch._co_resident(kernel, grid, args, options, gpu)
+        return len(compiled)
+
+    assert decide() == 3  # 8 spills, 4 does not; then the co-residency compile
+    assert decide(n=2048) == 0
+    for changed in (dict(n=1), dict(n=1000), dict(tensor=x[1:]), dict(tensor=x.half()), dict(block=32),
+                    dict(grid=(2, 1, 1))):  # fmt: skip
+        assert decide(**changed) == 3, changed
+        assert decide(**changed) == 0, changed
 
 
 def test_register_cap_lifted_where_every_warp_count_spills():
