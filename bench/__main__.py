@@ -10,13 +10,17 @@ import torch
 from .cases import CELLS, GRIDS, MODES
 from .providers import PROVIDER_NAMES, PROVIDERS
 from .results import (
+    MODEL_COLUMNS,
     first_call_line,
     footnotes,
     format_text,
+    model_rows,
     run_metadata,
     table_columns,
     table_rows,
     write_all,
+    write_csv,
+    write_json,
 )
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -47,12 +51,17 @@ def bench_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--out", type=Path, help=f"folder for CSV/JSON/markdown/PNG (default {RESULTS}, none with --smoke)"
     )
+    parser.add_argument(
+        "--time-budget", type=float, metavar="SECONDS",
+        help="start no case after this many seconds (the rest are listed as skipped); with files written, "
+        "the CSV and JSON are rewritten after every case, so a run cut short keeps what it measured",
+    )  # fmt: skip
     return parser
 
 
 def main_bench(argv: list[str]) -> int:
     args = bench_parser().parse_args(argv)
-    from .run import run_grid
+    from .run import add_model, model_gpu, run_grid
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -78,7 +87,23 @@ def main_bench(argv: list[str]) -> int:
 
         metadata["first_call"] = {name: first_call(name) for name in FIRST_CALL_BUILDS}
         print(first_call_line(metadata["first_call"]))
-    rows = run_grid(cases, providers, modes, device, min_run_time)
+    out = args.out if args.out is not None or args.smoke else RESULTS
+    filters = [*(args.cell or []), *(args.mode or []), *(args.provider or [])]
+    stem = "-".join([device.type, grid_name, *filters]).replace("+", "_")
+    gpu = model_gpu(device)
+    metadata["model_gpu"] = gpu
+
+    def case_done(rows: list[dict]) -> None:
+        if gpu is not None:
+            add_model(rows, gpu)
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            write_csv(rows, out / f"{stem}.csv")
+            write_json(rows, metadata, out / f"{stem}.json")
+
+    rows = run_grid(cases, providers, modes, device, min_run_time, time_budget=args.time_budget, case_done=case_done)
+    if gpu is not None:
+        add_model(rows, gpu)
     metadata["load_average_after"] = [round(load, 2) for load in os.getloadavg()]
 
     # A provider skipped on every case (rnnfast-triton on a CPU) gets a footnote, not empty columns.
@@ -86,11 +111,11 @@ def main_bench(argv: list[str]) -> int:
     print(format_text(table_columns(names, device.type == "cuda"), table_rows(rows, names, device.type == "cuda")))
     for note in footnotes(rows):
         print(f"  {note}")
+    if model_rows(rows):
+        print(f"\nMeasured against the latency MODEL (bench/model.py, {gpu} constants):")
+        print(format_text(MODEL_COLUMNS, model_rows(rows)))
 
-    out = args.out if args.out is not None or args.smoke else RESULTS
     if out is not None:
-        filters = [*(args.cell or []), *(args.mode or []), *(args.provider or [])]
-        stem = "-".join([device.type, grid_name, *filters]).replace("+", "_")
         for path in write_all(rows, metadata, names, out, stem):
             print(f"wrote {path}")
     errors = [row for row in rows if row["status"] == "error"]

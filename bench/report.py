@@ -110,6 +110,18 @@ def plan_quantities(
     )
 
 
+def model_layer_ms(
+    cell: str, hidden: int, batch: int, dtype: str, seq_len: int, gpu: str, directions: int = 1
+) -> tuple[float, float]:
+    """The MODEL's (forward, forward+backward) milliseconds of one layer planned for `gpu`, input size =
+    hidden size: the figures of plans.csv."""
+    q = plan_quantities(cell, hidden, batch, DTYPES[dtype], seq_len, gpu, directions)
+    return model.layer_ms(
+        q["forward"], q["backward"], GATES[cell], seq_len, batch, hidden, DTYPES[dtype].itemsize, gpu,
+        directions=directions, launch_groups=q["launch_groups"],
+    )  # fmt: skip
+
+
 def plan_rows(
     cells: Sequence[str], dtypes: Sequence[str], hidden_sizes: Sequence[int], batch_sizes: Sequence[int],
     gpus: Sequence[str], seq_len: int, directions: Sequence[int] = (1,),
@@ -119,11 +131,7 @@ def plan_rows(
     shapes = itertools.product(cells, dtypes, hidden_sizes, batch_sizes, gpus, directions)
     for cell, dtype, hidden, batch, gpu, direction_count in shapes:
         q = plan_quantities(cell, hidden, batch, DTYPES[dtype], seq_len, gpu, direction_count)
-        elem = DTYPES[dtype].itemsize
-        forward_ms, total_ms = model.layer_ms(
-            q["forward"], q["backward"], GATES[cell], seq_len, batch, hidden, elem, gpu,
-            directions=direction_count, launch_groups=q["launch_groups"],
-        )  # fmt: skip
+        forward_ms, total_ms = model_layer_ms(cell, hidden, batch, dtype, seq_len, gpu, direction_count)
         algorithm = {
             f"cudnn_algorithm{suffix}": model.cudnn_algorithm(
                 cell,

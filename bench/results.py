@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parent.parent
 FIELDS = (
     "case", "cell", "batch", "seq_len", "input_size", "hidden_size", "num_layers", "bidirectional", "dtype",
     "sweeps", "mode", "provider", "status", "reason", "median_ms", "p20_ms", "p80_ms", "samples",
-    "ratio", "saved_bytes", "saved_ratio", "peak_bytes",
+    "ratio", "saved_bytes", "saved_ratio", "peak_bytes", "model_ms",
 )  # fmt: skip
 
 
@@ -139,6 +139,18 @@ def table_rows(rows: Iterable[dict], providers: Sequence[str], cuda: bool) -> li
     return lines
 
 
+MODEL_COLUMNS = ["case", "mode", "provider", "measured ms", "MODEL ms", "measured / MODEL"]
+
+
+def model_rows(rows: Iterable[dict]) -> list[list[str]]:
+    """The measured rows the latency model describes (model_ms set), beside its figure."""
+    return [
+        [row["case"], row["mode"], row["provider"], f"{row['median_ms']:.3g}", f"{row['model_ms']:.3g}",
+         f"{row['median_ms'] / row['model_ms']:.2f}"]
+        for row in rows if row.get("model_ms") is not None
+    ]  # fmt: skip
+
+
 def footnotes(rows: Iterable[dict]) -> list[str]:
     """One line per distinct reason a provider was skipped or failed."""
     notes: dict[str, list[str]] = {}
@@ -192,7 +204,12 @@ def write_markdown(rows: Sequence[dict], metadata: dict, providers: Sequence[str
     ]
     body = format_markdown(table_columns(providers, cuda), table_rows(rows, providers, cuda))
     notes = [f"- {note}" for note in footnotes(rows)]
-    path.write_text("\n".join([*header, body, "", *notes]) + "\n")
+    modelled = model_rows(rows)
+    model = [
+        "", f"## Measured against the latency MODEL (bench/model.py, {metadata.get('model_gpu')} constants)", "",
+        format_markdown(MODEL_COLUMNS, modelled),
+    ] if modelled else []  # fmt: skip
+    path.write_text("\n".join([*header, body, "", *notes, *model]) + "\n")
 
 
 def plot(rows: Sequence[dict], title: str, path: Path) -> bool:

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from .cases import Case, make_inputs
+from .cases import DTYPE_NAMES, Case, make_inputs
 from .measure import Timing, cuda_peak_bytes, saved_tensor_bytes, time_cpu, time_cuda
 from .providers import BASELINE, Provider, build_module, skip_reason
 
@@ -48,6 +48,7 @@ def _empty_row(case: Case, provider: Provider, mode: str, status: str, reason: s
     return dict(
         **_case_fields(case), mode=mode, provider=provider.name, status=status, reason=reason, median_ms=None,
         p20_ms=None, p80_ms=None, samples=None, ratio=None, saved_bytes=None, saved_ratio=None, peak_bytes=None,
+        model_ms=None,
     )  # fmt: skip
 
 
@@ -130,13 +131,56 @@ def run_grid(
     device: torch.device,
     min_run_time: float,
     progress: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
+    time_budget: float | None = None,
+    case_done: Callable[[list[dict]], None] = lambda rows: None,
 ) -> list[dict]:
-    """Measures every case (a progress line each); returns the rows with their ratios filled in."""
+    """Measures every case in order (a progress line each, and case_done(rows so far) after each); returns
+    the rows with their ratios filled in. Once time_budget seconds have passed no case is started: the
+    rest get "skipped" rows."""
     rows: list[dict] = []
+    started = time.perf_counter()
     for index, case in enumerate(cases, 1):
         start = time.perf_counter()
+        if time_budget is not None and start - started >= time_budget:
+            reason = f"time budget of {time_budget:g} s spent"
+            rows += [_empty_row(case, provider, "all", "skipped", reason) for provider in providers]
+            continue
         case_rows = measure_case(case, providers, modes, device, min_run_time)
         add_ratios(case_rows)
         rows += case_rows
         progress(f"[{index}/{len(cases)}] {case.name} ({time.perf_counter() - start:.1f} s)")
+        case_done(rows)
     return rows
+
+
+# Providers whose CUDA rows run rnnfast's Triton kernels, which the latency model describes.
+MODELLED_PROVIDERS = ("rnnfast", "rnnfast-triton")
+
+
+def model_gpu(device: torch.device) -> str | None:
+    """The GPU of bench/model.py a CUDA device is modelled as: "h100" from sm_90 on (an H200 has the same
+    SMs), "a100" for sm_80-sm_89; None for a CPU or older GPUs."""
+    if device.type != "cuda":
+        return None
+    major, _ = torch.cuda.get_device_capability(device)
+    return "h100" if major >= 9 else "a100" if major == 8 else None
+
+
+def add_model(rows: list[dict], gpu: str) -> None:
+    """model_ms (bench/model.py: a MODEL, not a measurement) on the measured rows it describes: rnnfast's
+    kernels on one-layer, fixed-length cases with input size = hidden size; inference and forward take
+    the model's forward."""
+    from .report import model_layer_ms
+
+    for row in rows:
+        if (
+            row["status"] != "ok" or row["provider"] not in MODELLED_PROVIDERS or row["num_layers"] != 1
+            or row["input_size"] != row["hidden_size"] or "varlen" in row["case"].split("-")
+        ):  # fmt: skip
+            continue
+        dtype = DTYPE_NAMES[getattr(torch, row["dtype"])]
+        directions = 2 if row["bidirectional"] else 1
+        forward, total = model_layer_ms(
+            row["cell"], row["hidden_size"], row["batch"], dtype, row["seq_len"], gpu, directions
+        )
+        row["model_ms"] = total if row["mode"] == "forward+backward" else forward

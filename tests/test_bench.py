@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from bench import __main__ as cli
-from bench import report, results
+from bench import report, results, run
 from bench.cases import MODES, smoke_grid
 from bench.measure import saved_tensor_bytes
 from bench.providers import BASELINE, PROVIDERS
@@ -161,3 +161,67 @@ def test_report_writes_plans_csv(tmp_path):
         ("lstm", "sm_80", "backward"), ("rnn_relu", "sm_80", "backward"),
     }  # fmt: skip
     assert "MODEL" in (tmp_path / "report.md").read_text()
+
+
+def test_time_budget_skips_the_cases_not_started(tmp_path):
+    """Once the budget is spent no case starts: the rest are listed as skipped, and the files hold them."""
+    done = []
+    rows = run_grid(smoke_grid()[:2], PROVIDERS[:2], ["inference"], CPU, 0.001, lambda line: None, 0.0, done.append)
+    assert not done
+    assert {(row["status"], row["reason"]) for row in rows} == {("skipped", "time budget of 0 s spent")}
+    argv = ["--smoke", "--cell", "gru", "--mode", "inference", "--time-budget", "0", "--out", str(tmp_path)]
+    assert cli.main(argv) == 0
+    with open(tmp_path / "cpu-smoke-gru-inference.csv") as f:
+        assert {row["status"] for row in csv.DictReader(f)} == {"skipped"}
+
+
+def test_results_rewritten_after_every_case(tmp_path, monkeypatch):
+    """With files to write, a run cut short (a GPU lent for minutes) keeps the cases it finished."""
+    seen = []
+    original = cli.write_csv
+
+    def spy(rows, path, *args):
+        seen.append(len({row["case"] for row in rows}))
+        original(rows, path, *args)
+
+    monkeypatch.setattr(cli, "write_csv", spy)
+    assert cli.main(["--smoke", "--cell", "lstm", "--mode", "inference", "--out", str(tmp_path)]) == 0
+    assert seen == [1, 2]  # the smoke grid's two LSTM cases, one after the other
+
+
+def test_full_grid_starts_with_issue_11s_target():
+    from bench.cases import FLASHRNN_CASE, full_grid
+
+    first = full_grid()[:4]
+    assert [(c.cell, c.batch, c.seq_len, c.hidden_size, c.dtype) for c in first[:3]] == [
+        ("lstm", 16, 1024, hidden, torch.float16) for hidden in (768, 256, 64)
+    ]
+    assert first[3] == FLASHRNN_CASE
+
+
+def test_model_beside_gpu_measurements():
+    """On a GPU, rnnfast's rows of one-layer fixed-length cases get the latency model's figure (plans.csv's),
+    forward for inference and forward, forward+backward for that mode; no other row gets one."""
+    from bench.cases import Case
+    from bench.run import add_model
+
+    target = Case("lstm", 16, 1024, 768, 768, dtype=torch.float16)
+    deep = Case("lstm", 16, 1024, 768, 768, num_layers=2, dtype=torch.float16)
+    varlen = Case("gru", 64, 100, 256, 256, bidirectional=True, varlen=True)
+    rows = []
+    for case in (target, deep, varlen):
+        for provider in ("torch.nn", "rnnfast", "rnnfast-triton"):
+            for mode in MODES:
+                rows.append(dict(run._empty_row(case, next(p for p in PROVIDERS if p.name == provider), mode, "ok"),
+                                 median_ms=3.0))  # fmt: skip
+    add_model(rows, "h100")
+    forward, total = report.model_layer_ms("lstm", 768, 16, "fp16", 1024, "h100")
+    plans = report.plan_rows(["lstm"], ["fp16"], [768], [16], ["h100"], 1024)[0]
+    assert (round(forward, 3), round(total, 3)) == (plans["model_forward_ms"], plans["model_forward_backward_ms"])
+    modelled = {(row["case"], row["provider"], row["mode"]): row["model_ms"] for row in rows if row["model_ms"]}
+    assert modelled == {
+        (target.name, provider, mode): total if mode == "forward+backward" else forward
+        for provider in ("rnnfast", "rnnfast-triton") for mode in MODES
+    }  # fmt: skip
+    lines = results.model_rows(rows)
+    assert len(lines) == 6 and lines[0][3:] == ["3", f"{forward:.3g}", f"{3.0 / forward:.2f}"]
