@@ -10,6 +10,13 @@ t - 1 reverse) from slot t + 1 - reverse.
 import triton
 import triton.language as tl
 
+# tl.atomic_poll (an acquire poll with a timeout) arrived in Triton 3.9; torch's CUDA wheels pin older
+# releases (torch 2.11: Triton 3.6), where the barrier's wait is a loop of acquire loads instead (an
+# atomic add of 0) that gives up after timeout_ns / POLL_NS polls.
+HAS_ATOMIC_POLL: tl.constexpr = tl.constexpr(hasattr(tl, "atomic_poll"))
+# About one L2 round trip: what a poll of the barrier counter costs a program.
+POLL_NS: tl.constexpr = tl.constexpr(500)
+
 
 @triton.jit
 def program_direction(direction_start):
@@ -194,7 +201,16 @@ def grid_wait(barrier_ptr, step, timeout_ns):
     """Waits until every program of the grid has arrived after step `step` (grid_arrive); False when the
     wait timed out."""
     expected = (step // 2 + 1) * tl.num_programs(0) * tl.num_programs(1) * tl.num_programs(2)
-    ok = tl.atomic_poll(barrier_ptr + step % 2, expected, sem="acquire", scope="gpu", timeout_ns=timeout_ns)
+    counter = barrier_ptr + step % 2
+    if HAS_ATOMIC_POLL:
+        ok = tl.atomic_poll(counter, expected, sem="acquire", scope="gpu", timeout_ns=timeout_ns)
+    else:
+        polls_left = timeout_ns // POLL_NS
+        arrived = tl.atomic_add(counter, 0, sem="acquire", scope="gpu")
+        while (arrived < expected) & (polls_left > 0):
+            arrived = tl.atomic_add(counter, 0, sem="acquire", scope="gpu")
+            polls_left -= 1
+        ok = arrived >= expected
     tl.debug_barrier()  # every warp is ordered after the acquire
     return ok
 

@@ -107,6 +107,45 @@ def test_threaded_grid_sync_half_precision_and_batch_tiles(h100):
         compare_with_torch(module, reference, x.half().float(), hx.half().float(), dtype=torch.float16)
 
 
+@pytest.fixture
+def polling_loop(monkeypatch):
+    """The barrier's wait as compiled with a Triton before 3.9 (no tl.atomic_poll, as in torch 2.11's CUDA
+    wheels): a loop of acquire loads. tl.atomic_poll itself fails if the serial interpreter reaches it
+    (threaded_programs installs its own)."""
+
+    def refused(self, ptr, expected, timeout_ns, sem, scope):
+        raise AssertionError("tl.atomic_poll was used")
+
+    monkeypatch.setattr(recurrence, "HAS_ATOMIC_POLL", tl.constexpr(False))
+    builder_class = type(triton.runtime.interpreter.interpreter_builder)
+    monkeypatch.setattr(builder_class, "create_atomic_poll", refused)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_threaded_grid_sync_with_a_polling_loop_matches_torch_nn(cell, h100, polling_loop, launches):
+    torch.manual_seed(0)
+    module, reference = pair(cell, CASE)
+    x, hx = make_inputs(CASE, lstm=cell == "lstm")
+    with threaded_programs(random_yields=0.2, seed=5):
+        compare_with_torch(module, reference, x, hx)
+    assert sorted(launches.values()) == [1, 1], launches
+
+
+def test_polling_loop_times_out_then_falls_back(h100, polling_loop, monkeypatch, launches):
+    """The polling loop gives up after timeout_ns / POLL_NS polls: under the serial interpreter the scan
+    raises GridSyncTimeout, and later scans run the fallback."""
+    monkeypatch.setitem(launch.GRID_SYNC_TIMEOUT_NS, "interpreter", 200 * recurrence.POLL_NS)
+    torch.manual_seed(5)
+    case = Case(2, 3, 4, 20)
+    module, reference = pair("gru", case)
+    x, hx = make_inputs(case, lstm=False)
+    with pytest.warns(RuntimeWarning, match="timed out"), pytest.raises(launch.GridSyncTimeout, match="timed out"):
+        module(x, hx)
+    launches.clear()
+    compare_with_torch(module, reference, x, hx)
+    assert launches == {"_gru_fwd_kernel": case.seq_len, "_gru_bwd_kernel": case.seq_len}
+
+
 @triton.jit
 def _no_wait(barrier_ptr, step, timeout_ns):
     return tl.full((), 1, tl.int1)  # "every program arrived", without waiting for any
