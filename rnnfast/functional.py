@@ -5,8 +5,10 @@ pure-PyTorch reference, same buffers), then in backward the recurrence run backw
 by a few large GEMMs for dx and the weight and bias gradients.
 """
 
+import importlib.metadata
 import importlib.util
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -20,6 +22,37 @@ try:
     _TRITON_AVAILABLE = importlib.util.find_spec("triton") is not None
 except (ImportError, ValueError):  # a broken or blocked install: the PyTorch path runs alone
     _TRITON_AVAILABLE = False
+# The oldest Triton every kernel has been compiled with (offline, for sm_80 and sm_90; torch 2.11's CUDA
+# wheels pin it). Older releases lack what the kernels are written with (tuples of tensors, batched dots,
+# the launcher's introspection): there backend "auto" runs torch's own CUDA kernels, and "triton" is refused.
+MIN_TRITON = (3, 6)
+
+
+def installed_triton_version(read=importlib.metadata.version) -> tuple[int, int] | None:
+    """(major, minor) of the installed Triton, from its package metadata (Triton itself is not imported):
+    "triton", or "pytorch-triton" as torch's nightlies name it; None when neither names a version."""
+    for distribution in ("triton", "pytorch-triton"):
+        try:
+            found = re.match(r"(\d+)\.(\d+)", read(distribution))
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        if found:
+            return int(found[1]), int(found[2])
+    return None
+
+
+def triton_problem(version: tuple[int, int] | None = None) -> str | None:
+    """Why the Triton kernels cannot run here (completing "backend='triton' ..."), or None when they can.
+    A Triton whose version cannot be read (a source build) is trusted."""
+    if not _TRITON_AVAILABLE:
+        return "needs the triton package, which is not installed"
+    version = version or installed_triton_version()
+    if version is not None and version < MIN_TRITON:
+        return (
+            f"needs triton >= {MIN_TRITON[0]}.{MIN_TRITON[1]}, found {version[0]}.{version[1]} (backend='auto' "
+            "runs torch's own kernels with it)"
+        )
+    return None
 
 
 def check_backend_name(backend: str | None) -> str | None:
@@ -48,11 +81,12 @@ def resolve_backend(backend: str | None, device: torch.device, dtype: torch.dtyp
     """
     backend = requested_backend(backend)
     if backend == "auto":
-        use_triton = _TRITON_AVAILABLE and device.type == "cuda" and dtype in TRITON_DTYPES
+        use_triton = device.type == "cuda" and dtype in TRITON_DTYPES and triton_problem() is None
         return "triton" if use_triton else "torch"
     if backend == "triton":
-        if not _TRITON_AVAILABLE:
-            raise RuntimeError("backend='triton' needs the triton package, which is not installed")
+        problem = triton_problem()
+        if problem is not None:
+            raise RuntimeError(f"backend='triton' {problem}")
         if dtype not in TRITON_DTYPES:
             raise RuntimeError(f"backend='triton' supports float32, float16 and bfloat16, got {dtype}")
         if device.type != "cuda" and os.environ.get("TRITON_INTERPRET", "0") != "1":
@@ -61,6 +95,12 @@ def resolve_backend(backend: str | None, device: torch.device, dtype: torch.dtyp
                 "importing triton to run the kernels on CPU tensors through Triton's interpreter"
             )
     return backend
+
+
+def cuda_runs_native(backend: str | None, dtype: torch.dtype) -> bool:
+    """Whether a call on CUDA tensors runs torch's own CUDA kernels (cuDNN, as torch.nn does) rather than
+    the PyTorch scan: backend "auto" where the Triton kernels cannot run (no usable Triton, float64)."""
+    return requested_backend(backend) == "auto" and (dtype not in TRITON_DTYPES or triton_problem() is not None)
 
 
 def _recurrence(backend: str):

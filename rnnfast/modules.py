@@ -11,7 +11,15 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from . import native
-from .functional import check_backend_name, requested_backend, resolve_backend, scan, stack_directions, tracing
+from .functional import (
+    check_backend_name,
+    cuda_runs_native,
+    requested_backend,
+    resolve_backend,
+    scan,
+    stack_directions,
+    tracing,
+)
 
 _BACKEND_DOC = """backend: "auto" (Triton for CUDA tensors, pure PyTorch otherwise), "triton" (always; CPU
             tensors only under TRITON_INTERPRET=1) or "torch". None reads RNNFAST_BACKEND, default "auto"."""
@@ -129,9 +137,14 @@ class _RecurrentLayers(_Backend):
         return (h_zeros, input.new_zeros(states, batch, self.hidden_size)) if self.mode == "LSTM" else (h_zeros,)
 
     def _runs_native(self, input: torch.Tensor, hidden, varlen: bool, batch: int) -> bool:
-        """Whether this call runs torch's native kernels: backend "auto" on a CPU tensor, outside tracing
-        (torch's CPU LSTM has no fake-tensor implementation), where the measured rules say they win."""
-        if input.device.type != "cpu" or requested_backend(self.backend) != "auto" or tracing(input):
+        """Whether this call runs torch's native kernels, outside tracing (torch's CPU LSTM has no
+        fake-tensor implementation): with backend "auto", on a CPU tensor where the measured rules say they
+        win, on a CUDA tensor where the Triton kernels cannot run (functional.cuda_runs_native)."""
+        if tracing(input):
+            return False
+        if input.device.type == "cuda":
+            return cuda_runs_native(self.backend, input.dtype)
+        if input.device.type != "cpu" or requested_backend(self.backend) != "auto":
             return False
         states = hidden if isinstance(hidden, (tuple, list)) else (hidden,)
         training = torch.is_grad_enabled() and (
@@ -328,8 +341,13 @@ class _RecurrentCell(_Backend):
         return "lstm" if isinstance(self, nn.LSTMCell) else "gru"
 
     def _runs_native(self, input: torch.Tensor) -> bool:
-        """As for the layers: backend "auto", a CPU tensor, outside tracing, where the measured rules say."""
-        if input.device.type != "cpu" or requested_backend(self.backend) != "auto" or tracing(input):
+        """As for the layers: backend "auto", outside tracing, on a CPU tensor where the measured rules say,
+        on a CUDA tensor where the Triton kernels cannot run."""
+        if tracing(input):
+            return False
+        if input.device.type == "cuda":
+            return cuda_runs_native(self.backend, input.dtype)
+        if input.device.type != "cpu" or requested_backend(self.backend) != "auto":
             return False
         return native.cell_wins()
 

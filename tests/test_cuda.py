@@ -192,3 +192,23 @@ def test_long_sequence_one_launch(cell, fresh_grid_sync):
     module, reference = make_pair(cell, 128, torch.float32)
     x = torch.randn(steps, 3, 16, device=DEVICE)
     compare_with_torch(module, reference, x)
+
+
+@cuda_only
+@pytest.mark.parametrize("old_triton", [False, True], ids=["float64", "triton-3.4"])
+def test_auto_runs_torchs_own_kernels_where_triton_cannot(old_triton, monkeypatch):
+    """backend "auto" on CUDA runs torch's own kernels (cuDNN) for float64, and for every dtype under a Triton
+    older than the kernels support: torch.nn's numbers, no Triton launch."""
+    from rnnfast import functional
+    from rnnfast.kernels import lstm
+
+    if old_triton:
+        monkeypatch.setattr(functional, "installed_triton_version", lambda: (3, 4))
+    monkeypatch.setattr(lstm, "run_scan", lambda *args, **kwargs: pytest.fail("a Triton scan was launched"))
+    dtype = torch.float32 if old_triton else torch.float64
+    torch.manual_seed(0)
+    case = Case(5, 7, 16, 24, num_layers=2, bidirectional=True)
+    module, reference = oracle.make_pair(*LAYERS["lstm"][:2], case, dtype, backend="auto")
+    module, reference = module.to(DEVICE, dtype), reference.to(DEVICE, dtype)
+    x, hx = make_inputs(case)
+    compare_with_torch(module, reference, x.to(DEVICE, dtype), tuple(h.to(DEVICE, dtype) for h in hx), dtype=dtype)

@@ -4,6 +4,12 @@ rnnfast.kernels, never as a top-level `kernels` module (that name belongs to ano
 
 import subprocess
 import sys
+from importlib.metadata import PackageNotFoundError
+
+import pytest
+import torch
+
+from rnnfast import functional
 
 WITHOUT_TRITON = """
 import sys
@@ -54,3 +60,37 @@ def test_kernels_are_not_a_top_level_module(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "None"
+
+
+def test_triton_version_read_from_metadata():
+    """The installed Triton's version comes from package metadata (Triton is not imported): "triton", else
+    torch nightlies' "pytorch-triton"; a local build's suffix is ignored; nothing found: None."""
+
+    def reader(versions):
+        def read(name):
+            if name not in versions:
+                raise PackageNotFoundError(name)
+            return versions[name]
+
+        return read
+
+    assert functional.installed_triton_version(reader({"triton": "3.6.0"})) == (3, 6)
+    assert functional.installed_triton_version(reader({"pytorch-triton": "3.10.0+git4f1b4e1f"})) == (3, 10)
+    assert functional.installed_triton_version(reader({})) is None
+
+
+def test_triton_older_than_the_kernels_support(monkeypatch):
+    """With a Triton older than MIN_TRITON backend="triton" is refused by name, and "auto" on CUDA runs
+    torch's own kernels (cuDNN), as it does for float64; with a recent one the Triton kernels run."""
+    cuda = torch.device("cuda")
+    assert functional.triton_problem((3, 6)) is None
+    monkeypatch.setattr(functional, "installed_triton_version", lambda: (3, 4))
+    with pytest.raises(RuntimeError, match=r"backend='triton' needs triton >= 3.6, found 3.4"):
+        functional.resolve_backend("triton", cuda, torch.float16)
+    assert functional.cuda_runs_native("auto", torch.float16)
+    assert not functional.cuda_runs_native("torch", torch.float16)
+    monkeypatch.setattr(functional, "installed_triton_version", lambda: (3, 9))
+    assert functional.resolve_backend("auto", cuda, torch.float16) == "triton"
+    assert not functional.cuda_runs_native("auto", torch.float16)
+    assert functional.cuda_runs_native("auto", torch.float64)
+    assert not functional.cuda_runs_native("triton", torch.float64)  # refused later, by resolve_backend
