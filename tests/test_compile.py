@@ -3,6 +3,11 @@ it is launched: Triton's launcher specialises arguments on their values (integer
 pointers divisible by 16), and bench/hardware.py compiles each recorded launch with that specialisation
 (no GPU needed: Triton compiles for a GPUTarget offline, cuobjdump reads the cubin)."""
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -14,9 +19,11 @@ from triton.runtime.jit import JITFunction
 import rnnfast
 from bench import hardware
 from bench.cases import DTYPES as DTYPE_OF
+from rnnfast.functional import MIN_TRITON
 from rnnfast.kernels import configs, launch
 from tests.threaded import threaded_programs
 
+REPO = Path(__file__).resolve().parent.parent
 CELLS = ["lstm", "gru", "rnn_tanh"]
 DTYPES = ["fp32", "fp16", "bf16"]
 GPUS = ["h100", "a100"]
@@ -55,6 +62,41 @@ def test_launched_kernels_compile_within_limits(report, cell):
     assert all(row["fits"] for row in rows), "\n".join(str(row) for row in rows if not row["fits"])
     spills = [row for row in rows if row["spill_bytes"] > SPILL_BUDGET]
     assert not spills, "\n".join(map(str, spills))
+
+
+# A folder holding the oldest Triton rnnfast supports (functional.MIN_TRITON; torch 2.11's CUDA wheels pin
+# it), put first on the path of a compile run in another process: .ci/run installs one there.
+OLDEST_TRITON = os.environ.get("RNNFAST_OLDEST_TRITON")
+OLDEST_TRITON_COMPILE = """
+import json, sys, triton
+from bench import hardware
+print(json.dumps(dict(version=triton.__version__, rows=hardware.kernel_report(json.loads(sys.argv[1])))))
+"""
+
+
+@pytest.mark.skipif(not OLDEST_TRITON, reason="RNNFAST_OLDEST_TRITON names no folder with the oldest Triton")
+def test_kernels_compile_with_the_oldest_supported_triton():
+    """Every cell's kernels, both passes, at issue 11's B16 H768 (K pieces, K split), fp16 and fp32, compiled
+    as launched for both GPUs by the oldest Triton rnnfast supports: they compile, fit and do not spill
+    (its tl has no atomic_poll: the barrier's polling loop is compiled; at B64 H768 it spills 8-136 B)."""
+    requests = [
+        dict(cell=cell, scan_pass=scan_pass, seq_len=SEQ_LEN, batch=16, hidden=768, dtype=dtype, gpu=gpu,
+             directions=1, training=True)
+        for cell in CELLS for dtype in ("fp16", "fp32") for gpu in GPUS for scan_pass in ("forward", "backward")
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": OLDEST_TRITON, "TRITON_INTERPRET": "0"}
+    run = subprocess.run(
+        [sys.executable, "-c", OLDEST_TRITON_COMPILE, json.dumps(requests)],
+        cwd=REPO, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(run.stdout.splitlines()[-1])
+    assert tuple(int(part) for part in result["version"].split(".")[:2]) == MIN_TRITON
+    rows = result["rows"]
+    assert {(r["cell"], r["scan_pass"], r["dtype"], r["gpu"]) for r in rows} == {
+        (r["cell"], r["scan_pass"], r["dtype"], r["gpu"]) for r in requests
+    }
+    assert all(row["fits"] and row["spill_bytes"] == 0 for row in rows), [r for r in rows if r["spill_bytes"]]
 
 
 def test_launches_are_specialised_as_triton_launches_them(report):
