@@ -142,6 +142,28 @@ def layer_ms(
     return forward_s * 1e3, (forward_s + backward_s) * 1e3
 
 
+# cuDNN's STANDARD algorithm runs a layer as a sequence of kernels: per step and direction the recurrent
+# GEMM, then the gate kernel that reads its result (forward; backward the gate gradients, then the GEMM
+# for dh), so at least two dependent kernels per step. Such a kernel costs at least this much from the
+# start of the one before (a GPU-side launch gap: about 1 us between dependent kernels on one stream at
+# best, as in CUDA graph replay; the fallback above is charged KERNEL_GAP_S = 2 us).
+STANDARD_KERNEL_MIN_S = 1e-6
+
+
+def cudnn_standard_floor_ms(
+    gates: int, seq_len: int, batch: int, hidden: int, elem_bytes: int, gpu_name: str, directions: int = 1
+) -> tuple[float, float]:
+    """A LOWER BOUND (forward, forward+backward milliseconds) on cuDNN's STANDARD algorithm for one layer,
+    input size = hidden size: per step, two dependent kernels of at least STANDARD_KERNEL_MIN_S, the
+    GEMM's read of W_hh ([G*H, H] per direction, both directions at once) from L2 on top; the same GEMMs
+    around the scan as layer_ms. No published figure: it bounds cuDNN from below, it does not predict it."""
+    gpu = GPUS[gpu_name]
+    step = 2 * STANDARD_KERNEL_MIN_S + directions * gates * hidden * hidden * elem_bytes / gpu.l2_bytes_per_s
+    projection = gemm_seconds(seq_len * batch, directions * gates * hidden, hidden, elem_bytes, gpu)
+    forward = projection + seq_len * step
+    return forward * 1e3, (forward + seq_len * step + 3 * projection) * 1e3
+
+
 # torch.nn's choice (aten/src/ATen/native/cudnn/RNN.cpp, get_algo), for the GPUs above (sm_80/sm_90 with
 # at least 98 SMs).
 SMALL_H_LIMIT = {  # use_rnn_persist_small_h: hidden size limit by (forward?, cell)

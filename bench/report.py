@@ -44,6 +44,7 @@ PLAN_COLUMNS = [
     "cell", "dtype", "hidden", "batch", "gpu", "directions", "seq_len", "variant", "programs", "launches_forward",
     "launches_backward", "weight_bytes_per_step", "registers", "spill_bytes", "shared_bytes", "fits",
     "specialized", "model_forward_ms", "model_forward_backward_ms", "cudnn_algorithm", "cudnn_algorithm_backward",
+    "cudnn_standard_floor_forward_ms", "cudnn_standard_floor_forward_backward_ms",
 ]  # fmt: skip
 
 
@@ -144,11 +145,18 @@ def plan_rows(
             )  # fmt: skip
             for suffix in ("", "_backward")
         }
+        # cuDNN STANDARD's lower bound, where torch.nn runs it forward and backward.
+        standard = all(name == "STANDARD" for name in algorithm.values())
+        floor = model.cudnn_standard_floor_ms(
+            GATES[cell], seq_len, batch, hidden, DTYPES[dtype].itemsize, gpu, direction_count
+        ) if standard else (None, None)  # fmt: skip
         rows.append(dict(
             cell=cell, dtype=dtype, hidden=hidden, batch=batch, gpu=gpu, directions=direction_count,
             seq_len=seq_len, **{k: v for k, v in q.items() if k not in ("forward", "backward", "launch_groups")},
             model_forward_ms=round(forward_ms, 3), model_forward_backward_ms=round(total_ms, 3),
             **algorithm,
+            cudnn_standard_floor_forward_ms=None if floor[0] is None else round(floor[0], 3),
+            cudnn_standard_floor_forward_backward_ms=None if floor[1] is None else round(floor[1], 3),
         ))  # fmt: skip
     return rows
 
@@ -212,6 +220,7 @@ def _plans_table(plans: list[dict]):
     columns = ["cell", "dtype", "H", "B", "gpu", "dirs", "variant", "programs", "launches fwd/bwd"]
     columns += ["W bytes/step/program"]
     columns += ["regs/spill/smem", "fits", "MODEL fwd ms", "MODEL fwd+bwd ms", "cuDNN fwd / bwd"]
+    columns += ["cuDNN STANDARD floor fwd / fwd+bwd ms"]
     lines = [
         [
             r["cell"], r["dtype"], r["hidden"], r["batch"], r["gpu"], r["directions"], r["variant"], r["programs"],
@@ -219,6 +228,8 @@ def _plans_table(plans: list[dict]):
             f"{r['registers']}/{r['spill_bytes']} B/{r['shared_bytes'] / 1024:.0f} KB", "yes" if r["fits"] else "NO",
             f"{r['model_forward_ms']:.2f}", f"{r['model_forward_backward_ms']:.2f}",
             f"{r['cudnn_algorithm']} / {r['cudnn_algorithm_backward']}",
+            "" if r["cudnn_standard_floor_forward_ms"] is None
+            else f"{r['cudnn_standard_floor_forward_ms']:.2f} / {r['cudnn_standard_floor_forward_backward_ms']:.2f}",
         ]
         for r in plans
     ]  # fmt: skip

@@ -225,3 +225,25 @@ def test_model_beside_gpu_measurements():
     }  # fmt: skip
     lines = results.model_rows(rows)
     assert len(lines) == 6 and lines[0][3:] == ["3", f"{forward:.3g}", f"{3.0 / forward:.2f}"]
+
+
+def test_gpu_session_script_refuses_a_machine_without_a_gpu(tmp_path):
+    """bench/gpu.sh, the one call a lent GPU gets, stops before installing anything where there is none."""
+    env = {**os.environ, "OUT": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    run = subprocess.run(["bash", str(REPO / "bench" / "gpu.sh")], capture_output=True, text=True, env=env)
+    assert run.returncode == 2 and "not a GPU machine" in run.stderr
+    assert not (tmp_path / "install.log").exists()
+
+
+def test_plans_give_cudnn_standards_floor_where_torch_nn_runs_it():
+    rows = report.plan_rows(["lstm"], ["fp16", "bf16"], [768], [16], ["h100"], 1024, directions=(1, 2))
+    by = {(row["dtype"], row["directions"]): row for row in rows}
+    assert by["fp16", 1]["cudnn_algorithm"] == "PERSIST_STATIC"
+    assert by["fp16", 1]["cudnn_standard_floor_forward_ms"] is None
+    for key in (("fp16", 2), ("bf16", 1), ("bf16", 2)):
+        row = by[key]
+        assert row["cudnn_algorithm"] == row["cudnn_algorithm_backward"] == "STANDARD"
+        floor = report.model.cudnn_standard_floor_ms(4, 1024, 16, 768, 2, "h100", key[1])
+        assert (row["cudnn_standard_floor_forward_ms"], row["cudnn_standard_floor_forward_backward_ms"]) == tuple(
+            round(value, 3) for value in floor
+        )

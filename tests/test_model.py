@@ -117,3 +117,14 @@ def test_model_cudnn_algorithm(cell, dtype, hidden, batch, options, forward, bac
     options = {"input_size": hidden, **options}
     assert model.cudnn_algorithm(cell, dtype, hidden, batch, forward=True, **options) == forward
     assert model.cudnn_algorithm(cell, dtype, hidden, batch, forward=False, **options) == backward
+
+
+def test_cudnn_standard_floor_by_hand():
+    """Two dependent kernels per step and direction, the GEMM's W_hh read from L2 on top (both directions
+    at once), and the GEMMs around the scan: LSTM B16 T1024 H768 fp16, bidirectional, on an H100."""
+    weights = 2 * 4 * 768 * 768 * 2
+    step = 2 * model.STANDARD_KERNEL_MIN_S + weights / H100.l2_bytes_per_s
+    projection = model.gemm_seconds(1024 * 16, 2 * 4 * 768, 768, 2, H100)
+    forward, total = model.cudnn_standard_floor_ms(4, 1024, 16, 768, 2, "h100", directions=2)
+    assert forward == pytest.approx((projection + 1024 * step) * 1e3)
+    assert total == pytest.approx((4 * projection + 2 * 1024 * step) * 1e3)

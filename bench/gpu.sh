@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# One call on a lent GPU (minutes of device time, no network): install rnnfast without its dependencies
+# (the machine's torch and triton are used), check the compiled kernels against cuDNN, then time the GPU
+# grid most-wanted-first within a budget. Everything lands in $OUT (the device tool's output folder), or
+# bench/results/gpu; the last lines printed are the summaries.
+#
+#   bash bench/gpu.sh                      # TEST_S=240 BENCH_S=240 by default (seconds)
+#   TESTS="-k 768" BENCH_S=400 bash bench/gpu.sh
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out="${OUT:-bench/results/gpu}"
+mkdir -p "$out"
+command -v nvidia-smi >/dev/null || { echo "bench/gpu.sh: no nvidia-smi: not a GPU machine" >&2; exit 2; }
+python3 -m pip install --quiet --no-deps --no-build-isolation -e . >"$out/install.log" 2>&1 \
+    || { tail -20 "$out/install.log"; exit 1; }
+{
+    nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu --format=csv
+    python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
+} >"$out/machine.txt" 2>&1
+export TRITON_INTERPRET=0
+# shellcheck disable=SC2086  # TESTS holds pytest arguments
+timeout "${TEST_S:-240}" python3 -m pytest -q -rfE ${TESTS:-} tests/test_cuda.py >"$out/test_cuda.log" 2>&1
+echo "test_cuda.py exit status $? (124: cut at ${TEST_S:-240} s)" >>"$out/test_cuda.log"
+python3 -m bench --full --time-budget "${BENCH_S:-240}" --out "$out" >"$out/bench.log" 2>&1
+echo "bench exit status $?" >>"$out/bench.log"
+cat "$out/machine.txt"
+tail -25 "$out/test_cuda.log"
+grep -A 60 "Measured against the latency MODEL" "$out/bench.log" | head -70
+tail -3 "$out/bench.log"
