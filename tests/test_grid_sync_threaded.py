@@ -27,6 +27,7 @@ def h100(monkeypatch):
     monkeypatch.setenv("RNNFAST_PLAN_TARGET", "h100")
     monkeypatch.delenv("RNNFAST_NO_GRID_SYNC", raising=False)
     monkeypatch.setattr(launch, "_timed_out_devices", set())
+    launch._warn_timeout.cache_clear()  # each test sees the warning its timeout gives
 
 
 @pytest.fixture
