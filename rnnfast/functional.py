@@ -5,6 +5,7 @@ pure-PyTorch reference, same buffers), then in backward the recurrence run backw
 by a few large GEMMs for dx and the weight and bias gradients.
 """
 
+import functools
 import importlib.metadata
 import importlib.util
 import os
@@ -28,6 +29,7 @@ except (ImportError, ValueError):  # a broken or blocked install: the PyTorch pa
 MIN_TRITON = (3, 6)
 
 
+@functools.cache  # read once: a metadata lookup scans the installed distributions
 def installed_triton_version(read=importlib.metadata.version) -> tuple[int, int] | None:
     """(major, minor) of the installed Triton, from its package metadata (Triton itself is not imported):
     "triton", or "pytorch-triton" as torch's nightlies name it; None when neither names a version."""
