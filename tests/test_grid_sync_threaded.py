@@ -44,13 +44,38 @@ def launches(monkeypatch):
     return counts
 
 
+def use_polling_loop(monkeypatch) -> None:
+    """The barrier's wait as compiled with a Triton before 3.9 (no tl.atomic_poll, as in torch 2.11's CUDA
+    wheels): a loop of acquire loads. tl.atomic_poll itself fails if the serial interpreter reaches it
+    (threaded_programs installs its own)."""
+
+    def refused(self, ptr, expected, timeout_ns, sem, scope):
+        raise AssertionError("tl.atomic_poll was used")
+
+    monkeypatch.setattr(recurrence, "HAS_ATOMIC_POLL", tl.constexpr(False))
+    builder_class = type(triton.runtime.interpreter.interpreter_builder)
+    monkeypatch.setattr(builder_class, "create_atomic_poll", refused)
+
+
+@pytest.fixture(params=["atomic_poll", "polling_loop"])
+def barrier_wait(request, monkeypatch):
+    """Each way the barrier waits: tl.atomic_poll (Triton 3.9 on), a polling loop (older Tritons)."""
+    if request.param == "polling_loop":
+        use_polling_loop(monkeypatch)
+
+
+@pytest.fixture
+def polling_loop(monkeypatch):
+    use_polling_loop(monkeypatch)
+
+
 def pair(cell: str, case: Case, dtype=torch.float32):
     module_class, reference_class, options = LAYERS[cell]
     return make_pair(module_class, reference_class, case, dtype=dtype, backend="triton", **options)
 
 
 @pytest.mark.parametrize("cell", CELLS)
-def test_threaded_grid_sync_matches_torch_nn(cell, h100, launches):
+def test_threaded_grid_sync_matches_torch_nn(cell, h100, barrier_wait, launches):
     plan = configs.plan_layer(cell, CASE.hidden_size, CASE.batch, torch.float32)
     assert plan.variant == "grid_sync" and plan.forward.programs > 1 and plan.backward.programs > 1
     torch.manual_seed(0)
@@ -106,30 +131,6 @@ def test_threaded_grid_sync_half_precision_and_batch_tiles(h100):
     x, hx = make_inputs(case, lstm=False)
     with threaded_programs(random_yields=0.1, seed=3):
         compare_with_torch(module, reference, x.half().float(), hx.half().float(), dtype=torch.float16)
-
-
-@pytest.fixture
-def polling_loop(monkeypatch):
-    """The barrier's wait as compiled with a Triton before 3.9 (no tl.atomic_poll, as in torch 2.11's CUDA
-    wheels): a loop of acquire loads. tl.atomic_poll itself fails if the serial interpreter reaches it
-    (threaded_programs installs its own)."""
-
-    def refused(self, ptr, expected, timeout_ns, sem, scope):
-        raise AssertionError("tl.atomic_poll was used")
-
-    monkeypatch.setattr(recurrence, "HAS_ATOMIC_POLL", tl.constexpr(False))
-    builder_class = type(triton.runtime.interpreter.interpreter_builder)
-    monkeypatch.setattr(builder_class, "create_atomic_poll", refused)
-
-
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
-def test_threaded_grid_sync_with_a_polling_loop_matches_torch_nn(cell, h100, polling_loop, launches):
-    torch.manual_seed(0)
-    module, reference = pair(cell, CASE)
-    x, hx = make_inputs(CASE, lstm=cell == "lstm")
-    with threaded_programs(random_yields=0.2, seed=5):
-        compare_with_torch(module, reference, x, hx)
-    assert sorted(launches.values()) == [1, 1], launches
 
 
 def test_polling_loop_times_out_then_falls_back(h100, polling_loop, monkeypatch, launches):
