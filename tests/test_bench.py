@@ -199,7 +199,7 @@ def test_full_grid_starts_with_issue_11s_target():
     assert first[3] == FLASHRNN_CASE
 
 
-def test_model_beside_gpu_measurements():
+def test_model_beside_gpu_measurements(tmp_path):
     """On a GPU, rnnfast's rows of one-layer fixed-length cases get the latency model's figure (plans.csv's),
     forward for inference and forward, forward+backward for that mode; no other row gets one."""
     from bench.cases import Case
@@ -213,7 +213,7 @@ def test_model_beside_gpu_measurements():
         for provider in ("torch.nn", "rnnfast", "rnnfast-triton"):
             for mode in MODES:
                 rows.append(dict(run._empty_row(case, next(p for p in PROVIDERS if p.name == provider), mode, "ok"),
-                                 median_ms=3.0))  # fmt: skip
+                                 median_ms=3.0, p20_ms=2.9, p80_ms=3.1))  # fmt: skip
     add_model(rows, "h100")
     forward, total = report.model_layer_ms("lstm", 768, 16, "fp16", 1024, "h100")
     plans = report.plan_rows(["lstm"], ["fp16"], [768], [16], ["h100"], 1024)[0]
@@ -225,6 +225,11 @@ def test_model_beside_gpu_measurements():
     }  # fmt: skip
     lines = results.model_rows(rows)
     assert len(lines) == 6 and lines[0][3:] == ["3", f"{forward:.3g}", f"{3.0 / forward:.2f}"]
+    metadata = results.run_metadata(CPU, ["--full"]) | {"device": "cuda", "model_gpu": "h100"}
+    results.write_markdown(rows, metadata, ["torch.nn", "rnnfast", "rnnfast-triton"], tmp_path / "gpu.md")
+    written = (tmp_path / "gpu.md").read_text()
+    assert "## Measured against the latency MODEL (bench/model.py, h100 constants)" in written
+    assert f"| {target.name} | forward | rnnfast | 3 | {forward:.3g} |" in written
 
 
 def test_gpu_session_script_refuses_a_machine_without_a_gpu(tmp_path):
