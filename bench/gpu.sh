@@ -19,8 +19,10 @@ python3 -m pip install --quiet --no-deps --no-build-isolation -e . >"$out/instal
 } >"$out/machine.txt" 2>&1
 export TRITON_INTERPRET=0
 # shellcheck disable=SC2086  # TESTS holds pytest arguments
-timeout "${TEST_S:-240}" python3 -m pytest -q -rfE ${TESTS:-} tests/test_cuda.py >"$out/test_cuda.log" 2>&1
-echo "test_cuda.py exit status $? (124: cut at ${TEST_S:-240} s)" >>"$out/test_cuda.log"
+# Interrupted at its limit (SIGINT), pytest still prints what it ran and how that went.
+timeout -s INT "${TEST_S:-240}" python3 -m pytest -q -rfE --durations=5 ${TESTS:-} tests/test_cuda.py \
+    >"$out/test_cuda.log" 2>&1
+echo "test_cuda.py exit status $? (2: interrupted at ${TEST_S:-240} s)" >>"$out/test_cuda.log"
 python3 -m bench --full --time-budget "${BENCH_S:-240}" --out "$out" >"$out/bench.log" 2>&1
 echo "bench exit status $?" >>"$out/bench.log"
 cat "$out/machine.txt"
