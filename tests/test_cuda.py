@@ -40,6 +40,7 @@ def ieee_fp32(monkeypatch):
 def fresh_grid_sync(monkeypatch):
     monkeypatch.delenv("RNNFAST_NO_GRID_SYNC", raising=False)
     monkeypatch.setattr(launch, "_timed_out_devices", set())
+    launch._warn_timeout.cache_clear()  # each test sees the warning its timeout gives
 
 
 def plan_cell(layer: str) -> str:
