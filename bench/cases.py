@@ -133,6 +133,8 @@ def dispatch_grid() -> list[Case]:
             Case(cell, batch, t, h, h, bidirectional=True, varlen=True)
             for batch, t, h in ((16, 50, 64), (64, 100, 256))
         ]
+    # Around the GRU's fixed-length training rule (native from batch 128 and batch x hidden 8192 on).
+    cases += [Case("gru", batch, 100, h, h) for batch, h in ((32, 128), (32, 256), (16, 512), (64, 128), (128, 128))]
     return _merge(cases)
 
 

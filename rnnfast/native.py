@@ -11,7 +11,13 @@ timing at run time). Both give torch.nn's results. What the measurements showed:
   bf16; float64 and proj_size, which run torch's generic loop, within 0.8-1.3x).
 - GRU and RNN training, and every cell trained on variable lengths: torch's CPU kernels record every op
   of every step for autograd and replay them backwards, so the scan with its own backward wins: 0.14-0.9x
-  of torch.nn (GRU B1 T100 H256: 0.14x; B64 T100 H256: 0.75x), LSTM packed 0.6-0.9x. Except the GRU on
+  of torch.nn (GRU B1 T100 H256: 0.14x), LSTM packed 0.6-0.9x. Except the GRU on fixed lengths from batch
+  128 (and batch x hidden 8192) on: `python -m bench --dispatch --cell gru --mode forward+backward --threads
+  2 --provider torch.nn --provider rnnfast-torch --provider rnnfast`, three runs on a quiet machine
+  (2026-11-29), gave the scan 1.10 / 1.17 / 1.11x of torch.nn's time at B128 T100 H128, against 0.98-1.01x
+  at B64 H256, 0.86-0.93x at B64 H128 and B32 H256, 0.76-0.86x at B32 H128 and 0.88-0.94x at B16 H512
+  (one-off runs outside bench swung by up to 30 % between runs at B32-B64, and also put B256 H64 at
+  0.89-1.35x). And the GRU on
   variable lengths once batch x hidden reaches 8192: torch's packed loop only multiplies the valid rows,
   and the scan (bidirectional, T100, lengths uniform in T/4..T; one interleaved comparison per shape, 7
   calls each) took 0.68-0.97x of its time below (B8-B64, H64-H256) and 0.95-1.21x from there on (B16 H512
@@ -30,8 +36,10 @@ CELLS = {
 }
 
 
-# GRU training on variable lengths runs torch's packed loop from this batch x hidden size on.
-GRU_VARLEN_NATIVE_SIZE = 8192
+# GRU training runs torch's own loop from this batch x hidden size on: on variable lengths at any batch,
+# on fixed lengths from GRU_FIXED_NATIVE_BATCH rows on (below it the scan is as fast or faster).
+GRU_NATIVE_SIZE = 8192
+GRU_FIXED_NATIVE_BATCH = 128
 
 
 def layers_win(cell: str, training: bool, varlen: bool, batch: int, hidden_size: int) -> bool:
@@ -43,9 +51,10 @@ def layers_win(cell: str, training: bool, varlen: bool, batch: int, hidden_size:
     """
     if not training:
         return True
-    if not varlen:
-        return cell == "lstm"
-    return cell == "gru" and batch * hidden_size >= GRU_VARLEN_NATIVE_SIZE
+    if cell == "lstm":
+        return not varlen
+    large = cell == "gru" and batch * hidden_size >= GRU_NATIVE_SIZE
+    return large and (varlen or batch >= GRU_FIXED_NATIVE_BATCH)
 
 
 def run_layers(

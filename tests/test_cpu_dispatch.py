@@ -245,13 +245,16 @@ def test_backend_torch_always_runs_the_scan(paths):
 
 def test_the_rules_encode_the_measured_table():
     """rnnfast/native.py: inference always native; training native for the LSTM on fixed lengths
-    (oneDNN's fused backward) and the GRU on variable lengths from batch x hidden 8192 on (torch's packed
-    loop); the scan trains GRU, RNN and the other variable-length batches; cells native."""
+    (oneDNN's fused backward), the GRU from batch x hidden 8192 on, on fixed lengths from batch 128 (torch's
+    loop); the scan trains RNN, the smaller GRUs and the other variable-length batches; cells native."""
     for cell in ("lstm", "gru", "rnn_tanh", "rnn_relu"):
         for batch, hidden in ((16, 64), (64, 256)):
             assert native.layers_win(cell, False, False, batch, hidden)
             assert native.layers_win(cell, False, True, batch, hidden)
-            assert native.layers_win(cell, True, False, batch, hidden) == (cell == "lstm")
+        assert native.layers_win(cell, True, False, 16, 64) == (cell == "lstm")
+        assert native.layers_win(cell, True, False, 64, 256) == (cell == "lstm")  # GRU: batch under 128
+        assert native.layers_win(cell, True, False, 128, 128) == (cell in ("lstm", "gru"))
+        assert native.layers_win(cell, True, False, 128, 32) == (cell == "lstm")  # GRU: size under 8192
         assert not native.layers_win(cell, True, True, 16, 64)
         assert native.layers_win(cell, True, True, 64, 128) == (cell == "gru")
         assert native.layers_win(cell, True, True, 32, 256) == (cell == "gru")
