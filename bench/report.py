@@ -112,11 +112,11 @@ def plan_quantities(
 
 
 def model_layer_ms(
-    cell: str, hidden: int, batch: int, dtype: str, seq_len: int, gpu: str, directions: int = 1
+    cell: str, hidden: int, batch: int, dtype: str, seq_len: int, gpu: str, directions: int = 1, q: dict | None = None
 ) -> tuple[float, float]:
     """The MODEL's (forward, forward+backward) milliseconds of one layer planned for `gpu`, input size =
-    hidden size: the figures of plans.csv."""
-    q = plan_quantities(cell, hidden, batch, DTYPES[dtype], seq_len, gpu, directions)
+    hidden size: the figures of plans.csv. q: plan_quantities' answer for it, when already at hand."""
+    q = q or plan_quantities(cell, hidden, batch, DTYPES[dtype], seq_len, gpu, directions)
     return model.layer_ms(
         q["forward"], q["backward"], GATES[cell], seq_len, batch, hidden, DTYPES[dtype].itemsize, gpu,
         directions=directions, launch_groups=q["launch_groups"],
@@ -132,7 +132,7 @@ def plan_rows(
     shapes = itertools.product(cells, dtypes, hidden_sizes, batch_sizes, gpus, directions)
     for cell, dtype, hidden, batch, gpu, direction_count in shapes:
         q = plan_quantities(cell, hidden, batch, DTYPES[dtype], seq_len, gpu, direction_count)
-        forward_ms, total_ms = model_layer_ms(cell, hidden, batch, dtype, seq_len, gpu, direction_count)
+        forward_ms, total_ms = model_layer_ms(cell, hidden, batch, dtype, seq_len, gpu, direction_count, q)
         algorithm = {
             f"cudnn_algorithm{suffix}": model.cudnn_algorithm(
                 cell,

@@ -84,12 +84,17 @@ def blocks_per_sm(gpu: Gpu, registers: int, shared_bytes: int, num_warps: int) -
 _cuda_decisions: dict[tuple, object] = {}
 
 
+@functools.cache
+def _parameters(kernel) -> tuple[tuple[str, ...], frozenset[str]]:
+    """A kernel's parameter names in order, and those that are not constexprs."""
+    return tuple(p.name for p in kernel.params), frozenset(p.name for p in kernel.params if not p.is_constexpr)
+
+
 def specialisation(kernel, args: tuple, kwargs: dict) -> tuple:
     """The launch as the compiled kernel depends on it, at least as finely as Triton's launcher tells
     launches apart: tensors by dtype and 16-byte alignment, integers of runtime parameters by whether they
     equal 1, are divisible by 16 and fit 32 bits, everything else (constexprs, launch options) by value."""
-    runtime = {param.name for param in kernel.params if not param.is_constexpr}
-    names = [param.name for param in kernel.params]
+    names, runtime = _parameters(kernel)
 
     def described(name: str, value):
         if torch.is_tensor(value):

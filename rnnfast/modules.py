@@ -72,6 +72,19 @@ class _Backend:
         backend = "" if self.backend is None else f", backend={self.backend!r}"
         return super().extra_repr() + backend
 
+    def _native_by_device(self, input: torch.Tensor) -> bool | None:
+        """Whether a call runs torch's native kernels where the device alone decides: never while tracing
+        (torch's CPU LSTM has no fake-tensor implementation), on a CUDA tensor where the Triton kernels
+        cannot run (functional.cuda_runs_native); None for a CPU tensor under backend "auto", which the
+        measured rules (rnnfast/native.py) decide."""
+        if tracing(input):
+            return False
+        if input.device.type == "cuda":
+            return cuda_runs_native(self.backend, input.dtype)
+        if input.device.type != "cpu" or requested_backend(self.backend) != "auto":
+            return False
+        return None
+
 
 class _RecurrentLayers(_Backend):
     """forward() shared by LSTM, GRU and RNN, mixed into their torch.nn base classes."""
@@ -137,15 +150,11 @@ class _RecurrentLayers(_Backend):
         return (h_zeros, input.new_zeros(states, batch, self.hidden_size)) if self.mode == "LSTM" else (h_zeros,)
 
     def _runs_native(self, input: torch.Tensor, hidden, varlen: bool, batch: int) -> bool:
-        """Whether this call runs torch's native kernels, outside tracing (torch's CPU LSTM has no
-        fake-tensor implementation): with backend "auto", on a CPU tensor where the measured rules say they
-        win, on a CUDA tensor where the Triton kernels cannot run (functional.cuda_runs_native)."""
-        if tracing(input):
-            return False
-        if input.device.type == "cuda":
-            return cuda_runs_native(self.backend, input.dtype)
-        if input.device.type != "cpu" or requested_backend(self.backend) != "auto":
-            return False
+        """Whether this call runs torch's native kernels (_native_by_device; on a CPU tensor under "auto",
+        where the measured rules say they win)."""
+        by_device = self._native_by_device(input)
+        if by_device is not None:
+            return by_device
         states = hidden if isinstance(hidden, (tuple, list)) else (hidden,)
         training = torch.is_grad_enabled() and (
             input.requires_grad
@@ -341,15 +350,9 @@ class _RecurrentCell(_Backend):
         return "lstm" if isinstance(self, nn.LSTMCell) else "gru"
 
     def _runs_native(self, input: torch.Tensor) -> bool:
-        """As for the layers: backend "auto", outside tracing, on a CPU tensor where the measured rules say,
-        on a CUDA tensor where the Triton kernels cannot run."""
-        if tracing(input):
-            return False
-        if input.device.type == "cuda":
-            return cuda_runs_native(self.backend, input.dtype)
-        if input.device.type != "cpu" or requested_backend(self.backend) != "auto":
-            return False
-        return native.cell_wins()
+        """As for the layers (_native_by_device, then the measured rules)."""
+        by_device = self._native_by_device(input)
+        return native.cell_wins() if by_device is None else by_device
 
     def forward(self, input, hx=None):
         name = type(self).__name__
