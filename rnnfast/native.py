@@ -13,9 +13,10 @@ timing at run time). Both give torch.nn's results. What the measurements showed:
   of every step for autograd and replay them backwards, so the scan with its own backward wins: 0.14-0.9x
   of torch.nn (GRU B1 T100 H256: 0.14x), LSTM packed 0.6-0.9x. Except the GRU on fixed lengths from batch
   128 (and batch x hidden 8192) on: `python -m bench --dispatch --cell gru --mode forward+backward --threads
-  2 --provider torch.nn --provider rnnfast-torch --provider rnnfast`, three runs on a quiet machine
-  (2026-11-29), gave the scan 1.10 / 1.17 / 1.11x of torch.nn's time at B128 T100 H128, against 0.98-1.01x
-  at B64 H256, 0.86-0.93x at B64 H128 and B32 H256, 0.76-0.86x at B32 H128 and 0.88-0.94x at B16 H512
+  2 --provider torch.nn --provider rnnfast-torch --provider rnnfast`, six runs on a quiet machine
+  (2026-11-29), gave the scan 1.10 / 1.17 / 1.11 / 1.42 / 1.02 / 0.97x of torch.nn's time at B128 T100 H128
+  (noisy, but slower at the median), against 0.95-1.01x at B64 H256, 0.86-0.93x at B64 H128 and B32
+  H256, 0.76-0.86x at B32 H128 and 0.88-0.94x at B16 H512
   (one-off runs outside bench swung by up to 30 % between runs at B32-B64, and also put B256 H64 at
   0.89-1.35x). And the GRU on
   variable lengths once batch x hidden reaches 8192: torch's packed loop only multiplies the valid rows,
