@@ -62,8 +62,11 @@ def plan_quantities(
     from shared memory each step (its K pieces' operand loads are independent: one L2 round trip); a
     streamed one comes from L2 in BLOCK_K chunks, one round trip each. Every step reads the whole operand
     (h_{t-1}, or the gate gradients) from L2. With the grid barrier one launch runs every step, with a
-    barrier between steps; the fallback launches once per step and reloads the slice each time. fp32 dots
-    run as TF32 on tensor cores (torch's default cudnn.allow_tf32), modelled at the fp16 rate."""
+    barrier between steps; the fallback launches once per step and reloads the slice each time. Programs
+    in K groups (two per hidden tile, each holding half of K) each publish their partial product and read
+    the group's through L2 every step: two more dependent L2 round trips (the publication's release and
+    the partner's acquire, then the parts' load) and the parts' bytes. fp32 dots run as TF32 on tensor
+    cores (torch's default cudnn.allow_tf32), modelled at the fp16 rate."""
     from rnnfast.kernels.configs import plan_scan, planning_for
 
     with planning_for(gpu):
@@ -81,14 +84,18 @@ def plan_quantities(
         # pieces' and chunks' dots accumulate into one tile: Triton folds even `x + tl.dot(...)` into it).
         k_step = 8 if elem == 4 else 16
         chain = k_total // (pass_plan.k_split * k_step)
+        grouped = pass_plan.k_groups > 1
+        exchange_bytes = (pass_plan.k_groups + 1) * pass_plan.block_b * pass_plan.dot_columns * 4 if grouped else 0
         return model.PassWork(
             programs=pass_plan.programs,
             launches=launches,
             barriers_per_step=1 if plan.grid_sync else 0,
             tiles_per_step=1,
             chunks_per_step=chunks,
-            l2_round_trips_per_step=1 if pass_plan.stationary else chunks,
-            l2_bytes_per_step=pass_plan.block_b * k_total * elem + (0 if on_chip else pass_plan.weight_bytes),
+            l2_round_trips_per_step=(1 if pass_plan.stationary else chunks) + (2 if grouped else 0),
+            l2_bytes_per_step=pass_plan.block_b * k_total * elem
+            + (0 if on_chip else pass_plan.weight_bytes)
+            + exchange_bytes,
             shared_bytes_per_step=pass_plan.weight_bytes if pass_plan.stationary else 0,
             dot_flops_per_step=2 * pass_plan.block_b * k_total * columns,
             mma_chain_per_step=chain,
@@ -267,9 +274,11 @@ def tile_rows(
                         for name, p in (("forward", plan.forward), ("backward", plan.backward)):
                             row[f"{name}_tiles"] = f"{p.batch_tiles}x{p.hidden_tiles}"
                             row[f"{name}_block_b_n"] = f"{p.block_b}/{p.block_n}"
+                            pieces = "+".join(map(str, p.k_pieces))
                             row[f"{name}_k"] = (
-                                "+".join(map(str, p.k_pieces)) if p.stationary else f"streamed {p.block_k}"
-                            )
+                                f"streamed {p.block_k}" if not p.stationary
+                                else pieces if p.k_groups == 1 else f"{p.k_groups} x ({pieces})"
+                            )  # fmt: skip
                             row[f"{name}_k_split"] = p.k_split
                             row[f"{name}_warps"] = p.num_warps
                         rows.append(row)

@@ -5,7 +5,10 @@ programs; each program owns BLOCK_N units of every gate (and a batch tile when B
 slice of W_hh on chip for the whole sequence ("stationary", weight_bytes_per_step 0) or, where the
 slice does not fit, streams it from L2 each step in BLOCK_K chunks. With `grid_sync` one launch runs
 every step and the programs meet at a grid barrier between steps (variant "grid_sync"); without it (the
-fallback, variant "step") the same kernel runs one step per launch.
+fallback, variant "step") the same kernel runs one step per launch. Where a tile's slice does not fit one
+block but the grid barrier is planned, K_GROUPS = 2 programs share the tile, each holding half of K, and
+add up their products through L2 every step (recurrence.k_group_sum); the fallback, whose programs need
+not run at the same time, never groups them.
 
 Device: `target_gpu` reads the CUDA device's properties. Under TRITON_INTERPRET=1 there is no GPU:
 RNNFAST_PLAN_TARGET=h100|a100 (a testing switch, honoured only under the interpreter) plans as on that
@@ -176,6 +179,8 @@ class PassPlan:
     block_n: int  # hidden units per program (of every gate)
     k_pieces: tuple[int, ...]  # stationary: the dot's K (H forward, G*H backward) as pieces; else ()
     k_split: int  # warps sharing the stationary dot's K (1: none, and always when streamed)
+    k_groups: int  # programs sharing the stationary dot's K, each holding k_pieces of it (1 when streamed)
+    dot_columns: int  # columns of the recurrent dot: block_n, or block_n x gates (padded) forward
     block_k: int  # streamed K chunk; 0 when the weight slice is stationary
     num_warps: int
     batch_tiles: int
@@ -185,7 +190,7 @@ class PassPlan:
 
     @property
     def programs(self) -> int:
-        return self.batch_tiles * self.hidden_tiles * self.directions
+        return self.batch_tiles * self.hidden_tiles * self.k_groups * self.directions
 
     @property
     def stationary(self) -> bool:
@@ -244,15 +249,19 @@ def _tiling(
     backward: bool,
     directions: int,
     operand_budget: int,
+    k_groups: int,
 ) -> PassPlan:
     batch_tiles = triton.cdiv(max(batch, 1), block_b)
     # Forward: a program's dot has a column per (unit, gate), gates padded to a power of two, and K = H.
-    # Backward: a column per unit, and K runs over every gate's pre-activation.
+    # Backward: a column per unit, and K runs over every gate's pre-activation. A program's share of K is
+    # all of it, or with k_groups programs per tile its part (a multiple of MIN_DOT).
     columns_per_unit = 1 if backward or gates == 1 else triton.next_power_of_2(gates)
     k = gates * hidden if backward else hidden
+    if k_groups > 1:
+        k = triton.cdiv(k, k_groups * MIN_DOT) * MIN_DOT
     block_n = max(1, MIN_DOT // columns_per_unit)
     widest = max(block_n, triton.next_power_of_2(hidden))
-    while directions * batch_tiles * triton.cdiv(hidden, block_n) > gpu.sm_count and block_n < widest:
+    while directions * batch_tiles * triton.cdiv(hidden, block_n) * k_groups > gpu.sm_count and block_n < widest:
         block_n *= 2
     # The widest operand pieces whose staging still fits in shared memory beside the slice.
     max_piece = max(MIN_DOT, 1 << ((MAX_OPERAND_PIECE_BYTES // (block_b * elem)).bit_length() - 1))
@@ -297,6 +306,8 @@ def _tiling(
         block_n=block_n,
         k_pieces=pieces if stationary else (),
         k_split=k_split,
+        k_groups=k_groups if stationary else 1,
+        dot_columns=columns_per_unit * block_n,
         block_k=0 if stationary else STREAM_BLOCK_K,
         num_warps=num_warps,
         batch_tiles=batch_tiles,
@@ -306,19 +317,23 @@ def _tiling(
     )
 
 
-def _pass_plan(gates: int, hidden: int, batch: int, elem: int, gpu: Gpu, backward: bool, directions: int) -> PassPlan:
+def _pass_plan(
+    gates: int, hidden: int, batch: int, elem: int, gpu: Gpu, backward: bool, directions: int, grouped: bool
+) -> PassPlan:
     """The widest batch tile (up to MAX_BLOCK_B) whose programs keep their weight slice on chip in one
     wave of the GPU, with an operand of at most PREFERRED_OPERAND_BYTES if any, else OPERAND_BUDGET_BYTES;
-    failing that, the widest batch tile with the slice streamed."""
+    failing that, if `grouped`, the same with K_GROUPS = 2 programs per tile; failing that, the widest
+    batch tile with the slice streamed."""
     widest = MIN_DOT if batch <= MIN_DOT else min(MAX_BLOCK_B, triton.next_power_of_2(batch))
-    for budget in (min(PREFERRED_OPERAND_BYTES, OPERAND_BUDGET_BYTES), OPERAND_BUDGET_BYTES):
-        block_b = widest
-        while block_b >= MIN_DOT:
-            plan = _tiling(gates, hidden, batch, block_b, elem, gpu, backward, directions, budget)
-            if plan.stationary and plan.programs <= gpu.sm_count:
-                return plan
-            block_b //= 2
-    return _tiling(gates, hidden, batch, widest, elem, gpu, backward, directions, OPERAND_BUDGET_BYTES)
+    for k_groups in (1, 2) if grouped else (1,):
+        for budget in (min(PREFERRED_OPERAND_BYTES, OPERAND_BUDGET_BYTES), OPERAND_BUDGET_BYTES):
+            block_b = widest
+            while block_b >= MIN_DOT:
+                plan = _tiling(gates, hidden, batch, block_b, elem, gpu, backward, directions, budget, k_groups)
+                if plan.stationary and plan.programs <= gpu.sm_count:
+                    return plan
+                block_b //= 2
+    return _tiling(gates, hidden, batch, widest, elem, gpu, backward, directions, OPERAND_BUDGET_BYTES, 1)
 
 
 def plan_layer(
@@ -328,17 +343,19 @@ def plan_layer(
     dtype: torch.dtype,
     device: torch.device | None = None,
     directions: int = 1,
+    grid_sync: bool = True,
 ) -> LayerPlan:
     """The plan of one layer of `cell` (lstm, gru, rnn_tanh, rnn_relu) with this
     hidden size, batch and dtype, on `device` (see target_gpu), running `directions` directions (1 or 2)
-    in each launch.
+    in each launch; with grid_sync=False (or where grid_sync_allowed says no) the fallback's plan, one
+    launch per step.
 
     BLOCK_N is the smallest power of two (a dot at least 16 wide) whose programs fit in one wave of the
     GPU's SMs; the weight slice is stationary where it fits in a block's shared memory with the dot's
     other operand. The grid barrier is planned when every program fits on its own SM at once; on a real
     GPU the launcher also checks the compiled kernel's occupancy before using it. Plans are kept
     (_PLANS): the launcher asks for one at every launch, and making one takes tens of microseconds."""
-    key = (cell, hidden_size, batch_size, dtype, target_gpu(device), directions, grid_sync_allowed())
+    key = (cell, hidden_size, batch_size, dtype, target_gpu(device), directions, grid_sync and grid_sync_allowed())
     plan = _PLANS.get(key)
     if plan is None:
         if len(_PLANS) >= MAX_KEPT_PLANS:
@@ -355,14 +372,24 @@ def _make_plan(
     cell: str, hidden_size: int, batch_size: int, dtype: torch.dtype, gpu: Gpu, directions: int, allowed: bool
 ) -> LayerPlan:
     gates = GATES[cell]
-    forward = _pass_plan(gates, hidden_size, batch_size, dtype.itemsize, gpu, False, directions)
-    backward = _pass_plan(gates, hidden_size, batch_size, dtype.itemsize, gpu, True, directions)
-    co_resident = max(forward.programs, backward.programs) <= gpu.sm_count
+    for grouped in (True, False) if allowed else (False,):
+        forward = _pass_plan(gates, hidden_size, batch_size, dtype.itemsize, gpu, False, directions, grouped)
+        backward = _pass_plan(gates, hidden_size, batch_size, dtype.itemsize, gpu, True, directions, grouped)
+        co_resident = max(forward.programs, backward.programs) <= gpu.sm_count
+        if co_resident or not grouped:
+            break
+    # K groups need the grid barrier: a plan with them is co-resident (else it was made without them).
     return LayerPlan(cell, hidden_size, batch_size, dtype, gpu, forward, backward, allowed and co_resident, directions)
 
 
 def plan_scan(
-    cell: str, hidden_size: int, batch_size: int, dtype: torch.dtype, device: torch.device | None, directions: int
+    cell: str,
+    hidden_size: int,
+    batch_size: int,
+    dtype: torch.dtype,
+    device: torch.device | None,
+    directions: int,
+    grid_sync: bool = True,
 ) -> LayerPlan:
     """The plan a layer with `directions` directions (1 or 2) runs by. Both directions of a bidirectional
     layer share each launch (twice the programs, each step of both directions in the same launch or
@@ -370,9 +397,9 @@ def plan_scan(
     barrier if one direction alone would; otherwise each direction gets its own launches, one after the
     other (a joint plan with streamed weights would need programs twice as wide, past a block's shared
     memory at large H)."""
-    joint = plan_layer(cell, hidden_size, batch_size, dtype, device, directions)
+    joint = plan_layer(cell, hidden_size, batch_size, dtype, device, directions, grid_sync)
     if directions == 1:
         return joint
-    alone = plan_layer(cell, hidden_size, batch_size, dtype, device, 1)
+    alone = plan_layer(cell, hidden_size, batch_size, dtype, device, 1, grid_sync)
     stationary = joint.forward.stationary and joint.backward.stationary
     return joint if stationary and joint.grid_sync >= alone.grid_sync else alone

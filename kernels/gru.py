@@ -24,6 +24,7 @@ from .recurrence import (
     barrier_wait,
     forward_step_slots,
     gate_tiles,
+    hidden_tile,
     load_state_tile,
     program_direction,
     program_tile,
@@ -53,7 +54,8 @@ def _gru_fwd_kernel(
     h_all_ptr,  # [D, T + 1, B, H] hidden-state slots, h0 already in the first read slot
     hn_all_ptr,  # [D, T, B, H] fp32 out (TRAINING): W_hn h_{t-1} + b_hn, the reset-gated term
     lengths_ptr,  # [B] int64 sequence lengths (T for every row of an unpadded batch)
-    barrier_ptr,  # [2] int32 grid-barrier counters, zero at launch (USE_BARRIER)
+    exchange_ptr,  # [programs, BLOCK_B, dot columns] fp32 partial products of K groups (K_GROUPS > 1)
+    barrier_ptr,  # [2 (+ programs if K_GROUPS > 1)] int32, zero at launch: grid-barrier counters, K-group counts
     error_ptr,  # [1] int32 set to 1 when a barrier timed out
     t_start,  # first step of this launch
     n_steps,  # steps in this launch (1 without the barrier)
@@ -67,6 +69,7 @@ def _gru_fwd_kernel(
     BLOCK_N: tl.constexpr,
     K_PIECES: tl.constexpr,  # the recurrent dot's K (H) as pieces: the stationary weight slice's tensors
     K_SPLIT: tl.constexpr,  # warps sharing the stationary dot's K (recurrence.recurrent_dot); 1 streamed
+    K_GROUPS: tl.constexpr,  # programs sharing the stationary dot's K (recurrence.k_group_sum); 1 streamed
     BLOCK_K: tl.constexpr,  # 0: the weight slice is stationary; else streamed in chunks of BLOCK_K
     USE_BARRIER: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
@@ -78,12 +81,12 @@ def _gru_fwd_kernel(
     b_hh_ptr += reverse * 3 * H
     h_all_ptr += reverse * (T + 1) * B * H
     hn_all_ptr += reverse * T * B * H
-    offs_b, offs_n, mask_b, mask_n, mask = program_tile(B, H, BLOCK_B, BLOCK_N)
+    offs_b, offs_n, mask_b, mask_n, mask, store_mask = program_tile(B, H, BLOCK_B, BLOCK_N, K_GROUPS)
     offs_j = tl.arange(0, 4 * BLOCK_N)
-    unit_j = tl.program_id(0) * BLOCK_N + offs_j // 4
+    unit_j = hidden_tile(K_GROUPS) * BLOCK_N + offs_j // 4
     w_cols = ((offs_j % 4) * H + unit_j) * H  # W_hh^T column j is row (gate, unit) of W_hh
     mask_j = (unit_j < H) & (offs_j % 4 < 3)
-    w = weight_slice(w_hh_ptr, w_cols, mask_j, H, 1, K_PIECES, K_SPLIT, BLOCK_K, BF16_INTERPRETER)
+    w = weight_slice(w_hh_ptr, w_cols, mask_j, H, 1, K_PIECES, K_SPLIT, K_GROUPS, BLOCK_K, BF16_INTERPRETER)
     b_r = tl.load(b_hh_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)[None, :]
     b_z = tl.load(b_hh_ptr + H + offs_n, mask=mask_n, other=0.0).to(tl.float32)[None, :]
     b_n = tl.load(b_hh_ptr + 2 * H + offs_n, mask=mask_n, other=0.0).to(tl.float32)[None, :]
@@ -99,9 +102,10 @@ def _gru_fwd_kernel(
         gate_offs = row_offsets(t, B, offs_b, offs_n, 3 * H)
         h_rows = (read_slot.to(tl.int64) * B + offs_b) * H
         acc = tl.zeros((BLOCK_B, 4 * BLOCK_N), tl.float32)
-        acc = recurrent_dot(
+        acc, failed, timeout = recurrent_dot(
             acc, h_all_ptr, h_rows, mask_b, H, w, w_hh_ptr, w_cols, mask_j, 1,
-            K_PIECES, K_SPLIT, BLOCK_K, DOT_PRECISION, BF16_INTERPRETER,
+            exchange_ptr, barrier_ptr, s, failed, timeout,
+            K_PIECES, K_SPLIT, K_GROUPS, BLOCK_K, DOT_PRECISION, BF16_INTERPRETER,
         )  # fmt: skip
         # Column j = 4 * unit + 2 * a + b (gate 2a + b): split b, then a; gate 3 is the empty pad.
         even, odd = tl.split(tl.reshape(acc, (BLOCK_B, BLOCK_N, 2, 2)))
@@ -116,12 +120,12 @@ def _gru_fwd_kernel(
         h = tl.where(active, (1.0 - gate_z) * gate_n + gate_z * h_own, h_own)
         h = to_storage(h, h_all_ptr, BF16_INTERPRETER)
         h_own = h.to(tl.float32)
-        tl.store(h_all_ptr + row_offsets(write_slot, B, offs_b, offs_n, H), h, mask=mask)
+        tl.store(h_all_ptr + row_offsets(write_slot, B, offs_b, offs_n, H), h, mask=store_mask)
         if TRAINING:
-            tl.store(gates_ptr + gate_offs, to_storage(gate_r, gates_ptr, BF16_INTERPRETER), mask=mask)
-            tl.store(gates_ptr + gate_offs + H, to_storage(gate_z, gates_ptr, BF16_INTERPRETER), mask=mask)
-            tl.store(gates_ptr + gate_offs + 2 * H, to_storage(gate_n, gates_ptr, BF16_INTERPRETER), mask=mask)
-            tl.store(hn_all_ptr + row_offsets(t, B, offs_b, offs_n, H), hn, mask=mask)
+            tl.store(gates_ptr + gate_offs, to_storage(gate_r, gates_ptr, BF16_INTERPRETER), mask=store_mask)
+            tl.store(gates_ptr + gate_offs + H, to_storage(gate_z, gates_ptr, BF16_INTERPRETER), mask=store_mask)
+            tl.store(gates_ptr + gate_offs + 2 * H, to_storage(gate_n, gates_ptr, BF16_INTERPRETER), mask=store_mask)
+            tl.store(hn_all_ptr + row_offsets(t, B, offs_b, offs_n, H), hn, mask=store_mask)
         barrier_arrive(barrier_ptr, s, n_steps, USE_BARRIER)
         # The next step's input projections do not depend on this one: they load during the barrier.
         t_next = forward_step_slots(t_start + s + 1, T, reverse)[0]
@@ -142,7 +146,8 @@ def _gru_bwd_kernel(
     dh_ptr,  # [D, T, B, H] fp32 gradient reaching h_t from the output (dh_n already added at the last step)
     dh_carry_ptr,  # [D, B, H] fp32 gradient reaching h_t directly (z * h_t, or carried past a row's length); zero in
     lengths_ptr,  # [B] int64 sequence lengths
-    barrier_ptr,  # [2] int32 grid-barrier counters, zero at launch (USE_BARRIER)
+    exchange_ptr,  # [programs, BLOCK_B, dot columns] fp32 partial products of K groups (K_GROUPS > 1)
+    barrier_ptr,  # [2 (+ programs if K_GROUPS > 1)] int32, zero at launch: grid-barrier counters, K-group counts
     error_ptr,  # [1] int32 set to 1 when a barrier timed out
     t_start,
     n_steps,
@@ -155,6 +160,7 @@ def _gru_bwd_kernel(
     BLOCK_N: tl.constexpr,
     K_PIECES: tl.constexpr,  # the recurrent dot's K (3H) as pieces
     K_SPLIT: tl.constexpr,  # warps sharing the stationary dot's K (recurrence.recurrent_dot); 1 streamed
+    K_GROUPS: tl.constexpr,  # programs sharing the stationary dot's K (recurrence.k_group_sum); 1 streamed
     BLOCK_K: tl.constexpr,
     USE_BARRIER: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
@@ -169,8 +175,8 @@ def _gru_bwd_kernel(
     hn_all_ptr += reverse * T * B * H
     dh_ptr += reverse * T * B * H
     dh_carry_ptr += reverse * B * H
-    offs_b, offs_n, mask_b, mask_n, mask = program_tile(B, H, BLOCK_B, BLOCK_N)
-    w = weight_slice(w_hh_ptr, offs_n, mask_n, 3 * H, H, K_PIECES, K_SPLIT, BLOCK_K, BF16_INTERPRETER)
+    offs_b, offs_n, mask_b, mask_n, mask, store_mask = program_tile(B, H, BLOCK_B, BLOCK_N, K_GROUPS)
+    w = weight_slice(w_hh_ptr, offs_n, mask_n, 3 * H, H, K_PIECES, K_SPLIT, K_GROUPS, BLOCK_K, BF16_INTERPRETER)
 
     carry_offs = (offs_b.to(tl.int64) * H)[:, None] + offs_n[None, :]
     dh_carry = tl.load(dh_carry_ptr + carry_offs, mask=mask, other=0.0)
@@ -185,9 +191,10 @@ def _gru_bwd_kernel(
         t, dgates_slot, next_slot = backward_step_slots(t_start + s, T, reverse)
         gate_offs = row_offsets(t, B, offs_b, offs_n, 3 * H)
         next_rows = (next_slot.to(tl.int64) * B + offs_b) * 3 * H
-        dh = recurrent_dot(
+        dh, failed, timeout = recurrent_dot(
             dh_out + dh_carry, dgates_h_all_ptr, next_rows, mask_b, 3 * H, w, w_hh_ptr, offs_n, mask_n, H,
-            K_PIECES, K_SPLIT, BLOCK_K, DOT_PRECISION, BF16_INTERPRETER,
+            exchange_ptr, barrier_ptr, s, failed, timeout,
+            K_PIECES, K_SPLIT, K_GROUPS, BLOCK_K, DOT_PRECISION, BF16_INTERPRETER,
         )  # fmt: skip
 
         active = (t < lengths)[:, None]
@@ -199,16 +206,16 @@ def _gru_bwd_kernel(
         dgates_h_offs = row_offsets(dgates_slot, B, offs_b, offs_n, 3 * H)
         d_r = to_storage(d_r, dgates_x_ptr, BF16_INTERPRETER)
         d_z = to_storage(d_z, dgates_x_ptr, BF16_INTERPRETER)
-        tl.store(dgates_h_all_ptr + dgates_h_offs, d_r, mask=mask)
-        tl.store(dgates_h_all_ptr + dgates_h_offs + H, d_z, mask=mask)
+        tl.store(dgates_h_all_ptr + dgates_h_offs, d_r, mask=store_mask)
+        tl.store(dgates_h_all_ptr + dgates_h_offs + H, d_z, mask=store_mask)
         tl.store(
             dgates_h_all_ptr + dgates_h_offs + 2 * H,
             to_storage(d_n * gate_r, dgates_h_all_ptr, BF16_INTERPRETER),
-            mask=mask,
+            mask=store_mask,
         )
-        tl.store(dgates_x_ptr + gate_offs, d_r, mask=mask)
-        tl.store(dgates_x_ptr + gate_offs + H, d_z, mask=mask)
-        tl.store(dgates_x_ptr + gate_offs + 2 * H, to_storage(d_n, dgates_x_ptr, BF16_INTERPRETER), mask=mask)
+        tl.store(dgates_x_ptr + gate_offs, d_r, mask=store_mask)
+        tl.store(dgates_x_ptr + gate_offs + H, d_z, mask=store_mask)
+        tl.store(dgates_x_ptr + gate_offs + 2 * H, to_storage(d_n, dgates_x_ptr, BF16_INTERPRETER), mask=store_mask)
         barrier_arrive(barrier_ptr, s, n_steps, USE_BARRIER)
         # What the next step reads from the forward and from above does not depend on this step: it
         # loads during the barrier.
@@ -217,7 +224,7 @@ def _gru_bwd_kernel(
             dh_ptr, gates_ptr, hn_all_ptr, h_all_ptr, t_next, reverse, B, H, offs_b, offs_n, ahead_mask(mask, t_next, T)
         )
         failed, timeout = barrier_wait(barrier_ptr, s, n_steps, failed, timeout, USE_BARRIER)
-    tl.store(dh_carry_ptr + carry_offs, dh_carry, mask=mask)
+    tl.store(dh_carry_ptr + carry_offs, dh_carry, mask=store_mask)
     if USE_BARRIER:
         tl.atomic_max(error_ptr, failed)
 

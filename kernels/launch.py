@@ -5,7 +5,9 @@ With the plan's grid barrier one launch runs every step: the programs meet at a 
 compiled kernel's registers and shared memory are checked against the device before that launch. The
 fallback launches the same kernel once per step (the kernel boundary is the barrier; on CUDA the step
 loop is a CUDA graph, replayed): wherever co-residency cannot be guaranteed, under RNNFAST_NO_GRID_SYNC=1,
-under the serial interpreter, and on a device where a barrier has timed out before. Each launch runs the
+under the serial interpreter, and on a device where a barrier has timed out before. The fallback runs by
+its own plan (plan_scan with grid_sync=False), which never has programs share a dot's K (K groups): they
+exchange partial products within a launch, so they too must all be resident at once. Each launch runs the
 plan's num_warps unless its kernel, compiled as launched, spills registers; then the first of WARPS_TRIED
 that does not (without_spills).
 
@@ -202,13 +204,58 @@ def run_scan(
     `tensors`) over scalars["T"] steps of D directions, as plan_scan plans them for this hidden size,
     batch, dtype and device: both directions in one launch, or one launch (sequence) per direction."""
     device = w_hh.device
-    plan = plan_scan(cell, scalars["H"], scalars["B"], w_hh.dtype, device, w_hh.shape[0])
+    plan_of = functools.partial(plan_scan, cell, scalars["H"], scalars["B"], w_hh.dtype, device, w_hh.shape[0])
+    plan = plan_of()
+    # One step has no barrier between steps: the step kernel runs it, without a flag to read back.
+    if scalars["T"] == 1 or _device_key(device) in _timed_out_devices:
+        plan = plan_of(grid_sync=False)
+    guard = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+    with guard:
+        if plan.grid_sync:
+            launches = [
+                _launch(kernel, plan, scan_pass, tensors, scalars, constexprs, d, True)
+                for d in range(0, w_hh.shape[0], plan.directions)
+            ]
+            # On CUDA the compiled kernel must fit the device at once (the same kernel for every direction).
+            if device.type != "cuda" or _co_resident(*launches[0], plan.gpu):
+                for launch in launches:
+                    _run_whole(cell, scan_pass, *launch)
+                return
+            plan = plan_of(grid_sync=False)
+        for direction_start in range(0, w_hh.shape[0], plan.directions):
+            launch = _launch(kernel, plan, scan_pass, tensors, scalars, constexprs, direction_start, False)
+            _run_steps(*launch, scalars["T"])
+
+
+def _launch(
+    kernel, plan, scan_pass: str, tensors: tuple, scalars: dict, constexprs: dict, direction_start: int, whole: bool
+) -> tuple:
+    """(kernel, grid, args, kwargs) of the launch running directions direction_start ... of `plan`'s pass:
+    every step with the grid barrier (whole), or the fallback's one step."""
     pass_plan = plan.forward if scan_pass == "forward" else plan.backward
-    meta = dict(
+    assert whole or pass_plan.k_groups == 1, "K groups need the grid barrier"
+    device = tensors[0].device
+    grid = (pass_plan.hidden_tiles * pass_plan.k_groups, pass_plan.batch_tiles, plan.directions)
+    programs = grid[0] * grid[1] * grid[2]
+    grouped = pass_plan.k_groups > 1
+    exchange = torch.empty(
+        programs * pass_plan.block_b * pass_plan.dot_columns if grouped else 1, dtype=torch.float32, device=device
+    )
+    barrier = torch.zeros(2 + (programs if grouped else 0), dtype=torch.int32, device=device)
+    error = torch.zeros(1, dtype=torch.int32, device=device)
+    kwargs = dict(
+        **scalars,
+        direction_start=direction_start,
+        timeout_ns=GRID_SYNC_TIMEOUT_NS["interpreter" if interpreting() else "gpu"],
+        t_start=0,
+        n_steps=scalars["T"] if whole else 1,
+        USE_BARRIER=whole,
+        **constexprs,
         BLOCK_B=pass_plan.block_b,
         BLOCK_N=pass_plan.block_n,
         K_PIECES=pass_plan.k_pieces,
         K_SPLIT=pass_plan.k_split,
+        K_GROUPS=pass_plan.k_groups,
         BLOCK_K=pass_plan.block_k,
         num_warps=pass_plan.num_warps,
         # A stationary slice leaves nothing for the software pipeliner to overlap but the step's operand
@@ -216,46 +263,26 @@ def run_scan(
         # streamed chunks keep Triton's default stages.
         num_stages=1 if pass_plan.stationary else STREAM_STAGES,
     )
-    grid = (pass_plan.hidden_tiles, pass_plan.batch_tiles, plan.directions)
-    guard = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
-    with guard:
-        for direction_start in range(0, w_hh.shape[0], plan.directions):
-            kwargs = dict(**scalars, direction_start=direction_start, **constexprs, **meta)
-            _launch_directions(cell, scan_pass, kernel, plan, grid, tensors, kwargs)
+    args = (*tensors, exchange, barrier, error)
+    return kernel, grid, args, without_spills(kernel, grid, args, kwargs, device, plan.gpu)
 
 
-def _launch_directions(cell: str, scan_pass: str, kernel, plan, grid: tuple, tensors: tuple, kwargs: dict) -> None:
-    """The steps of one launch's directions: one launch with the grid barrier, else one per step."""
-    device = tensors[0].device
-    key = _device_key(device)
-    timeout = GRID_SYNC_TIMEOUT_NS["interpreter" if interpreting() else "gpu"]
-    barrier = torch.zeros(2, dtype=torch.int32, device=device)
-    error = torch.zeros(1, dtype=torch.int32, device=device)
-    args = (*tensors, barrier, error)
-    kwargs = dict(timeout_ns=timeout, **kwargs)
-    seq_len = kwargs["T"]
-    whole = dict(t_start=0, n_steps=seq_len, USE_BARRIER=True, **kwargs)
-    # One step has no barrier between steps: the step kernel runs it, without a flag to read back.
-    use_barrier = plan.grid_sync and seq_len > 1 and key not in _timed_out_devices
-    if use_barrier:
-        whole = without_spills(kernel, grid, args, whole, device, plan.gpu)
-    if use_barrier and device.type == "cuda":
-        use_barrier = _co_resident(kernel, grid, args, whole, plan.gpu)
-    if use_barrier:
-        kernel[grid](*args, **whole)
-        # Inside a CUDA graph capture the flag cannot be read (the graph runs later); meta tensors
-        # (bench/hardware.py's recorded launches) hold no values.
-        capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
-        if device.type != "meta" and not capturing and error.item():
-            _timed_out_devices.add(key)
-            _warn_timeout(key)
-            raise GridSyncTimeout(
-                f"rnnfast: the grid barrier of the {cell} {scan_pass} scan timed out on {key}; its results "
-                "are invalid. Later scans on this device launch one kernel per step (the fallback)."
-            )
-        return
-    one_step = dict(t_start=0, n_steps=1, USE_BARRIER=False, **kwargs)
-    _run_steps(kernel, grid, args, without_spills(kernel, grid, args, one_step, device, plan.gpu), seq_len)
+def _run_whole(cell: str, scan_pass: str, kernel, grid: tuple, args: tuple, kwargs: dict) -> None:
+    """One launch running every step, its programs meeting at the grid barrier; raises GridSyncTimeout
+    (and sends later scans on the device to the fallback) when a barrier timed out."""
+    kernel[grid](*args, **kwargs)
+    device, error = args[0].device, args[-1]
+    # Inside a CUDA graph capture the flag cannot be read (the graph runs later); meta tensors
+    # (bench/hardware.py's recorded launches) hold no values.
+    capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+    if device.type != "meta" and not capturing and error.item():
+        key = _device_key(device)
+        _timed_out_devices.add(key)
+        _warn_timeout(key)
+        raise GridSyncTimeout(
+            f"rnnfast: the grid barrier of the {cell} {scan_pass} scan timed out on {key}; its results "
+            "are invalid. Later scans on this device launch one kernel per step (the fallback)."
+        )
 
 
 def _run_steps(kernel, grid: tuple, args: tuple, one_step: dict, seq_len: int) -> None:

@@ -38,6 +38,7 @@ from .recurrence import (
     barrier_wait,
     forward_step_slots,
     gate_tiles,
+    hidden_tile,
     load_state_tile,
     program_direction,
     program_tile,
@@ -65,7 +66,8 @@ def _lstm_fwd_kernel(
     h_all_ptr,  # [D, T + 1, B, H] hidden-state slots, h0 already in the first read slot
     c_all_ptr,  # [D, c_slots, B, H] fp32 cell-state slots, c0 already in the first read slot
     lengths_ptr,  # [B] int64 sequence lengths (T for every row of an unpadded batch)
-    barrier_ptr,  # [2] int32 grid-barrier counters, zero at launch (USE_BARRIER)
+    exchange_ptr,  # [programs, BLOCK_B, dot columns] fp32 partial products of K groups (K_GROUPS > 1)
+    barrier_ptr,  # [2 (+ programs if K_GROUPS > 1)] int32, zero at launch: grid-barrier counters, K-group counts
     error_ptr,  # [1] int32 set to 1 when a barrier timed out
     t_start,  # first step of this launch
     n_steps,  # steps in this launch (1 without the barrier)
@@ -80,6 +82,7 @@ def _lstm_fwd_kernel(
     BLOCK_N: tl.constexpr,
     K_PIECES: tl.constexpr,  # the recurrent dot's K (H) as pieces: the stationary weight slice's tensors
     K_SPLIT: tl.constexpr,  # warps sharing the stationary dot's K (recurrence.recurrent_dot); 1 streamed
+    K_GROUPS: tl.constexpr,  # programs sharing the stationary dot's K (recurrence.k_group_sum); 1 streamed
     BLOCK_K: tl.constexpr,  # 0: the weight slice is stationary; else streamed in chunks of BLOCK_K
     USE_BARRIER: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
@@ -90,12 +93,12 @@ def _lstm_fwd_kernel(
     w_hh_ptr += reverse * 4 * H * H
     h_all_ptr += reverse * (T + 1) * B * H
     c_all_ptr += reverse * c_slots * B * H
-    offs_b, offs_n, mask_b, _, mask = program_tile(B, H, BLOCK_B, BLOCK_N)
+    offs_b, offs_n, mask_b, _, mask, store_mask = program_tile(B, H, BLOCK_B, BLOCK_N, K_GROUPS)
     offs_j = tl.arange(0, 4 * BLOCK_N)
-    unit_j = tl.program_id(0) * BLOCK_N + offs_j // 4
+    unit_j = hidden_tile(K_GROUPS) * BLOCK_N + offs_j // 4
     w_cols = ((offs_j % 4) * H + unit_j) * H  # W_hh^T column j is row (gate, unit) of W_hh
     mask_j = unit_j < H
-    w = weight_slice(w_hh_ptr, w_cols, mask_j, H, 1, K_PIECES, K_SPLIT, BLOCK_K, BF16_INTERPRETER)
+    w = weight_slice(w_hh_ptr, w_cols, mask_j, H, 1, K_PIECES, K_SPLIT, K_GROUPS, BLOCK_K, BF16_INTERPRETER)
 
     _, first_read, _ = forward_step_slots(t_start, T, reverse)
     h_own = load_state_tile(h_all_ptr, first_read, B, offs_b, offs_n, H, mask)
@@ -111,9 +114,10 @@ def _lstm_fwd_kernel(
         gate_offs = row_offsets(t, B, offs_b, offs_n, 4 * H)
         h_rows = (read_slot.to(tl.int64) * B + offs_b) * H
         acc = tl.zeros((BLOCK_B, 4 * BLOCK_N), tl.float32)
-        acc = recurrent_dot(
+        acc, failed, timeout = recurrent_dot(
             acc, h_all_ptr, h_rows, mask_b, H, w, w_hh_ptr, w_cols, mask_j, 1,
-            K_PIECES, K_SPLIT, BLOCK_K, DOT_PRECISION, BF16_INTERPRETER,
+            exchange_ptr, barrier_ptr, s, failed, timeout,
+            K_PIECES, K_SPLIT, K_GROUPS, BLOCK_K, DOT_PRECISION, BF16_INTERPRETER,
         )  # fmt: skip
         # Column j = 4 * unit + 2 * a + b (gate 2a + b): split b, then a.
         even, odd = tl.split(tl.reshape(acc, (BLOCK_B, BLOCK_N, 2, 2)))
@@ -128,13 +132,13 @@ def _lstm_fwd_kernel(
         c = tl.where(active, gate_f * c + gate_i * gate_g, c)
         h = to_storage(tl.where(active, gate_o * tanh(c), h_own), h_all_ptr, BF16_INTERPRETER)
         h_own = h.to(tl.float32)
-        tl.store(c_all_ptr + row_offsets(write_slot % c_slots, B, offs_b, offs_n, H), c, mask=mask)
-        tl.store(h_all_ptr + row_offsets(write_slot, B, offs_b, offs_n, H), h, mask=mask)
+        tl.store(c_all_ptr + row_offsets(write_slot % c_slots, B, offs_b, offs_n, H), c, mask=store_mask)
+        tl.store(h_all_ptr + row_offsets(write_slot, B, offs_b, offs_n, H), h, mask=store_mask)
         if TRAINING:
-            tl.store(gates_ptr + gate_offs, to_storage(gate_i, gates_ptr, BF16_INTERPRETER), mask=mask)
-            tl.store(gates_ptr + gate_offs + H, to_storage(gate_f, gates_ptr, BF16_INTERPRETER), mask=mask)
-            tl.store(gates_ptr + gate_offs + 2 * H, to_storage(gate_g, gates_ptr, BF16_INTERPRETER), mask=mask)
-            tl.store(gates_ptr + gate_offs + 3 * H, to_storage(gate_o, gates_ptr, BF16_INTERPRETER), mask=mask)
+            tl.store(gates_ptr + gate_offs, to_storage(gate_i, gates_ptr, BF16_INTERPRETER), mask=store_mask)
+            tl.store(gates_ptr + gate_offs + H, to_storage(gate_f, gates_ptr, BF16_INTERPRETER), mask=store_mask)
+            tl.store(gates_ptr + gate_offs + 2 * H, to_storage(gate_g, gates_ptr, BF16_INTERPRETER), mask=store_mask)
+            tl.store(gates_ptr + gate_offs + 3 * H, to_storage(gate_o, gates_ptr, BF16_INTERPRETER), mask=store_mask)
         barrier_arrive(barrier_ptr, s, n_steps, USE_BARRIER)
         # The next step's input gates do not depend on this one: they load during the barrier.
         t_next = forward_step_slots(t_start + s + 1, T, reverse)[0]
@@ -154,7 +158,8 @@ def _lstm_bwd_kernel(
     dc_ptr,  # [D, B, H] fp32 gradient of the cell state: dc_n in, dc_0 out, updated in place
     dh_carry_ptr,  # [D, B, H] fp32 gradient carried past the steps beyond a row's length; zero in
     lengths_ptr,  # [B] int64 sequence lengths
-    barrier_ptr,  # [2] int32 grid-barrier counters, zero at launch (USE_BARRIER)
+    exchange_ptr,  # [programs, BLOCK_B, dot columns] fp32 partial products of K groups (K_GROUPS > 1)
+    barrier_ptr,  # [2 (+ programs if K_GROUPS > 1)] int32, zero at launch: grid-barrier counters, K-group counts
     error_ptr,  # [1] int32 set to 1 when a barrier timed out
     t_start,
     n_steps,
@@ -167,6 +172,7 @@ def _lstm_bwd_kernel(
     BLOCK_N: tl.constexpr,
     K_PIECES: tl.constexpr,  # the recurrent dot's K (4H) as pieces
     K_SPLIT: tl.constexpr,  # warps sharing the stationary dot's K (recurrence.recurrent_dot); 1 streamed
+    K_GROUPS: tl.constexpr,  # programs sharing the stationary dot's K (recurrence.k_group_sum); 1 streamed
     BLOCK_K: tl.constexpr,
     USE_BARRIER: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
@@ -180,8 +186,8 @@ def _lstm_bwd_kernel(
     dh_ptr += reverse * T * B * H
     dc_ptr += reverse * B * H
     dh_carry_ptr += reverse * B * H
-    offs_b, offs_n, mask_b, mask_n, mask = program_tile(B, H, BLOCK_B, BLOCK_N)
-    w = weight_slice(w_hh_ptr, offs_n, mask_n, 4 * H, H, K_PIECES, K_SPLIT, BLOCK_K, BF16_INTERPRETER)
+    offs_b, offs_n, mask_b, mask_n, mask, store_mask = program_tile(B, H, BLOCK_B, BLOCK_N, K_GROUPS)
+    w = weight_slice(w_hh_ptr, offs_n, mask_n, 4 * H, H, K_PIECES, K_SPLIT, K_GROUPS, BLOCK_K, BF16_INTERPRETER)
 
     carry_offs = (offs_b.to(tl.int64) * H)[:, None] + offs_n[None, :]
     dc = tl.load(dc_ptr + carry_offs, mask=mask, other=0.0)
@@ -196,9 +202,10 @@ def _lstm_bwd_kernel(
     for s in range(n_steps):
         t, dgates_slot, next_slot = backward_step_slots(t_start + s, T, reverse)
         next_rows = (next_slot.to(tl.int64) * B + offs_b) * 4 * H
-        dh = recurrent_dot(
+        dh, failed, timeout = recurrent_dot(
             dh_out + dh_carry, dgates_all_ptr, next_rows, mask_b, 4 * H, w, w_hh_ptr, offs_n, mask_n, H,
-            K_PIECES, K_SPLIT, BLOCK_K, DOT_PRECISION, BF16_INTERPRETER,
+            exchange_ptr, barrier_ptr, s, failed, timeout,
+            K_PIECES, K_SPLIT, K_GROUPS, BLOCK_K, DOT_PRECISION, BF16_INTERPRETER,
         )  # fmt: skip
 
         active = (t < lengths)[:, None]
@@ -211,11 +218,11 @@ def _lstm_bwd_kernel(
         dc = tl.where(active, dc_total * gate_f, dc)
         dh_carry = tl.where(active, 0.0, dh)
 
-        dgates_offs = row_offsets(dgates_slot, B, offs_b, offs_n, 4 * H)
-        tl.store(dgates_all_ptr + dgates_offs, to_storage(d_i, dgates_all_ptr, BF16_INTERPRETER), mask=mask)
-        tl.store(dgates_all_ptr + dgates_offs + H, to_storage(d_f, dgates_all_ptr, BF16_INTERPRETER), mask=mask)
-        tl.store(dgates_all_ptr + dgates_offs + 2 * H, to_storage(d_g, dgates_all_ptr, BF16_INTERPRETER), mask=mask)
-        tl.store(dgates_all_ptr + dgates_offs + 3 * H, to_storage(d_o, dgates_all_ptr, BF16_INTERPRETER), mask=mask)
+        dgates_at = dgates_all_ptr + row_offsets(dgates_slot, B, offs_b, offs_n, 4 * H)
+        tl.store(dgates_at, to_storage(d_i, dgates_all_ptr, BF16_INTERPRETER), mask=store_mask)
+        tl.store(dgates_at + H, to_storage(d_f, dgates_all_ptr, BF16_INTERPRETER), mask=store_mask)
+        tl.store(dgates_at + 2 * H, to_storage(d_g, dgates_all_ptr, BF16_INTERPRETER), mask=store_mask)
+        tl.store(dgates_at + 3 * H, to_storage(d_o, dgates_all_ptr, BF16_INTERPRETER), mask=store_mask)
         barrier_arrive(barrier_ptr, s, n_steps, USE_BARRIER)
         # What the next step reads from the forward and from above does not depend on this step: it
         # loads during the barrier.
@@ -224,8 +231,8 @@ def _lstm_bwd_kernel(
             dh_ptr, gates_ptr, c_all_ptr, t_next, reverse, B, H, offs_b, offs_n, ahead_mask(mask, t_next, T)
         )
         failed, timeout = barrier_wait(barrier_ptr, s, n_steps, failed, timeout, USE_BARRIER)
-    tl.store(dc_ptr + carry_offs, dc, mask=mask)
-    tl.store(dh_carry_ptr + carry_offs, dh_carry, mask=mask)
+    tl.store(dc_ptr + carry_offs, dc, mask=store_mask)
+    tl.store(dh_carry_ptr + carry_offs, dh_carry, mask=store_mask)
     if USE_BARRIER:
         tl.atomic_max(error_ptr, failed)
 

@@ -27,14 +27,25 @@ def program_direction(direction_start):
 
 
 @triton.jit
-def program_tile(B, H, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr):
+def hidden_tile(K_GROUPS: tl.constexpr):
+    """The index of this program's tile of hidden units: grid axis 0 runs K_GROUPS programs per tile
+    (programs sharing the recurrent dot's K, recurrence.k_group_sum), one after the other."""
+    return tl.program_id(0) // K_GROUPS
+
+
+@triton.jit
+def program_tile(B, H, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, K_GROUPS: tl.constexpr):
     """This program's batch rows and hidden units (grid axes 1 and 0) with their masks: (offs_b [BLOCK_B],
-    offs_n [BLOCK_N], mask_b, mask_n, mask [BLOCK_B, BLOCK_N])."""
+    offs_n [BLOCK_N], mask_b, mask_n, mask [BLOCK_B, BLOCK_N], store_mask). Every program of a K group
+    computes the same tile; only the group's first stores it (store_mask: mask there, else all off)."""
     offs_b = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
-    offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_n = hidden_tile(K_GROUPS) * BLOCK_N + tl.arange(0, BLOCK_N)
     mask_b = offs_b < B
     mask_n = offs_n < H
-    return offs_b, offs_n, mask_b, mask_n, mask_b[:, None] & mask_n[None, :]
+    mask = mask_b[:, None] & mask_n[None, :]
+    # (A where, not mask & leader: the interpreter turns a tensor & scalar of booleans into integers.)
+    store_mask = tl.where(tl.program_id(0) % K_GROUPS == 0, mask, False)
+    return offs_b, offs_n, mask_b, mask_n, mask, store_mask
 
 
 @triton.jit
@@ -134,6 +145,16 @@ def _dot_piece(a_ptr, a_rows, mask_b, k_start, k_size, w, K_PIECE: tl.constexpr,
 
 
 @triton.jit
+def _k_share_start(K_PIECES: tl.constexpr, K_GROUPS: tl.constexpr):
+    """The first row of K in this program's share: the K_GROUPS programs of a hidden tile split the
+    recurrent dot's K in consecutive shares of sum(K_PIECES) rows."""
+    share = 0
+    for i in tl.static_range(len(K_PIECES)):
+        share += K_PIECES[i]
+    return (tl.program_id(0) % K_GROUPS) * share
+
+
+@triton.jit
 def weight_slice(
     w_ptr,
     col_offs,
@@ -142,14 +163,16 @@ def weight_slice(
     k_stride,
     K_PIECES: tl.constexpr,
     K_SPLIT: tl.constexpr,
+    K_GROUPS: tl.constexpr,
     BLOCK_K: tl.constexpr,
     BF16_INTERPRETER: tl.constexpr,
 ):
     """The program's slice of the recurrent weight for recurrent_dot: when it is stationary (BLOCK_K == 0)
-    the whole slice, loaded once as a tuple of pieces; nothing when streamed."""
+    the whole slice (the program's share of K with K_GROUPS > 1), loaded once as a tuple of pieces;
+    nothing when streamed."""
     pieces = ()
     if BLOCK_K == 0:
-        k_start = 0
+        k_start = _k_share_start(K_PIECES, K_GROUPS)
         for i in tl.static_range(len(K_PIECES)):
             piece = load_weight_piece(
                 w_ptr, col_offs, col_mask, k_start, k_size, k_stride, K_PIECES[i], K_SPLIT, BF16_INTERPRETER
@@ -162,46 +185,75 @@ def weight_slice(
 @triton.jit
 def recurrent_dot(
     acc, a_ptr, a_rows, mask_b, k_size, w, w_ptr, col_offs, col_mask, k_stride,
-    K_PIECES: tl.constexpr, K_SPLIT: tl.constexpr, BLOCK_K: tl.constexpr, DOT_PRECISION: tl.constexpr,
-    BF16_INTERPRETER: tl.constexpr,
+    exchange_ptr, barrier_ptr, s, failed, timeout,
+    K_PIECES: tl.constexpr, K_SPLIT: tl.constexpr, K_GROUPS: tl.constexpr, BLOCK_K: tl.constexpr,
+    DOT_PRECISION: tl.constexpr, BF16_INTERPRETER: tl.constexpr,
 ):  # fmt: skip
-    """acc + a[rows, :k_size] @ W, the step's one recurrent dot: from the stationary slice w (a tuple of
-    K pieces, each split K_SPLIT ways across warps, accumulated one after the other: a warp's MMAs form
-    one chain along its share of all of K), or with W streamed from w_ptr (weight_slice's arguments) in
-    BLOCK_K chunks, for plans whose slice does not fit on chip."""
+    """(acc + a[rows, :k_size] @ W, failed, timeout): the step's one recurrent dot, from the stationary
+    slice w (a tuple of K pieces, each split K_SPLIT ways across warps, accumulated one after the other: a
+    warp's MMAs form one chain along its share of all of K), or with W streamed from w_ptr (weight_slice's
+    arguments) in BLOCK_K chunks, for plans whose slice does not fit on chip. With K_GROUPS > 1 the
+    program's slice holds its share of K, and the K group's programs add up their products at step s of
+    the launch (k_group_sum, which may time out like barrier_wait)."""
     if BLOCK_K == 0:
-        part = _dot_piece(a_ptr, a_rows, mask_b, 0, k_size, w[0], K_PIECES[0], K_SPLIT, DOT_PRECISION, None)
-        k_start = K_PIECES[0]
+        k_start = _k_share_start(K_PIECES, K_GROUPS)
+        part = _dot_piece(a_ptr, a_rows, mask_b, k_start, k_size, w[0], K_PIECES[0], K_SPLIT, DOT_PRECISION, None)
+        k_start += K_PIECES[0]
         for i in tl.static_range(1, len(K_PIECES)):
             part = _dot_piece(a_ptr, a_rows, mask_b, k_start, k_size, w[i], K_PIECES[i], K_SPLIT, DOT_PRECISION, part)
             k_start += K_PIECES[i]
-        if K_SPLIT == 1:
-            acc += part
-        else:
-            acc += tl.sum(part, axis=0)
+        if K_SPLIT > 1:
+            part = tl.sum(part, axis=0)
+        if K_GROUPS > 1:
+            part, failed, timeout = k_group_sum(part, exchange_ptr, barrier_ptr, s, failed, timeout, K_GROUPS)
+        acc += part
     else:
         for k in range(0, k_size, BLOCK_K):
             piece = load_weight_piece(w_ptr, col_offs, col_mask, k, k_size, k_stride, BLOCK_K, 1, BF16_INTERPRETER)
             acc = _dot_piece(a_ptr, a_rows, mask_b, k, k_size, piece, BLOCK_K, 1, DOT_PRECISION, acc)
-    return acc
+    return acc, failed, timeout
+
+
+@triton.jit
+def k_group_sum(part, exchange_ptr, barrier_ptr, s, failed, timeout, K_GROUPS: tl.constexpr):
+    """The sum of the partial products `part` [BLOCK_B, columns] (fp32, each over one program's share of
+    K) of the K_GROUPS programs of a hidden tile at step s of the launch, added in the same order in each,
+    so that they all go on with the same bits. Each program publishes its part in exchange_ptr
+    ([programs, BLOCK_B, columns] fp32, one tile per program) and then its count of published steps,
+    barrier_ptr[2 + program] (release); it waits (acquire) for every count of its group to reach s + 1
+    and reads their parts. A tile is rewritten only a step later, after the grid barrier that every
+    reader of it has reached. Returns (sum, failed, timeout) updated as barrier_wait does."""
+    ROWS: tl.constexpr = part.shape[0]
+    COLUMNS: tl.constexpr = part.shape[1]
+    program = tl.program_id(0) + tl.num_programs(0) * (tl.program_id(1) + tl.num_programs(1) * tl.program_id(2))
+    first = program - tl.program_id(0) % K_GROUPS
+    tile = tl.arange(0, ROWS)[:, None] * COLUMNS + tl.arange(0, COLUMNS)[None, :]
+    tl.store(exchange_ptr + program.to(tl.int64) * (ROWS * COLUMNS) + tile, part)
+    tl.debug_barrier()  # every warp's part is stored ...
+    tl.atomic_add(barrier_ptr + 2 + program, 1, sem="release", scope="gpu")  # ... and published
+    total = tl.zeros((ROWS, COLUMNS), tl.float32)
+    for member in tl.static_range(K_GROUPS):
+        ok = _wait_until(barrier_ptr + 2 + first + member, s + 1, timeout)
+        failed = tl.where(ok, failed, 1)
+        timeout = tl.where(ok, timeout, 0)
+        total += tl.load(exchange_ptr + (first + member).to(tl.int64) * (ROWS * COLUMNS) + tile)
+    return total, failed, timeout
 
 
 @triton.jit
 def grid_arrive(barrier_ptr, step):
     """This program's arrival at the grid barrier after step `step` of a launch, once its stores of the
-    step are done. barrier_ptr: two int32 counters, zero at launch, used on alternate steps: counter
-    step % 2 cannot be bumped again (at step + 2) before every program has left this step's wait, so
-    waiting for equality is safe."""
+    step are done. barrier_ptr: two int32 counters (then k_group_sum's counts), zero at launch, used on
+    alternate steps: counter step % 2 cannot be bumped again (at step + 2) before every program has left
+    this step's wait, so waiting for equality is safe."""
     tl.debug_barrier()  # every warp's stores of this step are done ...
     tl.atomic_add(barrier_ptr + step % 2, 1, sem="release", scope="gpu")  # ... and published at gpu scope
 
 
 @triton.jit
-def grid_wait(barrier_ptr, step, timeout_ns):
-    """Waits until every program of the grid has arrived after step `step` (grid_arrive); False when the
-    wait timed out."""
-    expected = (step // 2 + 1) * tl.num_programs(0) * tl.num_programs(1) * tl.num_programs(2)
-    counter = barrier_ptr + step % 2
+def _wait_until(counter, expected, timeout_ns):
+    """Waits until the int32 at `counter` reaches `expected` (acquire, at gpu scope); False when the wait
+    timed out. The counter never passes `expected` while a program waits for it."""
     if HAS_ATOMIC_POLL:
         ok = tl.atomic_poll(counter, expected, sem="acquire", scope="gpu", timeout_ns=timeout_ns)
     else:
@@ -213,6 +265,14 @@ def grid_wait(barrier_ptr, step, timeout_ns):
         ok = arrived >= expected
     tl.debug_barrier()  # every warp is ordered after the acquire
     return ok
+
+
+@triton.jit
+def grid_wait(barrier_ptr, step, timeout_ns):
+    """Waits until every program of the grid has arrived after step `step` (grid_arrive); False when the
+    wait timed out."""
+    expected = (step // 2 + 1) * tl.num_programs(0) * tl.num_programs(1) * tl.num_programs(2)
+    return _wait_until(barrier_ptr + step % 2, expected, timeout_ns)
 
 
 @triton.jit

@@ -35,7 +35,8 @@ def _rnn_fwd_kernel(
     w_hh_ptr,  # [D, H, H] recurrent weight, torch.nn layout
     h_all_ptr,  # [D, T + 1, B, H] hidden-state slots, h0 already in the first read slot
     lengths_ptr,  # [B] int64 sequence lengths (T for every row of an unpadded batch)
-    barrier_ptr,  # [2] int32 grid-barrier counters, zero at launch (USE_BARRIER)
+    exchange_ptr,  # [programs, BLOCK_B, dot columns] fp32 partial products of K groups (K_GROUPS > 1)
+    barrier_ptr,  # [2 (+ programs if K_GROUPS > 1)] int32, zero at launch: grid-barrier counters, K-group counts
     error_ptr,  # [1] int32 set to 1 when a barrier timed out
     t_start,  # first step of this launch
     n_steps,  # steps in this launch (1 without the barrier)
@@ -49,6 +50,7 @@ def _rnn_fwd_kernel(
     BLOCK_N: tl.constexpr,
     K_PIECES: tl.constexpr,  # the recurrent dot's K (H) as pieces: the stationary weight slice's tensors
     K_SPLIT: tl.constexpr,  # warps sharing the stationary dot's K (recurrence.recurrent_dot); 1 streamed
+    K_GROUPS: tl.constexpr,  # programs sharing the stationary dot's K (recurrence.k_group_sum); 1 streamed
     BLOCK_K: tl.constexpr,  # 0: the weight slice is stationary; else streamed in chunks of BLOCK_K
     USE_BARRIER: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
@@ -58,8 +60,8 @@ def _rnn_fwd_kernel(
     gates_ptr += reverse * T * B * H
     w_hh_ptr += reverse * H * H
     h_all_ptr += reverse * (T + 1) * B * H
-    offs_b, offs_n, mask_b, mask_n, mask = program_tile(B, H, BLOCK_B, BLOCK_N)
-    w = weight_slice(w_hh_ptr, offs_n * H, mask_n, H, 1, K_PIECES, K_SPLIT, BLOCK_K, BF16_INTERPRETER)
+    offs_b, offs_n, mask_b, mask_n, mask, store_mask = program_tile(B, H, BLOCK_B, BLOCK_N, K_GROUPS)
+    w = weight_slice(w_hh_ptr, offs_n * H, mask_n, H, 1, K_PIECES, K_SPLIT, K_GROUPS, BLOCK_K, BF16_INTERPRETER)
 
     _, first_read, _ = forward_step_slots(t_start, T, reverse)
     h_own = load_state_tile(h_all_ptr, first_read, B, offs_b, offs_n, H, mask)
@@ -71,9 +73,10 @@ def _rnn_fwd_kernel(
     for s in range(n_steps):
         t, read_slot, write_slot = forward_step_slots(t_start + s, T, reverse)
         h_rows = (read_slot.to(tl.int64) * B + offs_b) * H
-        acc = recurrent_dot(
+        acc, failed, timeout = recurrent_dot(
             x, h_all_ptr, h_rows, mask_b, H, w, w_hh_ptr, offs_n * H, mask_n, 1,
-            K_PIECES, K_SPLIT, BLOCK_K, DOT_PRECISION, BF16_INTERPRETER,
+            exchange_ptr, barrier_ptr, s, failed, timeout,
+            K_PIECES, K_SPLIT, K_GROUPS, BLOCK_K, DOT_PRECISION, BF16_INTERPRETER,
         )  # fmt: skip
         if RELU:
             h = tl.where(acc < 0.0, 0.0, acc)  # NaN stays NaN, as torch.relu
@@ -81,7 +84,7 @@ def _rnn_fwd_kernel(
             h = tanh(acc)
         h = to_storage(tl.where((t < lengths)[:, None], h, h_own), h_all_ptr, BF16_INTERPRETER)
         h_own = h.to(tl.float32)
-        tl.store(h_all_ptr + row_offsets(write_slot, B, offs_b, offs_n, H), h, mask=mask)
+        tl.store(h_all_ptr + row_offsets(write_slot, B, offs_b, offs_n, H), h, mask=store_mask)
         barrier_arrive(barrier_ptr, s, n_steps, USE_BARRIER)
         # The next step's input projection does not depend on this one: it loads during the barrier.
         t_next = forward_step_slots(t_start + s + 1, T, reverse)[0]
@@ -100,7 +103,8 @@ def _rnn_bwd_kernel(
     dh_ptr,  # [D, T, B, H] fp32 gradient reaching h_t from the output (dh_n already added at the last step)
     dh_carry_ptr,  # [D, B, H] fp32 gradient carried past the steps beyond a row's length; zero in
     lengths_ptr,  # [B] int64 sequence lengths
-    barrier_ptr,  # [2] int32 grid-barrier counters, zero at launch (USE_BARRIER)
+    exchange_ptr,  # [programs, BLOCK_B, dot columns] fp32 partial products of K groups (K_GROUPS > 1)
+    barrier_ptr,  # [2 (+ programs if K_GROUPS > 1)] int32, zero at launch: grid-barrier counters, K-group counts
     error_ptr,  # [1] int32 set to 1 when a barrier timed out
     t_start,
     n_steps,
@@ -114,6 +118,7 @@ def _rnn_bwd_kernel(
     BLOCK_N: tl.constexpr,
     K_PIECES: tl.constexpr,  # the recurrent dot's K (H) as pieces
     K_SPLIT: tl.constexpr,  # warps sharing the stationary dot's K (recurrence.recurrent_dot); 1 streamed
+    K_GROUPS: tl.constexpr,  # programs sharing the stationary dot's K (recurrence.k_group_sum); 1 streamed
     BLOCK_K: tl.constexpr,
     USE_BARRIER: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
@@ -125,8 +130,8 @@ def _rnn_bwd_kernel(
     h_all_ptr += reverse * (T + 1) * B * H
     dh_ptr += reverse * T * B * H
     dh_carry_ptr += reverse * B * H
-    offs_b, offs_n, mask_b, mask_n, mask = program_tile(B, H, BLOCK_B, BLOCK_N)
-    w = weight_slice(w_hh_ptr, offs_n, mask_n, H, H, K_PIECES, K_SPLIT, BLOCK_K, BF16_INTERPRETER)
+    offs_b, offs_n, mask_b, mask_n, mask, store_mask = program_tile(B, H, BLOCK_B, BLOCK_N, K_GROUPS)
+    w = weight_slice(w_hh_ptr, offs_n, mask_n, H, H, K_PIECES, K_SPLIT, K_GROUPS, BLOCK_K, BF16_INTERPRETER)
 
     carry_offs = (offs_b.to(tl.int64) * H)[:, None] + offs_n[None, :]
     dh_carry = tl.load(dh_carry_ptr + carry_offs, mask=mask, other=0.0)
@@ -139,9 +144,10 @@ def _rnn_bwd_kernel(
     for s in range(n_steps):
         t, dgates_slot, next_slot = backward_step_slots(t_start + s, T, reverse)
         next_rows = (next_slot.to(tl.int64) * B + offs_b) * H
-        dh = recurrent_dot(
+        dh, failed, timeout = recurrent_dot(
             dh_out + dh_carry, dgates_all_ptr, next_rows, mask_b, H, w, w_hh_ptr, offs_n, mask_n, H,
-            K_PIECES, K_SPLIT, BLOCK_K, DOT_PRECISION, BF16_INTERPRETER,
+            exchange_ptr, barrier_ptr, s, failed, timeout,
+            K_PIECES, K_SPLIT, K_GROUPS, BLOCK_K, DOT_PRECISION, BF16_INTERPRETER,
         )  # fmt: skip
         if RELU:
             d_pre = tl.where(h > 0.0, dh, 0.0)
@@ -151,7 +157,7 @@ def _rnn_bwd_kernel(
         d_pre = tl.where(active, d_pre, 0.0)
         dh_carry = tl.where(active, 0.0, dh)
         dgates_offs = row_offsets(dgates_slot, B, offs_b, offs_n, H)
-        tl.store(dgates_all_ptr + dgates_offs, to_storage(d_pre, dgates_all_ptr, BF16_INTERPRETER), mask=mask)
+        tl.store(dgates_all_ptr + dgates_offs, to_storage(d_pre, dgates_all_ptr, BF16_INTERPRETER), mask=store_mask)
         barrier_arrive(barrier_ptr, s, n_steps, USE_BARRIER)
         # What the next step reads from the forward and from above does not depend on this step: it
         # loads during the barrier.
@@ -160,7 +166,7 @@ def _rnn_bwd_kernel(
         dh_out = tl.load(dh_ptr + row_offsets(t_next, B, offs_b, offs_n, H), mask=next_mask, other=0.0)
         h = load_state_tile(h_all_ptr, t_next + 1 - reverse, B, offs_b, offs_n, H, next_mask)
         failed, timeout = barrier_wait(barrier_ptr, s, n_steps, failed, timeout, USE_BARRIER)
-    tl.store(dh_carry_ptr + carry_offs, dh_carry, mask=mask)
+    tl.store(dh_carry_ptr + carry_offs, dh_carry, mask=store_mask)
     if USE_BARRIER:
         tl.atomic_max(error_ptr, failed)
 

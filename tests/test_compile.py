@@ -102,9 +102,9 @@ def test_kernels_compile_with_the_oldest_supported_triton():
 def test_launches_are_specialised_as_triton_launches_them(report):
     lstm = {(row["batch"], row["hidden"], row["scan_pass"]): row for row in report if row["cell"] == "lstm"}
     # B=1 becomes a constant; H=256 and the fresh buffers are multiples of 16; 17 and 5 are not.
-    assert lstm[1, 17, "forward"]["specialized"] == "B=1, pointers%16 7/7"
-    assert lstm[16, 256, "forward"]["specialized"] == "B%16, H%16, pointers%16 7/7"
-    assert lstm[5, 257, "backward"]["specialized"] == "pointers%16 10/10"
+    assert lstm[1, 17, "forward"]["specialized"] == "B=1, pointers%16 8/8"
+    assert lstm[16, 256, "forward"]["specialized"] == "B%16, H%16, pointers%16 8/8"
+    assert lstm[5, 257, "backward"]["specialized"] == "pointers%16 11/11"
     # The grid barrier: one launch per pass, for both directions at once unless that would stream W_hh
     # where one direction keeps it on chip (configs.plan_scan): then one launch per direction.
     for row in report:
@@ -115,24 +115,27 @@ def test_launches_are_specialised_as_triton_launches_them(report):
 
 @pytest.mark.parametrize("gpu", GPUS)
 def test_issue_grid_keeps_w_hh_on_chip(gpu):
-    """H 256 and 768 at B 16 and 64, every cell and dtype: one launch per pass and W_hh never re-read per
-    step, except the fp32 LSTM backward at H768 on an A100, whose narrowest slice (16 units of all four
-    gates, K = 4H) does not fit in a block's shared memory at all."""
-    streamed = []
+    """H 256 and 768 at B 16 and 64, every cell and dtype, one direction and both: one launch per pass (per
+    direction where both would not fit at once) and W_hh never re-read per step. The fp32 LSTM backward at
+    H768 on an A100 gets there with K groups: its narrowest slice (16 units of all four gates, K = 4H,
+    196,608 B) does not fit in a block's shared memory, so two programs hold half of K each."""
+    grouped = []
     for cell in ("lstm", "gru", "rnn_tanh", "rnn_relu"):
         for dtype in (torch.float32, torch.float16, torch.bfloat16):
             for hidden in (256, 768):
                 for batch in (16, 64):
-                    with configs.planning_for(gpu):
-                        plan = configs.plan_layer(cell, hidden, batch, dtype)
-                    assert plan.grid_sync and plan.programs <= plan.gpu.sm_count
-                    if plan.weight_bytes_per_step:
-                        streamed.append((cell, dtype, hidden, batch))
-                        assert plan.forward.stationary and not plan.backward.stationary
-                        slice_bytes = 4 * hidden * configs.MIN_DOT * 4
-                        assert plan.backward.weight_bytes == slice_bytes > plan.gpu.shared_per_block
+                    for directions in (1, 2):
+                        with configs.planning_for(gpu):
+                            plan = configs.plan_scan(cell, hidden, batch, dtype, None, directions)
+                        assert plan.grid_sync and plan.programs <= plan.gpu.sm_count
+                        assert plan.weight_bytes_per_step == 0, (cell, dtype, hidden, batch, directions)
+                        if plan.backward.k_groups > 1 and directions == 1:
+                            grouped.append((cell, dtype, hidden, batch))
+                            slice_bytes = 4 * hidden * configs.MIN_DOT * 4
+                            assert 2 * plan.backward.weight_bytes == slice_bytes > plan.gpu.shared_per_block
+                        assert plan.forward.k_groups == 1
     expected = {"h100": [], "a100": [("lstm", torch.float32, 768, 16), ("lstm", torch.float32, 768, 64)]}
-    assert streamed == expected[gpu]
+    assert grouped == expected[gpu]
 
 
 def test_warps_chosen_by_compiling_without_spills():

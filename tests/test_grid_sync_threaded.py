@@ -4,6 +4,8 @@ every program in its own thread, random yields between memory operations. Negati
 runs with the barrier removed from the kernels give wrong numbers; under the serial interpreter the
 barrier times out into GridSyncTimeout and later scans run the one-step-per-launch fallback."""
 
+import dataclasses
+
 import pytest
 import torch
 import triton
@@ -192,3 +194,82 @@ def test_no_grid_sync_switch_plans_the_fallback(h100, monkeypatch, launches):
     module, reference = pair("lstm", case)
     compare_with_torch(module, reference, *make_inputs(case))
     assert launches == {"_lstm_fwd_kernel": case.seq_len, "_lstm_bwd_kernel": case.seq_len}
+
+
+# K groups (configs: two programs per hidden tile, each holding half of the dot's K, adding up their products
+# through L2 every step). Planned at small H by shrinking the H100's shared memory per block: with H = 20 and
+# batch 3, (cell, shared bytes, pass whose slice no longer fits one program but fits two).
+K_GROUP_CASES = [
+    ("lstm", 3072, "forward"),
+    ("lstm", 5120, "backward"),
+    ("gru", 3072, "forward"),
+    ("gru", 4096, "backward"),
+    ("rnn_tanh", 3072, "both"),
+    ("rnn_relu", 3072, "both"),
+]
+
+
+@pytest.fixture
+def small_h100(h100, monkeypatch):
+    """The H100 target with its shared memory per block set by the test (shrink(bytes))."""
+
+    def shrink(shared_bytes: int) -> None:
+        gpu = dataclasses.replace(configs.GPUS["h100"], shared_per_block=shared_bytes)
+        monkeypatch.setitem(configs.GPUS, "h100", gpu)
+
+    return shrink
+
+
+def grouped_passes(plan) -> str:
+    grouped = [name for name, p in (("forward", plan.forward), ("backward", plan.backward)) if p.k_groups > 1]
+    return "both" if len(grouped) == 2 else "".join(grouped)
+
+
+@pytest.mark.parametrize(("cell", "shared_bytes", "grouped"), K_GROUP_CASES)
+def test_threaded_k_groups_match_torch_nn(cell, shared_bytes, grouped, small_h100, barrier_wait, launches):
+    small_h100(shared_bytes)
+    plan = configs.plan_scan(cell, CASE.hidden_size, CASE.batch, torch.float32, None, 2)
+    assert plan.grid_sync and grouped_passes(plan) == grouped
+    for pass_plan in (plan.forward, plan.backward):
+        assert pass_plan.stationary or pass_plan.k_groups == 1
+    # The fallback's plan never groups.
+    fallback = configs.plan_scan(cell, CASE.hidden_size, CASE.batch, torch.float32, None, 2, grid_sync=False)
+    assert fallback.forward.k_groups == fallback.backward.k_groups == 1
+    torch.manual_seed(7)
+    module, reference = pair(cell, CASE)
+    x, hx = make_inputs(CASE, lstm=cell == "lstm")
+    with threaded_programs(random_yields=0.2, seed=8):
+        compare_with_torch(module, reference, x, hx)
+    launches_per_pass = 2 // plan.directions
+    assert sorted(launches.values()) == [launches_per_pass, launches_per_pass], launches
+
+
+@triton.jit
+def _own_part_only(part, exchange_ptr, barrier_ptr, s, failed, timeout, K_GROUPS: tl.constexpr):
+    return part, failed, timeout  # this program's share of K, without its partner's
+
+
+def test_control_k_groups_hold_half_of_k_each(small_h100, monkeypatch):
+    """Negative control: with the K group's sum replaced by a program's own part, the grouped plan gives
+    wrong numbers: each program of a group does hold only its share of W_hh."""
+    small_h100(3072)
+    monkeypatch.setattr(recurrence, "k_group_sum", _own_part_only)
+    torch.manual_seed(7)
+    module, reference = pair("rnn_tanh", CASE)
+    x, hx = make_inputs(CASE, lstm=False)
+    with threaded_programs(random_yields=0.0, seed=8), pytest.raises(AssertionError, match="max error"):
+        compare_with_torch(module, reference, x, hx)
+
+
+def test_k_group_wait_times_out_under_the_serial_interpreter(small_h100, monkeypatch):
+    """A program waits for its partner's part: under the serial interpreter (the partner runs only after it),
+    with the grid barrier itself made a no-op, that wait times out into GridSyncTimeout instead of reading a
+    part that was never written."""
+    small_h100(3072)
+    monkeypatch.setattr(recurrence, "grid_wait", _no_wait)
+    monkeypatch.setitem(launch.GRID_SYNC_TIMEOUT_NS, "interpreter", 20_000_000)
+    torch.manual_seed(7)
+    module, _ = pair("rnn_tanh", CASE)
+    x, hx = make_inputs(CASE, lstm=False)
+    with pytest.warns(RuntimeWarning, match="timed out"), pytest.raises(launch.GridSyncTimeout, match="timed out"):
+        module(x, hx)
