@@ -236,7 +236,8 @@ def k_group_sum(part, exchange_ptr, barrier_ptr, s, failed, timeout, K_GROUPS: t
         ok = _wait_until(barrier_ptr + 2 + first + member, s + 1, timeout)
         failed = tl.where(ok, failed, 1)
         timeout = tl.where(ok, timeout, 0)
-        total += tl.load(exchange_ptr + (first + member).to(tl.int64) * (ROWS * COLUMNS) + tile)
+        # .cg: read from L2, where the member's part was published (as load_state_tile's tiles).
+        total += tl.load(exchange_ptr + (first + member).to(tl.int64) * (ROWS * COLUMNS) + tile, cache_modifier=".cg")
     return total, failed, timeout
 
 

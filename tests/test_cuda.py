@@ -6,6 +6,7 @@ Elsewhere the module is skipped: the interpreter runs of the other test files co
 CPU. RNNFAST_TEST_DEVICE=cpu runs these checks through the interpreter instead (a check of the checks).
 """
 
+import dataclasses
 import os
 
 import pytest
@@ -168,6 +169,42 @@ def test_cuda_graph_capture_and_replay(cell, grid_sync, fresh_grid_sync, monkeyp
             static_x.copy_(x)
             graph.replay()
             assert_matches(static_out, reference(x)[0], torch.float32, f"replayed output (seed {seed})")
+
+
+@cuda_only
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh"])
+def test_k_groups_on_the_device_match_torch_nn(cell, fresh_grid_sync, monkeypatch):
+    """K groups (two programs per hidden tile, each holding half of the dot's K, their partial products
+    added through L2 every step), planned at H 300 by lowering the device's shared memory per block until
+    a pass needs them: forward and backward against cuDNN, both directions of two layers."""
+    device_gpu = configs.target_gpu(DEVICE)
+    for shared_bytes in range(device_gpu.shared_per_block, 4096, -1024):
+        gpu = dataclasses.replace(device_gpu, shared_per_block=shared_bytes)
+        monkeypatch.setattr(configs, "target_gpu", lambda device=None, gpu=gpu: gpu)
+        plan = configs.plan_layer(cell, 300, 19, torch.float32, DEVICE)
+        if plan.grid_sync and max(plan.forward.k_groups, plan.backward.k_groups) > 1:
+            break
+    else:
+        pytest.fail(f"no shared memory limit makes the {cell} plan group K")
+    torch.manual_seed(10)
+    module, reference = make_pair(cell, 300, torch.float32, batch_first=True)
+    case = Case(19, 9, 16, 300, num_layers=2, bidirectional=True, batch_first=True, with_hx=False)
+    x, _ = make_inputs(case)
+    compare_with_torch(module, reference, x.to(DEVICE))
+
+
+@cuda_only
+def test_k_groups_of_the_lstm_backward_at_h1024(fresh_grid_sync):
+    """The fp32 LSTM backward at H 1024: 16 units' slice (K = 4H) is 262,144 B, past any block's shared
+    memory; on a GPU with 128 SMs or more it runs in K groups, on others it streams. Against cuDNN."""
+    plan = configs.plan_layer("lstm", 1024, 16, torch.float32, DEVICE)
+    assert plan.weight_bytes_per_step == 0 or plan.gpu.sm_count < 128, plan
+    torch.manual_seed(11)
+    module_class, reference_class, options = LAYERS["lstm"]
+    case = Case(16, 33, 16, 1024)
+    module, reference = oracle.make_pair(module_class, reference_class, case, torch.float32, backend="triton")
+    x, hx = make_inputs(case)
+    compare_with_torch(module.to(DEVICE), reference.to(DEVICE), x.to(DEVICE), tuple(h.to(DEVICE) for h in hx))
 
 
 @cuda_only
