@@ -273,3 +273,19 @@ def test_k_group_wait_times_out_under_the_serial_interpreter(small_h100, monkeyp
     x, hx = make_inputs(CASE, lstm=False)
     with pytest.warns(RuntimeWarning, match="timed out"), pytest.raises(launch.GridSyncTimeout, match="timed out"):
         module(x, hx)
+
+
+def test_single_step_scans_run_the_fallback_plan(small_h100, launches):
+    """T = 1 has no barrier between steps: its scans run the fallback's plan, without K groups (whose
+    programs must meet), under the serial interpreter, and match torch.nn."""
+    small_h100(3072)
+    plan = configs.plan_scan("rnn_tanh", CASE.hidden_size, CASE.batch, torch.float32, None, 2)
+    assert plan.forward.k_groups == plan.backward.k_groups == 2
+    torch.manual_seed(9)
+    case = Case(3, 1, 5, 20, bidirectional=True)
+    module, reference = pair("rnn_tanh", case)
+    compare_with_torch(module, reference, *make_inputs(case, lstm=False))
+    # The fallback's plan streams W_hh at this shared memory: each direction in its own launch.
+    fallback = configs.plan_scan("rnn_tanh", CASE.hidden_size, CASE.batch, torch.float32, None, 2, grid_sync=False)
+    assert fallback.directions == 1 and not fallback.forward.stationary
+    assert launches == {"_rnn_fwd_kernel": 2, "_rnn_bwd_kernel": 2}
