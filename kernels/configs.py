@@ -352,9 +352,10 @@ def plan_layer(
 
     BLOCK_N is the smallest power of two (a dot at least 16 wide) whose programs fit in one wave of the
     GPU's SMs; the weight slice is stationary where it fits in a block's shared memory with the dot's
-    other operand, or, with the grid barrier, where half of it does (K groups, _pass_plan). The grid barrier is planned when every program fits on its own SM at once; on a real
-    GPU the launcher also checks the compiled kernel's occupancy before using it. Plans are kept
-    (_PLANS): the launcher asks for one at every launch, and making one takes tens of microseconds."""
+    other operand, or, with the grid barrier, where half of it does (K groups, _pass_plan). The grid
+    barrier is planned when every program fits on its own SM at once; on a real GPU the launcher also
+    checks the compiled kernel's occupancy before using it. Plans are kept (_PLANS): the launcher asks
+    for one at every launch, and making one takes tens of microseconds."""
     key = (cell, hidden_size, batch_size, dtype, target_gpu(device), directions, grid_sync and grid_sync_allowed())
     plan = _PLANS.get(key)
     if plan is None:

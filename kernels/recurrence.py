@@ -220,8 +220,8 @@ def k_group_sum(part, exchange_ptr, barrier_ptr, s, failed, timeout, K_GROUPS: t
     K) of the K_GROUPS programs of a hidden tile at step s of the launch, added in the same order in each,
     so that they all go on with the same bits. Each program publishes its part in exchange_ptr
     ([programs, BLOCK_B, columns] fp32, one tile per program) and then its count of published steps,
-    barrier_ptr[2 + program] (release); it waits (acquire) for every count of its group to reach s + 1
-    and reads their parts. A tile is rewritten only a step later, after the grid barrier that every
+    barrier_ptr[2 + program] (release); it waits (acquire) for the other counts of its group to reach
+    s + 1 and reads every part. A tile is rewritten only a step later, after the grid barrier that every
     reader of it has reached. Returns (sum, failed, timeout) updated as barrier_wait does."""
     ROWS: tl.constexpr = part.shape[0]
     COLUMNS: tl.constexpr = part.shape[1]
@@ -231,11 +231,14 @@ def k_group_sum(part, exchange_ptr, barrier_ptr, s, failed, timeout, K_GROUPS: t
     tl.store(exchange_ptr + program.to(tl.int64) * (ROWS * COLUMNS) + tile, part)
     tl.debug_barrier()  # every warp's part is stored ...
     tl.atomic_add(barrier_ptr + 2 + program, 1, sem="release", scope="gpu")  # ... and published
-    total = tl.zeros((ROWS, COLUMNS), tl.float32)
-    for member in tl.static_range(K_GROUPS):
-        ok = _wait_until(barrier_ptr + 2 + first + member, s + 1, timeout)
+    # Its own count needs no wait (one L2 round trip less): only the others'.
+    own = tl.program_id(0) % K_GROUPS
+    for other in tl.static_range(1, K_GROUPS):
+        ok = _wait_until(barrier_ptr + 2 + first + (own + other) % K_GROUPS, s + 1, timeout)
         failed = tl.where(ok, failed, 1)
         timeout = tl.where(ok, timeout, 0)
+    total = tl.zeros((ROWS, COLUMNS), tl.float32)
+    for member in tl.static_range(K_GROUPS):
         # .cg: read from L2, where the member's part was published (as load_state_tile's tiles).
         total += tl.load(exchange_ptr + (first + member).to(tl.int64) * (ROWS * COLUMNS) + tile, cache_modifier=".cg")
     return total, failed, timeout
