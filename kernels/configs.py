@@ -149,6 +149,12 @@ SMALL_PROGRAM_BYTES = 16 * 1024
 MIN_SHARE_K = 64
 WIDE_TILE_ROWS = 64
 WIDE_TILE_K_SPLIT = 2
+# K groups (two programs per hidden tile, each holding half of K) only for tiles of at most this many
+# elements (batch rows x dot columns): every grouped plan up to it compiled without spills (H 17-1536,
+# B 1-256, every cell and dtype, both GPUs, one and two directions: 16 distinct pass plans), while wider
+# grouped tiles (4,096-8,192 elements, at B 128-256 on an H100, where groups only halved an operand over
+# its budget) spilled 64-432 B at 255 registers whatever the warps (compiled).
+MAX_GROUPED_TILE = 2048
 
 
 def k_pieces(k: int, max_piece: int) -> tuple[int, ...] | None:
@@ -322,7 +328,8 @@ def _pass_plan(
 ) -> PassPlan:
     """The widest batch tile (up to MAX_BLOCK_B) whose programs keep their weight slice on chip in one
     wave of the GPU, with an operand of at most PREFERRED_OPERAND_BYTES if any, else OPERAND_BUDGET_BYTES;
-    failing that, if `grouped`, the same with K_GROUPS = 2 programs per tile; failing that, the widest
+    failing that, if `grouped`, the same with K_GROUPS = 2 programs per tile of at most MAX_GROUPED_TILE
+    elements; failing that, the widest
     batch tile with the slice streamed."""
     widest = MIN_DOT if batch <= MIN_DOT else min(MAX_BLOCK_B, triton.next_power_of_2(batch))
     for k_groups in (1, 2) if grouped else (1,):
@@ -330,7 +337,8 @@ def _pass_plan(
             block_b = widest
             while block_b >= MIN_DOT:
                 plan = _tiling(gates, hidden, batch, block_b, elem, gpu, backward, directions, budget, k_groups)
-                if plan.stationary and plan.programs <= gpu.sm_count:
+                narrow = k_groups == 1 or plan.block_b * plan.dot_columns <= MAX_GROUPED_TILE
+                if plan.stationary and plan.programs <= gpu.sm_count and narrow:
                     return plan
                 block_b //= 2
     return _tiling(gates, hidden, batch, widest, elem, gpu, backward, directions, OPERAND_BUDGET_BYTES, 1)

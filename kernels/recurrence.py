@@ -217,31 +217,29 @@ def recurrent_dot(
 @triton.jit
 def k_group_sum(part, exchange_ptr, barrier_ptr, s, failed, timeout, K_GROUPS: tl.constexpr):
     """The sum of the partial products `part` [BLOCK_B, columns] (fp32, each over one program's share of
-    K) of the K_GROUPS programs of a hidden tile at step s of the launch, added in the same order in each,
-    so that they all go on with the same bits. Each program publishes its part in exchange_ptr
-    ([programs, BLOCK_B, columns] fp32, one tile per program) and then its count of published steps,
-    barrier_ptr[2 + program] (release); it waits (acquire) for the other counts of its group to reach
-    s + 1 and reads every part. A tile is rewritten only a step later, after the grid barrier that every
-    reader of it has reached. Returns (sum, failed, timeout) updated as barrier_wait does."""
+    K) of the two programs of a hidden tile (K_GROUPS = 2) at step s of the launch. Each program
+    publishes its part in exchange_ptr ([programs, BLOCK_B, columns] fp32, one tile per program) and then
+    its count of published steps, barrier_ptr[2 + program] (release); it waits (acquire) for its
+    partner's count to reach s + 1 and adds the partner's part to its own: IEEE addition is commutative,
+    so both go on with the same bits. A tile is rewritten only a step later, after the grid barrier that
+    its reader has reached. Returns (sum, failed, timeout) updated as barrier_wait does."""
+    tl.static_assert(K_GROUPS == 2, "a K group is a pair of programs")
     ROWS: tl.constexpr = part.shape[0]
     COLUMNS: tl.constexpr = part.shape[1]
+    # Grid axis 0 runs the pair's programs one after the other and has an even size: a program's partner
+    # differs from it in the last bit of its linear index.
     program = tl.program_id(0) + tl.num_programs(0) * (tl.program_id(1) + tl.num_programs(1) * tl.program_id(2))
-    first = program - tl.program_id(0) % K_GROUPS
+    partner = program ^ 1
     tile = tl.arange(0, ROWS)[:, None] * COLUMNS + tl.arange(0, COLUMNS)[None, :]
     tl.store(exchange_ptr + program.to(tl.int64) * (ROWS * COLUMNS) + tile, part)
     tl.debug_barrier()  # every warp's part is stored ...
     tl.atomic_add(barrier_ptr + 2 + program, 1, sem="release", scope="gpu")  # ... and published
-    # Its own count needs no wait (one L2 round trip less): only the others'.
-    own = tl.program_id(0) % K_GROUPS
-    for other in tl.static_range(1, K_GROUPS):
-        ok = _wait_until(barrier_ptr + 2 + first + (own + other) % K_GROUPS, s + 1, timeout)
-        failed = tl.where(ok, failed, 1)
-        timeout = tl.where(ok, timeout, 0)
-    total = tl.zeros((ROWS, COLUMNS), tl.float32)
-    for member in tl.static_range(K_GROUPS):
-        # .cg: read from L2, where the member's part was published (as load_state_tile's tiles).
-        total += tl.load(exchange_ptr + (first + member).to(tl.int64) * (ROWS * COLUMNS) + tile, cache_modifier=".cg")
-    return total, failed, timeout
+    ok = _wait_until(barrier_ptr + 2 + partner, s + 1, timeout)
+    failed = tl.where(ok, failed, 1)
+    timeout = tl.where(ok, timeout, 0)
+    # .cg: read from L2, where the partner published it (as load_state_tile's tiles).
+    partner_part = tl.load(exchange_ptr + partner.to(tl.int64) * (ROWS * COLUMNS) + tile, cache_modifier=".cg")
+    return part + partner_part, failed, timeout
 
 
 @triton.jit
