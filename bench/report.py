@@ -63,10 +63,10 @@ def plan_quantities(
     streamed one comes from L2 in BLOCK_K chunks, one round trip each. Every step reads the whole operand
     (h_{t-1}, or the gate gradients) from L2. With the grid barrier one launch runs every step, with a
     barrier between steps; the fallback launches once per step and reloads the slice each time. Programs
-    in K groups (two per hidden tile, each holding half of K) each publish their partial product and read
-    the group's through L2 every step: two more dependent L2 round trips (the publication's release and
-    the partner's acquire, then the parts' load) and the parts' bytes. fp32 dots run as TF32 on tensor
-    cores (torch's default cudnn.allow_tf32), modelled at the fp16 rate."""
+    in K groups (pairs per hidden tile, each holding half of K) each publish their partial product and read
+    the partner's through L2 every step: two more dependent L2 round trips (the partner's count, then its
+    part) and the two parts' bytes. fp32 dots run as TF32 on tensor cores (torch's default
+    cudnn.allow_tf32), modelled at the fp16 rate."""
     from rnnfast.kernels.configs import plan_scan, planning_for
 
     with planning_for(gpu):
@@ -85,7 +85,8 @@ def plan_quantities(
         k_step = 8 if elem == 4 else 16
         chain = k_total // (pass_plan.k_split * k_step)
         grouped = pass_plan.k_groups > 1
-        exchange_bytes = (pass_plan.k_groups + 1) * pass_plan.block_b * pass_plan.dot_columns * 4 if grouped else 0
+        # A pair's program publishes its part and reads its partner's.
+        exchange_bytes = 2 * pass_plan.block_b * pass_plan.dot_columns * 4 if grouped else 0
         return model.PassWork(
             programs=pass_plan.programs,
             launches=launches,
