@@ -74,7 +74,7 @@ def plan_quantities(
     groups = directions // plan.directions
     gates, elem = GATES[cell], torch.empty(0, dtype=dtype).element_size()
 
-    def work(pass_plan, k: int, columns: int, launches: int) -> model.PassWork:
+    def work(pass_plan, k: int, launches: int) -> model.PassWork:
         k_total = (
             sum(pass_plan.k_pieces) if pass_plan.stationary else triton.cdiv(k, pass_plan.block_k) * pass_plan.block_k
         )
@@ -98,15 +98,14 @@ def plan_quantities(
             + (0 if on_chip else pass_plan.weight_bytes)
             + exchange_bytes,
             shared_bytes_per_step=pass_plan.weight_bytes if pass_plan.stationary else 0,
-            dot_flops_per_step=2 * pass_plan.block_b * k_total * columns,
+            dot_flops_per_step=2 * pass_plan.block_b * k_total * pass_plan.dot_columns,
             mma_chain_per_step=chain,
             k_split_sums_per_step=1 if pass_plan.k_split > 1 else 0,
             tensor_cores=True,
         )
 
-    forward_columns = (1 if gates == 1 else triton.next_power_of_2(gates)) * plan.forward.block_n
-    forward = work(plan.forward, hidden, forward_columns, plan.launches_forward(seq_len))
-    backward = work(plan.backward, gates * hidden, plan.backward.block_n, plan.launches_backward(seq_len))
+    forward = work(plan.forward, hidden, plan.launches_forward(seq_len))
+    backward = work(plan.backward, gates * hidden, plan.launches_backward(seq_len))
     return dict(
         variant=plan.variant,
         programs=plan.programs,
