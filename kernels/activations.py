@@ -4,8 +4,9 @@ They are as accurate as torch's float32 sigmoid and tanh over the whole range (w
 tiny and saturated arguments; tests/test_activations.py). Triton's tl.exp lowers to the approximate ex2
 instruction on NVIDIA GPUs, whose relative error grows with |x|, and tanh as 2 * sigmoid(2x) - 1 loses
 all relative precision near 0, where small activations (no bias, projections) live. So exp is
-range-reduced here, and tanh uses its odd series near 0, with only IEEE fp32 arithmetic: the interpreter
-computes exactly what a GPU does.
+range-reduced here, and tanh uses its odd series near 0, with only IEEE fp32 arithmetic (the polynomials
+as tl.fma, which the interpreter also rounds once): as the kernels are launched without contraction
+(kernels/launch.py), the interpreter computes exactly what a GPU does.
 """
 
 import triton
@@ -33,17 +34,16 @@ def exp(x):
     """e^x to about 1 ulp: x = k ln2 + r with |r| <= ln2 / 2, a degree-8 polynomial for e^r, then
     scaled by 2^k in two halves so that subnormal results and k = 128 are exact scalings."""
     xc = tl.minimum(tl.maximum(x, _EXP_MIN), _EXP_MAX)
-    k = tl.floor(xc * _LOG2E + 0.5)
-    r = (xc - k * _LN2_HI) - k * _LN2_LO
-    p = 1.0 / 40320.0
-    p = p * r + 1.0 / 5040.0
-    p = p * r + 1.0 / 720.0
-    p = p * r + 1.0 / 120.0
-    p = p * r + 1.0 / 24.0
-    p = p * r + 1.0 / 6.0
-    p = p * r + 0.5
-    p = p * r + 1.0
-    p = p * r + 1.0
+    k = tl.floor(tl.fma(xc, _LOG2E, 0.5))
+    r = tl.fma(-k, _LN2_LO, tl.fma(-k, _LN2_HI, xc))
+    p = tl.fma(r, 1.0 / 40320.0, 1.0 / 5040.0)
+    p = tl.fma(p, r, 1.0 / 720.0)
+    p = tl.fma(p, r, 1.0 / 120.0)
+    p = tl.fma(p, r, 1.0 / 24.0)
+    p = tl.fma(p, r, 1.0 / 6.0)
+    p = tl.fma(p, r, 0.5)
+    p = tl.fma(p, r, 1.0)
+    p = tl.fma(p, r, 1.0)
     k_half = tl.floor(k * 0.5)
     y = p * _pow2(k_half) * _pow2(k - k_half)
     y = tl.where(x > _EXP_MAX, float("inf"), y)
@@ -63,17 +63,16 @@ def tanh(x):
     a = tl.abs(x)
     # tanh(a) = a + a s q(s), s = a^2: q holds the Taylor coefficients of a^3 .. a^21 (Horner from a^21).
     s = a * a
-    q = 9.691537956929451e-05
-    q = q * s - 0.00023912911424355248
-    q = q * s + 0.000590027440945586
-    q = q * s - 0.0014558343870513183
-    q = q * s + 0.003592128036572481
-    q = q * s - 0.008863235529902197
-    q = q * s + 0.021869488536155203
-    q = q * s - 0.05396825396825397
-    q = q * s + 0.13333333333333333
-    q = q * s - 0.3333333333333333
-    series = a + a * s * q
+    q = tl.fma(s, 9.691537956929451e-05, -0.00023912911424355248)
+    q = tl.fma(q, s, 0.000590027440945586)
+    q = tl.fma(q, s, -0.0014558343870513183)
+    q = tl.fma(q, s, 0.003592128036572481)
+    q = tl.fma(q, s, -0.008863235529902197)
+    q = tl.fma(q, s, 0.021869488536155203)
+    q = tl.fma(q, s, -0.05396825396825397)
+    q = tl.fma(q, s, 0.13333333333333333)
+    q = tl.fma(q, s, -0.3333333333333333)
+    series = tl.fma(a * s, q, a)
     e = exp(-2.0 * a)
     t = tl.where(a < _TANH_SERIES_MAX, series, (1.0 - e) / (1.0 + e))
     return tl.where(x < 0, -t, t)

@@ -262,6 +262,10 @@ def _launch(
         # loads, which it would multi-buffer in shared memory beside the slice (past the limit, measured);
         # streamed chunks keep Triton's default stages.
         num_stages=1 if pass_plan.stationary else STREAM_STAGES,
+        # The GPU computes the arithmetic as written (its fused multiply-adds are the tl.fma calls), which
+        # is what the interpreter computes: the compiler does not contract a * b + c on its own, whatever
+        # Triton's default (it changes in Triton 3.10).
+        enable_fp_fusion=False,
     )
     args = (*tensors, exchange, barrier, error)
     return kernel, grid, args, without_spills(kernel, grid, args, kwargs, device, plan.gpu)

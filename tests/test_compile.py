@@ -138,6 +138,24 @@ def test_issue_grid_keeps_w_hh_on_chip(gpu):
     assert grouped == expected[gpu]
 
 
+@pytest.mark.parametrize("layer", [rnnfast.LSTM, rnnfast.GRU, rnnfast.RNN], ids=lambda layer: layer.__name__)
+def test_kernels_launch_without_floating_point_contraction(monkeypatch, layer):
+    """Every scan kernel is launched with enable_fp_fusion off: the device computes the arithmetic as
+    written, fused multiply-adds only where a kernel calls tl.fma, as the interpreter does (Triton's own
+    default contracts a * b + c, warns about it from 3.9 and changes it in 3.10)."""
+    options = []
+    original = InterpretedFunction.run
+
+    def record(self, *args, grid, warmup, **kwargs):
+        options.append(kwargs.get("enable_fp_fusion"))
+        return original(self, *args, grid=grid, warmup=warmup, **kwargs)
+
+    monkeypatch.setattr(InterpretedFunction, "run", record)
+    module = layer(4, 20, backend="triton", bidirectional=True)
+    module(torch.randn(3, 2, 4))[0].sum().backward()
+    assert len(options) >= 2 and set(options) == {False}
+
+
 def test_warps_chosen_by_compiling_without_spills():
     """launch.without_spills: the plan's warps when its kernel compiles without spills, else the first of
     WARPS_TRIED that does and fits the block's shared memory, else the plan's warps with maxnreg if that

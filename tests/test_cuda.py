@@ -16,6 +16,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 from rnnfast.kernels import configs, launch
 from tests import oracle
 from tests.oracle import LAYERS, Case, assert_matches, compare_with_torch, make_inputs
+from tests.test_activations import assert_within_2_ulp_everywhere
 
 DEVICE = torch.device(os.environ.get("RNNFAST_TEST_DEVICE", "cuda"))
 if DEVICE.type == "cuda" and (not torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1"):
@@ -54,6 +55,13 @@ def make_pair(cell: str, hidden: int, dtype: torch.dtype, batch_first: bool = Fa
     case = Case(1, 1, 16, hidden, num_layers=2, bidirectional=True, batch_first=batch_first)
     module, reference = oracle.make_pair(module_class, reference_class, case, dtype, backend="triton", **options)
     return module.to(DEVICE), reference.to(DEVICE)
+
+
+@pytest.mark.parametrize("function", ["exp", "sigmoid", "tanh"])
+def test_activations_on_the_device_within_2_ulp_everywhere(function):
+    """The device computes the kernels' activations as the interpreter does (no contraction but their own
+    fused multiply-adds), so they keep the accuracy tests/test_activations.py measures there."""
+    assert_within_2_ulp_everywhere(function, DEVICE)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
