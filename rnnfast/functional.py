@@ -5,6 +5,7 @@ pure-PyTorch reference, same buffers), then in backward the recurrence run backw
 by a few large GEMMs for dx and the weight and bias gradients.
 """
 
+import contextlib
 import functools
 import importlib.metadata
 import importlib.util
@@ -209,8 +210,16 @@ def _scan_op(
     return _scan_forward(cell, backend, x, lengths, h_init, c0, w_ih, w_rec, b_ih, b_hh, first_gates, training)
 
 
+def _autocast_off(device: torch.device):
+    """A context with autocast off on `device` (the layer chose its dtype; no op re-casts); nothing where
+    torch has no autocast (meta tensors)."""
+    if not torch.amp.is_autocast_available(device.type):
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, enabled=False)
+
+
 def _scan_forward(*inputs):
-    with torch.autocast(inputs[2].device.type, enabled=False):  # the layer chose its dtype; no op re-casts
+    with _autocast_off(inputs[2].device):
         return _scan_impl(*inputs)
 
 
@@ -362,7 +371,7 @@ def _scan_backward_op(
 
 
 def _scan_backward_run(*inputs):
-    with torch.autocast(inputs[4].device.type, enabled=False):
+    with _autocast_off(inputs[4].device):
         return _scan_backward_impl(*inputs)
 
 
@@ -485,7 +494,7 @@ def _differentiable_backward(ctx, inputs, lengths, d_h_all, d_c_n) -> list:
     wanted = [i for i, t in enumerate(inputs) if t is not None and ctx.needs_input_grad[_DIFFERENTIABLE_INPUTS[i]]]
     x = inputs[0]
     seq_len, batch = x.shape[:2]
-    with torch.autocast(x.device.type, enabled=False):
+    with _autocast_off(x.device):
         slots, finals = [], []
         for d in range(d_h_all.shape[0]):
             per_direction = [None if t is None else t[d] for t in inputs[1:]]

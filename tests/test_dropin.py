@@ -264,6 +264,30 @@ def test_state_dict_round_trips_between_rnnfast_and_torch_nn():
     assert torch.equal(fresh(tokens), model(tokens))
 
 
+def test_built_on_the_meta_device_like_torch_nn():
+    """A model built without memory (device "meta": shapes only, as large-model loaders do) runs forward
+    and backward on meta tensors with torch.nn's shapes, and after to_empty and load_state_dict computes
+    torch.nn's numbers."""
+    torch.manual_seed(0)
+    plain = Seq2Seq()
+    # (.to("meta"), not `with torch.device("meta")`: conftest's NaN-filled torch.empty escapes that context.)
+    model, reference = rnnfast.convert(Seq2Seq().to("meta")), Seq2Seq().to("meta")
+    tokens, targets = make_batch()
+    out = model(tokens.to("meta"))
+    assert out.device.type == "meta" and out.shape == reference(tokens.to("meta")).shape
+    out.sum().backward()
+    assert all(p.grad.shape == p.shape for p in model.parameters())
+    bidirectional = rnnfast.LSTM(5, 4, num_layers=2, bidirectional=True, batch_first=True, proj_size=3, device="meta")
+    unbatched = torch.empty(3, 5, device="meta")
+    output, (h_n, c_n) = bidirectional(unbatched)
+    assert (output.shape, h_n.shape, c_n.shape) == ((3, 6), (4, 3), (4, 4))
+
+    model.to_empty(device="cpu")
+    model.load_state_dict(plain.state_dict())
+    assert_matches(plain(tokens), model(tokens), torch.float32, "fp32 result")
+    assert_matches(loss_of(plain, tokens, targets), loss_of(model, tokens, targets), torch.float32, "fp32 loss")
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16], ids=str)
 def test_dtype_casts(dtype):
     torch.manual_seed(0)
