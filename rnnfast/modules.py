@@ -72,6 +72,15 @@ class _Backend:
         backend = "" if self.backend is None else f", backend={self.backend!r}"
         return super().extra_repr() + backend
 
+    def __prepare_scriptable__(self):
+        """torch.jit.script calls this first: TorchScript can compile neither the forward's keyword-only
+        `lengths=` nor the Triton kernels, so it gets a clear error instead of one about the signature."""
+        name = type(self).__name__
+        raise RuntimeError(
+            f"torch.jit.script cannot compile rnnfast.{name}: use torch.compile, or script a torch.nn copy of "
+            "the model: torch.jit.script(rnnfast.revert(copy.deepcopy(model)))"
+        )
+
     def _native_by_device(self, input: torch.Tensor) -> bool | None:
         """Whether a call runs torch's native kernels where the device alone decides: never while tracing
         (torch's CPU LSTM has no fake-tensor implementation), on a CUDA tensor where the Triton kernels

@@ -264,6 +264,29 @@ def test_state_dict_round_trips_between_rnnfast_and_torch_nn():
     assert torch.equal(fresh(tokens), model(tokens))
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+def test_torchscript_names_the_way_out():
+    """torch.jit.script cannot compile rnnfast's layers: it says so and how to script a torch.nn copy, which
+    computes the same numbers."""
+
+    class Tagger(nn.Module):  # (Seq2Seq's forward is not TorchScript)
+        def __init__(self):
+            super().__init__()
+            self.embedding, self.encoder, self.head = nn.Embedding(VOCAB, 5), nn.GRU(5, 4), nn.Linear(4, VOCAB)
+
+        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+            return self.head(self.encoder(self.embedding(tokens))[0])
+
+    torch.manual_seed(0)
+    model = rnnfast.convert(Tagger())
+    with pytest.raises(RuntimeError, match=r"torch.jit.script cannot compile rnnfast.GRU: use torch.compile"):
+        torch.jit.script(model)
+    assert isinstance(model.encoder, rnnfast.GRU)
+    scripted = torch.jit.script(rnnfast.revert(copy.deepcopy(model)))
+    tokens, _ = make_batch()
+    assert_matches(scripted(tokens), model(tokens), torch.float32, "fp32 result")
+
+
 def test_built_on_the_meta_device_like_torch_nn():
     """A model built without memory (device "meta": shapes only, as large-model loaders do) runs forward
     and backward on meta tensors with torch.nn's shapes, and after to_empty and load_state_dict computes
