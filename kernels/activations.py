@@ -53,9 +53,11 @@ def exp(x):
 
 @triton.jit
 def sigmoid(x):
-    # e = exp(-|x|) <= 1 never overflows; e / (1 + e) keeps the relative precision of tiny results.
+    # e = exp(-|x|) <= 1 never overflows; e / (1 + e) keeps the relative precision of tiny results. One
+    # division, its numerator chosen: 1 / (1 + e) for x >= 0. (Divisions are tl.div_rn, IEEE: Triton's `/`
+    # is the GPU's approximate div.full.f32, 2 ulp, which the interpreter does not compute.)
     e = exp(-tl.abs(x))
-    return tl.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+    return tl.div_rn(tl.where(x >= 0, 1.0, e), 1.0 + e)
 
 
 @triton.jit
@@ -74,7 +76,7 @@ def tanh(x):
     q = tl.fma(q, s, -0.3333333333333333)
     series = tl.fma(a * s, q, a)
     e = exp(-2.0 * a)
-    t = tl.where(a < _TANH_SERIES_MAX, series, (1.0 - e) / (1.0 + e))
+    t = tl.where(a < _TANH_SERIES_MAX, series, tl.div_rn(1.0 - e, 1.0 + e))
     return tl.where(x < 0, -t, t)
 
 
