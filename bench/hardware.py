@@ -58,6 +58,9 @@ from rnnfast.kernels.launch import compiling_offline, interpreting
 # Per-block hardware limits every compiled kernel is checked against (CUDA programming guide).
 SHARED_MEMORY_LIMIT = {gpu.arch: gpu.shared_per_block for gpu in GPUS.values()}
 MAX_REGISTERS_PER_THREAD = 255
+# PTX floating-point instructions that do not round as IEEE arithmetic does (PTX ISA): Triton's fp32 `/`
+# is div.full, tl.exp ex2.approx, and so on.
+APPROXIMATE_PTX = r"\b(?:div\.full|(?:div|rcp|sqrt|rsqrt|ex2|lg2|sin|cos|tanh)\.approx)\b"
 _REPOSITORY = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -68,6 +71,8 @@ class KernelResources:
     shared_bytes: int  # dynamic shared memory per block
     mma_instructions: int  # tensor-core MMA instructions in the SASS (HMMA, HGMMA): per warp and step in a
     # stationary scan, whose only dot is in the time loop
+    approximate_instructions: int  # approximate floating-point PTX instructions (div.full, ex2.approx, ...):
+    # results the interpreter, which computes IEEE arithmetic, does not reproduce
 
     def fits(self, arch: int) -> bool:
         return self.registers <= MAX_REGISTERS_PER_THREAD and self.shared_bytes <= SHARED_MEMORY_LIMIT[arch]
@@ -154,7 +159,8 @@ def _compile(kernel: JITFunction, spec: Specialization, arch: int) -> KernelReso
         sass = subprocess.run([cuobjdump, "-sass", cubin], capture_output=True, text=True, check=True)
     match = re.search(r"REG:(\d+) STACK:(\d+)", usage.stdout)
     mmas = len(re.findall(r"\bH(?:G)?MMA\.", sass.stdout))
-    return KernelResources(int(match[1]), int(match[2]), compiled.metadata.shared, mmas)
+    approximate = len(re.findall(APPROXIMATE_PTX, compiled.asm["ptx"]))
+    return KernelResources(int(match[1]), int(match[2]), compiled.metadata.shared, mmas, approximate)
 
 
 _compiled: dict[tuple, KernelResources] = {}

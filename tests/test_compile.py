@@ -62,6 +62,9 @@ def test_launched_kernels_compile_within_limits(report, cell):
     assert all(row["fits"] for row in rows), "\n".join(str(row) for row in rows if not row["fits"])
     spills = [row for row in rows if row["spill_bytes"] > SPILL_BUDGET]
     assert not spills, "\n".join(map(str, spills))
+    # The GPU computes what the interpreter computes: no approximate instruction (an fp32 `/` would be one).
+    approximate = [row for row in rows if row["approximate_instructions"]]
+    assert not approximate, "\n".join(map(str, approximate))
 
 
 # A folder holding the oldest Triton rnnfast supports (functional.MIN_TRITON; torch 2.11's CUDA wheels pin
@@ -97,6 +100,7 @@ def test_kernels_compile_with_the_oldest_supported_triton():
         (r["cell"], r["scan_pass"], r["dtype"], r["gpu"]) for r in requests
     }
     assert all(row["fits"] and row["spill_bytes"] == 0 for row in rows), [r for r in rows if r["spill_bytes"]]
+    assert not any(row["approximate_instructions"] for row in rows)
 
 
 def test_launches_are_specialised_as_triton_launches_them(report):
