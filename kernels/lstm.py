@@ -8,8 +8,8 @@ direction, buffers use "slots" so that no step needs a special case:
 - h_all [T + 1, B, H]: the forward direction reads h_{t-1} from slot t and writes h_t to slot t + 1
   (h0 in slot 0); the reverse direction reads slot t + 1 and writes slot t (h0 in slot T). The output
   sequence and the h_{t-1} operand of the weight gradient are both plain slices of it.
-- c_all [c_slots, B, H] fp32: the same slots as h_all, modulo c_slots (T + 1 when training, so the
-  backward finds every c_t; 2 in inference, a ring).
+- c_all [T + 1, B, H] fp32 when training, the same slots as h_all, so the backward finds every c_t; in
+  inference [2, B, H], a ring of h_all's slots modulo 2 (kernels/lstm.py, _c_slot).
 - dgates_all [T + 1, B, 4H] (the layer's dtype): the gradient of step t's gate pre-activations sits in slot t + reverse;
   the slot "after" the last step processed by the forward is zero, so the recurrent gradient of the first
   backward step is a product with zeros.
@@ -59,12 +59,30 @@ def _saved_step(dh_ptr, gates_ptr, c_all_ptr, t, reverse, B, H, offs_b, offs_n, 
     return dh_out, gate_i, gate_f, gate_g, gate_o, c, c_prev
 
 
+@triton.jit
+def _c_slots(T, TRAINING: tl.constexpr):
+    """The slots of c_all per direction: T + 1 when training (h_all's), else a ring of 2."""
+    if TRAINING:
+        return T + 1
+    else:
+        return 2
+
+
+@triton.jit
+def _c_slot(slot, TRAINING: tl.constexpr):
+    """The slot of c_all that holds c of h_all's slot `slot` (_c_slots)."""
+    if TRAINING:
+        return slot
+    else:
+        return slot % 2
+
+
 @triton.jit(do_not_specialize=["t_start", "n_steps", "direction_start", "T", "timeout_ns"])
 def _lstm_fwd_kernel(
     gates_ptr,  # [D, T, B, 4H] in: x W_ih^T + b_ih + b_hh; out (TRAINING): activated gates i f g o
     w_hh_ptr,  # [D, 4H, H] recurrent weight, torch.nn layout
     h_all_ptr,  # [D, T + 1, B, H] hidden-state slots, h0 already in the first read slot
-    c_all_ptr,  # [D, c_slots, B, H] fp32 cell-state slots, c0 already in the first read slot
+    c_all_ptr,  # [D, T + 1 (TRAINING) or 2, B, H] fp32 cell-state slots (_c_slot), c0 in the first read slot
     lengths_ptr,  # [B] int64 sequence lengths (T for every row of an unpadded batch)
     exchange_ptr,  # [programs, BLOCK_B, dot columns] fp32 partial products of K groups (K_GROUPS > 1)
     barrier_ptr,  # [2 (+ programs if K_GROUPS > 1)] int32, zero at launch: grid-barrier counters, K-group counts
@@ -75,7 +93,6 @@ def _lstm_fwd_kernel(
     T,
     B,
     H,
-    c_slots,
     timeout_ns,
     TRAINING: tl.constexpr,
     BLOCK_B: tl.constexpr,
@@ -92,7 +109,7 @@ def _lstm_fwd_kernel(
     gates_ptr += reverse * T * B * 4 * H
     w_hh_ptr += reverse * 4 * H * H
     h_all_ptr += reverse * (T + 1) * B * H
-    c_all_ptr += reverse * c_slots * B * H
+    c_all_ptr += reverse * _c_slots(T, TRAINING) * B * H
     offs_b, offs_n, mask_b, _, mask, store_mask = program_tile(B, H, BLOCK_B, BLOCK_N, K_GROUPS)
     offs_j = tl.arange(0, 4 * BLOCK_N)
     unit_j = hidden_tile(K_GROUPS) * BLOCK_N + offs_j // 4
@@ -102,7 +119,7 @@ def _lstm_fwd_kernel(
 
     _, first_read, _ = forward_step_slots(t_start, T, reverse)
     h_own = load_state_tile(h_all_ptr, first_read, B, offs_b, offs_n, H, mask)
-    c = load_state_tile(c_all_ptr, first_read % c_slots, B, offs_b, offs_n, H, mask)
+    c = load_state_tile(c_all_ptr, _c_slot(first_read, TRAINING), B, offs_b, offs_n, H, mask)
     lengths = tl.load(lengths_ptr + offs_b, mask=mask_b, other=0)
     timeout = timeout_ns
     failed = 0
@@ -132,7 +149,7 @@ def _lstm_fwd_kernel(
         c = tl.where(active, gate_f * c + gate_i * gate_g, c)
         h = to_storage(tl.where(active, gate_o * tanh(c), h_own), h_all_ptr, BF16_INTERPRETER)
         h_own = h.to(tl.float32)
-        tl.store(c_all_ptr + row_offsets(write_slot % c_slots, B, offs_b, offs_n, H), c, mask=store_mask)
+        tl.store(c_all_ptr + row_offsets(_c_slot(write_slot, TRAINING), B, offs_b, offs_n, H), c, mask=store_mask)
         tl.store(h_all_ptr + row_offsets(write_slot, B, offs_b, offs_n, H), h, mask=store_mask)
         if TRAINING:
             tl.store(gates_ptr + gate_offs, to_storage(gate_i, gates_ptr, BF16_INTERPRETER), mask=store_mask)
@@ -247,16 +264,17 @@ def lstm_scan_fwd(
 ) -> None:
     """Runs the recurrence of D directions (1, or 2: forward and reverse) over gates [D, T, B, 4H]
     (overwritten with activated gates when training), filling the slots of h_all [D, T + 1, B, H] and
-    c_all [D, c_slots, B, H] (fp32); w_hh [D, 4H, H]; rows stop updating at their length (lengths [B]
-    int64)."""
+    c_all [D, T + 1 if training else 2, B, H] (fp32); w_hh [D, 4H, H]; rows stop updating at their length
+    (lengths [B] int64)."""
     seq_len, batch, hidden = h_all.shape[1] - 1, h_all.shape[2], h_all.shape[3]
+    assert c_all.shape[1] == (seq_len + 1 if training else 2), "c_all has T + 1 slots when training, else 2"
     run_scan(
         "lstm",
         "forward",
         _lstm_fwd_kernel,
         w_hh,
         (gates, w_hh, h_all, c_all, lengths),
-        dict(T=seq_len, B=batch, H=hidden, c_slots=c_all.shape[1]),
+        dict(T=seq_len, B=batch, H=hidden),
         dict(TRAINING=training, **scan_constexprs(gates.dtype)),
     )
 
