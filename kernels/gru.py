@@ -100,7 +100,7 @@ def _gru_fwd_kernel(
     for s in range(n_steps):
         t, read_slot, write_slot = forward_step_slots(t_start + s, T, reverse)
         gate_offs = row_offsets(t, B, offs_b, offs_n, 3 * H)
-        h_rows = read_slot.to(tl.int64) * B * H + offs_b * H
+        h_rows = (read_slot.to(tl.int64) * B + offs_b) * H
         acc = tl.zeros((BLOCK_B, 4 * BLOCK_N), tl.float32)
         acc, failed, timeout = recurrent_dot(
             acc, h_all_ptr, h_rows, mask_b, H, w, w_hh_ptr, w_cols, mask_j, 1,
@@ -190,7 +190,7 @@ def _gru_bwd_kernel(
     for s in range(n_steps):
         t, dgates_slot, next_slot = backward_step_slots(t_start + s, T, reverse)
         gate_offs = row_offsets(t, B, offs_b, offs_n, 3 * H)
-        next_rows = next_slot.to(tl.int64) * B * 3 * H + offs_b * 3 * H
+        next_rows = (next_slot.to(tl.int64) * B + offs_b) * 3 * H
         dh, failed, timeout = recurrent_dot(
             dh_out + dh_carry, dgates_h_all_ptr, next_rows, mask_b, 3 * H, w, w_hh_ptr, offs_n, mask_n, H,
             exchange_ptr, barrier_ptr, s, failed, timeout,

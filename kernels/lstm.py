@@ -129,7 +129,7 @@ def _lstm_fwd_kernel(
     for s in range(n_steps):
         t, read_slot, write_slot = forward_step_slots(t_start + s, T, reverse)
         gate_offs = row_offsets(t, B, offs_b, offs_n, 4 * H)
-        h_rows = read_slot.to(tl.int64) * B * H + offs_b * H
+        h_rows = (read_slot.to(tl.int64) * B + offs_b) * H
         acc = tl.zeros((BLOCK_B, 4 * BLOCK_N), tl.float32)
         acc, failed, timeout = recurrent_dot(
             acc, h_all_ptr, h_rows, mask_b, H, w, w_hh_ptr, w_cols, mask_j, 1,
@@ -218,8 +218,6 @@ def _lstm_bwd_kernel(
     )
     for s in range(n_steps):
         t, dgates_slot, next_slot = backward_step_slots(t_start + s, T, reverse)
-        # Row offsets per element here: the other kernels' scalar start plus int32 tile offsets (fewer
-        # instructions per step) made ptxas spill this one at 8 warps (sm_90, B16 H768 fp16).
         next_rows = (next_slot.to(tl.int64) * B + offs_b) * 4 * H
         dh, failed, timeout = recurrent_dot(
             dh_out + dh_carry, dgates_all_ptr, next_rows, mask_b, 4 * H, w, w_hh_ptr, offs_n, mask_n, H,

@@ -72,7 +72,7 @@ def _rnn_fwd_kernel(
     x = tl.load(gates_ptr + row_offsets(t, B, offs_b, offs_n, H), mask=mask, other=0.0).to(tl.float32)
     for s in range(n_steps):
         t, read_slot, write_slot = forward_step_slots(t_start + s, T, reverse)
-        h_rows = read_slot.to(tl.int64) * B * H + offs_b * H
+        h_rows = (read_slot.to(tl.int64) * B + offs_b) * H
         acc, failed, timeout = recurrent_dot(
             x, h_all_ptr, h_rows, mask_b, H, w, w_hh_ptr, offs_n * H, mask_n, 1,
             exchange_ptr, barrier_ptr, s, failed, timeout,
@@ -143,7 +143,7 @@ def _rnn_bwd_kernel(
     h = load_state_tile(h_all_ptr, t + 1 - reverse, B, offs_b, offs_n, H, mask)
     for s in range(n_steps):
         t, dgates_slot, next_slot = backward_step_slots(t_start + s, T, reverse)
-        next_rows = next_slot.to(tl.int64) * B * H + offs_b * H
+        next_rows = (next_slot.to(tl.int64) * B + offs_b) * H
         dh, failed, timeout = recurrent_dot(
             dh_out + dh_carry, dgates_all_ptr, next_rows, mask_b, H, w, w_hh_ptr, offs_n, mask_n, H,
             exchange_ptr, barrier_ptr, s, failed, timeout,

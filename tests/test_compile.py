@@ -160,15 +160,6 @@ def test_kernels_launch_without_floating_point_contraction(monkeypatch, layer):
     assert len(options) >= 2 and set(options) == {False}
 
 
-def test_rows_past_int32_offsets_are_refused():
-    """A step's [B, G*H] rows are indexed with int32 offsets: a batch that would overflow them is refused
-    with a clear error before any launch."""
-    hidden = 2**14
-    w_hh = torch.empty(1, 4 * hidden, hidden, device="meta")
-    with pytest.raises(ValueError, match=r"batch x gates x hidden size must be under 2\^31"):
-        launch.run_scan("lstm", "forward", None, w_hh, (), dict(T=2, B=2**15, H=hidden), {})
-
-
 def test_warps_chosen_by_compiling_without_spills():
     """launch.without_spills: the plan's warps when its kernel compiles without spills, else the first of
     WARPS_TRIED that does and fits the block's shared memory, else the plan's warps with maxnreg if that
