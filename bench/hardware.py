@@ -73,6 +73,8 @@ class KernelResources:
     # stationary scan, whose only dot is in the time loop
     approximate_instructions: int  # approximate floating-point PTX instructions (div.full, ex2.approx, ...):
     # results the interpreter, which computes IEEE arithmetic, does not reproduce
+    loop_instructions: int  # SASS instructions in the body of the outermost loop (a scan's time loop; its
+    # barrier's polling loop counted once): what each warp issues per step
 
     def fits(self, arch: int) -> bool:
         return self.registers <= MAX_REGISTERS_PER_THREAD and self.shared_bytes <= SHARED_MEMORY_LIMIT[arch]
@@ -160,7 +162,23 @@ def _compile(kernel: JITFunction, spec: Specialization, arch: int) -> KernelReso
     match = re.search(r"REG:(\d+) STACK:(\d+)", usage.stdout)
     mmas = len(re.findall(r"\bH(?:G)?MMA\.", sass.stdout))
     approximate = len(re.findall(APPROXIMATE_PTX, compiled.asm["ptx"]))
-    return KernelResources(int(match[1]), int(match[2]), compiled.metadata.shared, mmas, approximate)
+    loop = time_loop_instructions(sass.stdout)
+    return KernelResources(int(match[1]), int(match[2]), compiled.metadata.shared, mmas, approximate, loop)
+
+
+def time_loop_instructions(sass: str) -> int:
+    """The number of instructions between the outermost backward branch of cuobjdump's SASS listing and
+    its target (0 without a loop)."""
+    addresses = [(int(address, 16), text) for address, text in re.findall(r"/\*([0-9a-f]{4,})\*/\s+([^;]*);", sass)]
+    spans = [
+        (int(target[1], 16), address)
+        for address, text in addresses
+        if (target := re.search(r"\bBRA\s+0x([0-9a-f]+)", text)) and int(target[1], 16) < address
+    ]
+    if not spans:
+        return 0
+    start, end = max(spans, key=lambda span: span[1] - span[0])
+    return sum(start <= address <= end for address, _ in addresses)
 
 
 _compiled: dict[tuple, KernelResources] = {}

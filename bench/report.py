@@ -206,12 +206,20 @@ def kernel_rows(compiled: list[dict]) -> list[dict]:
         row = rows.setdefault(key, dict(
             cell=r["cell"], dtype=r["dtype"], gpu=r["gpu"], arch=f"sm_{_arch(r['gpu'])}", kernel=kernel,
             function=r["kernel"], num_warps=r["num_warps"], specialized=r["specialized"], shapes=[],
-            registers=0, spill_bytes=0, shared_bytes=0, mma_instructions=0, approximate_instructions=0, fits=True,
+            registers=0, spill_bytes=0, shared_bytes=0, mma_instructions=0, approximate_instructions=0,
+            loop_instructions=0, fits=True,
         ))  # fmt: skip
         shape = f"H{r['hidden']}xB{r['batch']}" + ("x2" if r["directions"] == 2 else "")
         if shape not in row["shapes"]:
             row["shapes"].append(shape)
-        for what in ("registers", "spill_bytes", "shared_bytes", "mma_instructions", "approximate_instructions"):
+        for what in (
+            "registers",
+            "spill_bytes",
+            "shared_bytes",
+            "mma_instructions",
+            "approximate_instructions",
+            "loop_instructions",
+        ):
             row[what] = max(row[what], r[what])
         row["fits"] = row["fits"] and r["fits"]
     return [{**row, "shapes": " ".join(row["shapes"])} for row in rows.values()]
@@ -245,11 +253,11 @@ def _plans_table(plans: list[dict]):
 
 def _kernel_table(rows: list[dict]):
     columns = ["cell", "dtype", "gpu", "kernel", "warps", "specialized as launched", "regs", "spill B", "smem B"]
-    columns += ["MMA instr.", "approx. instr.", "fits", "shapes"]
+    columns += ["MMA instr.", "approx. instr.", "loop instr.", "fits", "shapes"]
     lines = [
         [r["cell"], r["dtype"], f"{r['gpu']} ({r['arch']})", r["kernel"], r["num_warps"], r["specialized"],
          r["registers"], r["spill_bytes"], r["shared_bytes"], r["mma_instructions"], r["approximate_instructions"],
-         "yes" if r["fits"] else "NO", r["shapes"]]
+         r["loop_instructions"], "yes" if r["fits"] else "NO", r["shapes"]]
         for r in rows
     ]  # fmt: skip
     return columns, lines

@@ -65,6 +65,23 @@ def test_launched_kernels_compile_within_limits(report, cell):
     # The GPU computes what the interpreter computes: no approximate instruction (an fp32 `/` would be one).
     approximate = [row for row in rows if row["approximate_instructions"]]
     assert not approximate, "\n".join(map(str, approximate))
+    assert all(row["loop_instructions"] > row["mma_instructions"] > 0 for row in rows)
+
+
+def test_time_loop_instructions_count_the_outermost_loop():
+    listing = """
+        /*0000*/                   MOV R1, c[0x0][0x28] ;
+        /*0010*/                   S2R R0, SR_CTAID.X ;
+        /*0020*/                   HMMA.16816.F32 R4, R8, R12, R4 ;
+        /*0030*/                   LDG.E R2, desc[UR4][R6.64] ;
+        /*0040*/              @!P0 BRA 0x30 ;
+        /*0050*/                   STG.E desc[UR4][R6.64], R2 ;
+        /*0060*/                   BRA 0x20 ;
+        /*0070*/                   EXIT ;
+    """
+    assert hardware.time_loop_instructions(listing) == 5  # 0x20 .. 0x60, the inner loop's once
+    assert hardware.time_loop_instructions(listing.replace("BRA 0x20", "BRA 0x70")) == 2  # only 0x30 .. 0x40
+    assert hardware.time_loop_instructions("        /*0000*/   EXIT ;") == 0
 
 
 # A folder holding the oldest Triton rnnfast supports (functional.MIN_TRITON; torch 2.11's CUDA wheels pin
