@@ -60,9 +60,10 @@ BARRIER_S = 1e-6
 CHUNK_CYCLES = 150
 # Gate math, state update and stores of one hidden tile: the design note's figure for a 16-row, 32-unit
 # tile of the kernels it replaced (its sketch of these kernels assumed 250 cycles per step instead).
-# Unmeasured; the compiled kernel supports it: the sm_90 LSTM fp16 forward at B16 H768 issues about 300
-# instructions of gate math (IEEE activations: tl.div_rn, range-reduced exp) and 80 of stores per warp and
-# step, 8 warps two to a scheduler, so about 760 cycles of issue alone (Triton 3.9).
+# Unmeasured; the compiled kernel supports it: the sm_90 LSTM fp16 forward at B16 H768 issues 630
+# instructions per warp and step in its time loop (bench/hardware.py, loop_instructions), about 300 of them
+# gate math (IEEE activations: tl.div_rn, range-reduced exp) and 80 stores by a reading of its SASS; 8
+# warps, two to a scheduler, so about 760 cycles of issue alone (Triton 3.9).
 TILE_CYCLES = 800
 # A dependent mma.sync m16n8k16 (fp16/bf16; m16n8k8 for TF32) with fp32 accumulation, issue to result:
 # about 32 cycles on the A100 in published microbenchmarks (Sun et al., "Dissecting Tensor Cores via
