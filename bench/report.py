@@ -195,6 +195,12 @@ def add_compiled(plans: list[dict], compiled: list[dict]) -> None:
         row["specialized"] = "; ".join(dict.fromkeys(r["specialized"] for r in used))
 
 
+# What a kernel row of report-kernels.csv shows of its shapes' compiled kernels: the most of each.
+_KERNEL_MAXIMA = (
+    "registers", "spill_bytes", "shared_bytes", "mma_instructions", "approximate_instructions", "loop_instructions"
+)  # fmt: skip
+
+
 def kernel_rows(compiled: list[dict]) -> list[dict]:
     """One row per distinct compiled kernel per GPU, with the hidden x batch (x directions, for a
     bidirectional layer's) shapes that launch it."""
@@ -206,20 +212,12 @@ def kernel_rows(compiled: list[dict]) -> list[dict]:
         row = rows.setdefault(key, dict(
             cell=r["cell"], dtype=r["dtype"], gpu=r["gpu"], arch=f"sm_{_arch(r['gpu'])}", kernel=kernel,
             function=r["kernel"], num_warps=r["num_warps"], specialized=r["specialized"], shapes=[],
-            registers=0, spill_bytes=0, shared_bytes=0, mma_instructions=0, approximate_instructions=0,
-            loop_instructions=0, fits=True,
+            **dict.fromkeys(_KERNEL_MAXIMA, 0), fits=True,
         ))  # fmt: skip
         shape = f"H{r['hidden']}xB{r['batch']}" + ("x2" if r["directions"] == 2 else "")
         if shape not in row["shapes"]:
             row["shapes"].append(shape)
-        for what in (
-            "registers",
-            "spill_bytes",
-            "shared_bytes",
-            "mma_instructions",
-            "approximate_instructions",
-            "loop_instructions",
-        ):
+        for what in _KERNEL_MAXIMA:
             row[what] = max(row[what], r[what])
         row["fits"] = row["fits"] and r["fits"]
     return [{**row, "shapes": " ".join(row["shapes"])} for row in rows.values()]
@@ -344,6 +342,7 @@ def main_report(argv: list[str]) -> int:
         "pointers divisible by 16 are marked so). regs/spill/smem: the worst of the plan's kernels (registers "
         "per thread, spilled bytes per thread, shared memory per block). approx. instr.: approximate "
         "floating-point PTX instructions, whose results the interpreter does not reproduce (none expected). "
+        "loop instr.: SASS instructions of the time loop, what each warp issues per step. "
         "MODEL ms: bench/model.py, a latency "
         "model, not a measurement (trust it to about 2x). cuDNN: the algorithm torch.nn would run (get_algo)."
     )
