@@ -241,8 +241,11 @@ def _launch(
     exchange = torch.empty(
         programs * pass_plan.block_b * pass_plan.dot_columns if grouped else 1, dtype=torch.float32, device=device
     )
-    barrier = torch.zeros(2 + (programs if grouped else 0), dtype=torch.int32, device=device)
-    error = torch.zeros(1, dtype=torch.int32, device=device)
+    # The barrier's counters and error flag start at zero; the fallback's kernel never touches them (on a
+    # GPU each torch.zeros is a fill kernel, launched per step of a decoder running T=1 scans).
+    flags = torch.zeros if whole else torch.empty
+    barrier = flags(2 + (programs if grouped else 0), dtype=torch.int32, device=device)
+    error = flags(1, dtype=torch.int32, device=device)
     kwargs = dict(
         **scalars,
         direction_start=direction_start,

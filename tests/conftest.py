@@ -11,13 +11,19 @@ import torch  # noqa: E402
 
 @pytest.fixture(autouse=True)
 def nan_filled_buffers(monkeypatch):
-    """Fresh floating-point buffers start as NaN, so a kernel that forgets a store fails loudly."""
+    """Fresh floating-point buffers start as NaN, so a kernel that forgets a store fails loudly; integer
+    ones as a third of their dtype's maximum, so that counters or flags that must start at zero do not
+    happen to."""
 
     def filled(make):
         def wrapper(*args, **kwargs):
             tensor = make(*args, **kwargs)
-            if tensor.is_floating_point() and tensor.device.type != "meta":
+            if tensor.device.type == "meta":
+                pass
+            elif tensor.is_floating_point():
                 tensor.fill_(float("nan"))
+            elif tensor.dtype != torch.bool and not tensor.is_complex():
+                tensor.fill_(torch.iinfo(tensor.dtype).max // 3)
             return tensor
 
         return wrapper
