@@ -10,7 +10,7 @@ import torch  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
-def nan_filled_buffers(monkeypatch):
+def garbage_filled_buffers(monkeypatch):
     """Fresh floating-point buffers start as NaN, so a kernel that forgets a store fails loudly; integer
     ones as a third of their dtype's maximum, so that counters or flags that must start at zero do not
     happen to."""
@@ -19,8 +19,8 @@ def nan_filled_buffers(monkeypatch):
         def wrapper(*args, **kwargs):
             tensor = make(*args, **kwargs)
             if tensor.device.type == "meta":
-                pass
-            elif tensor.is_floating_point():
+                return tensor
+            if tensor.is_floating_point():
                 tensor.fill_(float("nan"))
             elif tensor.dtype != torch.bool and not tensor.is_complex():
                 tensor.fill_(torch.iinfo(tensor.dtype).max // 3)
