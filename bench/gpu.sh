@@ -18,31 +18,11 @@ python3 -m pip install --quiet --no-deps --no-build-isolation -e . >"$out/instal
     python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
 } >"$out/machine.txt" 2>&1
 export TRITON_INTERPRET=0
-# tests/test_cuda.py in SHARDS pytest processes at once: most of a cold run is Triton compiling each test's
-# kernels (about a second each, on one core), which the shards do side by side; their GPU work is
-# time-sliced between the processes, which a grid barrier (all programs of one launch resident) allows.
-# Interrupted at its limit (SIGINT), each pytest still prints what it ran and how that went.
-shards="${SHARDS:-8}"
-rm -f "$out"/test_cuda.*
+# tests/test_cuda.py in SHARDS pytest processes at once (bench/pytest_shards.sh): Triton compiles the tests'
+# kernels side by side; their GPU work is time-sliced between the processes, which a grid barrier (all
+# programs of one launch resident) allows.
 # shellcheck disable=SC2086  # TESTS holds pytest arguments
-python3 -m pytest -q --collect-only ${TESTS:-} tests/test_cuda.py 2>&1 | grep '::' >"$out/test_cuda.ids"
-for ((shard = 0; shard < shards; shard++)); do
-    mapfile -t ids < <(awk -v n="$shards" -v i="$shard" 'NR % n == i' "$out/test_cuda.ids")
-    ((${#ids[@]})) || continue
-    {
-        timeout -s INT "${TEST_S:-240}" python3 -m pytest -q -rfE --durations=3 "${ids[@]}"
-        echo "shard $shard exit status $? (124: stopped at ${TEST_S:-240} s)"
-    } >"$out/test_cuda.$shard.log" 2>&1 &
-done
-wait
-{
-    echo "tests/test_cuda.py: $(wc -l <"$out/test_cuda.ids") tests in $shards shards"
-    grep -h -E '^(FAILED|ERROR) ' "$out"/test_cuda.*.log
-    for log in "$out"/test_cuda.*.log; do
-        echo "$(basename "$log"): $(grep -E '(passed|failed|error|no tests ran)' "$log" | tail -1)"
-        tail -1 "$log"
-    done
-} >"$out/test_cuda.log"
+bash bench/pytest_shards.sh "$out" test_cuda ${TESTS:-} tests/test_cuda.py
 # torch.nn against the Triton kernels only: "rnnfast" (auto) runs the same kernels on CUDA, and the PyTorch
 # scan ("rnnfast-torch") is the CPU path; both would spend device minutes measuring nothing new.
 python3 -m bench --full --time-budget "${BENCH_S:-240}" --out "$out" \

@@ -240,6 +240,39 @@ def test_gpu_session_script_refuses_a_machine_without_a_gpu(tmp_path):
     assert not (tmp_path / "install.log").exists()
 
 
+SHARDED_TESTS = """
+import time
+
+def test_a(): pass
+def test_b(): pass
+def test_c(): assert False, "fails on purpose"
+def test_d(): time.sleep(120)
+def test_e(): pass
+"""
+
+
+def test_pytest_shards_run_every_test_once_and_summarise(tmp_path):
+    """bench/pytest_shards.sh, which bench/gpu.sh runs tests/test_cuda.py with: every selected test in one
+    of the shards, the failures listed, and a shard past TEST_S stopped with what it ran."""
+    (tmp_path / "test_sharded.py").write_text(SHARDED_TESTS)
+    env = {**os.environ, "SHARDS": "2", "TEST_S": "15"}
+    script = REPO / "bench" / "pytest_shards.sh"
+    out = tmp_path / "out"
+    run = subprocess.run(
+        ["bash", str(script), str(out), "demo", "-p", "no:cacheprovider", "test_sharded.py"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    ids = (out / "demo.ids").read_text().split()
+    assert ids == [f"test_sharded.py::test_{name}" for name in "abcde"]
+    summary = (out / "demo.log").read_text()
+    assert summary.startswith("demo: 5 tests in 2 shards\n")
+    assert "FAILED test_sharded.py::test_c - AssertionError: fails on purpose" in summary
+    # Shard 0 runs tests 2 and 4 (b, d), shard 1 tests 1, 3 and 5 (a, c, e).
+    assert "demo.0.log: 1 passed" in summary and "shard 0 stopped at 15 s" in summary
+    assert "demo.1.log: 1 failed, 2 passed" in summary and "shard 1 exit status 1\n" in summary
+
+
 def test_plans_give_cudnn_standards_floor_where_torch_nn_runs_it():
     rows = report.plan_rows(["lstm"], ["fp16", "bf16"], [768], [16], ["h100"], 1024, directions=(1, 2))
     by = {(row["dtype"], row["directions"]): row for row in rows}
