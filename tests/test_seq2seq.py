@@ -14,13 +14,13 @@ import pytest
 import torch
 
 import rnnfast
-from rnnfast.seq2seq.__main__ import main
 from rnnfast.seq2seq.checkpoints import (
     load_checkpoint,
     save_checkpoint,
     translator_checkpoint,
     translator_from_checkpoint,
 )
+from rnnfast.seq2seq.commands import main
 from rnnfast.seq2seq.data import (
     EOS_ID,
     PAD_ID,
@@ -468,7 +468,7 @@ def test_cli_cuda_where_there_is_none_names_what_there_is(capsys, monkeypatch):
 
 
 def test_cli_device_auto_is_the_default_and_takes_cuda_when_there(monkeypatch):
-    from rnnfast.seq2seq.__main__ import build_parser, resolve_device
+    from rnnfast.seq2seq.commands import build_parser, resolve_device
 
     assert build_parser().parse_args(["translate"]).device == "auto"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -637,7 +637,7 @@ def test_cli_internal_errors_keep_their_traceback(tmp_path, capsys, monkeypatch)
     def broken(*args, **kwargs):
         raise RuntimeError("a bug, not a user mistake")
 
-    monkeypatch.setattr("rnnfast.seq2seq.__main__.train", broken)
+    monkeypatch.setattr("rnnfast.seq2seq.commands.train", broken)
     with pytest.raises(RuntimeError, match="a bug"):
         main(["train", *TINY_RUN, "--output-dir", str(tmp_path / "run")])
 
@@ -646,9 +646,16 @@ def test_cli_interrupt_before_the_first_checkpoint_says_nothing_was_saved(tmp_pa
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("rnnfast.seq2seq.__main__.train", interrupted)
+    monkeypatch.setattr("rnnfast.seq2seq.commands.train", interrupted)
     with pytest.raises(SystemExit, match=r"interrupted before the first checkpoint; nothing saved in .*run/"):
         main(["train", *TINY_RUN, "--output-dir", str(tmp_path / "run")])
+
+
+def run_python(cwd: Path, *args: str, **options) -> subprocess.CompletedProcess:
+    """`python *args` in a child process whose stdout and stderr are pipes, as in a log or CI job."""
+    options = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **options}
+    environment = {**os.environ, "PYTHONPATH": str(Path(rnnfast.__file__).parent.parent)}
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=environment, timeout=120, **options)
 
 
 @pytest.mark.parametrize(
@@ -660,14 +667,7 @@ def test_cli_interrupt_before_the_first_checkpoint_says_nothing_was_saved(tmp_pa
     ids=["user-error", "argparse-error"],
 )
 def test_cli_subprocess_errors_are_one_line_with_status_2(tmp_path, argv, message):
-    result = subprocess.run(
-        [sys.executable, "-m", "rnnfast.seq2seq", *argv],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(Path(rnnfast.__file__).parent.parent)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_python(tmp_path, "-m", "rnnfast.seq2seq", *argv, text=True)
     assert result.returncode == 2
     assert result.stderr == f"python -m rnnfast.seq2seq {argv[0]}: error: {message}\n"
     assert result.stdout == ""

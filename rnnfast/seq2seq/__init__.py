@@ -1,6 +1,7 @@
 """Seq2Seq translator (encoder-decoder with optional Luong attention) on rnnfast recurrent layers.
 
-Run `python -m rnnfast.seq2seq train` to train on the built-in French -> English number task.
+Run `python -m rnnfast.seq2seq train` (or `rnnfast seq2seq train`) to train on the built-in French ->
+English number task.
 """
 
 from .checkpoints import translator_from_checkpoint
