@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
+import struct
 import subprocess
 import sys
 import zipfile
@@ -671,3 +673,69 @@ def test_cli_subprocess_errors_are_one_line_with_status_2(tmp_path, argv, messag
     assert result.returncode == 2
     assert result.stderr == f"python -m rnnfast.seq2seq {argv[0]}: error: {message}\n"
     assert result.stdout == ""
+
+
+# ------------------------------------------------------------------------- command line: what it prints
+
+EPOCH_LINE = re.compile(
+    r"epoch (\d+)/(\d+): train loss \d+\.\d{4}, valid loss \d+\.\d{4}, "
+    r"valid exact match \d+\.\d{2}%( \(best\))?, elapsed \d+\.\d s"
+)
+
+
+def train_in_a_child(tmp_path: Path, *extra: str, **options) -> subprocess.CompletedProcess:
+    (tmp_path / "pairs.tsv").write_text(PAIRS_TSV, encoding="utf-8")
+    argv = ["-m", "rnnfast.seq2seq", "train", "--tsv", "pairs.tsv", *TINY_RUN, *extra]
+    return run_python(tmp_path, *argv, **options)
+
+
+def test_cli_train_logs_one_line_per_epoch_where_output_is_not_a_terminal(tmp_path):
+    result = train_in_a_child(tmp_path, "--epochs", "2", text=True)
+    assert result.returncode == 0, result.stderr
+    assert "\r" not in result.stdout + result.stderr
+    assert result.stderr == ""
+    lines = result.stdout.splitlines()
+    assert lines[0] == "pairs.tsv: 36 pairs read; 28 training, 3 validation pairs"
+    assert [EPOCH_LINE.fullmatch(line).groups()[:2] for line in lines[1:3]] == [("1", "2"), ("2", "2")]
+    assert lines[3].startswith("best checkpoint: epoch ") and len(lines) == 4
+
+
+def test_cli_train_logs_the_epochs_it_does_not_validate(tmp_path, capsys):
+    tsv = tmp_path / "pairs.tsv"
+    tsv.write_text(PAIRS_TSV, encoding="utf-8")
+    report = train_tiny(capsys, tmp_path / "run", "--tsv", tsv, "--epochs", "3", "--validate-every", "2")
+    epoch_lines = [line for line in report.splitlines() if line.startswith("epoch ")]
+    assert re.fullmatch(r"epoch 1/3: train loss \d+\.\d{4}, elapsed \d+\.\d s", epoch_lines[0])
+    assert [bool(EPOCH_LINE.fullmatch(line)) for line in epoch_lines[1:]] == [True, True]
+
+
+def test_cli_train_quiet_prints_only_the_summary(tmp_path):
+    result = train_in_a_child(tmp_path, "--quiet", text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert len(result.stdout.splitlines()) == 1 and result.stdout.startswith("best checkpoint: epoch ")
+
+
+def test_cli_train_draws_a_progress_bar_on_a_terminal(tmp_path):
+    pty = pytest.importorskip("pty")
+    import fcntl
+    import termios
+
+    terminal, terminal_end = pty.openpty()
+    # A new pseudo-terminal is 0 columns wide, and tqdm draws nothing in no room.
+    fcntl.ioctl(terminal_end, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    result = train_in_a_child(tmp_path, stderr=terminal_end, text=True)
+    os.close(terminal_end)
+    drawn = b""
+    while True:
+        try:
+            chunk = os.read(terminal, 65536)
+        except OSError:  # EIO: the child closed the terminal and all it wrote has been read
+            break
+        if not chunk:
+            break
+        drawn += chunk
+    os.close(terminal)
+    assert result.returncode == 0
+    assert b"\repoch 1/1:" in drawn and b"pair" in drawn
+    assert "\r" not in result.stdout and EPOCH_LINE.fullmatch(result.stdout.splitlines()[1])

@@ -260,7 +260,9 @@ def run_train(args: argparse.Namespace) -> None:
         raise InputError(f"--output-dir {output_dir}: cannot create it ({error.strerror})") from None
     start = time.perf_counter()
     try:
-        best = train(model_config, data_config, train_config, output_dir, args.device, args.resume)
+        best = train(
+            model_config, data_config, train_config, output_dir, args.device, args.resume, show_progress=not args.quiet
+        )
     except KeyboardInterrupt:
         if not (output_dir / "last.pt").exists():
             raise SystemExit(f"interrupted before the first checkpoint; nothing saved in {output_dir}/") from None
@@ -343,6 +345,7 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
         "--resume", metavar="FILE", help="continue this checkpoint up to --epochs, with its own settings"
     )
     add_common_arguments(train_parser)
+    train_parser.add_argument("--quiet", action="store_true", help="print only the final summary")
 
     evaluate_parser = commands.add_parser("evaluate", help="exact match and BLEU of a checkpoint")
     add_decoding_arguments(evaluate_parser)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
@@ -74,6 +75,10 @@ def train(
     """Train, validating every `validate_every` epochs; writes `last.pt`, `best.pt` (highest
     validation exact match) and `curves.png` into `output_dir`. Returns the best checkpoint.
 
+    With `show_progress`, a line on stdout says what data was read, and one per epoch its losses, validation
+    exact match and the time since training began; a progress bar on stderr runs through each epoch where
+    stderr is a terminal (in a log file its carriage-return updates would be noise).
+
     With `resume`, the model, optimizer, random state, vocabularies and all configs come from that
     checkpoint and training continues up to `train_config.epochs`; a `data_config.tsv` given then is
     the new location of the checkpoint's TSV file, which must hold the same bytes.
@@ -81,6 +86,11 @@ def train(
     Raises InputError when the data leave no training or no validation pair.
     """
     from tqdm import tqdm
+
+    def report(line: str) -> None:
+        if show_progress:
+            tqdm.write(line)  # above the bar, when there is one
+            sys.stdout.flush()  # a log file gets each line when it happens, not at exit
 
     output_dir = Path(output_dir)
     checkpoint = load_checkpoint(resume, RESUME_KEYS) if resume is not None else None
@@ -105,10 +115,9 @@ def train(
             f"({len(train_pairs)} training and {len(valid_pairs)} validation pairs from the 80/10/10 split; "
             "at least one of each is needed)"
         )
-    if show_progress:
-        over = len(data.splits.train) + len(data.splits.valid) - len(train_pairs) - len(valid_pairs)
-        left_out = f", {over} over --max-length {data_config.max_length} left out" if over else ""
-        tqdm.write(f"{data.summary}{left_out}; {len(train_pairs)} training, {len(valid_pairs)} validation pairs")
+    over = len(data.splits.train) + len(data.splits.valid) - len(train_pairs) - len(valid_pairs)
+    left_out = f", {over} over --max-length {data_config.max_length} left out" if over else ""
+    report(f"{data.summary}{left_out}; {len(train_pairs)} training, {len(valid_pairs)} validation pairs")
 
     if checkpoint is not None:
         source_vocab = Vocabulary(checkpoint["source_vocab"])
@@ -149,16 +158,19 @@ def train(
             "best_valid_loss": best_valid_loss,
         }
 
+    start = time.perf_counter()
     for epoch in range(first_epoch, train_config.epochs + 1):
         with tqdm(
             total=len(train_pairs),
             desc=f"epoch {epoch}/{train_config.epochs}",
             unit="pair",
-            disable=not show_progress,
+            disable=None if show_progress else True,  # None: only where stderr is a terminal
             leave=False,
         ) as progress:
             train_loss = train_epoch(model, optimizer, train_pairs, translator, train_config, generator, progress)
+        epoch_line = f"epoch {epoch}/{train_config.epochs}: train loss {train_loss:.4f}"
         if epoch % train_config.validate_every and epoch != train_config.epochs:
+            report(f"{epoch_line}, elapsed {time.perf_counter() - start:.1f} s")
             continue
         valid_loss = average_loss(translator, valid_pairs, 256)
         accuracy = score_translations(translator, valid_pairs).exact_match
@@ -170,11 +182,11 @@ def train(
         improved = (accuracy, -valid_loss) > (best_accuracy, -best_valid_loss)
         if improved:
             best_accuracy, best_valid_loss = accuracy, valid_loss
-        if show_progress:
-            tqdm.write(
-                f"epoch {epoch}: train loss {train_loss:.4f}, valid loss {valid_loss:.4f}, "
-                f"valid exact match {100 * accuracy:.2f}%" + (" (best)" if improved else "")
-            )
+        report(
+            f"{epoch_line}, valid loss {valid_loss:.4f}, valid exact match {100 * accuracy:.2f}%"
+            + (" (best)" if improved else "")
+            + f", elapsed {time.perf_counter() - start:.1f} s"
+        )
         state = snapshot(epoch)
         if improved:
             save_checkpoint(output_dir / "best.pt", state)
