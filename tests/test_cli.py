@@ -94,6 +94,16 @@ def test_main_runs_the_seq2seq_commands_in_process(tmp_path, capsys):
     assert capsys.readouterr().err.startswith("rnnfast seq2seq evaluate: error: ")
 
 
+def test_a_missing_optional_module_is_one_line_naming_the_fix(tmp_path):
+    code = "import sys; sys.modules['tqdm'] = None; from rnnfast.cli import main; main(['seq2seq', 'train'])"
+    result = run_python(tmp_path, "-c", code)
+    assert result.returncode == 1
+    assert (
+        result.stderr
+        == 'rnnfast seq2seq train: error: tqdm is not installed; pip install "rnnfast[seq2seq]" installs it\n'
+    )
+
+
 def test_import_is_cheap(tmp_path):
     code = (
         "import sys, rnnfast.cli; print(sorted(m for m in sys.modules if m.startswith(('triton', 'rnnfast.seq2seq'))))"

@@ -739,3 +739,37 @@ def test_cli_train_draws_a_progress_bar_on_a_terminal(tmp_path):
     assert result.returncode == 0
     assert b"\repoch 1/1:" in drawn and b"pair" in drawn
     assert "\r" not in result.stdout and EPOCH_LINE.fullmatch(result.stdout.splitlines()[1])
+
+
+# ----------------------------------------------------- command line: without the seq2seq extra installed
+
+BLOCKED_IMPORT = "import sys; sys.modules.update(dict.fromkeys({modules}));"
+
+
+@pytest.mark.parametrize("module", ["tqdm", "matplotlib", "sacrebleu", "num2words"])
+def test_cli_missing_optional_module_is_one_line_with_status_1(tmp_path, module):
+    argv = ["train", *TINY_RUN, "--max-number", "99", "--output-dir", "run"]
+    code = BLOCKED_IMPORT.format(modules=[module]) + f"from rnnfast.seq2seq.commands import main; main({argv})"
+    result = run_python(tmp_path, "-c", code, text=True)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr == (
+        f"python -m rnnfast.seq2seq train: error: {module} is not installed; "
+        'pip install "rnnfast[seq2seq]" installs it\n'
+    )
+    assert result.stdout == ""
+    assert not (tmp_path / "run").exists() or module == "num2words"  # its import comes with the data
+
+
+def test_model_pieces_and_help_work_without_the_seq2seq_extra(tmp_path):
+    code = BLOCKED_IMPORT.format(modules=["num2words", "sacrebleu", "tqdm", "matplotlib"]) + (
+        "import torch\n"
+        "from rnnfast.seq2seq import Seq2Seq, Seq2SeqConfig, Translator, Vocabulary\n"
+        "from rnnfast.seq2seq.commands import main\n"
+        "vocabulary = Vocabulary.build([['un', 'deux']], 1)\n"
+        "model = Seq2Seq(Seq2SeqConfig(len(vocabulary), len(vocabulary), cell_impl='torch', hidden_size=8))\n"
+        "print(len(Translator(model, vocabulary, vocabulary, 'words', 5).translate(['un deux'])))\n"
+        "main(['train', '--help'])\n"
+    )
+    result = run_python(tmp_path, "-c", code, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("1\nusage: python -m rnnfast.seq2seq train [options]\n")

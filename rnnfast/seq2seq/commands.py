@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import shutil
 import sys
 import time
@@ -21,6 +22,9 @@ from .training import TrainConfig, train
 
 PROG = "python -m rnnfast.seq2seq"
 DESCRIPTION = "Train, evaluate and run a Seq2Seq translator built on rnnfast's recurrent layers."
+# The modules of the seq2seq extra (pyproject.toml), which a plain `pip install rnnfast` leaves out.
+EXTRA_MODULES = ("num2words", "sacrebleu", "tqdm", "matplotlib")
+INSTALL_EXTRA = 'pip install "rnnfast[seq2seq]"'
 DEFAULT_OUTPUT_DIR = "seq2seq-run"
 
 
@@ -241,7 +245,14 @@ def check_resume(args: argparse.Namespace, checkpoint: dict, epochs: int) -> Non
             )
 
 
+def import_extra(*modules: str) -> None:
+    """Import optional modules that a command reaches only late, so that a missing one stops it at the start."""
+    for module in modules:
+        importlib.import_module(module)
+
+
 def run_train(args: argparse.Namespace) -> None:
+    import_extra("tqdm", "sacrebleu", "matplotlib")
     output_dir = Path(args.output_dir)
     existing = [name for name in ("best.pt", "last.pt") if (output_dir / name).exists()]
     if existing and not (args.overwrite or args.resume):
@@ -282,6 +293,7 @@ def run_train(args: argparse.Namespace) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> None:
+    import_extra("sacrebleu")
     checkpoint = load_checkpoint(args.checkpoint)
     translator = translator_from_checkpoint(checkpoint, args.device, args.cell_impl)
     data_config = DataConfig(**checkpoint["data_config"])
@@ -378,8 +390,9 @@ def build_parser(prog: str = PROG) -> Parser:
 
 def run(args: argparse.Namespace) -> None:
     """Run the command that `args` were parsed for. A mistake in what the user gave (InputError) ends with
-    one line on stderr, `<prog>: error: <message>`, and exit status 2, as argparse's own errors do; any
-    other exception keeps its traceback."""
+    one line on stderr, `<prog>: error: <message>`, and exit status 2, as argparse's own errors do; a
+    missing module of the seq2seq extra ends with one line and status 1, since the command line was right
+    and the installation is what lacks; any other exception keeps its traceback."""
     torch.set_num_threads(args.threads)
     try:
         args.device = resolve_device(args.device)
@@ -387,6 +400,11 @@ def run(args: argparse.Namespace) -> None:
     except InputError as error:
         print(f"{args.prog}: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
+    except ModuleNotFoundError as error:
+        if error.name not in EXTRA_MODULES:
+            raise
+        print(f"{args.prog}: error: {error.name} is not installed; {INSTALL_EXTRA} installs it", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 def main(argv: list[str] | None = None, prog: str = PROG) -> None:
