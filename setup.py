@@ -1,10 +1,6 @@
-"""Only the package layout is here (everything else is in pyproject.toml): kernels/ installs as rnnfast.kernels,
-and the same mapping drives the editable install."""
+"""Everything about the package is in pyproject.toml; this file lets tools that still call setup.py
+(`python setup.py develop`, old pip) build it too."""
 
 from setuptools import setup
 
-setup(
-    packages=["rnnfast", "rnnfast.kernels", "rnnfast.seq2seq"],
-    # Triton code lives in kernels/ but is only ever importable as rnnfast.kernels.
-    package_dir={"rnnfast": "rnnfast", "rnnfast.kernels": "kernels"},
-)
+setup()

@@ -24,7 +24,7 @@ export TRITON_INTERPRET=0
 # shellcheck disable=SC2086  # TESTS holds pytest arguments
 bash bench/pytest_shards.sh "$out" test_cuda ${TESTS:-} tests/test_cuda.py
 # torch.nn against the Triton kernels only: "rnnfast" (auto) runs the same kernels on CUDA, and the PyTorch
-# scan ("rnnfast-torch") is the CPU path; both would spend device minutes measuring nothing new.
+# scan ("rnnfast-scan") is the CPU path; both would spend device minutes measuring nothing new.
 python3 -m bench --full --time-budget "${BENCH_S:-240}" --out "$out" \
     --provider torch.nn --provider rnnfast-triton --provider torch.nn-packed --provider rnnfast-triton-lengths \
     --provider rnnfast-triton-packed >"$out/bench.log" 2>&1

@@ -8,7 +8,7 @@ meta device (shapes, dtypes, no memory), with Triton's `JITFunction.run` replace
 recorded launch is specialised by Triton's own binder for a CUDA target (`specialize`), compiled offline
 (`triton.compile` with a GPUTarget), and cuobjdump (shipped inside triton) reads registers per thread and
 stack bytes (spills to local memory) from the cubin. Meta tensors report address 0: every buffer counts
-as a fresh 16-byte-aligned allocation, as rnnfast.functional's are; a view at an odd offset would not be.
+as a fresh 16-byte-aligned allocation, as rnnfast.ops's are; a view at an odd offset would not be.
 The launcher itself compiles a launch before running it, to pick warps that do not spill
 (launch.without_spills: Triton's compile on a CUDA device); while recording, it is handed this module's
 offline compile for the planned GPU (launch.compiling_offline), so the launch recorded is the one that GPU
@@ -19,7 +19,7 @@ EXAMPLE_LAUNCHES holds, per cell (torch's modes lstm, gru, rnn_tanh, rnn_relu), 
     example_launch(cell, scan_pass, seq_len, batch, hidden, dtype, gpu, directions, training) -> None
 
   that calls the cell's launcher in rnnfast.kernels for `scan_pass` ("forward" or "backward") exactly as
-  rnnfast.functional calls it for one layer of that shape with `directions` directions (1, or 2 for a
+  rnnfast.ops calls it for one layer of that shape with `directions` directions (1, or 2 for a
   bidirectional layer; `dtype` a torch dtype; `training` for the forward), on fresh buffers of the
   launcher's documented shapes and dtypes on the meta device, planned for `gpu` (a key of configs.GPUS:
   "h100", "a100"). The compile runs without the interpreter, where RNNFAST_PLAN_TARGET is ignored and meta
@@ -28,7 +28,7 @@ EXAMPLE_LAUNCHES holds, per cell (torch's modes lstm, gru, rnn_tanh, rnn_relu), 
   meta tensors have none): its host-side check of a barrier's error flag is skipped for meta tensors.
   Every kernel it launches is compiled, with the arguments of each launch; launches that specialise alike
   (the steps of a step variant) are compiled once. tests/test_compile.py checks that these launches are
-  exactly what rnnfast.functional launches.
+  exactly what rnnfast.ops launches.
 
 Under TRITON_INTERPRET=1 kernels are interpreter objects that cannot be compiled, so `kernel_report` then
 runs itself in a subprocess without the interpreter (`python -m bench.hardware`, from the repository root).
@@ -51,9 +51,10 @@ from triton.compiler import ASTSource
 from triton.runtime.jit import JITFunction
 
 from bench.cases import DTYPES
+from rnnfast.dispatch import interpreting
 from rnnfast.kernels import gru, lstm, rnn
 from rnnfast.kernels.configs import GPUS, planning_for
-from rnnfast.kernels.launch import compiling_offline, interpreting
+from rnnfast.kernels.launch import compiling_offline
 
 # Per-block hardware limits every compiled kernel is checked against (CUDA programming guide).
 SHARED_MEMORY_LIMIT = {gpu.arch: gpu.shared_per_block for gpu in GPUS.values()}

@@ -35,14 +35,14 @@ PROVIDERS = (
     Provider(BASELINE, None),
     Provider("rnnfast", "auto"),
     Provider("rnnfast-triton", "triton", needs_cuda=True),
-    Provider("rnnfast-torch", "torch"),
+    Provider("rnnfast-scan", "scan"),
     Provider("torch.nn-packed", None, feed="packed"),
     Provider("rnnfast-lengths", "auto", feed="lengths"),
     Provider("rnnfast-packed", "auto", feed="packed"),
     Provider("rnnfast-triton-lengths", "triton", needs_cuda=True, feed="lengths"),
     Provider("rnnfast-triton-packed", "triton", needs_cuda=True, feed="packed"),
-    Provider("rnnfast-torch-lengths", "torch", feed="lengths"),
-    Provider("rnnfast-torch-packed", "torch", feed="packed"),
+    Provider("rnnfast-scan-lengths", "scan", feed="lengths"),
+    Provider("rnnfast-scan-packed", "scan", feed="packed"),
 )
 PROVIDER_NAMES = tuple(provider.name for provider in PROVIDERS)
 

@@ -1,4 +1,4 @@
-"""rnnfast: torch.nn recurrent layers on fused Triton kernels, with a pure-PyTorch fallback."""
+"""rnnfast: drop-in torch.nn recurrent layers (LSTM, GRU, RNN and their cells) on fused Triton kernels."""
 
 from .convert import convert, revert
 from .modules import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell

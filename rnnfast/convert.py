@@ -34,7 +34,8 @@ def convert(model: nn.Module, *, backend: str | None = "auto") -> nn.Module:
     Args:
         model: any nn.Module, changed in place. It may itself be one of the six modules, in which case the
             returned module is a new object: always use the return value.
-        backend: given to every rnnfast module: "auto", "triton", "torch", or None to read RNNFAST_BACKEND.
+        backend: given to every rnnfast module: "auto", "triton", "scan" (rnnfast's PyTorch scan), or None
+            to read RNNFAST_BACKEND.
 
     Returns:
         `model`, or its rnnfast replacement when `model` itself was swapped.
@@ -63,8 +64,10 @@ def revert(model: nn.Module) -> nn.Module:
         `model`, or its torch.nn replacement when `model` itself was swapped.
 
     Example:
-        >>> model = rnnfast.revert(rnnfast.convert(model))
-        >>> torch.onnx.export(model, (tokens,), "model.onnx")
+        >>> model = rnnfast.convert(nn.Sequential(nn.Embedding(100, 32), nn.GRU(32, 64)))
+        >>> model = rnnfast.revert(model)  # torch.nn modules again, same Parameter objects
+        >>> type(model[1])
+        <class 'torch.nn.modules.rnn.GRU'>
     """
     return _swap_all(model, TO_TORCH, {}, "rnnfast.revert", already_swapped=())
 

@@ -2,14 +2,14 @@
 runs when autograd needs a graph of the backward itself (create_graph=True: gradient penalties,
 double backward, gradgradcheck). Slow and memory-hungry by design; first-order training never uses it.
 
-Same contract as functional._scan_impl: gates = x W_ih^T + input bias (+ first_gates at each row's first
+Same contract as ops._scan_impl: gates = x W_ih^T + input bias (+ first_gates at each row's first
 step), rows past their length carry their state, and the result is the state slots h_all [T + 1, B, H]
 (h_init in the first read slot) and, for the LSTM, c_n.
 """
 
 import torch
 
-from .reference import state_dtype
+from .pytorch_scan import state_dtype
 
 
 def scan_slots(cell, reverse, x, lengths, h_init, c0, w_ih, w_rec, b_ih, b_hh, first_gates, first_steps):

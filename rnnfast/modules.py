@@ -2,7 +2,8 @@
 
 LSTM, GRU and RNN subclass torch.nn.RNNBase (not torch.nn.LSTM etc., which torch.compile refuses to
 trace) and the cells their torch.nn twins, so parameters, their names, initialisation, state_dict and
-argument checks are torch.nn's own; only forward runs through rnnfast.functional.
+argument checks are torch.nn's own; only forward is rnnfast's: it asks rnnfast.dispatch for the path
+(torch's native kernels, rnnfast's PyTorch scan or its Triton kernels) and runs it.
 """
 
 import torch
@@ -11,18 +12,13 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from . import native
-from .functional import (
-    check_backend_name,
-    cuda_runs_native,
-    requested_backend,
-    resolve_backend,
-    scan,
-    stack_directions,
-    tracing,
-)
+from .dispatch import NATIVE, backend_name, choose_path, tracing
+from .ops import scan, stack_directions
 
-_BACKEND_DOC = """backend: "auto" (Triton for CUDA tensors, pure PyTorch otherwise), "triton" (always; CPU
-            tensors only under TRITON_INTERPRET=1) or "torch". None reads RNNFAST_BACKEND, default "auto"."""
+_BACKEND_DOC = """backend (rnnfast only): "auto" (Triton kernels for CUDA tensors; on CPU, per call, torch's
+            native kernels or rnnfast's PyTorch scan, whichever was measured faster), "triton" (always;
+            CPU tensors only under TRITON_INTERPRET=1) or "scan" (always rnnfast's PyTorch scan). None
+            reads the RNNFAST_BACKEND environment variable, default "auto"."""
 
 
 # What torch.nn runs in the autocast dtype: on CUDA cuDNN's RNN and the cell ops are all in autocast's
@@ -34,13 +30,15 @@ _AUTOCAST_LOW_PRECISION = {
 }
 
 
-def _autocast_run_dtype(x: torch.Tensor, kind: str) -> torch.dtype | None:
-    """The dtype a layer of `kind` runs in under autocast on x's device, as torch.nn's does; None when
-    autocast is off there."""
+def _autocast(x: torch.Tensor, hidden: tuple[torch.Tensor, ...], kind: str):
+    """(x, hidden, run dtype) with x and hidden cast to the dtype a module of `kind` runs in under autocast
+    on x's device, as torch.nn's does; as given, with run dtype None, where autocast is off there."""
     device_type = x.device.type
     if device_type not in _AUTOCAST_LOW_PRECISION or not torch.is_autocast_enabled(device_type):
-        return None
-    return torch.get_autocast_dtype(device_type) if kind in _AUTOCAST_LOW_PRECISION[device_type] else torch.float32
+        return x, hidden, None
+    low_precision = kind in _AUTOCAST_LOW_PRECISION[device_type]
+    run_dtype = torch.get_autocast_dtype(device_type) if low_precision else torch.float32
+    return x.to(run_dtype), tuple(h.to(run_dtype) for h in hidden), run_dtype
 
 
 def _check_same_device_and_dtype(x: torch.Tensor, weight: torch.Tensor, hidden: tuple[torch.Tensor, ...]) -> None:
@@ -66,7 +64,7 @@ class _Backend:
     """The `backend` argument every rnnfast module adds to its torch.nn constructor."""
 
     def _init_backend(self, backend: str | None) -> None:
-        self.backend = check_backend_name(backend)
+        self.backend = backend_name(backend)
 
     def extra_repr(self) -> str:
         backend = "" if self.backend is None else f", backend={self.backend!r}"
@@ -80,19 +78,6 @@ class _Backend:
             f"torch.jit.script cannot compile rnnfast.{name}: use torch.compile, or script a torch.nn copy of "
             "the model: torch.jit.script(rnnfast.revert(copy.deepcopy(model)))"
         )
-
-    def _native_by_device(self, input: torch.Tensor) -> bool | None:
-        """Whether a call runs torch's native kernels where the device alone decides: never while tracing
-        (torch's CPU LSTM has no fake-tensor implementation), on a CUDA tensor where the Triton kernels
-        cannot run (functional.cuda_runs_native); None for a CPU tensor under backend "auto", which the
-        measured rules (rnnfast/native.py) decide."""
-        if tracing(input):
-            return False
-        if input.device.type == "cuda":
-            return cuda_runs_native(self.backend, input.dtype)
-        if input.device.type != "cpu" or requested_backend(self.backend) != "auto":
-            return False
-        return None
 
 
 class _RecurrentLayers(_Backend):
@@ -112,7 +97,8 @@ class _RecurrentLayers(_Backend):
         if packed is not None:
             if lengths is not None:
                 raise ValueError(f"{name}: lengths= cannot be combined with PackedSequence input, which has its own")
-            if self._runs_native(packed.data, hx, varlen=True, batch=int(packed.batch_sizes[0])):
+            path = self._path(packed.data, hx, varlen=True, batch=int(packed.batch_sizes[0]))
+            if path == NATIVE:
                 return self._native_packed(packed, hx)
             input, lengths = pad_packed_sequence(packed, batch_first=self.batch_first)
         elif input.dim() not in (2, 3):
@@ -130,18 +116,17 @@ class _RecurrentLayers(_Backend):
         self.check_forward_args(input, hidden if is_lstm else hidden[0], None)
         if lengths is not None:
             lengths = _checked_lengths(lengths, input.size(1 - batch_dim), batch, input.device)
-        if packed is None and self._runs_native(input, hidden, varlen=lengths is not None, batch=batch):
-            if lengths is None:
-                output, final = self._native_layers(input, None, hidden)
-            else:
-                output, final = self._native_padded_with_lengths(input, hidden, lengths)
+        if packed is None:
+            path = self._path(input, hidden, varlen=lengths is not None, batch=batch)
+        if path == NATIVE and lengths is None:
+            output, final = self._native_layers(input, None, hidden)
+        elif path == NATIVE:
+            output, final = self._native_padded_with_lengths(input, hidden, lengths)
         else:
-            run_dtype = _autocast_run_dtype(input, self._cell_name())
-            if run_dtype is not None:
-                input, hidden = input.to(run_dtype), tuple(h.to(run_dtype) for h in hidden)
+            input, hidden, run_dtype = _autocast(input, hidden, self._cell_name())
             _check_same_device_and_dtype(input, getattr(self, self._flat_weights_names[0]), hidden)
             x = input.transpose(0, 1) if self.batch_first else input
-            output, final = self._scan_layers(x, hidden, lengths, run_dtype)
+            output, final = self._scan_layers(path, x, hidden, lengths, run_dtype)
             if self.batch_first:
                 output = output.transpose(0, 1)
         if packed is not None:
@@ -158,19 +143,20 @@ class _RecurrentLayers(_Backend):
         h_zeros = input.new_zeros(states, batch, self.proj_size or self.hidden_size)
         return (h_zeros, input.new_zeros(states, batch, self.hidden_size)) if self.mode == "LSTM" else (h_zeros,)
 
-    def _runs_native(self, input: torch.Tensor, hidden, varlen: bool, batch: int) -> bool:
-        """Whether this call runs torch's native kernels (_native_by_device; on a CPU tensor under "auto",
-        where the measured rules say they win)."""
-        by_device = self._native_by_device(input)
-        if by_device is not None:
-            return by_device
+    def _path(self, input: torch.Tensor, hidden, varlen: bool, batch: int) -> str:
+        """The path this call runs (rnnfast.dispatch.choose_path), in the dtype autocast gives it."""
+        cell = self._cell_name()
         states = hidden if isinstance(hidden, (tuple, list)) else (hidden,)
         training = torch.is_grad_enabled() and (
             input.requires_grad
             or any(isinstance(h, torch.Tensor) and h.requires_grad for h in states)
             or any(p.requires_grad for p in self.parameters())  # leaves: computes no parametrization
         )
-        return native.layers_win(self._cell_name(), training, varlen, batch, self.hidden_size)
+        _, _, run_dtype = _autocast(input, (), cell)
+        return choose_path(
+            self.backend, input.device, run_dtype or input.dtype, cell=cell, traced=tracing(input),
+            training=training, varlen=varlen, batch=batch, hidden_size=self.hidden_size,
+        )  # fmt: skip
 
     def _native_weights(self, run_dtype: torch.dtype | None) -> list[torch.Tensor]:
         """Every layer's weights in torch.nn's _flat_weights order, read through _layer_weights."""
@@ -180,9 +166,7 @@ class _RecurrentLayers(_Backend):
     def _native_layers(self, input: torch.Tensor, batch_sizes: torch.Tensor | None, hidden: tuple[torch.Tensor, ...]):
         """torch's native layer kernel on padded input (batch_sizes None) or on sorted packed data, with
         torch.nn's autocast dtype (autocast itself casts the weights, as for torch.nn)."""
-        run_dtype = _autocast_run_dtype(input, self._cell_name())
-        if run_dtype is not None:
-            input, hidden = input.to(run_dtype), tuple(h.to(run_dtype) for h in hidden)
+        input, hidden, run_dtype = _autocast(input, hidden, self._cell_name())
         weights = self._native_weights(run_dtype)
         _check_same_device_and_dtype(input, weights[0], hidden)
         return native.run_layers(
@@ -235,6 +219,7 @@ class _RecurrentLayers(_Backend):
 
     def _scan_layers(
         self,
+        path: str,
         x: torch.Tensor,
         hidden: tuple[torch.Tensor, ...],
         lengths: torch.Tensor | None,
@@ -242,7 +227,6 @@ class _RecurrentLayers(_Backend):
     ):
         if x.size(0) == 0:
             raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
-        backend = resolve_backend(self.backend, x.device, x.dtype)
         cell = self._cell_name()
         num_directions = 2 if self.bidirectional else 1
         finals = [[] for _ in hidden]
@@ -254,7 +238,7 @@ class _RecurrentLayers(_Backend):
             weights = [None if w[0] is None else _stack_directions(w, run_dtype) for w in per_direction]
             h0 = hidden[0][indices.start : indices.stop]
             c0 = hidden[1][indices.start : indices.stop] if len(hidden) == 2 else None
-            layer_input, *states = scan(cell, backend, layer_input, lengths, h0, c0, *weights)
+            layer_input, *states = scan(cell, path, layer_input, lengths, h0, c0, *weights)
             for final, state in zip(finals, states):
                 final.append(state)
             if self.dropout > 0 and self.training and layer < self.num_layers - 1:
@@ -276,18 +260,30 @@ class _RecurrentLayers(_Backend):
 
 
 class LSTM(_RecurrentLayers, nn.RNNBase):
-    __doc__ = f"""torch.nn.LSTM with fused Triton kernels on CUDA and a pure-PyTorch scan on CPU.
+    __doc__ = f"""torch.nn.LSTM, drop-in: same constructor, parameters, initialisation, state_dict and numbers.
 
-    Args: those of torch.nn.LSTM, plus
+    CUDA tensors run rnnfast's fused Triton kernels; CPU tensors run torch's own kernels (oneDNN) or
+    rnnfast's PyTorch scan, whichever was measured faster for the call (rnnfast.dispatch).
+
+    Args: those of torch.nn.LSTM (proj_size included), plus
         {_BACKEND_DOC}
 
-    Returns (output, (h_n, c_n)) exactly as torch.nn.LSTM: output [T, B, D*H] ([B, T, D*H] with
-    batch_first, [T, D*H] for unbatched input), h_n and c_n [num_layers*D, B, H] ([num_layers*D, H]).
+    forward(input, hx=None, *, lengths=None): as torch.nn.LSTM's, plus rnnfast's `lengths` [B] (an
+    integer tensor or list, any order, each in 1..T) for a padded batch: the result equals torch.nn's on
+    the packed batch, padded with zeros, without packing. PackedSequence input works as in torch.nn.
+
+    Returns (output, (h_n, c_n)) exactly as torch.nn.LSTM: output [T, B, D*P] ([B, T, D*P] with
+    batch_first, [T, D*P] for unbatched input; P = proj_size or hidden_size), h_n [num_layers*D, B, P],
+    c_n [num_layers*D, B, H].
 
     Example:
+        >>> torch_lstm = torch.nn.LSTM(32, 64, num_layers=2, batch_first=True)
         >>> lstm = rnnfast.LSTM(32, 64, num_layers=2, batch_first=True)
         >>> lstm.load_state_dict(torch_lstm.state_dict())
-        >>> output, (h_n, c_n) = lstm(torch.randn(8, 100, 32))
+        <All keys matched successfully>
+        >>> output, (h_n, c_n) = lstm(torch.randn(8, 100, 32), lengths=[100, 90, 80, 70, 60, 50, 40, 30])
+        >>> output.shape, h_n.shape
+        (torch.Size([8, 100, 64]), torch.Size([2, 8, 64]))
     """
 
     # torch.nn.LSTM's checks of (h_0, c_0); the class itself is not a base: torch.compile refuses to trace
@@ -301,10 +297,16 @@ class LSTM(_RecurrentLayers, nn.RNNBase):
 
 
 class GRU(_RecurrentLayers, nn.RNNBase):
-    __doc__ = f"""torch.nn.GRU (gates r z n, b_hn inside the reset product) on rnnfast's kernels.
+    __doc__ = f"""torch.nn.GRU, drop-in (gates r z n, b_hn inside the reset product, as torch.nn).
+
+    CUDA tensors run rnnfast's fused Triton kernels; CPU tensors run torch's own loop or rnnfast's
+    PyTorch scan, whichever was measured faster for the call (rnnfast.dispatch; the scan trains most
+    GRUs faster than torch.nn on CPU).
 
     Args: those of torch.nn.GRU, plus
         {_BACKEND_DOC}
+
+    forward(input, hx=None, *, lengths=None): as torch.nn.GRU's, plus `lengths` as in rnnfast.LSTM.
 
     Returns (output, h_n) exactly as torch.nn.GRU: output [T, B, D*H] ([B, T, D*H] with batch_first,
     [T, D*H] unbatched), h_n [num_layers*D, B, H] ([num_layers*D, H] unbatched).
@@ -312,6 +314,8 @@ class GRU(_RecurrentLayers, nn.RNNBase):
     Example:
         >>> gru = rnnfast.GRU(32, 64, bidirectional=True)
         >>> output, h_n = gru(torch.randn(100, 8, 32))
+        >>> output.shape, h_n.shape
+        (torch.Size([100, 8, 128]), torch.Size([2, 8, 64]))
     """
 
     def __init__(self, *args, backend: str | None = None, **kwargs):
@@ -322,16 +326,19 @@ class GRU(_RecurrentLayers, nn.RNNBase):
 
 
 class RNN(_RecurrentLayers, nn.RNNBase):
-    __doc__ = f"""torch.nn.RNN (Elman network, nonlinearity "tanh" or "relu") on rnnfast's kernels.
+    __doc__ = f"""torch.nn.RNN (Elman network, nonlinearity "tanh" or "relu"), drop-in.
 
-    Args: those of torch.nn.RNN, plus
+    Paths as rnnfast.GRU. Args: those of torch.nn.RNN, plus
         {_BACKEND_DOC}
 
+    forward(input, hx=None, *, lengths=None): as torch.nn.RNN's, plus `lengths` as in rnnfast.LSTM.
     Returns (output, h_n) exactly as torch.nn.RNN (shapes as rnnfast.GRU).
 
     Example:
         >>> rnn = rnnfast.RNN(32, 64, num_layers=2, nonlinearity="relu")
         >>> output, h_n = rnn(torch.randn(100, 8, 32))
+        >>> output.shape, h_n.shape
+        (torch.Size([100, 8, 64]), torch.Size([2, 8, 64]))
     """
 
     def __init__(self, *args, backend: str | None = None, **kwargs):
@@ -357,11 +364,6 @@ class _RecurrentCell(_Backend):
                 raise RuntimeError(f"Unknown nonlinearity: {self.nonlinearity}")
             return f"rnn_{self.nonlinearity}"
         return "lstm" if isinstance(self, nn.LSTMCell) else "gru"
-
-    def _runs_native(self, input: torch.Tensor) -> bool:
-        """As for the layers (_native_by_device, then the measured rules)."""
-        by_device = self._native_by_device(input)
-        return native.cell_wins() if by_device is None else by_device
 
     def forward(self, input, hx=None):
         name = type(self).__name__
@@ -392,22 +394,21 @@ class _RecurrentCell(_Backend):
             hidden = tuple(h.unsqueeze(0) for h in hidden)
         _check_cell_args(input, hidden, self.input_size, self.hidden_size)
         weights = (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
-        run_dtype = _autocast_run_dtype(input, self._cell_name().split("_")[0] + "_cell")
+        cell = self._cell_name()
+        input, hidden, run_dtype = _autocast(input, hidden, cell.split("_")[0] + "_cell")
         if run_dtype is not None:
-            input, hidden = input.to(run_dtype), tuple(h.to(run_dtype) for h in hidden)
             weights = tuple(None if w is None else w.to(run_dtype) for w in weights)
         _check_same_device_and_dtype(input, self.weight_ih, hidden)
         if input.dtype != weights[0].dtype:
             raise RuntimeError(f"expected input dtype ({input.dtype}) to match weight dtype ({self.weight_ih.dtype})")
 
-        cell = self._cell_name()
-        if self._runs_native(input):
+        path = choose_path(self.backend, input.device, input.dtype, cell=cell, traced=tracing(input), one_step=True)
+        if path == NATIVE:
             states = native.run_cell(cell, input, hidden, weights)
         else:
-            backend = resolve_backend(self.backend, input.device, input.dtype)
             h0, c0 = hidden[0].unsqueeze(0), hidden[1].unsqueeze(0) if is_lstm else None
             one_direction = [None if w is None else stack_directions([w]) for w in weights]
-            _, *states = scan(cell, backend, input.unsqueeze(0), None, h0, c0, *one_direction, None)
+            _, *states = scan(cell, path, input.unsqueeze(0), None, h0, c0, *one_direction, None)
             states = [state[0] for state in states]
         if not is_batched:
             states = [state.squeeze(0) for state in states]
@@ -415,12 +416,20 @@ class _RecurrentCell(_Backend):
 
 
 class LSTMCell(_RecurrentCell, nn.LSTMCell):
-    __doc__ = f"""torch.nn.LSTMCell on rnnfast's LSTM scan with T = 1 (same kernels as rnnfast.LSTM).
+    __doc__ = f"""torch.nn.LSTMCell, drop-in: one step of rnnfast.LSTM's scan (on CUDA, its kernels with T = 1;
+    on CPU torch's own cell op, measured faster for one step).
 
     Args: those of torch.nn.LSTMCell, plus
         {_BACKEND_DOC}
 
     Returns (h', c'), each [B, H] ([H] for unbatched input).
+
+    Example:
+        >>> cell = rnnfast.LSTMCell(10, 20)
+        >>> h, c = cell(torch.randn(3, 10))
+        >>> h, c = cell(torch.randn(3, 10), (h, c))
+        >>> h.shape
+        torch.Size([3, 20])
     """
 
     def __init__(self, *args, backend: str | None = None, **kwargs):
@@ -429,12 +438,17 @@ class LSTMCell(_RecurrentCell, nn.LSTMCell):
 
 
 class GRUCell(_RecurrentCell, nn.GRUCell):
-    __doc__ = f"""torch.nn.GRUCell on rnnfast's GRU scan with T = 1.
+    __doc__ = f"""torch.nn.GRUCell, drop-in: one step of rnnfast.GRU's scan (paths as rnnfast.LSTMCell).
 
     Args: those of torch.nn.GRUCell, plus
         {_BACKEND_DOC}
 
     Returns h' [B, H] ([H] for unbatched input).
+
+    Example:
+        >>> cell = rnnfast.GRUCell(10, 20)
+        >>> cell(torch.randn(3, 10)).shape
+        torch.Size([3, 20])
     """
 
     def __init__(self, *args, backend: str | None = None, **kwargs):
@@ -443,12 +457,18 @@ class GRUCell(_RecurrentCell, nn.GRUCell):
 
 
 class RNNCell(_RecurrentCell, nn.RNNCell):
-    __doc__ = f"""torch.nn.RNNCell (tanh or relu) on rnnfast's Elman scan with T = 1.
+    __doc__ = f"""torch.nn.RNNCell (tanh or relu), drop-in: one step of rnnfast.RNN's scan (paths as
+    rnnfast.LSTMCell).
 
     Args: those of torch.nn.RNNCell, plus
         {_BACKEND_DOC}
 
     Returns h' [B, H] ([H] for unbatched input).
+
+    Example:
+        >>> cell = rnnfast.RNNCell(10, 20, nonlinearity="relu")
+        >>> cell(torch.randn(10)).shape
+        torch.Size([20])
     """
 
     def __init__(self, *args, backend: str | None = None, **kwargs):

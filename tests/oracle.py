@@ -53,7 +53,7 @@ class Case:
         return "-".join(parts + [f for f in flags if f])
 
 
-def make_pair(module_class, reference_class, case: Case, dtype=torch.float32, backend="torch", **kwargs):
+def make_pair(module_class, reference_class, case: Case, dtype=torch.float32, backend="scan", **kwargs):
     """An rnnfast module in `dtype` and its torch.nn twin (fp32) with the same weights."""
     args = (case.input_size, case.hidden_size, case.num_layers)
     options = dict(bidirectional=case.bidirectional, batch_first=case.batch_first, **kwargs)

@@ -31,7 +31,7 @@ def test_smoke_grid_measures_every_provider_available_on_cpu(smoke_rows):
         rows = {(row["provider"], row["mode"]): row for row in smoke_rows if row["case"] == case.name}
         assert rows["rnnfast-triton", "all"]["status"] == "skipped"
         assert rows["rnnfast-triton", "all"]["reason"] == "needs CUDA"
-        for provider in (BASELINE, "rnnfast", "rnnfast-torch"):
+        for provider in (BASELINE, "rnnfast", "rnnfast-scan"):
             for mode in MODES:
                 row = rows[provider, mode]
                 assert row["status"] == "ok", row
@@ -42,7 +42,7 @@ def test_smoke_grid_measures_every_provider_available_on_cpu(smoke_rows):
 
 def test_smoke_lstm_rows_cover_all_modes(smoke_rows):
     measured = {(row["provider"], row["mode"]) for row in smoke_rows if row["cell"] == "lstm" and row["status"] == "ok"}
-    assert measured == {(provider, mode) for provider in (BASELINE, "rnnfast", "rnnfast-torch") for mode in MODES}
+    assert measured == {(provider, mode) for provider in (BASELINE, "rnnfast", "rnnfast-scan") for mode in MODES}
 
 
 def test_smoke_command_prints_table_and_writes_nothing(monkeypatch, capsys, tmp_path):
@@ -70,7 +70,7 @@ def test_plot_draws_sweeps(tmp_path):
     rows = [
         {"case": f"lstm-H{h}", "cell": "lstm", "dtype": "float32", "batch": 4, "seq_len": 10, "hidden_size": h,
          "sweeps": "hidden", "mode": "inference", "provider": provider, "status": "ok", "median_ms": h / 64}
-        for h in (64, 128) for provider in (BASELINE, "rnnfast-torch")
+        for h in (64, 128) for provider in (BASELINE, "rnnfast-scan")
     ]  # fmt: skip
     assert results.plot(rows, "test", tmp_path / "plot.png")
     assert (tmp_path / "plot.png").read_bytes()[:4] == b"\x89PNG"

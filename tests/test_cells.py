@@ -2,7 +2,7 @@
 fixture over torch's modes (lstm, gru, rnn_tanh, rnn_relu), then the checks of one cell alone.
 
 backend "triton" runs the kernels through Triton's interpreter (conftest sets TRITON_INTERPRET=1);
-backend "torch" is the pure-PyTorch fallback.
+backend "scan" is rnnfast's PyTorch scan.
 """
 
 import pytest
@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import rnnfast
-from rnnfast.functional import resolve_backend
+from rnnfast.dispatch import choose_path
 from rnnfast.kernels import configs
 from tests.oracle import (
     SPECS,
@@ -23,7 +23,7 @@ from tests.oracle import (
     strided_grad_output,
 )
 
-BACKENDS = ["torch", "triton"]
+BACKENDS = ["scan", "triton"]
 
 CASES = [
     Case(3, 6, 5, 17),
@@ -140,9 +140,9 @@ def test_cell(spec, backend, batched, bias):
 
 
 @pytest.mark.parametrize("bidirectional", [False, True])
-def test_float64_gradcheck_of_fallback(spec, bidirectional):
+def test_float64_gradcheck_of_the_scan(spec, bidirectional):
     torch.manual_seed(6)
-    module = spec.module(3, 4, num_layers=2, bidirectional=bidirectional, backend="torch", **spec.options).double()
+    module = spec.module(3, 4, num_layers=2, bidirectional=bidirectional, backend="scan", **spec.options).double()
     states = 4 if bidirectional else 2
     x = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
     hx = [torch.randn(states, 2, 4, dtype=torch.float64, requires_grad=True) for _ in range(2 if spec.is_lstm else 1)]
@@ -368,16 +368,20 @@ def test_rnn_relu_units_on_both_sides_of_zero(backend):
 
 def test_backend_resolution(monkeypatch):
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert resolve_backend("auto", cpu, torch.float32) == "torch"
-    assert resolve_backend("auto", cuda, torch.float32) == "triton"
-    assert resolve_backend("auto", cuda, torch.float64) == "torch"
-    monkeypatch.setenv("RNNFAST_BACKEND", "torch")
-    assert resolve_backend(None, cuda, torch.float32) == "torch"
+
+    def path(backend, device, dtype):
+        return choose_path(backend, device, dtype, cell="lstm", traced=True)
+
+    assert path("auto", cpu, torch.float32) == "scan"
+    assert path("auto", cuda, torch.float32) == "triton"
+    assert path("auto", cuda, torch.float64) == "scan"
+    monkeypatch.setenv("RNNFAST_BACKEND", "scan")
+    assert path(None, cuda, torch.float32) == "scan"
     with pytest.raises(RuntimeError, match="supports float32, float16 and bfloat16"):
-        resolve_backend("triton", cuda, torch.float64)
+        path("triton", cuda, torch.float64)
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     with pytest.raises(RuntimeError, match="needs CUDA tensors"):
-        resolve_backend("triton", cpu, torch.float32)
+        path("triton", cpu, torch.float32)
     monkeypatch.setenv("RNNFAST_BACKEND", "cudnn")
     with pytest.raises(ValueError, match="backend must be one of"):
-        resolve_backend(None, cpu, torch.float32)
+        path(None, cpu, torch.float32)

@@ -19,7 +19,7 @@ from triton.runtime.jit import JITFunction
 import rnnfast
 from bench import hardware
 from bench.cases import DTYPES as DTYPE_OF
-from rnnfast.functional import MIN_TRITON
+from rnnfast.dispatch import MIN_TRITON
 from rnnfast.kernels import configs, launch
 from tests.threaded import threaded_programs
 
@@ -84,7 +84,7 @@ def test_time_loop_instructions_count_the_outermost_loop():
     assert hardware.time_loop_instructions("        /*0000*/   EXIT ;") == 0
 
 
-# A folder holding the oldest Triton rnnfast supports (functional.MIN_TRITON; torch 2.11's CUDA wheels pin
+# A folder holding the oldest Triton rnnfast supports (dispatch.MIN_TRITON; torch 2.11's CUDA wheels pin
 # it), put first on the path of a compile run in another process: .ci/run installs one there.
 OLDEST_TRITON = os.environ.get("RNNFAST_OLDEST_TRITON")
 OLDEST_TRITON_COMPILE = """
@@ -319,7 +319,7 @@ def _recorded(record_only: bool):
 )
 def test_example_launch_matches_functional(monkeypatch, cell, hidden, bidirectional):
     """bench/hardware.py compiles what its EXAMPLE_LAUNCHES launch: the same kernels, grids and
-    argument shapes, dtypes, strides and alignment as rnnfast's layers launch through rnnfast.functional
+    argument shapes, dtypes, strides and alignment as rnnfast's layers launch through rnnfast.ops
     (planned for an H100 both: one launch per pass with the grid barrier, run by the threaded interpreter)."""
     monkeypatch.setenv("RNNFAST_PLAN_TARGET", "h100")
     monkeypatch.delenv("RNNFAST_NO_GRID_SYNC", raising=False)

@@ -245,11 +245,11 @@ def test_long_sequence_one_launch(cell, fresh_grid_sync):
 def test_auto_runs_torchs_own_kernels_where_triton_cannot(old_triton, monkeypatch):
     """backend "auto" on CUDA runs torch's own kernels (cuDNN) for float64, and for every dtype under a Triton
     older than the kernels support: torch.nn's numbers, no Triton launch."""
-    from rnnfast import functional
+    from rnnfast import dispatch
     from rnnfast.kernels import lstm
 
     if old_triton:
-        monkeypatch.setattr(functional, "installed_triton_version", lambda: (3, 4))
+        monkeypatch.setattr(dispatch, "installed_triton_version", lambda: (3, 4))
     monkeypatch.setattr(lstm, "run_scan", lambda *args, **kwargs: pytest.fail("a Triton scan was launched"))
     dtype = torch.float32 if old_triton else torch.float64
     torch.manual_seed(0)

@@ -15,7 +15,7 @@ import rnnfast
 from tests.oracle import assert_matches
 
 WORLD_SIZE, BATCH, SEQ_LEN, INPUT = 2, 4, 5, 3
-BACKENDS = ["torch", "triton"]
+BACKENDS = ["scan", "triton"]
 
 
 class Encoder(nn.Module):

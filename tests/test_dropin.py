@@ -14,7 +14,7 @@ import rnnfast
 from rnnfast.convert import TO_RNNFAST, TO_TORCH
 from tests.oracle import assert_matches
 
-BACKENDS = ["torch", "triton"]
+BACKENDS = ["scan", "triton"]
 VOCAB, SEQ_LEN, BATCH, DECODE_STEPS = 7, 3, 2, 2
 
 
@@ -135,7 +135,7 @@ def test_revert_round_trip():
     tokens, _ = make_batch()
     expected = original(tokens)
 
-    model = rnnfast.revert(rnnfast.convert(original, backend="torch"))
+    model = rnnfast.revert(rnnfast.convert(original, backend="scan"))
     assert recurrent_types(model) == original_types
     assert all(after is before for after, before in zip(model.parameters(), parameters))
     assert torch.equal(model(tokens), expected)
@@ -143,7 +143,7 @@ def test_revert_round_trip():
 
 def test_root_module_and_shared_modules():
     lstm = nn.LSTM(3, 4)
-    converted = rnnfast.convert(lstm, backend="torch")
+    converted = rnnfast.convert(lstm, backend="scan")
     assert type(converted) is rnnfast.LSTM and converted.weight_hh_l0 is lstm.weight_hh_l0
     assert type(rnnfast.revert(converted)) is nn.LSTM
 
@@ -168,7 +168,7 @@ def test_convert_keeps_settings_mode_and_hooks():
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # nothing to warn about, not even the dropout of the rebuilt LSTM
-        rnnfast.convert(model, backend="torch")
+        rnnfast.convert(model, backend="scan")
     for name, module in model.items():
         for key in ("input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout", "nonlinearity"):
             assert getattr(module, key, None) == settings[name].get(key), (name, key)
@@ -188,7 +188,7 @@ def test_pruned_module_keeps_working():
         torch.manual_seed(0)
         pair.append(nn.GRU(3, 4))
         prune.l1_unstructured(pair[-1], "weight_hh_l0", amount=0.5)
-    model, twin = rnnfast.convert(pair[0], backend="torch"), pair[1]
+    model, twin = rnnfast.convert(pair[0], backend="scan"), pair[1]
     assert model.state_dict().keys() == twin.state_dict().keys()
     x = torch.randn(5, 2, 3)
     outputs = [module(x)[0] for module in (model, twin)]
@@ -226,7 +226,7 @@ def test_projections_are_converted():
     expected, _ = model[0](x)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        rnnfast.convert(model, backend="torch")
+        rnnfast.convert(model, backend="scan")
     assert type(model[0]) is rnnfast.LSTM and model[0].proj_size == 2
     assert_matches(model[0](x)[0], expected, torch.float32, "fp32 result")
     assert type(model[1]) is rnnfast.GRU
@@ -234,7 +234,7 @@ def test_projections_are_converted():
 
 def test_save_load_and_deepcopy_keep_backend():
     torch.manual_seed(0)
-    model = rnnfast.convert(Seq2Seq(), backend="torch")
+    model = rnnfast.convert(Seq2Seq(), backend="scan")
     tokens, _ = make_batch()
     expected = model(tokens)
 
@@ -244,13 +244,13 @@ def test_save_load_and_deepcopy_keep_backend():
     loaded = torch.load(buffer, weights_only=False)
     copied = copy.deepcopy(model)
     for other in (loaded, copied):
-        assert_all_rnnfast(other, "torch")
+        assert_all_rnnfast(other, "scan")
         assert torch.equal(other(tokens), expected)
 
 
 def test_state_dict_round_trips_between_rnnfast_and_torch_nn():
     torch.manual_seed(0)
-    model = rnnfast.convert(Seq2Seq(), backend="torch")
+    model = rnnfast.convert(Seq2Seq(), backend="scan")
     torch.manual_seed(1)
     plain = Seq2Seq()
     tokens, _ = make_batch()
@@ -259,7 +259,7 @@ def test_state_dict_round_trips_between_rnnfast_and_torch_nn():
     plain.load_state_dict(model.state_dict())
     assert_matches(plain(tokens), model(tokens), torch.float32, "fp32 result")
     torch.manual_seed(2)
-    fresh = rnnfast.convert(Seq2Seq(), backend="torch")
+    fresh = rnnfast.convert(Seq2Seq(), backend="scan")
     fresh.load_state_dict(plain.state_dict())
     assert torch.equal(fresh(tokens), model(tokens))
 
@@ -314,12 +314,12 @@ def test_built_on_the_meta_device_like_torch_nn():
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16], ids=str)
 def test_dtype_casts(dtype):
     torch.manual_seed(0)
-    model = rnnfast.convert(Seq2Seq(), backend="torch")
+    model = rnnfast.convert(Seq2Seq(), backend="scan")
     parameters = list(model.parameters())
     cast = {torch.float64: lambda m: m.to(torch.float64), torch.float16: nn.Module.half}
     cast.get(dtype, nn.Module.bfloat16)(model)
     assert all(after is before and after.dtype == dtype for after, before in zip(model.parameters(), parameters))
-    assert_all_rnnfast(model, "torch")
+    assert_all_rnnfast(model, "scan")
 
     # 16-bit models are compared with torch.nn in fp32 on the very same rounded weights
     reference = Seq2Seq().to(torch.float64 if dtype == torch.float64 else torch.float32)

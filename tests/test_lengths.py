@@ -8,11 +8,11 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 import rnnfast
-from rnnfast import reference
+from rnnfast import pytorch_scan
 from tests import oracle
 from tests.oracle import LAYERS, Case, as_list, as_state, assert_matches, compare_with_torch
 
-BACKENDS = ["torch", "triton"]
+BACKENDS = ["scan", "triton"]
 LENGTHS = {
     "unsorted": ([5, 1, 6, 3], False),  # contains 1 and the full length
     "sorted": ([6, 5, 3, 1], True),
@@ -71,7 +71,7 @@ def test_packed_sequence_matches_torch_nn(cell, lengths_case, backend):
     grad_data = torch.randn_like(ref_out.data)
     grad_final = [torch.randn_like(f) for f in as_list(ref_final)]
     ref_grads = torch.autograd.grad(
-        [ref_out.data, *as_list(ref_final)], ref_leaves + list(reference.parameters()), [grad_data, *grad_final]
+        [ref_out.data, *as_list(ref_final)], ref_leaves + list(pytorch_scan.parameters()), [grad_data, *grad_final]
     )
     grads = torch.autograd.grad(
         [out.data, *as_list(final)], leaves + list(module.parameters()), [grad_data, *grad_final]
@@ -84,14 +84,14 @@ def test_packed_sequence_matches_torch_nn(cell, lengths_case, backend):
 
 
 def test_reference_matmuls_cover_every_active_row():
-    wide = reference.MIN_SKIPPED_ELEMENTS  # one skipped row of this hidden size is worth skipping
-    # Longest first (as functional.scan orders a batch for this backend): only the active rows.
-    assert reference._active_rows(torch.tensor([5, 3, 3, 1]), 4, wide, 5) == [4, 3, 3, 1, 1]
+    wide = pytorch_scan.MIN_SKIPPED_ELEMENTS  # one skipped row of this hidden size is worth skipping
+    # Longest first (as ops.scan orders a batch for the SCAN path): only the active rows.
+    assert pytorch_scan._active_rows(torch.tensor([5, 3, 3, 1]), 4, wide, 5) == [4, 3, 3, 1, 1]
     # In any other order, up to the last active row: still every active row, with some inactive ones.
-    assert reference._active_rows(torch.tensor([1, 5, 2]), 3, wide, 5) == [3, 3, 2, 2, 2]
-    assert reference._active_rows(None, 3, wide, 2) == [3, 3]
+    assert pytorch_scan._active_rows(torch.tensor([1, 5, 2]), 3, wide, 5) == [3, 3, 2, 2, 2]
+    assert pytorch_scan._active_rows(None, 3, wide, 2) == [3, 3]
     # Rows too small to be worth skipping are all multiplied.
-    assert reference._active_rows(torch.tensor([5, 3, 3, 1]), 4, wide // 2, 5) == [4, 4, 4, 1, 1]
+    assert pytorch_scan._active_rows(torch.tensor([5, 3, 3, 1]), 4, wide // 2, 5) == [4, 4, 4, 1, 1]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -102,7 +102,7 @@ def test_lengths_extension_equals_packing(cell, backend):
     module, reference = make_pair(cell, backend)
     lengths = torch.tensor([3, 6, 1, 4])
     x = torch.randn(4, 6, 5)  # batch_first below
-    module.batch_first = reference.batch_first = True
+    module.batch_first = pytorch_scan.batch_first = True
     hx = make_hx(cell, module, 4)
     ref_out, ref_final = reference(pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False), hx)
     ref_padded, _ = pad_packed_sequence(ref_out, batch_first=True, total_length=6)
@@ -141,9 +141,9 @@ def test_projections_without_packing(backend):
     compare_with_torch(module, reference, torch.randn(4, 2, 5))
 
 
-def test_projections_and_lengths_float64_gradcheck_of_fallback():
+def test_projections_and_lengths_float64_gradcheck_of_the_scan():
     torch.manual_seed(4)
-    module = rnnfast.LSTM(3, 4, bidirectional=True, proj_size=2, backend="torch").double()
+    module = rnnfast.LSTM(3, 4, bidirectional=True, proj_size=2, backend="scan").double()
     names = [name for name, _ in module.named_parameters()]
     x = torch.randn(4, 2, 3, dtype=torch.float64, requires_grad=True)
     h0 = torch.randn(2, 2, 2, dtype=torch.float64, requires_grad=True)

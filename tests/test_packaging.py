@@ -2,14 +2,18 @@
 nor torch._dynamo (a second of start-up and about 160 MB), and the Triton code is importable only as
 rnnfast.kernels, never as a top-level `kernels` module (that name belongs to another PyPI package)."""
 
+import os
+import shutil
 import subprocess
 import sys
 from importlib.metadata import PackageNotFoundError
+from pathlib import Path
 
 import pytest
 import torch
 
-from rnnfast import functional
+import rnnfast
+from rnnfast import dispatch
 
 WITHOUT_TRITON = """
 import sys
@@ -36,13 +40,13 @@ import sys
 import torch, rnnfast
 x = torch.randn(5, 2, 3, requires_grad=True)
 layers = [rnnfast.LSTM(3, 4, num_layers=2, bidirectional=True), rnnfast.GRU(3, 4), rnnfast.RNN(3, 4),
-          rnnfast.LSTM(3, 4, backend="torch")]
+          rnnfast.LSTM(3, 4, backend="scan")]
 for layer in layers:
     for lengths in (None, torch.tensor([5, 2])):
         layer(x, lengths=lengths)[0].sum().backward()
         with torch.no_grad():
             layer(x, lengths=lengths)
-for cell in (rnnfast.LSTMCell(3, 4), rnnfast.GRUCell(3, 4), rnnfast.RNNCell(3, 4, backend="torch")):
+for cell in (rnnfast.LSTMCell(3, 4), rnnfast.GRUCell(3, 4), rnnfast.RNNCell(3, 4, backend="scan")):
     cell(x[0])[0].sum().backward()
 print(sorted(name for name in sys.modules if name.split(".")[0] == "triton" or name.startswith("torch._dynamo")))
 """
@@ -53,6 +57,20 @@ def test_cpu_use_imports_neither_triton_nor_dynamo(tmp_path):
     result = subprocess.run([sys.executable, "-c", CPU_USE], capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_kernels_come_from_the_package_s_own_tree(tmp_path):
+    """A second checkout first on the path (beside this one, installed editable) gives rnnfast and
+    rnnfast.kernels both from that checkout: the kernels are a subpackage, not a mapped folder."""
+    other_checkout = tmp_path / "other-checkout"
+    shutil.copytree(Path(rnnfast.__file__).parent, other_checkout / "rnnfast", ignore=shutil.ignore_patterns("*.pyc"))
+    code = "import rnnfast, rnnfast.kernels.lstm as k; print(rnnfast.__file__); print(k.__file__)"
+    env = {**os.environ, "PYTHONPATH": str(other_checkout)}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    package, kernels = (Path(line) for line in result.stdout.split())
+    assert package == other_checkout / "rnnfast" / "__init__.py"
+    assert kernels == other_checkout / "rnnfast" / "kernels" / "lstm.py"
 
 
 def test_kernels_are_not_a_top_level_module(tmp_path):
@@ -74,23 +92,27 @@ def test_triton_version_read_from_metadata():
 
         return read
 
-    assert functional.installed_triton_version(reader({"triton": "3.6.0"})) == (3, 6)
-    assert functional.installed_triton_version(reader({"pytorch-triton": "3.10.0+git4f1b4e1f"})) == (3, 10)
-    assert functional.installed_triton_version(reader({})) is None
+    assert dispatch.installed_triton_version(reader({"triton": "3.6.0"})) == (3, 6)
+    assert dispatch.installed_triton_version(reader({"pytorch-triton": "3.10.0+git4f1b4e1f"})) == (3, 10)
+    assert dispatch.installed_triton_version(reader({})) is None
 
 
 def test_triton_older_than_the_kernels_support(monkeypatch):
     """With a Triton older than MIN_TRITON backend="triton" is refused by name, and "auto" on CUDA runs
     torch's own kernels (cuDNN), as it does for float64; with a recent one the Triton kernels run."""
     cuda = torch.device("cuda")
-    assert functional.triton_problem((3, 6)) is None
-    monkeypatch.setattr(functional, "installed_triton_version", lambda: (3, 4))
+
+    def path(backend, dtype):
+        return dispatch.choose_path(backend, cuda, dtype, cell="lstm")
+
+    assert dispatch.triton_problem((3, 6)) is None
+    monkeypatch.setattr(dispatch, "installed_triton_version", lambda: (3, 4))
     with pytest.raises(RuntimeError, match=r"backend='triton' needs triton >= 3.6, found 3.4"):
-        functional.resolve_backend("triton", cuda, torch.float16)
-    assert functional.cuda_runs_native("auto", torch.float16)
-    assert not functional.cuda_runs_native("torch", torch.float16)
-    monkeypatch.setattr(functional, "installed_triton_version", lambda: (3, 9))
-    assert functional.resolve_backend("auto", cuda, torch.float16) == "triton"
-    assert not functional.cuda_runs_native("auto", torch.float16)
-    assert functional.cuda_runs_native("auto", torch.float64)
-    assert not functional.cuda_runs_native("triton", torch.float64)  # refused later, by resolve_backend
+        path("triton", torch.float16)
+    assert path("auto", torch.float16) == "native"
+    assert path("scan", torch.float16) == "scan"
+    monkeypatch.setattr(dispatch, "installed_triton_version", lambda: (3, 9))
+    assert path("auto", torch.float16) == "triton"
+    assert path("auto", torch.float64) == "native"
+    with pytest.raises(RuntimeError, match="supports float32, float16 and bfloat16"):
+        path("triton", torch.float64)

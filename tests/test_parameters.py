@@ -11,7 +11,7 @@ from torch.nn.utils import parametrizations, parametrize
 import rnnfast
 from tests.oracle import assert_matches
 
-BACKENDS = ["torch", "triton", "auto"]
+BACKENDS = ["scan", "triton", "auto"]
 SEQ_LEN, BATCH, INPUT, HIDDEN = 4, 3, 5, 6
 # (rnnfast/torch.nn class name, constructor options): every cell kind, layers and cells.
 LAYERS = [
@@ -168,7 +168,7 @@ def test_second_order_gradients_match_torch(name, options, backend):
 )
 def test_gradgradcheck_float64(name, options):
     torch.manual_seed(0)
-    module = getattr(rnnfast, name)(2, 3, bidirectional=True, backend="torch", **options).double()
+    module = getattr(rnnfast, name)(2, 3, bidirectional=True, backend="scan", **options).double()
     x = torch.randn(3, 2, 2, dtype=torch.float64, requires_grad=True)
     lengths = torch.tensor([3, 2])
     params = list(module.parameters())

@@ -13,8 +13,8 @@ from tests.oracle import assert_matches
 class Tagger(nn.Module):
     def __init__(self):
         super().__init__()
-        self.lstm = rnnfast.LSTM(4, 6, bidirectional=True, batch_first=True, backend="torch")
-        self.gru = rnnfast.GRU(12, 5, backend="torch", batch_first=True)
+        self.lstm = rnnfast.LSTM(4, 6, bidirectional=True, batch_first=True, backend="scan")
+        self.gru = rnnfast.GRU(12, 5, backend="scan", batch_first=True)
         self.head = nn.Linear(5, 3)
 
     def forward(self, x, lengths):

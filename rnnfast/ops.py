@@ -1,117 +1,27 @@
-"""One scan (one layer, one direction) as custom ops with registered autograd, and the choice of backend.
+"""A layer's scan (one layer, both directions) as custom ops with registered autograd.
 
-A scan is: one GEMM for the input projection of every step, the recurrence (Triton kernel or the
-pure-PyTorch reference, same buffers), then in backward the recurrence run backwards in time followed
-by a few large GEMMs for dx and the weight and bias gradients.
+A scan is: one GEMM for the input projection of every step, the recurrence (the Triton kernels of
+rnnfast.kernels or rnnfast.pytorch_scan, on the same buffers), then in backward the recurrence run
+backwards in time followed by a few large GEMMs for dx and the weight and bias gradients. Which of the
+two recurrences runs is the `path` (rnnfast.dispatch: TRITON or SCAN), chosen by the caller.
 """
 
 import contextlib
-import functools
-import importlib.metadata
-import importlib.util
-import os
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
-from . import differentiable, reference
-
-BACKENDS = ("auto", "triton", "torch")
-TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-try:
-    _TRITON_AVAILABLE = importlib.util.find_spec("triton") is not None
-except (ImportError, ValueError):  # a broken or blocked install: the PyTorch path runs alone
-    _TRITON_AVAILABLE = False
-# The oldest Triton every kernel has been compiled with (offline, for sm_80 and sm_90; torch 2.11's CUDA
-# wheels pin it). Older releases lack what the kernels are written with (tuples of tensors, batched dots,
-# the launcher's introspection): there backend "auto" runs torch's own CUDA kernels, and "triton" is refused.
-MIN_TRITON = (3, 6)
+from . import differentiable, pytorch_scan
+from .dispatch import SCAN, TRITON, tracing
 
 
-@functools.cache  # read once: a metadata lookup scans the installed distributions
-def installed_triton_version(read=importlib.metadata.version) -> tuple[int, int] | None:
-    """(major, minor) of the installed Triton, from its package metadata (Triton itself is not imported):
-    "triton", or "pytorch-triton" as torch's nightlies name it; None when neither names a version."""
-    for distribution in ("triton", "pytorch-triton"):
-        try:
-            found = re.match(r"(\d+)\.(\d+)", read(distribution))
-        except importlib.metadata.PackageNotFoundError:
-            continue
-        if found:
-            return int(found[1]), int(found[2])
-    return None
-
-
-def triton_problem(version: tuple[int, int] | None = None) -> str | None:
-    """Why the Triton kernels cannot run here (completing "backend='triton' ..."), or None when they can.
-    A Triton whose version cannot be read (a source build) is trusted."""
-    if not _TRITON_AVAILABLE:
-        return "needs the triton package, which is not installed"
-    version = version or installed_triton_version()
-    if version is not None and version < MIN_TRITON:
-        return (
-            f"needs triton >= {MIN_TRITON[0]}.{MIN_TRITON[1]}, found {version[0]}.{version[1]} (backend='auto' "
-            "runs torch's own kernels with it)"
-        )
-    return None
-
-
-def check_backend_name(backend: str | None) -> str | None:
-    if backend is not None and backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    return backend
-
-
-def requested_backend(backend: str | None) -> str:
-    """The backend a module asked for: its own, else the RNNFAST_BACKEND environment variable, else "auto"."""
-    return backend or check_backend_name(os.environ.get("RNNFAST_BACKEND", "auto"))
-
-
-def tracing(x: torch.Tensor) -> bool:
-    """True while torch.compile or torch.export traces the call, or for tensor subclasses (fake tensors):
-    then only rnnfast's custom ops may run, whose fake implementations give shapes without computing."""
-    return torch.compiler.is_compiling() or type(x) is not torch.Tensor
-
-
-def resolve_backend(backend: str | None, device: torch.device, dtype: torch.dtype) -> str:
-    """'triton' or 'torch' for tensors on `device` of `dtype`.
-
-    backend=None takes the RNNFAST_BACKEND environment variable, else "auto": Triton for CUDA tensors of
-    a dtype the kernels support, pure PyTorch otherwise (CPU tensors, float64). On CPU, "auto" may run
-    torch's native kernels instead of the PyTorch scan (rnnfast.native decides, per call).
-    """
-    backend = requested_backend(backend)
-    if backend == "auto":
-        use_triton = device.type == "cuda" and dtype in TRITON_DTYPES and triton_problem() is None
-        return "triton" if use_triton else "torch"
-    if backend == "triton":
-        problem = triton_problem()
-        if problem is not None:
-            raise RuntimeError(f"backend='triton' {problem}")
-        if dtype not in TRITON_DTYPES:
-            raise RuntimeError(f"backend='triton' supports float32, float16 and bfloat16, got {dtype}")
-        if device.type != "cuda" and os.environ.get("TRITON_INTERPRET", "0") != "1":
-            raise RuntimeError(
-                f"backend='triton' needs CUDA tensors (got {device.type}); set TRITON_INTERPRET=1 before "
-                "importing triton to run the kernels on CPU tensors through Triton's interpreter"
-            )
-    return backend
-
-
-def cuda_runs_native(backend: str | None, dtype: torch.dtype) -> bool:
-    """Whether a call on CUDA tensors runs torch's own CUDA kernels (cuDNN, as torch.nn does) rather than
-    the PyTorch scan: backend "auto" where the Triton kernels cannot run (no usable Triton, float64)."""
-    return requested_backend(backend) == "auto" and (dtype not in TRITON_DTYPES or triton_problem() is not None)
-
-
-def _recurrence(backend: str):
-    if backend == "triton":
+def _recurrence(path: str):
+    if path == TRITON:
         from . import kernels
 
         return kernels
-    return reference
+    return pytorch_scan
 
 
 def stack_directions(tensors) -> torch.Tensor:
@@ -129,35 +39,47 @@ def _input_projection(x2d: torch.Tensor, w_ih: torch.Tensor, bias: torch.Tensor 
     return torch.baddbmm(bias.unsqueeze(1), x2d.expand(w_ih.shape[0], -1, -1), w_ih.transpose(1, 2))
 
 
-def scan(cell: str, backend: str, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr):
+def scan(cell: str, path: str, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr):
     """One layer of `cell` ("lstm", "gru", "rnn_tanh", "rnn_relu") over time-major x [T, B, I], in D
     directions (1, or 2 for a bidirectional layer: direction 1 runs in reverse, as torch.nn numbers
-    them). Per-direction arguments have a leading axis D: h0 [D, B, P], c0 [D, B, H] (LSTM, else None),
+    them), on `path` TRITON (rnnfast.kernels) or SCAN (rnnfast.pytorch_scan). Per-direction arguments have
+    a leading axis D: h0 [D, B, P], c0 [D, B, H] (LSTM, else None),
     w_ih [D, G*H, I], w_hh [D, G*H, P], b_ih and b_hh [D, G*H] (both None without bias), w_hr [D, P, H]
     (LSTM proj_size, else None). Returns (y [T, B, D*P], h_n [D, B, P]), plus c_n [D, B, H] for the LSTM.
     Both directions run in the same kernel launches where the plan allows (kernels/configs.plan_scan).
 
     lengths [B] (int64 on x's device, each in 1..T; None: every row has length T): a row stops updating
     after its length, its outputs there are zero and h_n/c_n are taken at its last valid step (the reverse
-    direction starts there). The PyTorch backend runs such a batch longest rows first (and restores the
+    direction starts there). The SCAN path runs such a batch longest rows first (and restores the
     order), so that each step's matmuls stop at its last active row. With w_hr, h = W_hr (o * tanh(c)):
     the scan then runs on r = o * tanh(c) with the recurrent weight W_hh W_hr, h0 entering each row's
     first step through W_hh, and outputs are projected after the scan.
+
+    This is the functional entry point beneath the modules: no argument checks, no autocast, no dispatch
+    (the modules do those), differentiable in every tensor argument.
+
+    Example (an LSTM layer, one direction, on the PyTorch scan):
+        >>> x = torch.randn(5, 2, 3)  # [T, B, I]
+        >>> w_ih, w_hh = torch.randn(1, 16, 3), torch.randn(1, 16, 4)  # [D, 4H, I], [D, 4H, H]
+        >>> h0 = c0 = torch.zeros(1, 2, 4)
+        >>> y, h_n, c_n = rnnfast.ops.scan("lstm", "scan", x, None, h0, c0, w_ih, w_hh, None, None, None)
+        >>> y.shape, h_n.shape
+        (torch.Size([5, 2, 4]), torch.Size([1, 2, 4]))
     """
-    if backend == "torch" and lengths is not None:
-        # The reference's step matmuls cover the rows up to the last active one: longest rows first.
+    if path == SCAN and lengths is not None:
+        # The PyTorch scan's step matmuls cover the rows up to the last active one: longest rows first.
         order = torch.argsort(lengths, descending=True, stable=True)
         restore = torch.argsort(order)
         c0 = None if c0 is None else c0.index_select(1, order)
         results = _scan_layer(
-            cell, backend, x.index_select(1, order), lengths[order], h0.index_select(1, order), c0,
+            cell, path, x.index_select(1, order), lengths[order], h0.index_select(1, order), c0,
             w_ih, w_hh, b_ih, b_hh, w_hr,
         )  # fmt: skip
         return tuple(result.index_select(1, restore) for result in results)
-    return _scan_layer(cell, backend, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
+    return _scan_layer(cell, path, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
 
 
-def _scan_layer(cell: str, backend: str, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr):
+def _scan_layer(cell: str, path: str, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr):
     """scan in the batch's own order."""
     seq_len = x.shape[0]
     h_init, w_rec, first_gates = h0, w_hh, None
@@ -173,7 +95,7 @@ def _scan_layer(cell: str, backend: str, x, lengths, h0, c0, w_ih, w_hh, b_ih, b
     # Eagerly the same implementation runs as a plain autograd.Function: a custom op's first call imports
     # torch._dynamo (and with it triton), about a second that a CPU user would pay for nothing.
     run = torch.ops.rnnfast.scan if tracing(x) else _EagerScan.apply
-    h_all, c_n, _, _ = run(cell, backend, x, lengths, h_init, c0, w_ih, w_rec, b_ih, b_hh, first_gates, training)
+    h_all, c_n, _, _ = run(cell, path, x, lengths, h_init, c0, w_ih, w_rec, b_ih, b_hh, first_gates, training)
     directions = range(h_all.shape[0])
     outputs = [h_all[d, :seq_len] if d else h_all[d, 1:] for d in directions]
     finals = [h_all[d, _last_slot(d, seq_len)] for d in directions]
@@ -192,7 +114,7 @@ def _scan_layer(cell: str, backend: str, x, lengths, h0, c0, w_ih, w_hh, b_ih, b
 @torch.library.custom_op("rnnfast::scan", mutates_args=())
 def _scan_op(
     cell: str,
-    backend: str,
+    path: str,
     x: torch.Tensor,
     lengths: torch.Tensor | None,
     h_init: torch.Tensor,
@@ -207,7 +129,7 @@ def _scan_op(
     """(h_all [D, T + 1, B, H] state slots, c_n [D, B, H] (LSTM, else empty), the cell's saved state and
     its activated gates [D, T, B, G*H] (both for the backward; empty in inference)). first_gates
     [D, B, G*H] is added to each row's first step's gates."""
-    return _scan_forward(cell, backend, x, lengths, h_init, c0, w_ih, w_rec, b_ih, b_hh, first_gates, training)
+    return _scan_forward(cell, path, x, lengths, h_init, c0, w_ih, w_rec, b_ih, b_hh, first_gates, training)
 
 
 def _autocast_off(device: torch.device):
@@ -237,7 +159,7 @@ def _last_slot(direction: int, seq_len: int) -> int:
 class _CellScan:
     """What a scan does for one cell, beside what every cell shares: the state its forward saves for the
     backward (besides h_all and the activated gates) and its recurrence's forward and backward, called
-    on the same buffers in rnnfast.kernels (Triton) or rnnfast.reference (PyTorch)."""
+    on the same buffers in rnnfast.kernels (Triton) or rnnfast.pytorch_scan."""
 
     saved_state: Callable  # (D, T, B, H, training) -> shape of the saved state
     forward: Callable  # (recurrence, _ScanBuffers) -> None
@@ -301,10 +223,10 @@ _CELL_SCANS = {
 def _saved_state(kind: _CellScan, x: torch.Tensor, directions: int, hidden: int, training: bool) -> torch.Tensor:
     seq_len, batch = x.shape[:2]
     shape = kind.saved_state(directions, seq_len, batch, hidden, training)
-    return x.new_empty(shape, dtype=reference.state_dtype(x.dtype))
+    return x.new_empty(shape, dtype=pytorch_scan.state_dtype(x.dtype))
 
 
-def _scan_impl(cell, backend, x, lengths, h_init, c0, w_ih, w_rec, b_ih, b_hh, first_gates, training):
+def _scan_impl(cell, path, x, lengths, h_init, c0, w_ih, w_rec, b_ih, b_hh, first_gates, training):
     seq_len, batch, input_size = x.shape
     directions, gate_width, hidden = w_rec.shape
     kind = _CELL_SCANS[cell]
@@ -319,7 +241,7 @@ def _scan_impl(cell, backend, x, lengths, h_init, c0, w_ih, w_rec, b_ih, b_hh, f
     if first_gates is not None:
         for d in range(directions):
             gates[d][_first_steps(lengths, d, batch, seq_len, x.device)] += first_gates[d]
-    lengths = _kernel_lengths(backend, lengths, batch, seq_len, x.device)
+    lengths = _kernel_lengths(path, lengths, batch, seq_len, x.device)
 
     h_all = x.new_empty(directions, seq_len + 1, batch, hidden)
     saved = _saved_state(kind, x, directions, hidden, training)
@@ -328,7 +250,7 @@ def _scan_impl(cell, backend, x, lengths, h_init, c0, w_ih, w_rec, b_ih, b_hh, f
         if kind.cell_state:
             saved[d, _first_slot(d, seq_len) % saved.shape[1]] = c0[d]
     if batch > 0:
-        kind.forward(_recurrence(backend), _ScanBuffers(gates, w_rec, h_all, saved, lengths, training, b_hh))
+        kind.forward(_recurrence(path), _ScanBuffers(gates, w_rec, h_all, saved, lengths, training, b_hh))
     c_n = x.new_empty(0)
     if kind.cell_state:
         # A copy: an output of the op may not be a view of another (saved).
@@ -338,7 +260,7 @@ def _scan_impl(cell, backend, x, lengths, h_init, c0, w_ih, w_rec, b_ih, b_hh, f
 
 
 @_scan_op.register_fake
-def _(cell, backend, x, lengths, h_init, c0, w_ih, w_rec, b_ih, b_hh, first_gates, training):
+def _(cell, path, x, lengths, h_init, c0, w_ih, w_rec, b_ih, b_hh, first_gates, training):
     seq_len, batch, _ = x.shape
     directions, gate_width, hidden = w_rec.shape
     kind = _CELL_SCANS[cell]
@@ -351,7 +273,7 @@ def _(cell, backend, x, lengths, h_init, c0, w_ih, w_rec, b_ih, b_hh, first_gate
 @torch.library.custom_op("rnnfast::scan_backward", mutates_args=())
 def _scan_backward_op(
     cell: str,
-    backend: str,
+    path: str,
     d_h_all: torch.Tensor,
     d_c_n: torch.Tensor,
     x: torch.Tensor,
@@ -367,7 +289,7 @@ def _scan_backward_op(
 ]:
     """Gradients (x, h_init, c0, w_ih, w_rec, b_ih, b_hh, first_gates) of _scan_op from those of h_all
     [D, T + 1, B, H] and c_n; empty where the scan has no such input."""
-    return _scan_backward_run(cell, backend, d_h_all, d_c_n, x, lengths, w_ih, w_rec, h_all, saved, gates, has_bias)
+    return _scan_backward_run(cell, path, d_h_all, d_c_n, x, lengths, w_ih, w_rec, h_all, saved, gates, has_bias)
 
 
 def _scan_backward_run(*inputs):
@@ -375,19 +297,19 @@ def _scan_backward_run(*inputs):
         return _scan_backward_impl(*inputs)
 
 
-def _scan_backward_impl(cell, backend, d_h_all, d_c_n, x, lengths, w_ih, w_rec, h_all, saved, gates, has_bias):
+def _scan_backward_impl(cell, path, d_h_all, d_c_n, x, lengths, w_ih, w_rec, h_all, saved, gates, has_bias):
     directions, seq_len, batch, hidden = h_all.shape
     seq_len -= 1
-    grad_dtype = reference.state_dtype(gates.dtype)
-    lengths = _kernel_lengths(backend, lengths, batch, seq_len, x.device)
+    grad_dtype = pytorch_scan.state_dtype(gates.dtype)
+    lengths = _kernel_lengths(path, lengths, batch, seq_len, x.device)
 
     # A fresh contiguous copy in the state dtype: the gradient may be a strided view (after torch.cat).
     dh = d_h_all.new_empty(directions, seq_len, batch, hidden, dtype=grad_dtype)
     for d in range(directions):
         dh[d] = d_h_all[d, :seq_len] if d else d_h_all[d, 1:]
     # The kernels keep gate gradients in the layer's dtype (the recurrent dot reads them every step, and
-    # the GEMMs below cast them to it anyway); the reference keeps them in the state dtype.
-    dgates_dtype = gates.dtype if backend == "triton" else grad_dtype
+    # the GEMMs below cast them to it anyway); the PyTorch scan keeps them in the state dtype.
+    dgates_dtype = gates.dtype if path == TRITON else grad_dtype
     dgates_h_all = gates.new_empty(directions, seq_len + 1, batch, gates.shape[3], dtype=dgates_dtype)
     for d in range(directions):
         dgates_h_all[d, _last_slot(d, seq_len)].zero_()
@@ -402,7 +324,7 @@ def _scan_backward_impl(cell, backend, d_h_all, d_c_n, x, lengths, w_ih, w_rec, 
         dh_carry=dh.new_zeros(directions, batch, hidden),  # the part of dh0 that does not go through W_hh
     )  # fmt: skip
     if batch > 0:
-        kind.backward(_recurrence(backend), buffers)
+        kind.backward(_recurrence(path), buffers)
     dgates_x = dgates_h if buffers.dgates_x_all is None else buffers.dgates_x_all.unbind(0)
     dh_carry = buffers.dh_carry
     d_c0 = buffers.dc.to(x.dtype) if kind.cell_state else x.new_empty(0)
@@ -436,7 +358,7 @@ def _scan_backward_impl(cell, backend, d_h_all, d_c_n, x, lengths, w_ih, w_rec, 
 
 
 @_scan_backward_op.register_fake
-def _(cell, backend, d_h_all, d_c_n, x, lengths, w_ih, w_rec, h_all, saved, gates, has_bias):
+def _(cell, path, d_h_all, d_c_n, x, lengths, w_ih, w_rec, h_all, saved, gates, has_bias):
     directions, _, batch, hidden = h_all.shape
     bias = x.new_empty(directions, w_ih.shape[1]) if has_bias else x.new_empty(0)
     return (
@@ -456,12 +378,12 @@ _DIFFERENTIABLE_INPUTS = (2, 4, 5, 6, 7, 8, 9, 10)
 
 
 def _scan_setup_context(ctx, inputs, output):
-    cell, backend, x, lengths, h_init, c0, w_ih, w_rec, b_ih, b_hh, first_gates, training = inputs
+    cell, path, x, lengths, h_init, c0, w_ih, w_rec, b_ih, b_hh, first_gates, training = inputs
     h_all, _, saved, gates = output
     # The inputs themselves are kept only for a backward that is differentiated again (no extra memory:
     # they are alive anyway, as the layer's parameters and inputs).
     ctx.save_for_backward(x, lengths, w_ih, w_rec, h_all, saved, gates, h_init, c0, b_ih, b_hh, first_gates)
-    ctx.cell, ctx.backend, ctx.has_bias = cell, backend, b_ih is not None
+    ctx.cell, ctx.path, ctx.has_bias = cell, path, b_ih is not None
 
 
 def _scan_grads(ctx, d_h_all, d_c_n, run_backward):
@@ -481,7 +403,7 @@ def _scan_grads(ctx, d_h_all, d_c_n, run_backward):
         grads = _differentiable_backward(ctx, inputs, lengths, d_h_all, d_c_n)
     else:
         grads = run_backward(
-            ctx.cell, ctx.backend, d_h_all, d_c_n, x, lengths, w_ih, w_rec, h_all, saved, gates, ctx.has_bias
+            ctx.cell, ctx.path, d_h_all, d_c_n, x, lengths, w_ih, w_rec, h_all, saved, gates, ctx.has_bias
         )
     picked = [g if needs[i] else None for i, g in zip(_DIFFERENTIABLE_INPUTS, grads)]
     dx, d_h_init, d_c0, d_w_ih, d_w_rec, d_b_ih, d_b_hh, d_first_gates = picked
@@ -536,10 +458,10 @@ class _EagerScan(torch.autograd.Function):
         return _scan_grads(ctx, d_h_all, d_c_n, _scan_backward_run)
 
 
-def _kernel_lengths(backend: str, lengths, batch: int, seq_len: int, device) -> torch.Tensor | None:
+def _kernel_lengths(path: str, lengths, batch: int, seq_len: int, device) -> torch.Tensor | None:
     """The Triton kernels always take a length vector (T for every row of an unpadded batch); the
-    reference takes None there and skips the per-step masking."""
-    if backend == "triton" and lengths is None:
+    PyTorch scan takes None there and skips the per-step masking."""
+    if path == TRITON and lengths is None:
         return torch.full((batch,), seq_len, dtype=torch.int64, device=device)
     return lengths
 

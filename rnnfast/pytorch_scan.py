@@ -1,10 +1,11 @@
-"""Pure-PyTorch recurrences: the CPU fallback and the readable specification of each cell.
+"""rnnfast's scan in plain PyTorch ops (the SCAN path of rnnfast.dispatch): what CPU training runs where
+it beats torch's own kernels, and the readable specification of each cell.
 
 Each public function has the same signature and buffer conventions as its Triton twin in rnnfast.kernels
-(see kernels/lstm.py for the slot layout of h_all, c_all and dgates_all, and their leading direction axis
-D), so functional.py can call either. Here each is written for one direction and run once per direction
-(`_over_directions`).
-The input projection and the weight gradients are GEMMs done by functional.py; only the step-by-step
+(see rnnfast/kernels/lstm.py for the slot layout of h_all, c_all and dgates_all, and their leading
+direction axis D), so rnnfast/ops.py can call either. Here each is written for one direction and run once
+per direction (`_over_directions`).
+The input projection and the weight gradients are GEMMs done by rnnfast/ops.py; only the step-by-step
 part lives here. Gate math runs in the state dtype (fp32, or fp64 for fp64 tensors); gate gradients
 (dgates_*) are in the state dtype too, their zero slot already cleared.
 
@@ -13,8 +14,8 @@ Inactive rows carry their state through unchanged, and in the backward their gat
 while the gradient reaching their state is carried along in dh_carry. Steps before the shortest length
 have every row active and run unmasked. The recurrent matmul of a step runs on the rows up to its last
 active one only (`_active_rows`): past them the result is masked out, or the gradient rows are exact zeros.
-functional.scan orders a batch by decreasing length for this backend, so those rows are the active ones
-and variable-length batches cost the matmuls of their valid steps, as torch's packed kernels do.
+ops.scan orders a batch by decreasing length for this path, so those rows are the active ones and
+variable-length batches cost the matmuls of their valid steps, as torch's packed kernels do.
 
 On CPU each step costs a few microseconds per op whatever the size, so the loops keep ops per step few:
 per-step views come from one unbind() before the loop, and results are written in place into the slots
@@ -85,6 +86,13 @@ def _slots(step: int, seq_len: int, reverse: bool) -> tuple[int, int, int]:
     """(t, slot read, slot written) of the forward's `step`-th step."""
     t = seq_len - 1 - step if reverse else step
     return (t, t + 1, t) if reverse else (t, t, t + 1)
+
+
+def _backward_slots(step: int, seq_len: int, reverse: bool) -> tuple[int, int, int]:
+    """(t, slot of t's gate gradients, slot of those of the step processed before it) of the backward's
+    `step`-th step: the forward's steps in the opposite order, t's gate gradients in the slot the forward
+    read h_{t-1} from, the later step's in the slot it wrote h_t to."""
+    return _slots(seq_len - 1 - step, seq_len, reverse)
 
 
 def _carry(dh_steps, dh_carry: torch.Tensor, carried: torch.Tensor, step: int, t: int, reverse: bool) -> None:
@@ -179,8 +187,7 @@ def lstm_scan_bwd(
     dh_steps, gate_f = dh.unbind(0), gate_f.unbind(0)
 
     for step in range(seq_len):
-        t = step if reverse else seq_len - 1 - step
-        slot, next_slot = (t + 1, t) if reverse else (t, t + 1)
+        t, slot, next_slot = _backward_slots(step, seq_len, reverse)
         dh_t = _recurrent_gradient(dh_steps[t], dgates_steps[next_slot].view(batch, 4 * hidden), w_hh, rows, t, reverse)
         dc_t = torch.addcmul(dc, dh_t, dc_per_dh[t])
         dgates_t = dgates_steps[slot]
@@ -268,8 +275,7 @@ def gru_scan_bwd(
     dn_x_steps, dh_steps = dgates_x[:, :, 2 * hidden :].unbind(0), dh.unbind(0)
 
     for step in range(seq_len):
-        t = step if reverse else seq_len - 1 - step
-        slot, next_slot = (t + 1, t) if reverse else (t, t + 1)
+        t, slot, next_slot = _backward_slots(step, seq_len, reverse)
         # The part of dh[t] that skips W_hh (through z, and past padding) was added in by the step before.
         dh_t = _recurrent_gradient(
             dh_steps[t], dgates_h_steps[next_slot].view(batch, 3 * hidden), w_hh, rows, t, reverse
@@ -339,8 +345,7 @@ def rnn_scan_bwd(
     dgates_steps, dh_steps = dgates_all.unbind(0), dh.unbind(0)
 
     for step in range(seq_len):
-        t = step if reverse else seq_len - 1 - step
-        slot, next_slot = (t + 1, t) if reverse else (t, t + 1)
+        t, slot, next_slot = _backward_slots(step, seq_len, reverse)
         dh_t = _recurrent_gradient(dh_steps[t], dgates_steps[next_slot], w_hh, rows, t, reverse)
         if t < unmasked:
             torch.mul(dh_t, d_pre_per_dh[t], out=dgates_steps[slot])

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import torch
 import triton
 
+from ..dispatch import interpreting
+
 
 @dataclass(frozen=True)
 class Gpu:
@@ -59,14 +61,10 @@ def planning_for(gpu: str):
         _planning_for.pop()
 
 
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-
 def plan_target() -> str | None:
     """The GPU named by RNNFAST_PLAN_TARGET, honoured only under TRITON_INTERPRET=1 (else None)."""
     name = os.environ.get(PLAN_TARGET_VARIABLE)
-    if not name or not _interpreting():
+    if not name or not interpreting():
         return None
     if name not in GPUS:
         raise ValueError(f"{PLAN_TARGET_VARIABLE} must be one of {sorted(GPUS)}, got {name!r}")
@@ -78,7 +76,7 @@ def target_gpu(device: torch.device | None = None) -> Gpu:
     interpreter RNNFAST_PLAN_TARGET's GPU (an H100 when unset); planning_for's GPU inside it."""
     if _planning_for:
         return GPUS[_planning_for[-1]]
-    if _interpreting() or device is None or device.type != "cuda":
+    if interpreting() or device is None or device.type != "cuda":
         return GPUS[plan_target() or "h100"]
     props = torch.cuda.get_device_properties(device)
     arch = props.major * 10 + props.minor
@@ -99,7 +97,7 @@ def grid_sync_allowed() -> bool:
     interpreter only when RNNFAST_PLAN_TARGET asks for a GPU's plan (threaded interpreter)."""
     if os.environ.get(NO_GRID_SYNC_VARIABLE, "0") == "1":
         return False
-    return bool(_planning_for) or not _interpreting() or plan_target() is not None
+    return bool(_planning_for) or not interpreting() or plan_target() is not None
 
 
 GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}

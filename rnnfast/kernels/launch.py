@@ -18,12 +18,12 @@ and runs every later scan on that device with the fallback.
 
 import contextlib
 import functools
-import os
 import warnings
 
 import torch
 import triton
 
+from ..dispatch import interpreting
 from .configs import Gpu, plan_scan
 
 # How long a program waits at one barrier before giving up. The threaded interpreter runs a step of
@@ -38,11 +38,6 @@ _step_graphs: dict[tuple, "torch.cuda.CUDAGraph"] = {}
 
 class GridSyncTimeout(RuntimeError):
     """A grid barrier timed out: the scan's results are invalid."""
-
-
-def interpreting() -> bool:
-    """True when Triton runs kernels on the CPU (TRITON_INTERPRET=1, read when triton was imported)."""
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 def bf16_under_interpreter(dtype: torch.dtype) -> bool:
