@@ -39,6 +39,11 @@ def bench_parser() -> argparse.ArgumentParser:
     grid.add_argument(
         "--dispatch", action="store_true", help="CPU: the shapes the auto backend's native-or-scan rules come from"
     )
+    grid.add_argument("--readme", action="store_true", help="CPU: the README's rows (use with --repeat)")
+    parser.add_argument(
+        "--repeat", type=int, default=1, metavar="N",
+        help="run the grid N times; files per run (-runI) and a summary of the ratios' spread (-summary.md/png)",
+    )  # fmt: skip
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available, else cpu")
     parser.add_argument("--cell", action="append", choices=CELLS, help="only this cell (repeatable)")
     parser.add_argument("--mode", action="append", choices=MODES, help="only this mode (repeatable)")
@@ -67,7 +72,7 @@ def main_bench(argv: list[str]) -> int:
     if device.type == "cuda" and not torch.cuda.is_available():
         print("--device cuda: CUDA is not available", file=sys.stderr)
         return 2
-    chosen = [name for name in ("smoke", "full", "targets", "dispatch") if getattr(args, name)]
+    chosen = [name for name in ("smoke", "full", "targets", "dispatch", "readme") if getattr(args, name)]
     grid_name = chosen[0] if chosen else "default"
     cases = [case for case in GRIDS[grid_name]() if args.cell is None or case.cell in args.cell]
     modes = [mode for mode in MODES if args.mode is None or mode in args.mode]
@@ -93,17 +98,24 @@ def main_bench(argv: list[str]) -> int:
     gpu = model_gpu(device)
     metadata["model_gpu"] = gpu
 
-    def case_done(rows: list[dict]) -> None:
+    runs = []
+    for run in range(1, args.repeat + 1):
+        run_stem = stem if args.repeat == 1 else f"{stem}-run{run}"
+
+        def case_done(rows: list[dict], run_stem=run_stem) -> None:
+            if gpu is not None:
+                add_model(rows, gpu)
+            if out is not None:
+                out.mkdir(parents=True, exist_ok=True)
+                write_csv(rows, out / f"{run_stem}.csv")
+                write_json(rows, metadata, out / f"{run_stem}.json")
+
+        rows = run_grid(
+            cases, providers, modes, device, min_run_time, time_budget=args.time_budget, case_done=case_done
+        )
         if gpu is not None:
             add_model(rows, gpu)
-        if out is not None:
-            out.mkdir(parents=True, exist_ok=True)
-            write_csv(rows, out / f"{stem}.csv")
-            write_json(rows, metadata, out / f"{stem}.json")
-
-    rows = run_grid(cases, providers, modes, device, min_run_time, time_budget=args.time_budget, case_done=case_done)
-    if gpu is not None:
-        add_model(rows, gpu)
+        runs.append(rows)
     metadata["load_average_after"] = [round(load, 2) for load in os.getloadavg()]
 
     # A provider skipped on every case (rnnfast-triton on a CPU) gets a footnote, not empty columns.
@@ -116,9 +128,17 @@ def main_bench(argv: list[str]) -> int:
         print(format_text(MODEL_COLUMNS, model_rows(rows)))
 
     if out is not None:
-        for path in write_all(rows, metadata, names, out, stem):
+        for run, rows_of_run in enumerate(runs, 1):
+            for path in write_all(rows_of_run, metadata, names, out, stem if args.repeat == 1 else f"{stem}-run{run}"):
+                print(f"wrote {path}")
+    if args.repeat > 1 and out is not None:
+        from .summary import write_summary
+
+        paths = write_summary(runs, metadata, out, stem)
+        print(paths[0].read_text())
+        for path in paths:
             print(f"wrote {path}")
-    errors = [row for row in rows if row["status"] == "error"]
+    errors = [row for run_rows in runs for row in run_rows if row["status"] == "error"]
     return 1 if errors else 0
 
 

@@ -122,8 +122,15 @@ def targets_grid() -> list[Case]:
     return [Case(cell, b, t, h, h) for b, t, h in ((64, 100, 256), (16, 50, 64), (2, 20000, 16)) for cell in CELLS]
 
 
+def readme_grid() -> list[Case]:
+    """The README's CPU rows: the reference point B64 T100 I=H=256 for the LSTM (oneDNN's fused kernels)
+    and the GRU, and B16 T50 I=H=64 for the GRU and the tanh RNN (where the scan's own backward wins)."""
+    shapes = (("lstm", 64, 100, 256), ("gru", 64, 100, 256), ("gru", 16, 50, 64), ("rnn_tanh", 16, 50, 64))
+    return [Case(cell, b, t, h, h) for cell, b, t, h in shapes]
+
+
 def dispatch_grid() -> list[Case]:
-    """The CPU shapes rnnfast's auto-backend rules (rnnfast/native.py) were measured on: every cell from
+    """The CPU shapes rnnfast's auto-backend rules (rnnfast/dispatch.py) were measured on: every cell from
     tiny to large hidden sizes, batch 1, long sequences, and variable lengths, small and large."""
     cases = []
     for cell in CELLS:
@@ -143,6 +150,7 @@ GRIDS = {
     "default": default_grid,
     "full": full_grid,
     "targets": targets_grid,
+    "readme": readme_grid,
     "dispatch": dispatch_grid,
 }
 

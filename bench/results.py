@@ -58,6 +58,8 @@ def run_metadata(device: torch.device, argv: Sequence[str]) -> dict:
         "command": " ".join(["python", "-m", "bench", *argv]),
         "device": device.type,
         "device_name": device_name(device),
+        # The widest vector instructions torch's CPU kernels use (AVX2, AVX512): oneDNN's speed rests on it.
+        "cpu_capability": torch.backends.cpu.get_cpu_capability() if device.type == "cpu" else "",
         "torch_num_threads": torch.get_num_threads(),
         # Other work on the machine inflates CPU timings; the 1/5/15-minute load averages show how much.
         "load_average": [round(load, 2) for load in os.getloadavg()],
@@ -68,7 +70,7 @@ def run_metadata(device: torch.device, argv: Sequence[str]) -> dict:
         "python": platform.python_version(),
         "git_commit": _git("rev-parse", "HEAD"),
         # Uncommitted changes in the measured code (other paths do not change the numbers).
-        "git_dirty": bool(_git("status", "--porcelain", "--", "rnnfast", "kernels")),
+        "git_dirty": bool(_git("status", "--porcelain", "--", "rnnfast")),
     }
 
 

@@ -111,3 +111,18 @@ def test_import_is_cheap(tmp_path):
     result = run_python(tmp_path, "-c", code)
     assert result.returncode == 0, result.stderr
     assert result.stdout == "[]\n"
+
+
+def test_the_installed_console_script(tmp_path):
+    """`pip install -e .` (CI's set-up) puts `rnnfast` on the PATH, from pyproject's [project.scripts]."""
+    script = Path(sys.executable).parent / "rnnfast"
+    if not script.exists():
+        pytest.skip("the rnnfast console script is not installed beside this Python")
+    environment = {**os.environ, "COLUMNS": str(SCREEN_COLUMNS)}
+    for argv, usage in (([], "usage: rnnfast "), (["seq2seq", "train"], "usage: rnnfast seq2seq train [options]")):
+        result = subprocess.run(
+            [str(script), *argv, "--help"], cwd=tmp_path, env=environment, capture_output=True, text=True
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith(usage)
+        assert len(result.stdout.splitlines()) <= SCREEN_LINES
