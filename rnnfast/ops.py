@@ -24,6 +24,29 @@ def _recurrence(path: str):
     return pytorch_scan
 
 
+def error_flags_read_once(path: str, x: torch.Tensor):
+    """A context inside which the grid barriers of every scan on the TRITON path report a timeout to one
+    error flag per device, read once (one device-to-host wait) when it exits: around all the layers of a
+    module, so that the host queues them all before it waits. GridSyncTimeout is then raised at its
+    exit. Without it each scan's forward reads its own flag; nothing here while tracing (the compiled
+    graph's scans read theirs when they run)."""
+    if path != TRITON or tracing(x):
+        return contextlib.nullcontext()
+    from .kernels import launch
+
+    return launch.error_flags_read_once()
+
+
+def _error_flags(path: str, backward: bool = False):
+    """The forward's flags read when the scan ends (or the caller's context: error_flags_read_once), the
+    backward's when autograd's whole backward call ends (kernels/launch.py)."""
+    if path != TRITON:
+        return contextlib.nullcontext()
+    from .kernels import launch
+
+    return launch.error_flags_read_after_backward() if backward else launch.error_flags_read_once()
+
+
 def stack_directions(tensors) -> torch.Tensor:
     """[D, ...] from one tensor per direction: a view of the tensor when there is one direction."""
     return tensors[0].unsqueeze(0) if len(tensors) == 1 else torch.stack(tensors)
@@ -250,7 +273,8 @@ def _scan_impl(cell, path, x, lengths, h_init, c0, w_ih, w_rec, b_ih, b_hh, firs
         if kind.cell_state:
             saved[d, _first_slot(d, seq_len) % saved.shape[1]] = c0[d]
     if batch > 0:
-        kind.forward(_recurrence(path), _ScanBuffers(gates, w_rec, h_all, saved, lengths, training, b_hh))
+        with _error_flags(path):
+            kind.forward(_recurrence(path), _ScanBuffers(gates, w_rec, h_all, saved, lengths, training, b_hh))
     c_n = x.new_empty(0)
     if kind.cell_state:
         # A copy: an output of the op may not be a view of another (saved).
@@ -324,7 +348,8 @@ def _scan_backward_impl(cell, path, d_h_all, d_c_n, x, lengths, w_ih, w_rec, h_a
         dh_carry=dh.new_zeros(directions, batch, hidden),  # the part of dh0 that does not go through W_hh
     )  # fmt: skip
     if batch > 0:
-        kind.backward(_recurrence(path), buffers)
+        with _error_flags(path, backward=True):
+            kind.backward(_recurrence(path), buffers)
     dgates_x = dgates_h if buffers.dgates_x_all is None else buffers.dgates_x_all.unbind(0)
     dh_carry = buffers.dh_carry
     d_c0 = buffers.dc.to(x.dtype) if kind.cell_state else x.new_empty(0)

@@ -152,6 +152,30 @@ def test_grid_sync_timeout_raises_warns_then_falls_back(fresh_grid_sync, monkeyp
 
 
 @cuda_only
+def test_error_flags_read_once_per_layer_forward_and_once_per_backward(fresh_grid_sync, monkeypatch):
+    """Issue 26: a two-layer bidirectional LSTM waits for the device once per layer forward (reading its
+    barriers' error flag) and once per backward, not after every launch; a backward whose barrier times
+    out (a zero timeout set after the forward) raises GridSyncTimeout from torch.autograd.grad itself,
+    and later scans run the fallback, correctly."""
+    reads = []
+    read = launch.flag_is_set
+    monkeypatch.setattr(launch, "flag_is_set", lambda flag: reads.append(flag) or read(flag))
+    torch.manual_seed(12)
+    module, reference = make_pair("lstm", 256, torch.float32)
+    x = torch.randn(256, 16, 16, device=DEVICE)
+    out, _ = module(x)
+    assert len(reads) == 2
+    torch.autograd.grad(out.sum(), list(module.parameters()))
+    assert len(reads) == 3
+    out, _ = module(x)
+    monkeypatch.setitem(launch.GRID_SYNC_TIMEOUT_NS, "gpu", 0)
+    with pytest.warns(RuntimeWarning, match="timed out"), pytest.raises(launch.GridSyncTimeout, match="backward"):
+        torch.autograd.grad(out.sum(), list(module.parameters()))
+    assert len(reads) == 6 and launch._backward_flags == {}
+    compare_with_torch(module, reference, x)
+
+
+@cuda_only
 @pytest.mark.parametrize("grid_sync", [True, False], ids=["grid_sync", "step"])
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh"])
 def test_cuda_graph_capture_and_replay(cell, grid_sync, fresh_grid_sync, monkeypatch):

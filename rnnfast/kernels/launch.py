@@ -13,11 +13,18 @@ that does not (without_spills).
 
 A barrier that times out (programs not co-resident after all: MPS or MIG limits, another kernel holding
 SMs, a debugger) sets an error flag instead of hanging; the host then raises GridSyncTimeout, warns once
-and runs every later scan on that device with the fallback.
+and runs every later scan on that device with the fallback. Reading the flag is a device-to-host copy
+that waits for the launch to finish, so it is not read after each launch: the launches made inside
+error_flags_read_once share one flag per device, read when it exits (rnnfast.ops opens one per scan, a
+module one around all its layers), and inside autograd's backward error_flags_read_after_backward
+shares one per backward call, read once that whole backward has finished. A flag written inside a CUDA
+graph capture is never read (its value exists only when the graph is replayed).
 """
 
+import collections
 import contextlib
 import functools
+import threading
 import warnings
 
 import torch
@@ -192,6 +199,105 @@ def _warn_timeout(device_key: str) -> None:
     )
 
 
+def flag_is_set(flag: torch.Tensor) -> bool:
+    """The one read of an error flag: a device-to-host copy, which waits for every launch before it."""
+    return bool(flag.item())
+
+
+class ErrorFlags:
+    """The error flags of grid-barrier launches not read yet: one per device, shared by the launches (a
+    kernel only ever raises its flag, atomic_max), with the scans that launched into it."""
+
+    def __init__(self):
+        self.flags: dict[torch.device, torch.Tensor] = {}
+        self.scans: dict[torch.device, list[str]] = {}
+
+    def flag(self, device: torch.device) -> torch.Tensor:
+        if device not in self.flags:
+            self.flags[device] = torch.zeros(1, dtype=torch.int32, device=device)
+        return self.flags[device]
+
+    def launched(self, device: torch.device, scan: str) -> None:
+        """A launch of `scan` ("lstm forward") reports to the device's flag."""
+        self.scans.setdefault(device, []).append(scan)
+
+    def check(self) -> None:
+        """Reads once the flag of each device launched to; where a barrier timed out: sends later scans on
+        that device to the fallback, warns once and raises GridSyncTimeout."""
+        for device in self.scans:
+            if flag_is_set(self.flags[device]):
+                key = _device_key(device)
+                _timed_out_devices.add(key)
+                _warn_timeout(key)
+                counts = collections.Counter(self.scans[device])
+                scans = ", ".join(f"{scan} x{n}" if n > 1 else scan for scan, n in counts.items())
+                raise GridSyncTimeout(
+                    f"rnnfast: a grid barrier timed out on {key}, in one of these scans: {scans}; their results "
+                    "are invalid. Later scans on this device launch one kernel per step (the fallback)."
+                )
+
+
+_open = threading.local()  # .flags: the ErrorFlags this thread's grid-barrier launches go to, or None
+_backward_flags: dict[int, ErrorFlags] = {}  # per autograd graph task (backward call) still running
+_backward_flags_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def error_flags_read_once():
+    """Inside, this thread's grid-barrier launches share one error flag per device, read (one
+    device-to-host copy each) when the outermost of these contexts exits; not read when it exits with an
+    exception, whose results are not returned either. Nested, it joins the open one."""
+    if getattr(_open, "flags", None) is not None:
+        yield
+        return
+    flags = _open.flags = ErrorFlags()
+    try:
+        yield
+    finally:
+        _open.flags = None
+    flags.check()
+
+
+def _check_backward(task: int) -> None:
+    with _backward_flags_lock:
+        flags = _backward_flags.pop(task)
+    flags.check()
+
+
+@contextlib.contextmanager
+def error_flags_read_after_backward():
+    """Inside autograd's backward, the grid-barrier launches share the flags of that backward call, read
+    once by a callback autograd runs when the whole backward has finished, every layer and module in it
+    (GridSyncTimeout is then raised by backward() or torch.autograd.grad); elsewhere
+    error_flags_read_once."""
+    task = torch._C._current_graph_task_id()
+    if task < 0:
+        with error_flags_read_once():
+            yield
+        return
+    with _backward_flags_lock:
+        flags = _backward_flags.get(task)
+        if flags is None:
+            flags = _backward_flags[task] = ErrorFlags()
+            torch.autograd.Variable._execution_engine.queue_callback(functools.partial(_check_backward, task))
+    previous, _open.flags = getattr(_open, "flags", None), flags
+    try:
+        yield
+    except BaseException:
+        # The backward fails: autograd runs no callback, so nothing reads these flags.
+        with _backward_flags_lock:
+            _backward_flags.pop(task, None)
+        raise
+    finally:
+        _open.flags = previous
+
+
+def _unread(device: torch.device) -> bool:
+    """Whether launches on `device` report to a flag of their own that is never read: inside a CUDA graph
+    capture, and on meta tensors (bench/hardware.py's recorded launches hold no values)."""
+    return device.type == "meta" or (device.type == "cuda" and torch.cuda.is_current_stream_capturing())
+
+
 def run_scan(
     cell: str, scan_pass: str, kernel, w_hh: torch.Tensor, tensors: tuple, scalars: dict, constexprs: dict
 ) -> None:
@@ -205,28 +311,41 @@ def run_scan(
     if scalars["T"] == 1 or _device_key(device) in _timed_out_devices:
         plan = plan_of(grid_sync=False)
     guard = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
-    with guard:
+    with guard, error_flags_read_once():
         if plan.grid_sync:
+            unread = _unread(device)
+            error = torch.zeros(1, dtype=torch.int32, device=device) if unread else _open.flags.flag(device)
             launches = [
-                _launch(kernel, plan, scan_pass, tensors, scalars, constexprs, d, True)
+                _launch(kernel, plan, scan_pass, tensors, scalars, constexprs, d, error)
                 for d in range(0, w_hh.shape[0], plan.directions)
             ]
             # On CUDA the compiled kernel must fit the device at once (the same kernel for every direction).
             if device.type != "cuda" or _co_resident(*launches[0], plan.gpu):
-                for launch in launches:
-                    _run_whole(cell, scan_pass, *launch)
+                for kernel, grid, args, kwargs in launches:
+                    kernel[grid](*args, **kwargs)
+                    if not unread:
+                        _open.flags.launched(device, f"{cell} {scan_pass}")
                 return
             plan = plan_of(grid_sync=False)
         for direction_start in range(0, w_hh.shape[0], plan.directions):
-            launch = _launch(kernel, plan, scan_pass, tensors, scalars, constexprs, direction_start, False)
+            launch = _launch(kernel, plan, scan_pass, tensors, scalars, constexprs, direction_start, None)
             _run_steps(*launch, scalars["T"])
 
 
 def _launch(
-    kernel, plan, scan_pass: str, tensors: tuple, scalars: dict, constexprs: dict, direction_start: int, whole: bool
+    kernel,
+    plan,
+    scan_pass: str,
+    tensors: tuple,
+    scalars: dict,
+    constexprs: dict,
+    direction_start: int,
+    error: torch.Tensor | None,
 ) -> tuple:
     """(kernel, grid, args, kwargs) of the launch running directions direction_start ... of `plan`'s pass:
-    every step with the grid barrier (whole), or the fallback's one step."""
+    every step with the grid barrier, reporting a timeout in `error`, or (error None) the fallback's one
+    step."""
+    whole = error is not None
     pass_plan = plan.forward if scan_pass == "forward" else plan.backward
     assert whole or pass_plan.k_groups == 1, "K groups need the grid barrier"
     device = tensors[0].device
@@ -236,11 +355,12 @@ def _launch(
     exchange = torch.empty(
         programs * pass_plan.block_b * pass_plan.dot_columns if grouped else 1, dtype=torch.float32, device=device
     )
-    # The barrier's counters and error flag start at zero; the fallback's kernel never touches them (on a
+    # The barrier's counters start at zero; the fallback's kernel never reads them nor its error flag (on a
     # GPU each torch.zeros is a fill kernel, launched per step of a decoder running T=1 scans).
-    flags = torch.zeros if whole else torch.empty
-    barrier = flags(2 + (programs if grouped else 0), dtype=torch.int32, device=device)
-    error = flags(1, dtype=torch.int32, device=device)
+    counters = torch.zeros if whole else torch.empty
+    barrier = counters(2 + (programs if grouped else 0), dtype=torch.int32, device=device)
+    if error is None:
+        error = torch.empty(1, dtype=torch.int32, device=device)
     kwargs = dict(
         **scalars,
         direction_start=direction_start,
@@ -267,24 +387,6 @@ def _launch(
     )
     args = (*tensors, exchange, barrier, error)
     return kernel, grid, args, without_spills(kernel, grid, args, kwargs, device, plan.gpu)
-
-
-def _run_whole(cell: str, scan_pass: str, kernel, grid: tuple, args: tuple, kwargs: dict) -> None:
-    """One launch running every step, its programs meeting at the grid barrier; raises GridSyncTimeout
-    (and sends later scans on the device to the fallback) when a barrier timed out."""
-    kernel[grid](*args, **kwargs)
-    device, error = args[0].device, args[-1]
-    # Inside a CUDA graph capture the flag cannot be read (the graph runs later); meta tensors
-    # (bench/hardware.py's recorded launches) hold no values.
-    capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
-    if device.type != "meta" and not capturing and error.item():
-        key = _device_key(device)
-        _timed_out_devices.add(key)
-        _warn_timeout(key)
-        raise GridSyncTimeout(
-            f"rnnfast: the grid barrier of the {cell} {scan_pass} scan timed out on {key}; its results "
-            "are invalid. Later scans on this device launch one kernel per step (the fallback)."
-        )
 
 
 def _run_steps(kernel, grid: tuple, args: tuple, one_step: dict, seq_len: int) -> None:
