@@ -93,19 +93,31 @@ class PassWork:
     tensor_cores: bool  # the recurrent dot on tensor cores (fp16/bf16), else fp32 FMA
 
 
+STEP_TERMS = ("l2_round_trips", "k_chunks", "tiles", "dot", "k_split_sums", "shared_reads")
+
+
+def step_terms(work: PassWork, gpu: GpuModel) -> dict[str, float]:
+    """The cycles one program spends per time step, term by term (their sum is the step's compute)."""
+    rate = gpu.tensor_flops_per_cycle_per_sm if work.tensor_cores else gpu.fp32_flops_per_cycle_per_sm
+    return {
+        "l2_round_trips": work.l2_round_trips_per_step * gpu.l2_latency_cycles,
+        "k_chunks": work.chunks_per_step * CHUNK_CYCLES,
+        "tiles": work.tiles_per_step * TILE_CYCLES,
+        "dot": max(work.mma_chain_per_step * MMA_LATENCY_CYCLES, work.dot_flops_per_step / rate),
+        "k_split_sums": work.k_split_sums_per_step * CHUNK_CYCLES,
+        "shared_reads": work.shared_bytes_per_step / SHARED_BYTES_PER_CYCLE,
+    }
+
+
+def step_cycles(work: PassWork, gpu: GpuModel) -> float:
+    """One program's cycles per time step."""
+    return sum(step_terms(work, gpu).values())
+
+
 def step_seconds(work: PassWork, gpu: GpuModel) -> float:
     """One time step of the pass: the critical program's time, or the L2 traffic of all, plus barriers."""
-    rate = gpu.tensor_flops_per_cycle_per_sm if work.tensor_cores else gpu.fp32_flops_per_cycle_per_sm
-    cycles = (
-        work.l2_round_trips_per_step * gpu.l2_latency_cycles
-        + work.chunks_per_step * CHUNK_CYCLES
-        + work.tiles_per_step * TILE_CYCLES
-        + max(work.mma_chain_per_step * MMA_LATENCY_CYCLES, work.dot_flops_per_step / rate)
-        + work.k_split_sums_per_step * CHUNK_CYCLES
-        + work.shared_bytes_per_step / SHARED_BYTES_PER_CYCLE
-    )
     waves = math.ceil(work.programs / gpu.sm_count)
-    compute = waves * cycles / gpu.clock_hz
+    compute = waves * step_cycles(work, gpu) / gpu.clock_hz
     traffic = work.programs * work.l2_bytes_per_step / gpu.l2_bytes_per_s
     return max(compute, traffic) + work.barriers_per_step * BARRIER_S
 
@@ -129,19 +141,45 @@ def gemm_seconds(m: int, n: int, k: int, elem_bytes: int, gpu: GpuModel) -> floa
 
 def layer_ms(
     forward: PassWork, backward: PassWork, gates: int, seq_len: int, batch: int, hidden: int, elem_bytes: int,
-    gpu_name: str, directions: int = 1, launch_groups: int = 1,
+    gpu_name: str, directions: int = 1, launch_groups: int = 1, input_size: int | None = None,
 ) -> tuple[float, float]:  # fmt: skip
     """MODEL (forward, forward+backward) milliseconds of one layer of `directions` directions: the input
     projection (every direction's in one GEMM) and the forward scan; then the backward scan and the dx,
-    dW_ih and dW_hh GEMMs. Input size = hidden. Each pass's PassWork is one launch group's (both
-    directions, or one); `launch_groups` of them run one after the other."""
+    dW_ih and dW_hh GEMMs. Input size = hidden unless given. Each pass's PassWork is one launch group's
+    (both directions, or one); `launch_groups` of them run one after the other."""
     gpu = GPUS[gpu_name]
     rows, width = seq_len * batch, directions * gates * hidden
-    projection = gemm_seconds(rows, width, hidden, elem_bytes, gpu)
+    projection = gemm_seconds(rows, width, input_size or hidden, elem_bytes, gpu)
     forward_s = projection + launch_groups * pass_seconds(forward, seq_len, gpu)
-    # dx, dW_ih and dW_hh: each as much work as the projection when input size = hidden size.
-    backward_s = launch_groups * pass_seconds(backward, seq_len, gpu) + 3 * projection
+    # dx, dW_ih and dW_hh: dx and dW_ih as much work as the projection; dW_hh too when input = hidden.
+    if input_size in (None, hidden):
+        gemms = 3 * projection
+    else:
+        gemms = 2 * projection + gemm_seconds(rows, width, hidden, elem_bytes, gpu)
+    backward_s = launch_groups * pass_seconds(backward, seq_len, gpu) + gemms
     return forward_s * 1e3, (forward_s + backward_s) * 1e3
+
+
+def wavefront_step_seconds(layers: list[PassWork], gpu: GpuModel) -> float:
+    """One step of a wavefront (kernels/configs.py plan_wavefront): every layer's programs run a step at
+    once, in one launch, so the step takes the slowest layer's critical program (times the waves of all
+    programs over the SMs), or the L2 traffic of all of them if that is longer, plus one barrier."""
+    programs = sum(work.programs for work in layers)
+    compute = math.ceil(programs / gpu.sm_count) * max(step_cycles(work, gpu) for work in layers) / gpu.clock_hz
+    traffic = sum(work.programs * work.l2_bytes_per_step for work in layers) / gpu.l2_bytes_per_s
+    return max(compute, traffic) + max(work.barriers_per_step for work in layers) * BARRIER_S
+
+
+def wavefront_forward_ms(
+    layers: list[PassWork], gates: int, seq_len: int, batch: int, hidden: int, elem_bytes: int, gpu_name: str
+) -> float:
+    """MODEL forward milliseconds of a stack of len(layers) unidirectional layers as one wavefront
+    launch: layer 0's input projection (one GEMM; the upper layers' projections are dots inside their
+    steps), one launch, T + L - 1 wavefront steps. Input size = hidden."""
+    gpu = GPUS[gpu_name]
+    projection = gemm_seconds(seq_len * batch, gates * hidden, hidden, elem_bytes, gpu)
+    steps = seq_len + len(layers) - 1
+    return (projection + LAUNCH_S + steps * wavefront_step_seconds(layers, gpu)) * 1e3
 
 
 # cuDNN's STANDARD algorithm runs a layer as a sequence of kernels: per step and direction the recurrent
@@ -152,18 +190,42 @@ def layer_ms(
 STANDARD_KERNEL_MIN_S = 1e-6
 
 
+def _standard_step_seconds(gates: int, hidden: int, elem_bytes: int, gpu: GpuModel, directions: int) -> float:
+    return 2 * STANDARD_KERNEL_MIN_S + directions * gates * hidden * hidden * elem_bytes / gpu.l2_bytes_per_s
+
+
 def cudnn_standard_floor_ms(
-    gates: int, seq_len: int, batch: int, hidden: int, elem_bytes: int, gpu_name: str, directions: int = 1
-) -> tuple[float, float]:
+    gates: int, seq_len: int, batch: int, hidden: int, elem_bytes: int, gpu_name: str, directions: int = 1,
+    input_size: int | None = None,
+) -> tuple[float, float]:  # fmt: skip
     """A LOWER BOUND (forward, forward+backward milliseconds) on cuDNN's STANDARD algorithm for one layer,
-    input size = hidden size: per step, two dependent kernels of at least STANDARD_KERNEL_MIN_S, the
-    GEMM's read of W_hh ([G*H, H] per direction, both directions at once) from L2 on top; the same GEMMs
-    around the scan as layer_ms. No published figure: it bounds cuDNN from below, it does not predict it."""
+    input size = hidden size unless given: per step, two dependent kernels of at least
+    STANDARD_KERNEL_MIN_S, the GEMM's read of W_hh ([G*H, H] per direction, both directions at once) from
+    L2 on top; the same GEMMs around the scan as layer_ms. No published figure: it bounds cuDNN from
+    below, it does not predict it."""
     gpu = GPUS[gpu_name]
-    step = 2 * STANDARD_KERNEL_MIN_S + directions * gates * hidden * hidden * elem_bytes / gpu.l2_bytes_per_s
-    projection = gemm_seconds(seq_len * batch, directions * gates * hidden, hidden, elem_bytes, gpu)
+    step = _standard_step_seconds(gates, hidden, elem_bytes, gpu, directions)
+    rows, width = seq_len * batch, directions * gates * hidden
+    projection = gemm_seconds(rows, width, input_size or hidden, elem_bytes, gpu)
     forward = projection + seq_len * step
-    return forward * 1e3, (forward + seq_len * step + 3 * projection) * 1e3
+    if input_size in (None, hidden):
+        gemms = 3 * projection
+    else:
+        gemms = 2 * projection + gemm_seconds(rows, width, hidden, elem_bytes, gpu)
+    return forward * 1e3, (forward + seq_len * step + gemms) * 1e3
+
+
+def cudnn_standard_overlapped_floor_forward_ms(
+    gates: int, seq_len: int, batch: int, hidden: int, elem_bytes: int, gpu_name: str, num_layers: int
+) -> float:
+    """A LOWER BOUND on the forward of `num_layers` unidirectional layers under cuDNN's STANDARD algorithm
+    if it overlapped the layers perfectly (cuDNN 5 introduced overlap between layers, Appleyard et al.,
+    arXiv:1604.01946; how much of it today's cuDNN does is not published): layer 0's projection, then
+    T + L - 1 of cudnn_standard_floor_ms's steps, the upper layers' projections hidden entirely."""
+    gpu = GPUS[gpu_name]
+    projection = gemm_seconds(seq_len * batch, gates * hidden, hidden, elem_bytes, gpu)
+    steps = seq_len + num_layers - 1
+    return (projection + steps * _standard_step_seconds(gates, hidden, elem_bytes, gpu, 1)) * 1e3
 
 
 # torch.nn's choice (aten/src/ATen/native/cudnn/RNN.cpp, get_algo), for the GPUs above (sm_80/sm_90 with

@@ -12,11 +12,15 @@ Files written to --out:
 - plans.csv: one row per (cell, dtype, hidden, batch, gpu), the table the README cites (PLAN_COLUMNS).
 - report-kernels.csv: one row per distinct compiled kernel per GPU, with the shapes that launch it.
 - report.csv: the planner's tiles, K pieces, K split and warps per cell, dtype, hidden size, batch and GPU.
-- report.md: all three, with the command and versions.
+- stacks.csv: per plan row, the MODEL's forward of a STACK_LAYERS-layer stack, layer by layer and as one
+  wavefront launch (kernels/configs.py plan_wavefront; no kernel runs it yet), beside cuDNN's.
+- step-terms.csv: per plan row and pass, what the MODEL charges one time step, term by term.
+- report.md: all five, with the command and versions.
 """
 
 import argparse
 import itertools
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -73,39 +77,8 @@ def plan_quantities(
         plan = plan_scan(cell, hidden, batch, dtype, None, directions)
     groups = directions // plan.directions
     gates, elem = GATES[cell], torch.empty(0, dtype=dtype).element_size()
-
-    def work(pass_plan, k: int, launches: int) -> model.PassWork:
-        k_total = (
-            sum(pass_plan.k_pieces) if pass_plan.stationary else triton.cdiv(k, pass_plan.block_k) * pass_plan.block_k
-        )
-        chunks = len(pass_plan.k_pieces) if pass_plan.stationary else k_total // pass_plan.block_k
-        on_chip = pass_plan.stationary and plan.grid_sync
-        # An MMA takes 16 of K (8 in TF32); a warp's MMAs form one chain along its share of all of K (the
-        # pieces' and chunks' dots accumulate into one tile: Triton folds even `x + tl.dot(...)` into it).
-        k_step = 8 if elem == 4 else 16
-        chain = k_total // (pass_plan.k_split * k_step)
-        grouped = pass_plan.k_groups > 1
-        # A pair's program publishes its part and reads its partner's.
-        exchange_bytes = 2 * pass_plan.block_b * pass_plan.dot_columns * 4 if grouped else 0
-        return model.PassWork(
-            programs=pass_plan.programs,
-            launches=launches,
-            barriers_per_step=1 if plan.grid_sync else 0,
-            tiles_per_step=1,
-            chunks_per_step=chunks,
-            l2_round_trips_per_step=(1 if pass_plan.stationary else chunks) + (2 if grouped else 0),
-            l2_bytes_per_step=pass_plan.block_b * k_total * elem
-            + (0 if on_chip else pass_plan.weight_bytes)
-            + exchange_bytes,
-            shared_bytes_per_step=pass_plan.weight_bytes if pass_plan.stationary else 0,
-            dot_flops_per_step=2 * pass_plan.block_b * k_total * pass_plan.dot_columns,
-            mma_chain_per_step=chain,
-            k_split_sums_per_step=1 if pass_plan.k_split > 1 else 0,
-            tensor_cores=True,
-        )
-
-    forward = work(plan.forward, hidden, plan.launches_forward(seq_len))
-    backward = work(plan.backward, gates * hidden, plan.launches_backward(seq_len))
+    forward = pass_work(plan.forward, hidden, plan.launches_forward(seq_len), plan.grid_sync, elem)
+    backward = pass_work(plan.backward, gates * hidden, plan.launches_backward(seq_len), plan.grid_sync, elem)
     return dict(
         variant=plan.variant,
         programs=plan.programs,
@@ -115,6 +88,37 @@ def plan_quantities(
         launch_groups=groups,
         forward=forward,
         backward=backward,
+    )
+
+
+def pass_work(pass_plan, k: int, launches: int, grid_sync: bool, elem: int) -> model.PassWork:
+    """The model's PassWork of one pass plan (kernels/configs.py PassPlan) whose dot has K = `k`, as
+    plan_quantities describes it."""
+    k_total = sum(pass_plan.k_pieces) if pass_plan.stationary else triton.cdiv(k, pass_plan.block_k) * pass_plan.block_k
+    chunks = len(pass_plan.k_pieces) if pass_plan.stationary else k_total // pass_plan.block_k
+    on_chip = pass_plan.stationary and grid_sync
+    # An MMA takes 16 of K (8 in TF32); a warp's MMAs form one chain along its share of all of K (the
+    # pieces' and chunks' dots accumulate into one tile: Triton folds even `x + tl.dot(...)` into it).
+    k_step = 8 if elem == 4 else 16
+    chain = k_total // (pass_plan.k_split * k_step)
+    grouped = pass_plan.k_groups > 1
+    # A pair's program publishes its part and reads its partner's.
+    exchange_bytes = 2 * pass_plan.block_b * pass_plan.dot_columns * 4 if grouped else 0
+    return model.PassWork(
+        programs=pass_plan.programs,
+        launches=launches,
+        barriers_per_step=1 if grid_sync else 0,
+        tiles_per_step=1,
+        chunks_per_step=chunks,
+        l2_round_trips_per_step=(1 if pass_plan.stationary else chunks) + (2 if grouped else 0),
+        l2_bytes_per_step=pass_plan.block_b * k_total * elem
+        + (0 if on_chip else pass_plan.weight_bytes)
+        + exchange_bytes,
+        shared_bytes_per_step=pass_plan.weight_bytes if pass_plan.stationary else 0,
+        dot_flops_per_step=2 * pass_plan.block_b * k_total * pass_plan.dot_columns,
+        mma_chain_per_step=chain,
+        k_split_sums_per_step=1 if pass_plan.k_split > 1 else 0,
+        tensor_cores=True,
     )
 
 
@@ -165,6 +169,102 @@ def plan_rows(
             cudnn_standard_floor_forward_ms=None if floor[0] is None else round(floor[0], 3),
             cudnn_standard_floor_forward_backward_ms=None if floor[1] is None else round(floor[1], 3),
         ))  # fmt: skip
+    return rows
+
+
+# The stack the wavefront model is reported for (kernels/configs.py plan_wavefront; issue 26 item 1).
+STACK_LAYERS = 2
+STACK_COLUMNS = [
+    "cell", "dtype", "hidden", "batch", "gpu", "directions", "num_layers", "seq_len", "wavefront", "reason",
+    "programs_per_layer", "weight_bytes_per_program", "barrier_steps", "model_layer_by_layer_forward_ms",
+    "model_forward_ms", "model_vs_layer_by_layer", "cudnn_algorithm",
+    "cudnn_standard_floor_layer_by_layer_forward_ms", "cudnn_standard_floor_overlapped_forward_ms",
+]  # fmt: skip
+
+
+def stack_row(
+    cell: str, hidden: int, batch: int, dtype: str, seq_len: int, gpu: str, directions: int = 1,
+    num_layers: int = STACK_LAYERS,
+) -> dict:  # fmt: skip
+    """The MODEL's forward of `num_layers` stacked layers (input size of layer 0 = hidden size): layer by
+    layer as today (each layer as plans.csv models it; an upper layer of a bidirectional stack projects
+    2H inputs), and as one wavefront launch where plan_wavefront finds one (T + L - 1 barrier steps;
+    otherwise the layers run one after the other: L x T). Beside it the cuDNN algorithm torch.nn would run
+    and lower bounds on its STANDARD algorithm: layer by layer, and with the layers overlapped perfectly
+    (unidirectional only: a bidirectional stack cannot overlap its layers' steps, NO_BIDIRECTIONAL_WAVEFRONT)."""
+    from rnnfast.kernels.configs import plan_wavefront, planning_for
+
+    torch_dtype, gates = DTYPES[dtype], GATES[cell]
+    elem = torch_dtype.itemsize
+    q = plan_quantities(cell, hidden, batch, torch_dtype, seq_len, gpu, directions)
+    inputs = [hidden] + [directions * hidden] * (num_layers - 1)
+    per_layer = [
+        model.layer_ms(
+            q["forward"], q["backward"], gates, seq_len, batch, hidden, elem, gpu, directions=directions,
+            launch_groups=q["launch_groups"], input_size=size,
+        )[0]
+        for size in inputs
+    ]  # fmt: skip
+    layer_by_layer = sum(per_layer)
+    with planning_for(gpu):
+        plan = plan_wavefront(cell, hidden, batch, torch_dtype, num_layers, directions)
+    if plan.wavefront:
+        works = [pass_work(plan.first, hidden, 1, True, elem)]
+        works += [pass_work(plan.upper, 2 * hidden, 1, True, elem)] * (num_layers - 1)
+        stack = model.wavefront_forward_ms(works, gates, seq_len, batch, hidden, elem, gpu)
+        programs = "+".join(str(work.programs) for work in works)
+        weight_bytes = max(plan.first.weight_bytes, plan.upper.weight_bytes)
+    else:
+        stack, programs, weight_bytes = layer_by_layer, None, None
+    floors = [
+        model.cudnn_standard_floor_ms(gates, seq_len, batch, hidden, elem, gpu, directions, input_size=size)[0]
+        for size in inputs
+    ]
+    overlapped = (
+        model.cudnn_standard_overlapped_floor_forward_ms(gates, seq_len, batch, hidden, elem, gpu, num_layers)
+        if directions == 1 else sum(floors)
+    )  # fmt: skip
+    algorithm = model.cudnn_algorithm(
+        cell, dtype, hidden, batch, input_size=hidden, num_layers=num_layers, bidirectional=directions == 2
+    )
+    return dict(
+        cell=cell, dtype=dtype, hidden=hidden, batch=batch, gpu=gpu, directions=directions, num_layers=num_layers,
+        seq_len=seq_len, wavefront=plan.wavefront, reason=plan.reason, programs_per_layer=programs,
+        weight_bytes_per_program=weight_bytes, barrier_steps=plan.barrier_steps(seq_len),
+        model_layer_by_layer_forward_ms=round(layer_by_layer, 3), model_forward_ms=round(stack, 3),
+        model_vs_layer_by_layer=round(stack / layer_by_layer, 3), cudnn_algorithm=algorithm,
+        cudnn_standard_floor_layer_by_layer_forward_ms=round(sum(floors), 3) if algorithm == "STANDARD" else None,
+        cudnn_standard_floor_overlapped_forward_ms=round(overlapped, 3) if algorithm == "STANDARD" else None,
+    )  # fmt: skip
+
+
+STEP_TERM_COLUMNS = [
+    "cell", "dtype", "hidden", "batch", "gpu", "directions", "pass", "programs", *model.STEP_TERMS, "cycles",
+    "compute_us", "l2_traffic_us", "barrier_us", "step_us",
+]  # fmt: skip
+
+
+def step_term_rows(plans: list[dict]) -> list[dict]:
+    """Per plan row and pass, what the MODEL charges one time step, term by term (model.step_terms, in
+    cycles of the critical program), and the step in microseconds: the backward's terms beside the
+    forward's show what it pays more (issue 26 item 3)."""
+    rows = []
+    for row in plans:
+        shape = (row["cell"], row["hidden"], row["batch"], DTYPES[row["dtype"]], row["seq_len"], row["gpu"])
+        q = plan_quantities(*shape, row["directions"])
+        gpu = model.GPUS[row["gpu"]]
+        for name in ("forward", "backward"):
+            work = q[name]
+            terms = model.step_terms(work, gpu)
+            cycles = sum(terms.values())
+            rows.append(dict(
+                **{key: row[key] for key in _SHAPE_KEYS}, **{"pass": name}, programs=work.programs,
+                **{term: round(value) for term, value in terms.items()}, cycles=round(cycles),
+                compute_us=round(math.ceil(work.programs / gpu.sm_count) * cycles / gpu.clock_hz * 1e6, 3),
+                l2_traffic_us=round(work.programs * work.l2_bytes_per_step / gpu.l2_bytes_per_s * 1e6, 3),
+                barrier_us=round(work.barriers_per_step * model.BARRIER_S * 1e6, 3),
+                step_us=round(model.step_seconds(work, gpu) * 1e6, 3),
+            ))  # fmt: skip
     return rows
 
 
@@ -245,6 +345,29 @@ def _plans_table(plans: list[dict]):
             else f"{r['cudnn_standard_floor_forward_ms']:.2f} / {r['cudnn_standard_floor_forward_backward_ms']:.2f}",
         ]
         for r in plans
+    ]  # fmt: skip
+    return columns, lines
+
+
+def _stack_table(rows: list[dict]):
+    columns = ["cell", "dtype", "H", "B", "gpu", "dirs", "layers", "wavefront", "programs", "W bytes/program"]
+    columns += ["barrier steps", "MODEL layer by layer fwd ms", "MODEL fwd ms", "vs layer by layer", "cuDNN"]
+    columns += ["cuDNN STANDARD floor fwd ms: layer by layer / overlapped"]
+
+    def ms(value) -> str:
+        return "" if value is None else f"{value:.2f}"
+
+    lines = [
+        [
+            r["cell"], r["dtype"], r["hidden"], r["batch"], r["gpu"], r["directions"], r["num_layers"],
+            "yes" if r["wavefront"] else f"no: {r['reason']}", r["programs_per_layer"] or "",
+            r["weight_bytes_per_program"] or "", r["barrier_steps"], ms(r["model_layer_by_layer_forward_ms"]),
+            ms(r["model_forward_ms"]), f"{r['model_vs_layer_by_layer']:.3f}", r["cudnn_algorithm"],
+            "" if r["cudnn_standard_floor_layer_by_layer_forward_ms"] is None
+            else f"{ms(r['cudnn_standard_floor_layer_by_layer_forward_ms'])} / "
+            f"{ms(r['cudnn_standard_floor_overlapped_forward_ms'])}",
+        ]
+        for r in rows
     ]  # fmt: skip
     return columns, lines
 
@@ -331,6 +454,11 @@ def main_report(argv: list[str]) -> int:
     add_compiled(plans, compiled)
     kernel_lines = kernel_rows(compiled)
     tiles = tile_rows(cells, dtypes, args.hidden, args.batch, gpus)
+    stacks = [
+        stack_row(r["cell"], r["hidden"], r["batch"], r["dtype"], r["seq_len"], r["gpu"], r["directions"])
+        for r in plans
+    ]
+    step_terms = step_term_rows(plans)
 
     metadata = run_metadata(torch.device("cpu"), ["report", *argv])
     intro = (
@@ -352,19 +480,37 @@ def main_report(argv: list[str]) -> int:
     print()
     kernel_columns, kernel_table = _kernel_table(kernel_lines)
     print(format_text(kernel_columns, kernel_table))
+    print()
+    stack_intro = (
+        f"{STACK_LAYERS}-layer stacks (stacks.csv), forward, MODEL: layer by layer as today, and as one wavefront "
+        "launch (layer l at step t - l; kernels/configs.py plan_wavefront, not built) where every layer's "
+        "slices fit on chip at once; input size = hidden size."
+    )
+    print(stack_intro)
+    stack_columns, stack_lines = _stack_table(stacks)
+    print(format_text(stack_columns, stack_lines))
+    print()
+    step_intro = "One time step per pass (step-terms.csv), MODEL cycles of the critical program by term, and us."
+    print(step_intro)
+    step_lines = [list(row.values()) for row in step_terms]
+    print(format_text(STEP_TERM_COLUMNS, step_lines))
 
     args.out.mkdir(parents=True, exist_ok=True)
     write_csv(plans, args.out / "plans.csv", PLAN_COLUMNS)
     write_csv(kernel_lines, args.out / "report-kernels.csv", list(kernel_lines[0]))
     write_csv(tiles, args.out / "report.csv", list(tiles[0]))
+    write_csv(stacks, args.out / "stacks.csv", STACK_COLUMNS)
+    write_csv(step_terms, args.out / "step-terms.csv", STEP_TERM_COLUMNS)
     markdown = [
         "# rnnfast plan and hardware report", "", intro, "", "## Plans (plans.csv)", "",
         format_markdown(plan_columns, plan_lines), "", "## Compiled kernels (report-kernels.csv)", "",
         format_markdown(kernel_columns, kernel_table), "", "## Tiles (report.csv)", "",
-        format_markdown(list(tiles[0]), [list(row.values()) for row in tiles]),
+        format_markdown(list(tiles[0]), [list(row.values()) for row in tiles]), "",
+        "## Stacks (stacks.csv)", "", stack_intro, "", format_markdown(stack_columns, stack_lines), "",
+        "## Step terms (step-terms.csv)", "", step_intro, "", format_markdown(STEP_TERM_COLUMNS, step_lines),
     ]  # fmt: skip
     (args.out / "report.md").write_text("\n".join(markdown) + "\n")
-    for name in ("plans.csv", "report-kernels.csv", "report.csv", "report.md"):
+    for name in ("plans.csv", "report-kernels.csv", "report.csv", "stacks.csv", "step-terms.csv", "report.md"):
         print(f"wrote {args.out / name}")
     clean = not any(row["approximate_instructions"] or row["spill_bytes"] for row in kernel_lines)
     return 0 if clean and all(row["fits"] for row in plans) else 1

@@ -161,6 +161,13 @@ def test_report_writes_plans_csv(tmp_path):
         ("lstm", "sm_80", "backward"), ("rnn_relu", "sm_80", "backward"),
     }  # fmt: skip
     assert "MODEL" in (tmp_path / "report.md").read_text()
+    with open(tmp_path / "stacks.csv") as f:
+        stacks = list(csv.DictReader(f))
+    assert [(r["cell"], r["batch"], r["directions"], r["num_layers"]) for r in stacks] == [
+        (r["cell"], r["batch"], r["directions"], "2") for r in rows
+    ]
+    with open(tmp_path / "step-terms.csv") as f:
+        assert [r["pass"] for r in csv.DictReader(f)] == ["forward", "backward"] * len(rows)
 
 
 def test_time_budget_skips_the_cases_not_started(tmp_path):
@@ -285,3 +292,90 @@ def test_plans_give_cudnn_standards_floor_where_torch_nn_runs_it():
         assert (row["cudnn_standard_floor_forward_ms"], row["cudnn_standard_floor_forward_backward_ms"]) == tuple(
             round(value, 3) for value in floor
         )
+
+
+def test_model_wavefront_step_by_hand():
+    """A wavefront step (issue 26 item 1): the slowest layer's program, the waves of all programs over the
+    SMs, one barrier."""
+    gpu = report.model.GPUS["h100"]
+
+    def work(programs: int, tiles: int) -> report.model.PassWork:
+        return report.model.PassWork(programs, 1, 1, tiles, 0, 0, 0, 0, 0, 0, 0, True)
+
+    layers = [work(48, 1), work(48, 2)]
+    expected = 2 * report.model.TILE_CYCLES / gpu.clock_hz + report.model.BARRIER_S
+    assert report.model.wavefront_step_seconds(layers, gpu) == pytest.approx(expected)
+    # Past the SMs the programs take two waves.
+    crowded = [work(100, 1), work(100, 2)]
+    expected = 2 * 2 * report.model.TILE_CYCLES / gpu.clock_hz + report.model.BARRIER_S
+    assert report.model.wavefront_step_seconds(crowded, gpu) == pytest.approx(expected)
+
+
+def test_wavefront_charges_t_plus_l_minus_1_steps():
+    """Issue 26's first target shape: a 2-layer LSTM, B16 T1024 H768 fp16 on an H100. Both layers' slices
+    fit on chip at once (48 + 48 programs of 132 SMs, the upper layer's W_ih and W_hh stacked: K = 2H), and
+    the MODEL charges layer 0's projection, one launch and T + L - 1 wavefront steps."""
+    from rnnfast.kernels.configs import GPUS, plan_wavefront, planning_for
+
+    with planning_for("h100"):
+        plan = plan_wavefront("lstm", 768, 16, torch.float16, 2)
+    assert plan.wavefront and plan.programs == 96 <= GPUS["h100"].sm_count
+    assert plan.first.stationary and plan.upper.stationary
+    assert sum(plan.first.k_pieces) == 768 and sum(plan.upper.k_pieces) == 2 * 768
+    assert plan.barrier_steps(1024) == 1025
+    gpu = report.model.GPUS["h100"]
+    first = report.pass_work(plan.first, 768, 1, True, 2)
+    upper = report.pass_work(plan.upper, 2 * 768, 1, True, 2)
+    step = report.model.wavefront_step_seconds([first, upper], gpu)
+    projection = report.model.gemm_seconds(16 * 1024, 4 * 768, 768, 2, gpu)
+    by_hand = (projection + report.model.LAUNCH_S + 1025 * step) * 1e3
+    row = report.stack_row("lstm", 768, 16, "fp16", 1024, "h100")
+    single = report.model_layer_ms("lstm", 768, 16, "fp16", 1024, "h100")[0]
+    assert (row["wavefront"], row["programs_per_layer"], row["barrier_steps"]) == (True, "48+48", 1025)
+    assert row["model_forward_ms"] == round(by_hand, 3)
+    assert row["model_layer_by_layer_forward_ms"] == round(2 * single, 3)
+    assert row["model_vs_layer_by_layer"] == round(by_hand / (2 * single), 3)
+    # torch.nn runs a 2-layer stack with cuDNN's STANDARD algorithm (PERSIST_STATIC needs one layer).
+    assert row["cudnn_algorithm"] == "STANDARD"
+
+
+def test_wavefront_that_does_not_fit_falls_back_to_layer_by_layer():
+    """fp32 H768: the upper layer's stacked slices do not fit beside layer 0's on an H100; the MODEL then
+    charges L x T steps, the layers one after the other."""
+    row = report.stack_row("lstm", 768, 16, "fp32", 1024, "h100")
+    assert not row["wavefront"] and "do not fit" in row["reason"] and row["barrier_steps"] == 2 * 1024
+    single = report.model_layer_ms("lstm", 768, 16, "fp32", 1024, "h100")[0]
+    assert row["model_forward_ms"] == row["model_layer_by_layer_forward_ms"] == round(2 * single, 3)
+    assert row["model_vs_layer_by_layer"] == 1.0
+
+
+def test_bidirectional_stack_has_no_wavefront():
+    """Each direction of layer 1 starts from an output layer 0 writes at its last step: no overlap, L x T
+    steps; the upper layer projects both directions' outputs (input 2H)."""
+    from rnnfast.kernels.configs import NO_BIDIRECTIONAL_WAVEFRONT
+
+    row = report.stack_row("lstm", 768, 16, "fp16", 1024, "h100", directions=2)
+    assert row["reason"] == NO_BIDIRECTIONAL_WAVEFRONT and row["barrier_steps"] == 2 * 1024
+    q = report.plan_quantities("lstm", 768, 16, torch.float16, 1024, "h100", 2)
+    layers = [
+        report.model.layer_ms(q["forward"], q["backward"], 4, 1024, 16, 768, 2, "h100", 2, input_size=size)[0]
+        for size in (768, 2 * 768)
+    ]
+    assert row["model_forward_ms"] == row["model_layer_by_layer_forward_ms"] == round(sum(layers), 3)
+    assert layers[1] > layers[0]
+
+
+def test_step_terms_add_up_to_the_step():
+    """step-terms.csv (issue 26 item 3): each pass's terms add up to its cycles, and its step to the
+    model's; the LSTM fp16 B16 H768 backward pays more than its forward in its dot, K chunks and shared
+    reads, the same in the rest."""
+    rows = report.plan_rows(["lstm"], ["fp16"], [768], [16], ["h100"], 1024)
+    forward, backward = report.step_term_rows(rows)
+    q = report.plan_quantities("lstm", 768, 16, torch.float16, 1024, "h100")
+    gpu = report.model.GPUS["h100"]
+    for row, work in ((forward, q["forward"]), (backward, q["backward"])):
+        assert row["cycles"] == round(sum(row[term] for term in report.model.STEP_TERMS))
+        assert row["step_us"] == round(report.model.step_seconds(work, gpu) * 1e6, 3)
+    more = {term for term in report.model.STEP_TERMS if backward[term] > forward[term]}
+    assert more == {"dot", "k_chunks", "shared_reads"}
+    assert all(backward[term] == forward[term] for term in report.model.STEP_TERMS if term not in more)

@@ -18,6 +18,7 @@ another and could never meet at a barrier.
 """
 
 import contextlib
+import dataclasses
 import os
 from dataclasses import dataclass
 
@@ -254,13 +255,15 @@ def _tiling(
     directions: int,
     operand_budget: int,
     k_groups: int,
+    input_size: int = 0,
 ) -> PassPlan:
     batch_tiles = triton.cdiv(max(batch, 1), block_b)
     # Forward: a program's dot has a column per (unit, gate), gates padded to a power of two, and K = H.
     # Backward: a column per unit, and K runs over every gate's pre-activation. A program's share of K is
-    # all of it, or with k_groups programs per tile its part (a multiple of MIN_DOT).
+    # all of it, or with k_groups programs per tile its part (a multiple of MIN_DOT). With an input_size
+    # the forward's slice also holds W_ih (K = input_size + H: one dot over [x_t, h_{t-1}]; plan_wavefront).
     columns_per_unit = 1 if backward or gates == 1 else triton.next_power_of_2(gates)
-    k = gates * hidden if backward else hidden
+    k = gates * hidden if backward else hidden + input_size
     if k_groups > 1:
         k = triton.cdiv(k, k_groups * MIN_DOT) * MIN_DOT
     block_n = max(1, MIN_DOT // columns_per_unit)
@@ -322,7 +325,15 @@ def _tiling(
 
 
 def _pass_plan(
-    gates: int, hidden: int, batch: int, elem: int, gpu: Gpu, backward: bool, directions: int, grouped: bool
+    gates: int,
+    hidden: int,
+    batch: int,
+    elem: int,
+    gpu: Gpu,
+    backward: bool,
+    directions: int,
+    grouped: bool,
+    input_size: int = 0,
 ) -> PassPlan:
     """The widest batch tile (up to MAX_BLOCK_B) whose programs keep their weight slice on chip in one
     wave of the GPU, with an operand of at most PREFERRED_OPERAND_BYTES if any, else OPERAND_BUDGET_BYTES;
@@ -334,12 +345,14 @@ def _pass_plan(
         for budget in (min(PREFERRED_OPERAND_BYTES, OPERAND_BUDGET_BYTES), OPERAND_BUDGET_BYTES):
             block_b = widest
             while block_b >= MIN_DOT:
-                plan = _tiling(gates, hidden, batch, block_b, elem, gpu, backward, directions, budget, k_groups)
+                plan = _tiling(
+                    gates, hidden, batch, block_b, elem, gpu, backward, directions, budget, k_groups, input_size
+                )
                 narrow = k_groups == 1 or plan.block_b * plan.dot_columns <= MAX_GROUPED_TILE
                 if plan.stationary and plan.programs <= gpu.sm_count and narrow:
                     return plan
                 block_b //= 2
-    return _tiling(gates, hidden, batch, widest, elem, gpu, backward, directions, OPERAND_BUDGET_BYTES, 1)
+    return _tiling(gates, hidden, batch, widest, elem, gpu, backward, directions, OPERAND_BUDGET_BYTES, 1, input_size)
 
 
 def plan_layer(
@@ -410,3 +423,90 @@ def plan_scan(
     alone = plan_layer(cell, hidden_size, batch_size, dtype, device, 1, grid_sync)
     stationary = joint.forward.stationary and joint.backward.stationary
     return joint if stationary and joint.grid_sync >= alone.grid_sync else alone
+
+
+@dataclass(frozen=True)
+class WavefrontPlan:
+    """A forward of `num_layers` stacked layers as one grid-synchronised launch in which layer l runs step
+    t - l while layer 0 runs step t (a wavefront): T + L - 1 barrier steps instead of L x T. Every layer's
+    programs keep their slices on chip at once: layer 0's W_hh (its W_ih projection stays a GEMM before
+    the scan), an upper layer's W_ih and W_hh stacked, one dot over [y_t of the layer below, h_{t-1}] per
+    step (K = input + H). Where that is impossible (`reason`) the layers run one after the other, as
+    today. A plan for bench/model.py's MODEL (issue 26 item 1): no kernel runs it yet."""
+
+    num_layers: int
+    first: PassPlan | None  # layer 0's forward (K = H)
+    upper: PassPlan | None  # each upper layer's forward (all plan alike)
+    reason: str  # why the layers run one after the other; "" for a wavefront
+
+    @property
+    def wavefront(self) -> bool:
+        return not self.reason
+
+    @property
+    def programs(self) -> int:
+        return self.first.programs + (self.num_layers - 1) * self.upper.programs if self.wavefront else 0
+
+    def barrier_steps(self, seq_len: int) -> int:
+        """Grid-barrier steps of a forward (each layer's T steps when they run one after the other)."""
+        return seq_len + self.num_layers - 1 if self.wavefront else self.num_layers * seq_len
+
+
+# Why a bidirectional stack has no wavefront: at time t layer l + 1 reads both directions' outputs of
+# layer l, and layer l's reverse direction reaches t = 0 (the forward direction's first input) at its
+# last step, its forward direction reaches t = T - 1 (the reverse direction's first input) at its last.
+NO_BIDIRECTIONAL_WAVEFRONT = (
+    "bidirectional: each direction of layer l + 1 starts from an output layer l writes at its last step"
+)
+
+
+def plan_wavefront(
+    cell: str,
+    hidden_size: int,
+    batch_size: int,
+    dtype: torch.dtype,
+    num_layers: int,
+    directions: int = 1,
+    device: torch.device | None = None,
+) -> WavefrontPlan:
+    """The wavefront plan of a forward through `num_layers` layers of `cell` (input size of the upper
+    layers = hidden size), or why there is none: one layer, a bidirectional stack, no grid barrier, or
+    slices that do not fit on chip at once. Each layer gets a share of the SMs: of the forward plans
+    (_pass_plan, one direction, no K groups) that keep their slices stationary within their shares and
+    together fit the GPU's SMs, the one whose largest slice per program is smallest (its re-read from
+    shared memory is the longest of each step), then whose dots take the fewest K pieces (each is its own
+    dot), then with the fewest programs."""
+    gpu = target_gpu(device)
+    if num_layers < 2:
+        return WavefrontPlan(num_layers, None, None, "one layer")
+    if directions == 2:
+        return WavefrontPlan(num_layers, None, None, NO_BIDIRECTIONAL_WAVEFRONT)
+    if not grid_sync_allowed():
+        return WavefrontPlan(num_layers, None, None, "no grid barrier")
+    gates, elem = GATES[cell], dtype.itemsize
+    batch_tiles = {triton.cdiv(max(batch_size, 1), rows) for rows in (MIN_DOT, 2 * MIN_DOT, MAX_BLOCK_B)}
+    widths = [1 << i for i in range(triton.next_power_of_2(hidden_size).bit_length())]
+    shares = sorted({b * triton.cdiv(hidden_size, n) for b in batch_tiles for n in widths} - {0})
+
+    def plans(input_size: int, most: int) -> list[PassPlan]:
+        found = []
+        for share in (share for share in shares if share <= most):
+            plan = _pass_plan(
+                gates, hidden_size, batch_size, elem, dataclasses.replace(gpu, sm_count=share), False, 1, False,
+                input_size,
+            )  # fmt: skip
+            if plan.stationary and plan.programs <= share and plan not in found:
+                found.append(plan)
+        return found
+
+    best = None
+    for first in plans(0, gpu.sm_count):
+        for upper in plans(hidden_size, (gpu.sm_count - first.programs) // (num_layers - 1)):
+            pieces = max(len(first.k_pieces), len(upper.k_pieces))
+            programs = first.programs + (num_layers - 1) * upper.programs
+            key = (max(first.weight_bytes, upper.weight_bytes), pieces, programs)
+            if best is None or key < best[0]:
+                best = key, first, upper
+    if best is None:
+        return WavefrontPlan(num_layers, None, None, "the layers' slices do not fit on chip at once")
+    return WavefrontPlan(num_layers, best[1], best[2], "")
