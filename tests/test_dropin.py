@@ -350,7 +350,11 @@ def test_cpu_autocast_runs_in_the_dtype_torch_nn_runs_in(layer, backend):
     outputs = []
     for module in (converted, layer):
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            output = module(x)
+            try:
+                output = module(x)
+            except RuntimeError:  # torch.nn's LSTM under autocast on a CPU without AVX-512 (oneDNN refuses it)
+                assert module is layer
+                output = copy.deepcopy(layer).bfloat16()(x.bfloat16())  # what autocast computes: bf16
         outputs.append(output[0] if isinstance(output, tuple) else output)
     assert outputs[0].dtype == outputs[1].dtype
     assert_matches(outputs[0], outputs[1].float(), torch.bfloat16, "output")
