@@ -71,7 +71,7 @@ def test_packed_sequence_matches_torch_nn(cell, lengths_case, backend):
     grad_data = torch.randn_like(ref_out.data)
     grad_final = [torch.randn_like(f) for f in as_list(ref_final)]
     ref_grads = torch.autograd.grad(
-        [ref_out.data, *as_list(ref_final)], ref_leaves + list(pytorch_scan.parameters()), [grad_data, *grad_final]
+        [ref_out.data, *as_list(ref_final)], ref_leaves + list(reference.parameters()), [grad_data, *grad_final]
     )
     grads = torch.autograd.grad(
         [out.data, *as_list(final)], leaves + list(module.parameters()), [grad_data, *grad_final]
@@ -102,7 +102,7 @@ def test_lengths_extension_equals_packing(cell, backend):
     module, reference = make_pair(cell, backend)
     lengths = torch.tensor([3, 6, 1, 4])
     x = torch.randn(4, 6, 5)  # batch_first below
-    module.batch_first = pytorch_scan.batch_first = True
+    module.batch_first = reference.batch_first = True
     hx = make_hx(cell, module, 4)
     ref_out, ref_final = reference(pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False), hx)
     ref_padded, _ = pad_packed_sequence(ref_out, batch_first=True, total_length=6)
