@@ -13,7 +13,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from . import native
 from .dispatch import NATIVE, backend_name, choose_path, tracing
-from .ops import scan, stack_directions
+from .ops import error_flags_read_once, scan, stack_directions
 
 _BACKEND_DOC = """backend (rnnfast only): "auto" (Triton kernels for CUDA tensors; on CPU, per call, torch's
             native kernels or rnnfast's PyTorch scan, whichever was measured faster), "triton" (always;
@@ -231,18 +231,20 @@ class _RecurrentLayers(_Backend):
         num_directions = 2 if self.bidirectional else 1
         finals = [[] for _ in hidden]
         layer_input = x
-        for layer in range(self.num_layers):
-            # Both directions of a layer go to one scan, which runs them in the same kernel launches.
-            indices = range(layer * num_directions, (layer + 1) * num_directions)
-            per_direction = zip(*(self._layer_weights(index) for index in indices))
-            weights = [None if w[0] is None else _stack_directions(w, run_dtype) for w in per_direction]
-            h0 = hidden[0][indices.start : indices.stop]
-            c0 = hidden[1][indices.start : indices.stop] if len(hidden) == 2 else None
-            layer_input, *states = scan(cell, path, layer_input, lengths, h0, c0, *weights)
-            for final, state in zip(finals, states):
-                final.append(state)
-            if self.dropout > 0 and self.training and layer < self.num_layers - 1:
-                layer_input = F.dropout(layer_input, self.dropout, training=True)
+        # One device-to-host wait per forward (the grid barriers' error flags), after every layer is queued.
+        with error_flags_read_once(path, x):
+            for layer in range(self.num_layers):
+                # Both directions of a layer go to one scan, which runs them in the same kernel launches.
+                indices = range(layer * num_directions, (layer + 1) * num_directions)
+                per_direction = zip(*(self._layer_weights(index) for index in indices))
+                weights = [None if w[0] is None else _stack_directions(w, run_dtype) for w in per_direction]
+                h0 = hidden[0][indices.start : indices.stop]
+                c0 = hidden[1][indices.start : indices.stop] if len(hidden) == 2 else None
+                layer_input, *states = scan(cell, path, layer_input, lengths, h0, c0, *weights)
+                for final, state in zip(finals, states):
+                    final.append(state)
+                if self.dropout > 0 and self.training and layer < self.num_layers - 1:
+                    layer_input = F.dropout(layer_input, self.dropout, training=True)
         return layer_input, tuple(torch.cat(final) for final in finals)
 
     def _layer_weights(self, index: int) -> tuple:

@@ -4,6 +4,7 @@ every program in its own thread, random yields between memory operations. Negati
 runs with the barrier removed from the kernels give wrong numbers; under the serial interpreter the
 barrier times out into GridSyncTimeout and later scans run the one-step-per-launch fallback."""
 
+import contextlib
 import dataclasses
 
 import pytest
@@ -309,16 +310,10 @@ def flag_reads(monkeypatch):
     return reads
 
 
-def one_read_per_module_forward(monkeypatch, module) -> None:
-    """What rnnfast/modules.py's _scan_layers is to do (issue 26): run every layer inside
-    ops.error_flags_read_once, so that a forward reads the flags once, after queueing every layer."""
-    layers = module._scan_layers
-
-    def hooked(path, x, *args):
-        with rnnfast.ops.error_flags_read_once(path, x):
-            return layers(path, x, *args)
-
-    monkeypatch.setattr(module, "_scan_layers", hooked)
+def one_read_per_scan(monkeypatch) -> None:
+    """rnnfast/modules.py without its ops.error_flags_read_once around the layers: each layer's scan then
+    reads its own flags when its forward ends."""
+    monkeypatch.setattr(rnnfast.modules, "error_flags_read_once", lambda path, x: contextlib.nullcontext())
 
 
 def forward_and_backward_reads(module, reference, reads: list) -> tuple[int, int]:
@@ -338,20 +333,20 @@ def forward_and_backward_reads(module, reference, reads: list) -> tuple[int, int
     return forward_reads, len(reads) - forward_reads
 
 
-@pytest.mark.parametrize("module_hook", [False, True], ids=["per-layer", "module-hook"])
+@pytest.mark.parametrize("module_context", [False, True], ids=["per-layer", "module"])
 @pytest.mark.parametrize("plan", ["joint", "direction-by-direction"])
-def test_error_flags_are_read_once_per_backward(plan, module_hook, h100, launches, flag_reads, monkeypatch):
+def test_error_flags_are_read_once_per_backward(plan, module_context, h100, launches, flag_reads, monkeypatch):
     """A two-layer bidirectional LSTM reads its error flags once per layer forward (once per forward
-    with the module's hook) and once per backward, whatever the launches: before issue 26 each launch was
+    as the module runs them) and once per backward, whatever the launches: before issue 26 each launch was
     read right after it (2 + 2 here with both directions in one launch, 4 + 4 one direction at a time)."""
     if plan == "direction-by-direction":
         monkeypatch.setattr(launch, "plan_scan", lambda *args: configs.plan_layer(*args[:5], directions=1))
     torch.manual_seed(12)
     module, reference = pair("lstm", STACK)
-    if module_hook:
-        one_read_per_module_forward(monkeypatch, module)
+    if not module_context:
+        one_read_per_scan(monkeypatch)
     reads = forward_and_backward_reads(module, reference, flag_reads)
-    assert reads == (1 if module_hook else STACK.num_layers, 1)
+    assert reads == (1 if module_context else STACK.num_layers, 1)
     per_layer_and_pass = 1 if plan == "joint" else 2
     assert launches == {
         "_lstm_fwd_kernel": STACK.num_layers * per_layer_and_pass,
@@ -359,10 +354,9 @@ def test_error_flags_are_read_once_per_backward(plan, module_hook, h100, launche
     }
 
 
-@pytest.mark.xfail(strict=True, reason="rnnfast/modules.py does not run its layers in ops.error_flags_read_once yet")
 def test_module_forward_reads_its_error_flags_once(h100, flag_reads):
-    """The module itself (no hook added by the test): once rnnfast/modules.py's _scan_layers runs its
-    layers inside ops.error_flags_read_once, this passes and its xfail mark goes."""
+    """The module itself, nothing patched: rnnfast/modules.py's _scan_layers runs its layers inside
+    ops.error_flags_read_once, so a forward waits for the device once, after queueing both layers."""
     torch.manual_seed(12)
     module, reference = pair("lstm", STACK)
     assert forward_and_backward_reads(module, reference, flag_reads) == (1, 1)
@@ -387,7 +381,7 @@ def test_backward_timeout_raises_from_backward_then_falls_back(h100, launches, f
     assert launches == {"_lstm_fwd_kernel": 2 * STACK.seq_len, "_lstm_bwd_kernel": 2 * STACK.seq_len}
 
 
-def test_module_hook_traces_without_a_graph_break():
+def test_error_flags_context_traces_without_a_graph_break():
     """ops.error_flags_read_once is nothing while torch.compile traces (the compiled graph's scans read
     their own flags when they run): a function using it compiles whole."""
 
