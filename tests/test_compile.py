@@ -96,13 +96,15 @@ print(json.dumps(dict(version=triton.__version__, rows=hardware.kernel_report(js
 
 @pytest.mark.skipif(not OLDEST_TRITON, reason="RNNFAST_OLDEST_TRITON names no folder with the oldest Triton")
 def test_kernels_compile_with_the_oldest_supported_triton():
-    """Every cell's kernels, both passes, at issue 11's B16 H768 (K pieces, K split), fp16 and fp32, compiled
-    as launched for both GPUs by the oldest Triton rnnfast supports: they compile, fit and do not spill
-    (its tl has no atomic_poll: the barrier's polling loop is compiled; at B64 H768 it spills 8-160 B)."""
+    """Every cell's kernels, both passes, at issue 11's B16 H768 (K pieces, K split) and at B64 H768 (64-row
+    tiles), fp16 and fp32, compiled as launched for both GPUs by the oldest Triton rnnfast supports: they
+    compile, fit and do not spill. Its tl has no atomic_poll: the barrier waits in inline PTX
+    (recurrence._POLL_ASM); with a Triton loop there, 14 of the B64 H768 kernels spilled 8-160 B."""
     requests = [
-        dict(cell=cell, scan_pass=scan_pass, seq_len=SEQ_LEN, batch=16, hidden=768, dtype=dtype, gpu=gpu,
+        dict(cell=cell, scan_pass=scan_pass, seq_len=SEQ_LEN, batch=batch, hidden=768, dtype=dtype, gpu=gpu,
              directions=1, training=True)
-        for cell in CELLS for dtype in ("fp16", "fp32") for gpu in GPUS for scan_pass in ("forward", "backward")
+        for batch in (16, 64) for cell in CELLS for dtype in ("fp16", "fp32") for gpu in GPUS
+        for scan_pass in ("forward", "backward")
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": OLDEST_TRITON, "TRITON_INTERPRET": "0"}
     run = subprocess.run(
@@ -113,11 +115,30 @@ def test_kernels_compile_with_the_oldest_supported_triton():
     result = json.loads(run.stdout.splitlines()[-1])
     assert tuple(int(part) for part in result["version"].split(".")[:2]) == MIN_TRITON
     rows = result["rows"]
-    assert {(r["cell"], r["scan_pass"], r["dtype"], r["gpu"]) for r in rows} == {
-        (r["cell"], r["scan_pass"], r["dtype"], r["gpu"]) for r in requests
+    assert {(r["batch"], r["cell"], r["scan_pass"], r["dtype"], r["gpu"]) for r in rows} == {
+        (r["batch"], r["cell"], r["scan_pass"], r["dtype"], r["gpu"]) for r in requests
     }
     assert all(row["fits"] and row["spill_bytes"] == 0 for row in rows), [r for r in rows if r["spill_bytes"]]
     assert not any(row["approximate_instructions"] for row in rows)
+
+
+@pytest.mark.parametrize("version, split", [((3, 6), 1), ((3, 9), 2)])
+def test_wide_tiles_keep_k_whole_on_sm80_before_triton_3_9(monkeypatch, version, split):
+    """configs.wide_tile_k_split: the A100's LSTM fp16 B64 H768 plans (64-row tiles) split K 2 ways, but
+    not with a Triton before 3.9, which spilled there (the oldest-Triton compile above checks the result);
+    the H100's plans are the same with both."""
+
+    def plans(gpu: str, version: tuple[int, int]):
+        monkeypatch.setattr(configs, "TRITON_VERSION", version)
+        monkeypatch.setattr(configs, "_PLANS", {})
+        with configs.planning_for(gpu):
+            return configs.plan_layer("lstm", 768, 64, torch.float16)
+
+    a100 = plans("a100", version)
+    assert (a100.forward.block_b, a100.backward.block_b, a100.forward.k_split, a100.backward.k_split) == (
+        64, 64, split, split,
+    )  # fmt: skip
+    assert plans("h100", version) == plans("h100", (3, 9))
 
 
 def test_launches_are_specialised_as_triton_launches_them(report):

@@ -7,6 +7,7 @@ barrier times out into GridSyncTimeout and later scans run the one-step-per-laun
 import contextlib
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 import triton
@@ -47,29 +48,50 @@ def launches(monkeypatch):
     return counts
 
 
-def use_polling_loop(monkeypatch) -> None:
+class _AsmCall:
+    """What a builder's create_inline_asm returns: the call, whose get_result(i) is its output i."""
+
+    def __init__(self, *results):
+        self.results = results
+
+    def get_result(self, index):
+        return self.results[index]
+
+
+def use_ptx_poll(monkeypatch) -> list:
     """The barrier's wait as compiled with a Triton before 3.9 (no tl.atomic_poll, as in torch 2.11's CUDA
-    wheels): a loop of acquire loads. tl.atomic_poll itself fails if the serial interpreter reaches it
-    (threaded_programs installs its own)."""
-
-    def refused(self, ptr, expected, timeout_ns, sem, scope):
-        raise AssertionError("tl.atomic_poll was used")
-
+    wheels): recurrence._POLL_ASM, inline PTX, which the interpreter cannot run. Here the interpreter runs
+    what it does: wait until the counter reaches the count or the time budget is spent, by the installed
+    interpreter's atomic_poll (threaded_programs' own inside it; the counters never pass the count a
+    program waits for, so waiting for equality is the same), then return the counter's value. The PTX
+    itself is checked by compiling it (tests/test_compile.py) and on a GPU. Returns the polls made."""
+    polls = []
     monkeypatch.setattr(recurrence, "HAS_ATOMIC_POLL", tl.constexpr(False))
+
+    def poll_asm(self, asm, constraints, values, types, is_pure, pack):
+        assert (asm, constraints, is_pure, pack) == (recurrence._POLL_ASM.value, "=r,l,r,l", False, 1)
+        counter, expected, timeout_ns = values
+        polls.append(int(np.asarray(timeout_ns.data).item()))
+        self.create_atomic_poll(counter, expected, timeout_ns, None, None)
+        return _AsmCall(self.create_load(counter, None, True))
+
     builder_class = type(triton.runtime.interpreter.interpreter_builder)
-    monkeypatch.setattr(builder_class, "create_atomic_poll", refused)
+    monkeypatch.setattr(builder_class, "create_inline_asm", poll_asm)
+    return polls
 
 
-@pytest.fixture(params=["atomic_poll", "polling_loop"])
+@pytest.fixture(params=["atomic_poll", "ptx_poll"])
 def barrier_wait(request, monkeypatch):
-    """Each way the barrier waits: tl.atomic_poll (Triton 3.9 on), a polling loop (older Tritons)."""
-    if request.param == "polling_loop":
-        use_polling_loop(monkeypatch)
+    """Each way the barrier waits: tl.atomic_poll (Triton 3.9 on), the PTX poll (older Tritons; the test
+    must have run it)."""
+    polls = use_ptx_poll(monkeypatch) if request.param == "ptx_poll" else None
+    yield
+    assert polls is None or polls, "the PTX poll never ran"
 
 
 @pytest.fixture
-def polling_loop(monkeypatch):
-    use_polling_loop(monkeypatch)
+def ptx_poll(monkeypatch):
+    return use_ptx_poll(monkeypatch)
 
 
 def pair(cell: str, case: Case, dtype=torch.float32):
@@ -136,16 +158,18 @@ def test_threaded_grid_sync_half_precision_and_batch_tiles(h100):
         compare_with_torch(module, reference, x.half().float(), hx.half().float(), dtype=torch.float16)
 
 
-def test_polling_loop_times_out_then_falls_back(h100, polling_loop, monkeypatch, launches):
-    """The polling loop gives up after timeout_ns / POLL_NS polls: under the serial interpreter the scan
-    raises GridSyncTimeout, and later scans run the fallback."""
-    monkeypatch.setitem(launch.GRID_SYNC_TIMEOUT_NS, "interpreter", 200 * recurrence.POLL_NS)
+def test_ptx_poll_times_out_then_falls_back(h100, ptx_poll, monkeypatch, launches):
+    """The PTX poll of Tritons before 3.9 gives up when its time budget is spent: under the serial
+    interpreter (where the other programs never arrive) the scan raises GridSyncTimeout, and later scans
+    run the fallback."""
+    monkeypatch.setitem(launch.GRID_SYNC_TIMEOUT_NS, "interpreter", 100_000)
     torch.manual_seed(5)
     case = Case(2, 3, 4, 20)
     module, reference = pair("gru", case)
     x, hx = make_inputs(case, lstm=False)
     with pytest.warns(RuntimeWarning, match="timed out"), pytest.raises(launch.GridSyncTimeout, match="timed out"):
         module(x, hx)
+    assert ptx_poll[0] == 100_000 and 0 in ptx_poll  # after its timeout, a program polls with none left
     launches.clear()
     compare_with_torch(module, reference, x, hx)
     assert launches == {"_gru_fwd_kernel": case.seq_len, "_gru_bwd_kernel": case.seq_len}

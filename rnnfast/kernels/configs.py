@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import torch
 import triton
+import triton.language as tl
 
 from ..dispatch import interpreting
 
@@ -69,6 +70,11 @@ def plan_target() -> str | None:
         return None
     if name not in GPUS:
         raise ValueError(f"{PLAN_TARGET_VARIABLE} must be one of {sorted(GPUS)}, got {name!r}")
+    if not hasattr(tl, "atomic_poll"):  # the barrier's wait is then inline PTX (recurrence._POLL_ASM)
+        raise RuntimeError(
+            f"{PLAN_TARGET_VARIABLE}: grid barriers under the interpreter need triton >= 3.9 (tl.atomic_poll), "
+            f"found {triton.__version__}"
+        )
     return name
 
 
@@ -144,10 +150,19 @@ SMALL_PROGRAM_BYTES = 16 * 1024
 # 4 of 8, 730 unsplit; sm_90, compiled). Each share keeps at least MIN_SHARE_K of K: below that the
 # per-step sum of the partial products through shared memory costs more than the MMAs it saves. Tiles of
 # WIDE_TILE_ROWS or more rows split K at most WIDE_TILE_K_SPLIT ways: split 4 ways, the A100's LSTM fp16
-# backward at B64 H768 (64-row tiles) spilled 8 B at 255 registers, 2 ways it took 184 (compiled).
+# backward at B64 H768 (64-row tiles) spilled 8 B at 255 registers, 2 ways it took 184 (compiled). Triton
+# before 3.9 spilled there split 2 ways too, on sm_80 (B64 H768, 3.6.0: LSTM fp16/bf16 backward 24 B, LSTM
+# and GRU fp32 forward and Elman fp16/bf16 backward 8 B, at 255 registers; unsplit 160-226 registers and
+# none): with it, such tiles keep K whole on sm_80 (wide_tile_k_split).
 MIN_SHARE_K = 64
 WIDE_TILE_ROWS = 64
 WIDE_TILE_K_SPLIT = 2
+TRITON_VERSION = tuple(int(part) for part in triton.__version__.split(".")[:2])
+
+
+def wide_tile_k_split(gpu: Gpu) -> int:
+    """The most warps that share K in a tile of WIDE_TILE_ROWS rows or more, for the installed Triton."""
+    return 1 if TRITON_VERSION < (3, 9) and gpu.arch < 90 else WIDE_TILE_K_SPLIT
 # K groups (two programs per hidden tile, each holding half of K) only for tiles of at most this many
 # elements (batch rows x dot columns): every grouped plan up to it compiled without spills (H 17-1536,
 # B 1-256, every cell and dtype, both GPUs, one and two directions: 16 distinct pass plans), while wider
@@ -298,7 +313,7 @@ def _tiling(
     stationary = pieces is not None and operand_bytes <= budget and shared <= gpu.shared_per_block
     num_warps = 4 if not backward and max(weight_bytes, operand_bytes) <= SMALL_PROGRAM_BYTES else 8
     k_split = 1
-    most = WIDE_TILE_K_SPLIT if block_b >= WIDE_TILE_ROWS else num_warps // 2
+    most = wide_tile_k_split(gpu) if block_b >= WIDE_TILE_ROWS else num_warps // 2
     while stationary and 2 * k_split <= most and k_total >= MIN_SHARE_K * 2 * k_split:
         # Narrower operand pieces (the same K in more dots) make room for the partial products' tiles.
         candidate, width = pieces, max_piece

@@ -11,11 +11,28 @@ import triton
 import triton.language as tl
 
 # tl.atomic_poll (an acquire poll with a timeout) arrived in Triton 3.9; torch's CUDA wheels pin older
-# releases (torch 2.11: Triton 3.6), where the barrier's wait is a loop of acquire loads instead (an
-# atomic add of 0) that gives up after timeout_ns / POLL_NS polls.
+# releases (torch 2.11: Triton 3.6). There the barrier's wait is the same poll written in PTX (_poll_asm),
+# one instruction to the compiler: written as a Triton loop of acquire loads, the loads of the next step
+# issued before the wait stayed live across the loop and the H100's B64 H768 forwards spilled 96-160 B
+# at 255 registers (LSTM, GRU; Triton 3.6.0, compiled), none with the PTX poll. The interpreter runs no
+# inline PTX: there grid barriers need Triton 3.9 (configs.plan_target).
 HAS_ATOMIC_POLL: tl.constexpr = tl.constexpr(hasattr(tl, "atomic_poll"))
-# About one L2 round trip: what a poll of the barrier counter costs a program.
-POLL_NS: tl.constexpr = tl.constexpr(500)
+# Every thread loads the counter until it reaches $2 or %globaltimer has advanced $3 ns since the first
+# load (always at least one load); $0 is the last value loaded.
+_POLL_ASM: tl.constexpr = tl.constexpr("""{
+    .reg .pred done;
+    .reg .u64 start, now;
+    mov.u64 start, %globaltimer;
+    POLL:
+    ld.acquire.gpu.global.b32 $0, [$1];
+    setp.ge.s32 done, $0, $2;
+    @done bra END;
+    mov.u64 now, %globaltimer;
+    sub.u64 now, now, start;
+    setp.lt.u64 done, now, $3;
+    @done bra POLL;
+    END:
+}""")
 
 
 @triton.jit
@@ -259,11 +276,9 @@ def _wait_until(counter, expected, timeout_ns):
     if HAS_ATOMIC_POLL:
         ok = tl.atomic_poll(counter, expected, sem="acquire", scope="gpu", timeout_ns=timeout_ns)
     else:
-        polls_left = timeout_ns // POLL_NS
-        arrived = tl.atomic_add(counter, 0, sem="acquire", scope="gpu")
-        while (arrived < expected) & (polls_left > 0):
-            arrived = tl.atomic_add(counter, 0, sem="acquire", scope="gpu")
-            polls_left -= 1
+        arrived = tl.inline_asm_elementwise(
+            _POLL_ASM, "=r,l,r,l", [counter, expected, timeout_ns.to(tl.int64)], dtype=tl.int32, is_pure=False, pack=1
+        )
         ok = arrived >= expected
     tl.debug_barrier()  # every warp is ordered after the acquire
     return ok
