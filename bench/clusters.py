@@ -138,7 +138,8 @@ def _gluon_allgather():
 
 def _loop_body(ptx: str) -> str:
     """The PTX of the innermost loop LLVM marks (`// =>This Inner Loop Header`) up to its back branch."""
-    match = re.search(r"^(\$L__BB\d+_\d+):\s*// =>This Inner Loop Header.*?$(.*?)^\s*@%p\d+ bra\s+\1;", ptx, re.M | re.S)
+    header = r"^(\$L__BB\d+_\d+):\s*// =>This Inner Loop Header.*?$"
+    match = re.search(header + r"(.*?)^\s*@%p\d+ bra\s+\1;", ptx, re.M | re.S)
     return match.group(2) if match else ""
 
 
@@ -177,7 +178,10 @@ def _report(compiled, num_ctas: int) -> dict:
         cubin_bytes=len(compiled.asm["cubin"]),
         ptx=dict((name, len(re.findall(rx, body))) for name, rx in PTX_COUNTS.items()),
         loop_ptx=dict((name, len(re.findall(rx, loop))) for name, rx in PTX_COUNTS.items()) if loop else None,
-        sass=dict((op, len(re.findall(rf"\b{op}\b", sass))) for op in ("UCGABAR_ARV", "UCGABAR_WAIT", "MEMBAR.ALL.GPU", "CCTL.IVALL")),
+        sass={
+            op: len(re.findall(rf"\b{op}\b", sass))
+            for op in ("UCGABAR_ARV", "UCGABAR_WAIT", "MEMBAR.ALL.GPU", "CCTL.IVALL")
+        },
         barrier_asm=sorted(set(re.findall(r"barrier\.cluster\.(?:arrive|wait)[a-z.]*;", body))),
     )
 
