@@ -17,11 +17,15 @@ from triton.runtime.interpreter import InterpretedFunction
 from triton.runtime.jit import JITFunction
 
 import rnnfast
-from bench import hardware
+from bench import hardware, model
+from bench import report as bench_report
 from bench.cases import DTYPES as DTYPE_OF
 from rnnfast.dispatch import MIN_TRITON
 from rnnfast.kernels import configs, launch
 from tests.threaded import threaded_programs
+
+# Its expensive module fixtures are made once: pytest-xdist runs this module on one worker.
+pytestmark = pytest.mark.xdist_group("test_compile")
 
 REPO = Path(__file__).resolve().parent.parent
 CELLS = ["lstm", "gru", "rnn_tanh"]
@@ -126,7 +130,7 @@ def test_kernels_compile_with_the_oldest_supported_triton():
 def test_wide_tiles_keep_k_whole_on_sm80_before_triton_3_9(monkeypatch, version, split):
     """configs.wide_tile_k_split: the A100's LSTM fp16 B64 H768 plans (64-row tiles) split K 2 ways, but
     not with a Triton before 3.9, which spilled there (the oldest-Triton compile above checks the result);
-    the H100's plans are the same with both."""
+    the H100's 64-row forward is the same with both."""
 
     def plans(gpu: str, version: tuple[int, int]):
         monkeypatch.setattr(configs, "TRITON_VERSION", version)
@@ -138,7 +142,18 @@ def test_wide_tiles_keep_k_whole_on_sm80_before_triton_3_9(monkeypatch, version,
     assert (a100.forward.block_b, a100.backward.block_b, a100.forward.k_split, a100.backward.k_split) == (
         64, 64, split, split,
     )  # fmt: skip
-    assert plans("h100", version) == plans("h100", (3, 9))
+    assert plans("h100", version).forward == plans("h100", (3, 9)).forward  # 64-row tiles, split on sm_90
+
+
+@pytest.mark.parametrize("version, k_groups", [((3, 6), 1), ((3, 9), 2)])
+def test_k_groups_for_a_shorter_chain_from_triton_3_9(monkeypatch, version, k_groups):
+    """configs.grouped_for_speed: the LSTM fp16 B16 H768 backward on an H100 (48 programs, a chain of 48
+    MMAs ungrouped) takes K groups with Triton 3.9, not before (where such plans spilled)."""
+    monkeypatch.setattr(configs, "TRITON_VERSION", version)
+    monkeypatch.setattr(configs, "_PLANS", {})
+    with configs.planning_for("h100"):
+        backward = configs.plan_layer("lstm", 768, 16, torch.float16).backward
+    assert (backward.k_groups, backward.programs) == (k_groups, 48 * k_groups)
 
 
 def test_launches_are_specialised_as_triton_launches_them(report):
@@ -174,10 +189,31 @@ def test_issue_grid_keeps_w_hh_on_chip(gpu):
                         if plan.backward.k_groups > 1 and directions == 1:
                             grouped.append((cell, dtype, hidden, batch))
                             slice_bytes = 4 * hidden * configs.MIN_DOT * 4
-                            assert 2 * plan.backward.weight_bytes == slice_bytes > plan.gpu.shared_per_block
+                            if 2 * plan.backward.weight_bytes != slice_bytes:  # else it fits no block
+                                assert_grouped_for_speed(plan, gpu)
                         assert plan.forward.k_groups == 1
-    expected = {"h100": [], "a100": [("lstm", torch.float32, 768, 16), ("lstm", torch.float32, 768, 64)]}
-    assert grouped == expected[gpu]
+    # Grouped as the only way to keep the slice on chip (K = 4H fp32: 196,608 B per 16 units), and where
+    # configs.GROUPED_MIN_MMA_CHAIN takes K groups for a shorter MMA chain (LSTM fp16 B16 H768: 48 -> 24).
+    needed = {"h100": [], "a100": [("lstm", torch.float32, 768, 16), ("lstm", torch.float32, 768, 64)]}[gpu]
+    assert set(needed) <= set(grouped) and ("lstm", torch.float16, 768, 16) in grouped
+
+
+def assert_grouped_for_speed(plan: configs.LayerPlan, gpu: str) -> None:
+    """A backward planned in K groups although its batch tile fits ungrouped: that plan runs an MMA chain
+    of at least GROUPED_MIN_MMA_CHAIN, at least twice the grouped one's, and bench/model.py puts its step
+    slower than the grouped one's."""
+    elem = plan.dtype.itemsize
+    grouped = plan.backward
+    with configs.planning_for(gpu):
+        whole = configs._tiling(
+            configs.GATES[plan.cell], plan.hidden_size, plan.batch_size, grouped.block_b, elem, plan.gpu, True,
+            plan.directions, configs.OPERAND_BUDGET_BYTES, 1,
+        )  # fmt: skip
+    assert whole.stationary, whole
+    assert configs.mma_chain(whole, elem) >= max(configs.GROUPED_MIN_MMA_CHAIN, 2 * configs.mma_chain(grouped, elem))
+    k = configs.GATES[plan.cell] * plan.hidden_size
+    step = {p: model.step_seconds(bench_report.pass_work(p, k, 1, True, elem), model.GPUS[gpu]) for p in (whole, grouped)}
+    assert step[grouped] < step[whole], (plan, step)
 
 
 @pytest.mark.parametrize("layer", [rnnfast.LSTM, rnnfast.GRU, rnnfast.RNN], ids=lambda layer: layer.__name__)

@@ -169,6 +169,22 @@ def wide_tile_k_split(gpu: Gpu) -> int:
 # grouped tiles (4,096-8,192 elements, at B 128-256 on an H100, where groups only halved an operand over
 # its budget) spilled 64-432 B at 255 registers whatever the warps (compiled).
 MAX_GROUPED_TILE = 2048
+# Where a plan's warps each run a chain of at least this many dependent MMAs per step (K / (K_SPLIT x 16),
+# x 8 in TF32), K groups are taken even though the plan fits without them, wherever the doubled grid is
+# still co-resident and the chain is halved in no more K pieces: half the chain for two more L2 round trips
+# a step (the partner's count, then its part). Not for tiles of WIDE_TILE_ROWS rows, whose steps are bound
+# by the L2 traffic of the operand that every program reads (twice the programs, twice the traffic).
+# bench/model.py puts the break-even near 32 (H100, every cell, fp16 and fp32, H 256-1024, B 16 and 64:
+# chains of 32 or more gain, 24 break even, 16 lose 5-15%). Over the report grid (1,440 plans) the rule
+# changes 193 plans: by the MODEL 189 get faster (forward+backward down to 0.78x; LSTM fp16 B16 H768 on an
+# H100 6.33 -> 5.92 ms) and 4 slower by at most 2.3% (A100, B64, L2-bound). Not with Triton before 3.9:
+# there the LSTM fp32 B64 H768 backward grouped so on an H100 spilled 16 B at 255 registers (3.6.0).
+GROUPED_MIN_MMA_CHAIN = 32
+
+
+def grouped_for_speed() -> bool:
+    """Whether plans may take K groups for a shorter MMA chain (GROUPED_MIN_MMA_CHAIN), for the installed Triton."""
+    return TRITON_VERSION >= (3, 9)
 
 
 def k_pieces(k: int, max_piece: int) -> tuple[int, ...] | None:
@@ -339,6 +355,12 @@ def _tiling(
     )
 
 
+def mma_chain(plan: PassPlan, elem: int) -> int:
+    """The dependent MMAs one warp of a stationary plan runs per step for the recurrent dot: its share of
+    K over the K of one MMA (16, or 8 in TF32)."""
+    return sum(plan.k_pieces) // (plan.k_split * (8 if elem == 4 else 16))
+
+
 def _pass_plan(
     gates: int,
     hidden: int,
@@ -356,6 +378,11 @@ def _pass_plan(
     elements; failing that, the widest
     batch tile with the slice streamed."""
     widest = MIN_DOT if batch <= MIN_DOT else min(MAX_BLOCK_B, triton.next_power_of_2(batch))
+
+    def fits(plan: PassPlan) -> bool:
+        narrow = plan.k_groups == 1 or plan.block_b * plan.dot_columns <= MAX_GROUPED_TILE
+        return plan.stationary and plan.programs <= gpu.sm_count and narrow
+
     for k_groups in (1, 2) if grouped else (1,):
         for budget in (min(PREFERRED_OPERAND_BYTES, OPERAND_BUDGET_BYTES), OPERAND_BUDGET_BYTES):
             block_b = widest
@@ -363,8 +390,15 @@ def _pass_plan(
                 plan = _tiling(
                     gates, hidden, batch, block_b, elem, gpu, backward, directions, budget, k_groups, input_size
                 )
-                narrow = k_groups == 1 or plan.block_b * plan.dot_columns <= MAX_GROUPED_TILE
-                if plan.stationary and plan.programs <= gpu.sm_count and narrow:
+                if fits(plan):
+                    wide = block_b >= WIDE_TILE_ROWS
+                    long_chain = mma_chain(plan, elem) >= GROUPED_MIN_MMA_CHAIN and grouped_for_speed()
+                    if grouped and k_groups == 1 and not wide and long_chain:
+                        halved = _tiling(
+                            gates, hidden, batch, block_b, elem, gpu, backward, directions, budget, 2, input_size
+                        )
+                        shorter = fits(halved) and 2 * mma_chain(halved, elem) <= mma_chain(plan, elem)
+                        return halved if shorter and len(halved.k_pieces) <= len(plan.k_pieces) else plan
                     return plan
                 block_b //= 2
     return _tiling(gates, hidden, batch, widest, elem, gpu, backward, directions, OPERAND_BUDGET_BYTES, 1, input_size)
