@@ -170,16 +170,40 @@ def wavefront_step_seconds(layers: list[PassWork], gpu: GpuModel) -> float:
     return max(compute, traffic) + max(work.barriers_per_step for work in layers) * BARRIER_S
 
 
+def overlapped_wavefront_step_seconds(layers: list[PassWork], waiting: list[PassWork | None], gpu: GpuModel) -> float:
+    """One step of a wavefront whose upper layers run two steps behind the layer below (layer l at step
+    t - 2l): the input y_t of an upper layer is then published a barrier earlier than its h_{t-1}, so its
+    load and its W_ih dot (`waiting[l]`, None for layer 0) run while the program waits at the barrier
+    before the step, and only what exceeds the barrier's BARRIER_S is added to the layer's step."""
+    barrier_cycles = BARRIER_S * gpu.clock_hz
+    cycles = [
+        step_cycles(work, gpu) + (0 if extra is None else max(0.0, step_cycles(extra, gpu) - barrier_cycles))
+        for work, extra in zip(layers, waiting)
+    ]
+    programs = sum(work.programs for work in layers)
+    compute = math.ceil(programs / gpu.sm_count) * max(cycles) / gpu.clock_hz
+    traffic = sum(
+        work.programs * (work.l2_bytes_per_step + (0 if extra is None else extra.l2_bytes_per_step))
+        for work, extra in zip(layers, waiting)
+    ) / gpu.l2_bytes_per_s
+    return max(compute, traffic) + max(work.barriers_per_step for work in layers) * BARRIER_S
+
+
 def wavefront_forward_ms(
-    layers: list[PassWork], gates: int, seq_len: int, batch: int, hidden: int, elem_bytes: int, gpu_name: str
-) -> float:
+    layers: list[PassWork], gates: int, seq_len: int, batch: int, hidden: int, elem_bytes: int, gpu_name: str,
+    waiting: list[PassWork | None] | None = None,
+) -> float:  # fmt: skip
     """MODEL forward milliseconds of a stack of len(layers) unidirectional layers as one wavefront
     launch: layer 0's input projection (one GEMM; the upper layers' projections are dots inside their
-    steps), one launch, T + L - 1 wavefront steps. Input size = hidden."""
+    steps), one launch, T + L - 1 wavefront steps; with `waiting` (overlapped_wavefront_step_seconds: the
+    upper layers' input dots done during the barrier wait) T + 2(L - 1). Input size = hidden."""
     gpu = GPUS[gpu_name]
     projection = gemm_seconds(seq_len * batch, gates * hidden, hidden, elem_bytes, gpu)
-    steps = seq_len + len(layers) - 1
-    return (projection + LAUNCH_S + steps * wavefront_step_seconds(layers, gpu)) * 1e3
+    if waiting is None:
+        steps, step = seq_len + len(layers) - 1, wavefront_step_seconds(layers, gpu)
+    else:
+        steps, step = seq_len + 2 * (len(layers) - 1), overlapped_wavefront_step_seconds(layers, waiting, gpu)
+    return (projection + LAUNCH_S + steps * step) * 1e3
 
 
 # cuDNN's STANDARD algorithm runs a layer as a sequence of kernels: per step and direction the recurrent
