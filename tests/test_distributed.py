@@ -14,6 +14,9 @@ from torch import nn
 import rnnfast
 from tests.oracle import assert_matches
 
+# Its expensive module fixtures are made once: pytest-xdist runs this module on one worker.
+pytestmark = pytest.mark.xdist_group("test_distributed")
+
 WORLD_SIZE, BATCH, SEQ_LEN, INPUT = 2, 4, 5, 3
 BACKENDS = ["scan", "triton"]
 

@@ -47,6 +47,9 @@ from rnnfast.seq2seq.model import (
 )
 from rnnfast.seq2seq.training import TrainConfig, train
 
+# Its expensive module fixtures are made once: pytest-xdist runs this module on one worker.
+pytestmark = pytest.mark.xdist_group("test_seq2seq")
+
 pytest.importorskip("num2words")
 pytest.importorskip("sacrebleu")
 
