@@ -269,6 +269,29 @@ def test_threaded_k_groups_match_torch_nn(cell, shared_bytes, grouped, small_h10
     assert sorted(launches.values()) == [launches_per_pass, launches_per_pass], launches
 
 
+def test_threaded_k_groups_for_a_shorter_chain_match_torch_nn(h100, monkeypatch, launches):
+    """The plans configs.GROUPED_MIN_MMA_CHAIN groups although they fit ungrouped (issue 26 item 3), made
+    at H 128 by lowering the threshold to one MMA: two programs per tile, each half of K, against torch.nn
+    (both directions of a bidirectional layer, forward and every gradient)."""
+    # The LSTM backward at H 128: K = 512 split 4 ways (a chain of 16 MMAs in TF32), grouped 256 split 4 ways.
+    cell, case = "lstm", dataclasses.replace(CASE, hidden_size=128)
+    monkeypatch.setattr(configs, "GROUPED_MIN_MMA_CHAIN", 1)
+    monkeypatch.setattr(configs, "_PLANS", {})
+    plan = configs.plan_scan(cell, case.hidden_size, case.batch, torch.float32, None, 2)
+    assert plan.grid_sync and plan.backward.k_groups == 2 and plan.backward.programs <= plan.gpu.sm_count
+    monkeypatch.setattr(configs, "GROUPED_MIN_MMA_CHAIN", 10**6)
+    monkeypatch.setattr(configs, "_PLANS", {})
+    assert configs.plan_scan(cell, case.hidden_size, case.batch, torch.float32, None, 2).backward.k_groups == 1
+    monkeypatch.setattr(configs, "GROUPED_MIN_MMA_CHAIN", 1)
+    monkeypatch.setattr(configs, "_PLANS", {})
+    torch.manual_seed(9)
+    module, reference = pair(cell, case)
+    x, hx = make_inputs(case, lstm=cell == "lstm")
+    with threaded_programs(random_yields=0.2, seed=9):
+        compare_with_torch(module, reference, x, hx)
+    assert sorted(launches.values()) == [2 // plan.directions] * 2, launches
+
+
 @triton.jit
 def _own_part_only(part, exchange_ptr, barrier_ptr, s, failed, timeout, K_GROUPS: tl.constexpr):
     return part, failed, timeout  # this program's share of K, without its partner's
