@@ -8,6 +8,9 @@ CPU. RNNFAST_TEST_DEVICE=cpu runs these checks through the interpreter instead (
 
 import dataclasses
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -149,6 +152,38 @@ def test_grid_sync_timeout_raises_warns_then_falls_back(fresh_grid_sync, monkeyp
         module(x)
     assert launch._timed_out_devices == {str(module.weight_hh_l0.device)}
     compare_with_torch(module, reference, x)
+
+
+# A process in which Triton has no tl.atomic_poll (as before 3.9), so that the barrier waits in
+# recurrence._POLL_ASM: a 2-layer bidirectional LSTM and GRU with the grid barrier against cuDNN.
+PTX_POLL_RUN = """
+import sys, torch, triton.language as tl
+del tl.atomic_poll
+from rnnfast.kernels import configs, recurrence
+assert not recurrence.HAS_ATOMIC_POLL.value
+from tests.oracle import Case, compare_with_torch, make_inputs
+from tests.test_cuda import DEVICE, make_pair
+torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+for cell in ("lstm", "gru"):
+    assert configs.plan_layer(cell, 300, 19, torch.float32, DEVICE).grid_sync
+    torch.manual_seed(0)
+    module, reference = make_pair(cell, 300, torch.float32)
+    x, _ = make_inputs(Case(19, 9, 16, 300, num_layers=2, bidirectional=True, with_hx=False))
+    compare_with_torch(module, reference, x.to(DEVICE))
+print("ok")
+"""
+
+
+@cuda_only
+def test_ptx_poll_of_tritons_before_3_9_on_the_device():
+    """The barrier's wait as Tritons before 3.9 compile it (inline PTX, recurrence._POLL_ASM), run on the
+    device: Triton is this one, without tl.atomic_poll, in another process."""
+    env = {**os.environ, "TRITON_INTERPRET": "0", "RNNFAST_NO_GRID_SYNC": "0"}
+    run = subprocess.run(
+        [sys.executable, "-c", PTX_POLL_RUN], cwd=Path(__file__).resolve().parent.parent, env=env,
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert run.returncode == 0 and run.stdout.strip().endswith("ok"), run.stderr[-3000:]
 
 
 @cuda_only
