@@ -182,10 +182,13 @@ def overlapped_wavefront_step_seconds(layers: list[PassWork], waiting: list[Pass
     ]
     programs = sum(work.programs for work in layers)
     compute = math.ceil(programs / gpu.sm_count) * max(cycles) / gpu.clock_hz
-    traffic = sum(
-        work.programs * (work.l2_bytes_per_step + (0 if extra is None else extra.l2_bytes_per_step))
-        for work, extra in zip(layers, waiting)
-    ) / gpu.l2_bytes_per_s
+    traffic = (
+        sum(
+            work.programs * (work.l2_bytes_per_step + (0 if extra is None else extra.l2_bytes_per_step))
+            for work, extra in zip(layers, waiting)
+        )
+        / gpu.l2_bytes_per_s
+    )
     return max(compute, traffic) + max(work.barriers_per_step for work in layers) * BARRIER_S
 
 

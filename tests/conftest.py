@@ -41,4 +41,3 @@ def garbage_filled_buffers(monkeypatch):
 def pytest_configure(config):
     # pytest-xdist's mark (test modules whose expensive fixtures one worker makes once), known without it too.
     config.addinivalue_line("markers", "xdist_group(name): run these tests on one pytest-xdist worker")
-

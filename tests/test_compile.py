@@ -210,9 +210,12 @@ def assert_grouped_for_speed(plan: configs.LayerPlan, gpu: str) -> None:
             plan.directions, configs.OPERAND_BUDGET_BYTES, 1,
         )  # fmt: skip
     assert whole.stationary, whole
-    assert configs.mma_chain(whole, elem) >= max(configs.GROUPED_MIN_MMA_CHAIN, 2 * configs.mma_chain(grouped, elem))
+    chain = configs.mma_chain(whole, elem)
+    assert chain >= max(configs.GROUPED_MIN_MMA_CHAIN, 2 * configs.mma_chain(grouped, elem))
     k = configs.GATES[plan.cell] * plan.hidden_size
-    step = {p: model.step_seconds(bench_report.pass_work(p, k, 1, True, elem), model.GPUS[gpu]) for p in (whole, grouped)}
+    step = {
+        p: model.step_seconds(bench_report.pass_work(p, k, 1, True, elem), model.GPUS[gpu]) for p in (whole, grouped)
+    }
     assert step[grouped] < step[whole], (plan, step)
 
 

@@ -189,9 +189,9 @@ def test_ptx_poll_of_tritons_before_3_9_on_the_device():
 @cuda_only
 def test_error_flags_read_once_per_forward_and_once_per_backward(fresh_grid_sync, monkeypatch):
     """Issue 26: a two-layer bidirectional LSTM waits for the device once per forward (reading its
-    barriers' error flag, after both layers are queued) and once per backward, not after every launch; a backward whose barrier times
-    out (a zero timeout set after the forward) raises GridSyncTimeout from torch.autograd.grad itself,
-    and later scans run the fallback, correctly."""
+    barriers' error flag, after both layers are queued) and once per backward, not after every launch;
+    a backward whose barrier times out (a zero timeout set after the forward) raises GridSyncTimeout
+    from torch.autograd.grad itself, and later scans run the fallback, correctly."""
     reads = []
     read = launch.flag_is_set
     monkeypatch.setattr(launch, "flag_is_set", lambda flag: reads.append(flag) or read(flag))

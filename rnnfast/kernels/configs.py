@@ -163,6 +163,8 @@ TRITON_VERSION = tuple(int(part) for part in triton.__version__.split(".")[:2])
 def wide_tile_k_split(gpu: Gpu) -> int:
     """The most warps that share K in a tile of WIDE_TILE_ROWS rows or more, for the installed Triton."""
     return 1 if TRITON_VERSION < (3, 9) and gpu.arch < 90 else WIDE_TILE_K_SPLIT
+
+
 # K groups (two programs per hidden tile, each holding half of K) only for tiles of at most this many
 # elements (batch rows x dot columns): every grouped plan up to it compiled without spills (H 17-1536,
 # B 1-256, every cell and dtype, both GPUs, one and two directions: 16 distinct pass plans), while wider

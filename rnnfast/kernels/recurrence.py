@@ -11,7 +11,7 @@ import triton
 import triton.language as tl
 
 # tl.atomic_poll (an acquire poll with a timeout) arrived in Triton 3.9; torch's CUDA wheels pin older
-# releases (torch 2.11: Triton 3.6). There the barrier's wait is the same poll written in PTX (_poll_asm),
+# releases (torch 2.11: Triton 3.6). There the barrier's wait is the same poll written in PTX (_POLL_ASM),
 # one instruction to the compiler: written as a Triton loop of acquire loads, the loads of the next step
 # issued before the wait stayed live across the loop and the H100's B64 H768 forwards spilled 96-160 B
 # at 255 registers (LSTM, GRU; Triton 3.6.0, compiled), none with the PTX poll. The interpreter runs no
