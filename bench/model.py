@@ -164,10 +164,7 @@ def wavefront_step_seconds(layers: list[PassWork], gpu: GpuModel) -> float:
     """One step of a wavefront (kernels/configs.py plan_wavefront): every layer's programs run a step at
     once, in one launch, so the step takes the slowest layer's critical program (times the waves of all
     programs over the SMs), or the L2 traffic of all of them if that is longer, plus one barrier."""
-    programs = sum(work.programs for work in layers)
-    compute = math.ceil(programs / gpu.sm_count) * max(step_cycles(work, gpu) for work in layers) / gpu.clock_hz
-    traffic = sum(work.programs * work.l2_bytes_per_step for work in layers) / gpu.l2_bytes_per_s
-    return max(compute, traffic) + max(work.barriers_per_step for work in layers) * BARRIER_S
+    return overlapped_wavefront_step_seconds(layers, [None] * len(layers), gpu)
 
 
 def overlapped_wavefront_step_seconds(layers: list[PassWork], waiting: list[PassWork | None], gpu: GpuModel) -> float:
