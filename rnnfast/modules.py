@@ -12,8 +12,9 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from . import native
-from .dispatch import NATIVE, backend_name, choose_path, tracing
+from .dispatch import NATIVE, TRITON, backend_name, choose_path, tracing
 from .ops import error_flags_read_once, scan, stack_directions
+from .wavefront import stack_scan, wavefront_problem
 
 _BACKEND_DOC = """backend (rnnfast only): "auto" (Triton kernels for CUDA tensors; on CPU, per call, torch's
             native kernels or rnnfast's PyTorch scan, whichever was measured faster), "triton" (always;
@@ -231,6 +232,19 @@ class _RecurrentLayers(_Backend):
         num_directions = 2 if self.bidirectional else 1
         finals = [[] for _ in hidden]
         layer_input = x
+        if path == TRITON and not tracing(x):
+            dropout = self.dropout if self.training else 0.0
+            problem = wavefront_problem(
+                cell, self.num_layers, self.bidirectional, dropout > 0, self.proj_size > 0, self.hidden_size,
+                x.size(1), x.dtype, x.device,
+            )  # fmt: skip
+            if problem is None:
+                weights = [self._layer_weights(index) for index in range(self.num_layers)]
+                weights = [tuple(None if w is None else w.to(run_dtype) if run_dtype else w for w in layer)
+                           for layer in weights]  # fmt: skip
+                c0 = hidden[1] if len(hidden) == 2 else None
+                y, *states = stack_scan(cell, x, lengths, hidden[0], c0, weights, dropout)
+                return y, tuple(states)
         # One device-to-host wait per forward (the grid barriers' error flags), after every layer is queued.
         with error_flags_read_once(path, x):
             for layer in range(self.num_layers):

@@ -26,6 +26,7 @@ import contextlib
 import functools
 import threading
 import warnings
+from dataclasses import dataclass
 
 import torch
 import triton
@@ -66,6 +67,35 @@ def dot_precision(dtype: torch.dtype) -> str:
 def scan_constexprs(dtype: torch.dtype) -> dict:
     """The constexprs every scan kernel takes from the layer's dtype."""
     return dict(DOT_PRECISION=dot_precision(dtype), BF16_INTERPRETER=bf16_under_interpreter(dtype))
+
+
+@dataclass(frozen=True)
+class Wavefront:
+    """A unidirectional stack of layers scanned as one wavefront (rnnfast/wavefront.py): the scan's lanes
+    are its layers (kernels/recurrence.py, lane_schedule). Layer l > 0 projects its input, h_t of layer
+    l - 1 scaled by its dropout noise, inside the kernel."""
+
+    w_in: torch.Tensor  # [L, G*H, H] each layer's input weight (layer 0's is not read)
+    noise: torch.Tensor | None  # [L, T, B, H] each layer's dropout scales (layer 0's not read); None: no dropout
+
+
+# Chunks of K of a wavefront's input dots, streamed from L2 during the barrier wait.
+WAVEFRONT_BLOCK_K = 64
+
+
+def wavefront_arguments(wavefront: Wavefront | None, w_hh: torch.Tensor, seq_len: int) -> tuple:
+    """(tensors w_in and noise, scalars, constexprs, steps) of a scan kernel's wavefront parameters:
+    T + WAVEFRONT_LAG * (L - 1) steps for a wavefront; for a layer's directions, unused stand-ins."""
+    if wavefront is None:
+        constexprs = dict(WAVEFRONT=False, HAS_NOISE=False, BLOCK_K_IN=16)
+        return (w_hh, w_hh), dict(num_layers=1), constexprs, seq_len
+    from .recurrence import WAVEFRONT_LAG
+
+    layers, hidden = w_hh.shape[0], w_hh.shape[2]
+    noise = wavefront.noise if wavefront.noise is not None else w_hh
+    block_k = max(16, min(WAVEFRONT_BLOCK_K, triton.next_power_of_2(hidden)))
+    constexprs = dict(WAVEFRONT=True, HAS_NOISE=wavefront.noise is not None, BLOCK_K_IN=block_k)
+    return (wavefront.w_in, noise), dict(num_layers=layers), constexprs, seq_len + WAVEFRONT_LAG.value * (layers - 1)
 
 
 def _device_key(device: torch.device) -> str:
@@ -299,16 +329,19 @@ def _unread(device: torch.device) -> bool:
 
 
 def run_scan(
-    cell: str, scan_pass: str, kernel, w_hh: torch.Tensor, tensors: tuple, scalars: dict, constexprs: dict
-) -> None:
+    cell: str, scan_pass: str, kernel, w_hh: torch.Tensor, tensors: tuple, scalars: dict, constexprs: dict,
+    steps: int | None = None,
+) -> None:  # fmt: skip
     """Launches `kernel` (the `scan_pass` kernel of `cell`, recurrent weights w_hh [D, G*H, H] among
-    `tensors`) over scalars["T"] steps of D directions, as plan_scan plans them for this hidden size,
-    batch, dtype and device: both directions in one launch, or one launch (sequence) per direction."""
+    `tensors`) over `steps` steps (default scalars["T"]) of D lanes (directions, or a wavefront's layers),
+    as plan_scan plans them for this hidden size, batch, dtype and device: every lane in one launch, or
+    one launch (sequence) per lane."""
     device = w_hh.device
+    steps = scalars["T"] if steps is None else steps
     plan_of = functools.partial(plan_scan, cell, scalars["H"], scalars["B"], w_hh.dtype, device, w_hh.shape[0])
     plan = plan_of()
     # One step has no barrier between steps: the step kernel runs it, without a flag to read back.
-    if scalars["T"] == 1 or _device_key(device) in _timed_out_devices:
+    if steps == 1 or _device_key(device) in _timed_out_devices:
         plan = plan_of(grid_sync=False)
     guard = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
     with guard, error_flags_read_once():
@@ -316,7 +349,7 @@ def run_scan(
             unread = _unread(device)
             error = torch.zeros(1, dtype=torch.int32, device=device) if unread else _open.flags.flag(device)
             launches = [
-                _launch(kernel, plan, scan_pass, tensors, scalars, constexprs, d, error)
+                _launch(kernel, plan, scan_pass, tensors, scalars, constexprs, d, error, steps)
                 for d in range(0, w_hh.shape[0], plan.directions)
             ]
             # On CUDA the compiled kernel must fit the device at once (the same kernel for every direction).
@@ -328,8 +361,8 @@ def run_scan(
                 return
             plan = plan_of(grid_sync=False)
         for direction_start in range(0, w_hh.shape[0], plan.directions):
-            launch = _launch(kernel, plan, scan_pass, tensors, scalars, constexprs, direction_start, None)
-            _run_steps(*launch, scalars["T"])
+            launch = _launch(kernel, plan, scan_pass, tensors, scalars, constexprs, direction_start, None, steps)
+            _run_steps(*launch, steps)
 
 
 def _launch(
@@ -341,6 +374,7 @@ def _launch(
     constexprs: dict,
     direction_start: int,
     error: torch.Tensor | None,
+    steps: int,
 ) -> tuple:
     """(kernel, grid, args, kwargs) of the launch running directions direction_start ... of `plan`'s pass:
     every step with the grid barrier, reporting a timeout in `error`, or (error None) the fallback's one
@@ -366,7 +400,7 @@ def _launch(
         direction_start=direction_start,
         timeout_ns=GRID_SYNC_TIMEOUT_NS["interpreter" if interpreting() else "gpu"],
         t_start=0,
-        n_steps=scalars["T"] if whole else 1,
+        n_steps=steps if whole else 1,
         USE_BARRIER=whole,
         **constexprs,
         BLOCK_B=pass_plan.block_b,
@@ -389,7 +423,7 @@ def _launch(
     return kernel, grid, args, without_spills(kernel, grid, args, kwargs, device, plan.gpu)
 
 
-def _run_steps(kernel, grid: tuple, args: tuple, one_step: dict, seq_len: int) -> None:
+def _run_steps(kernel, grid: tuple, args: tuple, one_step: dict, steps: int) -> None:
     """The fallback: one launch per step. On a CUDA device the step loop is captured in a CUDA graph and
     replayed, so that T steps cost one call from Python instead of T launches (about 20 us each); the
     graph is kept for the next call with the very same arguments (buffer addresses included: a training
@@ -398,14 +432,14 @@ def _run_steps(kernel, grid: tuple, args: tuple, one_step: dict, seq_len: int) -
     device = args[0].device
 
     def launch_steps():
-        for step in range(seq_len):
+        for step in range(steps):
             kernel[grid](*args, **{**one_step, "t_start": step})
 
-    if device.type != "cuda" or seq_len == 1 or torch.cuda.is_current_stream_capturing():
+    if device.type != "cuda" or steps == 1 or torch.cuda.is_current_stream_capturing():
         launch_steps()
         return
     described = tuple((a.data_ptr(), a.shape, a.stride(), a.dtype) if torch.is_tensor(a) else a for a in args)
-    key = (kernel, grid, described, tuple(sorted(one_step.items())), seq_len)
+    key = (kernel, grid, described, tuple(sorted(one_step.items())), steps)
     graph = _step_graphs.pop(key, None)
     if graph is None:
         # Compiled outside the capture (a module load is not capturable); the capture itself runs nothing.

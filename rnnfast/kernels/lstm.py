@@ -30,7 +30,7 @@ import triton
 import triton.language as tl
 
 from .activations import sigmoid, tanh, to_storage
-from .launch import run_scan, scan_constexprs
+from .launch import Wavefront, run_scan, scan_constexprs, wavefront_arguments
 from .recurrence import (
     ahead_mask,
     backward_step_slots,
@@ -38,12 +38,16 @@ from .recurrence import (
     barrier_wait,
     forward_step_slots,
     gate_tiles,
+    gradient_from_above,
     hidden_tile,
+    input_from_below,
+    lane_schedule,
     load_state_tile,
     program_direction,
     program_tile,
     recurrent_dot,
     row_offsets,
+    running_masks,
     weight_slice,
 )
 
@@ -77,39 +81,48 @@ def _c_slot(slot, TRAINING: tl.constexpr):
         return slot % 2
 
 
-@triton.jit(do_not_specialize=["t_start", "n_steps", "direction_start", "T", "timeout_ns"])
+@triton.jit(do_not_specialize=["t_start", "n_steps", "direction_start", "num_layers", "T", "timeout_ns"])
 def _lstm_fwd_kernel(
     gates_ptr,  # [D, T, B, 4H] in: x W_ih^T + b_ih + b_hh; out (TRAINING): activated gates i f g o
     w_hh_ptr,  # [D, 4H, H] recurrent weight, torch.nn layout
     h_all_ptr,  # [D, T + 1, B, H] hidden-state slots, h0 already in the first read slot
     c_all_ptr,  # [D, T + 1 (TRAINING) or 2, B, H] fp32 cell-state slots (_c_slot), c0 in the first read slot
     lengths_ptr,  # [B] int64 sequence lengths (T for every row of an unpadded batch)
+    w_in_ptr,  # WAVEFRONT: [D, 4H, H] each layer's input weight (layer 0's unused); else unused
+    noise_ptr,  # WAVEFRONT and HAS_NOISE: [D, T, B, H] each layer's dropout scales (layer 0's unused)
     exchange_ptr,  # [programs, BLOCK_B, dot columns] fp32 partial products of K groups (K_GROUPS > 1)
     barrier_ptr,  # [2 (+ programs if K_GROUPS > 1)] int32, zero at launch: grid-barrier counters, K-group counts
     error_ptr,  # [1] int32 set to 1 when a barrier timed out
     t_start,  # first step of this launch
     n_steps,  # steps in this launch (1 without the barrier)
-    direction_start,  # direction of grid axis 2's first program (recurrence.program_direction)
+    direction_start,  # lane of grid axis 2's first program (recurrence.program_direction)
+    num_layers,  # WAVEFRONT: layers of the stack (D)
     T,
     B,
     H,
     timeout_ns,
     TRAINING: tl.constexpr,
+    WAVEFRONT: tl.constexpr,  # D is the layers of a unidirectional stack (recurrence.lane_schedule), else directions
+    HAS_NOISE: tl.constexpr,
     BLOCK_B: tl.constexpr,
     BLOCK_N: tl.constexpr,
     K_PIECES: tl.constexpr,  # the recurrent dot's K (H) as pieces: the stationary weight slice's tensors
     K_SPLIT: tl.constexpr,  # warps sharing the stationary dot's K (recurrence.recurrent_dot); 1 streamed
     K_GROUPS: tl.constexpr,  # programs sharing the stationary dot's K (recurrence.k_group_sum); 1 streamed
     BLOCK_K: tl.constexpr,  # 0: the weight slice is stationary; else streamed in chunks of BLOCK_K
+    BLOCK_K_IN: tl.constexpr,  # WAVEFRONT: chunks of the input dot's K (recurrence.input_from_below)
     USE_BARRIER: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     BF16_INTERPRETER: tl.constexpr,
 ):
-    reverse = program_direction(direction_start)
-    gates_ptr += reverse * T * B * 4 * H
-    w_hh_ptr += reverse * 4 * H * H
-    h_all_ptr += reverse * (T + 1) * B * H
-    c_all_ptr += reverse * _c_slots(T, TRAINING) * B * H
+    lane = program_direction(direction_start)
+    reverse, lag = lane_schedule(lane, num_layers, WAVEFRONT, False)
+    gates_ptr += lane * T * B * 4 * H
+    w_hh_ptr += lane * 4 * H * H
+    h_all_ptr += lane * (T + 1) * B * H
+    c_all_ptr += lane * _c_slots(T, TRAINING) * B * H
+    w_in_ptr += lane * 4 * H * H
+    noise_ptr += lane * T * B * H
     offs_b, offs_n, mask_b, _, mask, store_mask = program_tile(B, H, BLOCK_B, BLOCK_N, K_GROUPS)
     offs_j = tl.arange(0, 4 * BLOCK_N)
     unit_j = hidden_tile(K_GROUPS) * BLOCK_N + offs_j // 4
@@ -117,22 +130,29 @@ def _lstm_fwd_kernel(
     mask_j = unit_j < H
     w = weight_slice(w_hh_ptr, w_cols, mask_j, H, 1, K_PIECES, K_SPLIT, K_GROUPS, BLOCK_K, BF16_INTERPRETER)
 
-    _, first_read, _ = forward_step_slots(t_start, T, reverse)
+    # A wavefront's lane that starts later (t < 0 at t_start) starts from the state of its first step.
+    first_t = tl.minimum(tl.maximum(t_start - lag, 0), T - 1)
+    _, first_read, _ = forward_step_slots(first_t, T, reverse)
     h_own = load_state_tile(h_all_ptr, first_read, B, offs_b, offs_n, H, mask)
     c = load_state_tile(c_all_ptr, _c_slot(first_read, TRAINING), B, offs_b, offs_n, H, mask)
     lengths = tl.load(lengths_ptr + offs_b, mask=mask_b, other=0)
     timeout = timeout_ns
     failed = 0
-    x_i, x_f, x_g, x_o = gate_tiles(
-        gates_ptr, forward_step_slots(t_start, T, reverse)[0], B, H, offs_b, offs_n, mask, 4
-    )
+    t_first = forward_step_slots(t_start - lag, T, reverse)[0]
+    x_i, x_f, x_g, x_o = gate_tiles(gates_ptr, t_first, B, H, offs_b, offs_n, ahead_mask(mask, t_first, T), 4)
+    below = tl.zeros((BLOCK_B, 4 * BLOCK_N), tl.float32)
+    if WAVEFRONT:
+        below = input_from_below(
+            h_all_ptr, noise_ptr, w_in_ptr, t_first, lane, T, B, H, offs_b, mask_b, w_cols, mask_j,
+            4 * BLOCK_N, HAS_NOISE, BLOCK_K_IN, DOT_PRECISION, BF16_INTERPRETER,
+        )  # fmt: skip
     for s in range(n_steps):
-        t, read_slot, write_slot = forward_step_slots(t_start + s, T, reverse)
+        t, read_slot, write_slot = forward_step_slots(t_start + s - lag, T, reverse)
+        running, rows_mask, step_store_mask = running_masks(t, T, mask_b, store_mask)
         gate_offs = row_offsets(t, B, offs_b, offs_n, 4 * H)
         h_rows = (read_slot.to(tl.int64) * B + offs_b) * H
-        acc = tl.zeros((BLOCK_B, 4 * BLOCK_N), tl.float32)
         acc, failed, timeout = recurrent_dot(
-            acc, h_all_ptr, h_rows, mask_b, H, w, w_hh_ptr, w_cols, mask_j, 1,
+            below, h_all_ptr, h_rows, rows_mask, H, w, w_hh_ptr, w_cols, mask_j, 1,
             exchange_ptr, barrier_ptr, s, failed, timeout,
             K_PIECES, K_SPLIT, K_GROUPS, BLOCK_K, DOT_PRECISION, BF16_INTERPRETER,
         )  # fmt: skip
@@ -145,27 +165,34 @@ def _lstm_fwd_kernel(
         gate_g = tanh(pre_g + x_g)
         gate_o = sigmoid(pre_o + x_o)
 
-        active = (t < lengths)[:, None]
+        active = ((t < lengths) & running)[:, None]
         c = tl.where(active, gate_f * c + gate_i * gate_g, c)
         h = to_storage(tl.where(active, gate_o * tanh(c), h_own), h_all_ptr, BF16_INTERPRETER)
         h_own = h.to(tl.float32)
-        tl.store(c_all_ptr + row_offsets(_c_slot(write_slot, TRAINING), B, offs_b, offs_n, H), c, mask=store_mask)
-        tl.store(h_all_ptr + row_offsets(write_slot, B, offs_b, offs_n, H), h, mask=store_mask)
+        tl.store(c_all_ptr + row_offsets(_c_slot(write_slot, TRAINING), B, offs_b, offs_n, H), c, mask=step_store_mask)
+        tl.store(h_all_ptr + row_offsets(write_slot, B, offs_b, offs_n, H), h, mask=step_store_mask)
         if TRAINING:
-            tl.store(gates_ptr + gate_offs, to_storage(gate_i, gates_ptr, BF16_INTERPRETER), mask=store_mask)
-            tl.store(gates_ptr + gate_offs + H, to_storage(gate_f, gates_ptr, BF16_INTERPRETER), mask=store_mask)
-            tl.store(gates_ptr + gate_offs + 2 * H, to_storage(gate_g, gates_ptr, BF16_INTERPRETER), mask=store_mask)
-            tl.store(gates_ptr + gate_offs + 3 * H, to_storage(gate_o, gates_ptr, BF16_INTERPRETER), mask=store_mask)
+            stored = step_store_mask
+            tl.store(gates_ptr + gate_offs, to_storage(gate_i, gates_ptr, BF16_INTERPRETER), mask=stored)
+            tl.store(gates_ptr + gate_offs + H, to_storage(gate_f, gates_ptr, BF16_INTERPRETER), mask=stored)
+            tl.store(gates_ptr + gate_offs + 2 * H, to_storage(gate_g, gates_ptr, BF16_INTERPRETER), mask=stored)
+            tl.store(gates_ptr + gate_offs + 3 * H, to_storage(gate_o, gates_ptr, BF16_INTERPRETER), mask=stored)
         barrier_arrive(barrier_ptr, s, n_steps, USE_BARRIER)
-        # The next step's input gates do not depend on this one: they load during the barrier.
-        t_next = forward_step_slots(t_start + s + 1, T, reverse)[0]
+        # The next step's input gates do not depend on this one: they load during the barrier (in a
+        # wavefront with the input dot from the layer below, published a barrier earlier).
+        t_next = forward_step_slots(t_start + s + 1 - lag, T, reverse)[0]
         x_i, x_f, x_g, x_o = gate_tiles(gates_ptr, t_next, B, H, offs_b, offs_n, ahead_mask(mask, t_next, T), 4)
+        if WAVEFRONT:
+            below = input_from_below(
+                h_all_ptr, noise_ptr, w_in_ptr, t_next, lane, T, B, H, offs_b, mask_b, w_cols, mask_j,
+                4 * BLOCK_N, HAS_NOISE, BLOCK_K_IN, DOT_PRECISION, BF16_INTERPRETER,
+            )  # fmt: skip
         failed, timeout = barrier_wait(barrier_ptr, s, n_steps, failed, timeout, USE_BARRIER)
     if USE_BARRIER:
         tl.atomic_max(error_ptr, failed)
 
 
-@triton.jit(do_not_specialize=["t_start", "n_steps", "direction_start", "T", "timeout_ns"])
+@triton.jit(do_not_specialize=["t_start", "n_steps", "direction_start", "num_layers", "T", "timeout_ns"])
 def _lstm_bwd_kernel(
     dgates_all_ptr,  # [D, T + 1, B, 4H] out: gradient of the gate pre-activations, zero "after" slot
     gates_ptr,  # [D, T, B, 4H] activated gates i f g o saved by the forward
@@ -175,34 +202,45 @@ def _lstm_bwd_kernel(
     dc_ptr,  # [D, B, H] fp32 gradient of the cell state: dc_n in, dc_0 out, updated in place
     dh_carry_ptr,  # [D, B, H] fp32 gradient carried past the steps beyond a row's length; zero in
     lengths_ptr,  # [B] int64 sequence lengths
+    w_in_ptr,  # WAVEFRONT: [D, 4H, H] each layer's input weight (layer 0's unused); else unused
+    noise_ptr,  # WAVEFRONT and HAS_NOISE: [D, T, B, H] each layer's dropout scales (layer 0's unused)
     exchange_ptr,  # [programs, BLOCK_B, dot columns] fp32 partial products of K groups (K_GROUPS > 1)
     barrier_ptr,  # [2 (+ programs if K_GROUPS > 1)] int32, zero at launch: grid-barrier counters, K-group counts
     error_ptr,  # [1] int32 set to 1 when a barrier timed out
     t_start,
     n_steps,
     direction_start,
+    num_layers,  # WAVEFRONT: layers of the stack (D)
     T,
     B,
     H,
     timeout_ns,
+    WAVEFRONT: tl.constexpr,  # D is the layers of a unidirectional stack (recurrence.lane_schedule), else directions
+    HAS_NOISE: tl.constexpr,
     BLOCK_B: tl.constexpr,
     BLOCK_N: tl.constexpr,
     K_PIECES: tl.constexpr,  # the recurrent dot's K (4H) as pieces
     K_SPLIT: tl.constexpr,  # warps sharing the stationary dot's K (recurrence.recurrent_dot); 1 streamed
     K_GROUPS: tl.constexpr,  # programs sharing the stationary dot's K (recurrence.k_group_sum); 1 streamed
     BLOCK_K: tl.constexpr,
+    BLOCK_K_IN: tl.constexpr,  # WAVEFRONT: chunks of the dot with the layer above (recurrence.gradient_from_above)
     USE_BARRIER: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     BF16_INTERPRETER: tl.constexpr,
 ):
-    reverse = program_direction(direction_start)
-    dgates_all_ptr += reverse * (T + 1) * B * 4 * H
-    gates_ptr += reverse * T * B * 4 * H
-    w_hh_ptr += reverse * 4 * H * H
-    c_all_ptr += reverse * (T + 1) * B * H
-    dh_ptr += reverse * T * B * H
-    dc_ptr += reverse * B * H
-    dh_carry_ptr += reverse * B * H
+    lane = program_direction(direction_start)
+    reverse, lag = lane_schedule(lane, num_layers, WAVEFRONT, True)
+    dgates_all_ptr += lane * (T + 1) * B * 4 * H
+    gates_ptr += lane * T * B * 4 * H
+    w_hh_ptr += lane * 4 * H * H
+    c_all_ptr += lane * (T + 1) * B * H
+    dh_ptr += lane * T * B * H
+    dc_ptr += lane * B * H
+    dh_carry_ptr += lane * B * H
+    # The layer above's: its gate gradients are its input gates' (LSTM), its input weight, its noise.
+    dgates_above_ptr = dgates_all_ptr + (T + 1) * B * 4 * H
+    w_in_ptr += (lane + 1) * 4 * H * H
+    noise_ptr += (lane + 1) * T * B * H
     offs_b, offs_n, mask_b, mask_n, mask, store_mask = program_tile(B, H, BLOCK_B, BLOCK_N, K_GROUPS)
     w = weight_slice(w_hh_ptr, offs_n, mask_n, 4 * H, H, K_PIECES, K_SPLIT, K_GROUPS, BLOCK_K, BF16_INTERPRETER)
 
@@ -212,20 +250,26 @@ def _lstm_bwd_kernel(
     lengths = tl.load(lengths_ptr + offs_b, mask=mask_b, other=0)
     timeout = timeout_ns
     failed = 0
-    t = backward_step_slots(t_start, T, reverse)[0]
+    t = backward_step_slots(t_start - lag, T, reverse)[0]
     dh_out, gate_i, gate_f, gate_g, gate_o, c, c_prev = _saved_step(
-        dh_ptr, gates_ptr, c_all_ptr, t, reverse, B, H, offs_b, offs_n, mask
+        dh_ptr, gates_ptr, c_all_ptr, t, reverse, B, H, offs_b, offs_n, ahead_mask(mask, t, T)
     )
+    if WAVEFRONT:
+        dh_out += gradient_from_above(
+            dgates_above_ptr, t, noise_ptr, w_in_ptr, t, lane, num_layers, T, B, H, offs_b, mask_b, offs_n, mask_n,
+            4, HAS_NOISE, BLOCK_K_IN, DOT_PRECISION, BF16_INTERPRETER,
+        )  # fmt: skip
     for s in range(n_steps):
-        t, dgates_slot, next_slot = backward_step_slots(t_start + s, T, reverse)
+        t, dgates_slot, next_slot = backward_step_slots(t_start + s - lag, T, reverse)
+        running, rows_mask, step_store_mask = running_masks(t, T, mask_b, store_mask)
         next_rows = (next_slot.to(tl.int64) * B + offs_b) * 4 * H
         dh, failed, timeout = recurrent_dot(
-            dh_out + dh_carry, dgates_all_ptr, next_rows, mask_b, 4 * H, w, w_hh_ptr, offs_n, mask_n, H,
+            dh_out + dh_carry, dgates_all_ptr, next_rows, rows_mask, 4 * H, w, w_hh_ptr, offs_n, mask_n, H,
             exchange_ptr, barrier_ptr, s, failed, timeout,
             K_PIECES, K_SPLIT, K_GROUPS, BLOCK_K, DOT_PRECISION, BF16_INTERPRETER,
         )  # fmt: skip
 
-        active = (t < lengths)[:, None]
+        active = ((t < lengths) & running)[:, None]
         tanh_c = tanh(c)
         dc_total = dc + dh * gate_o * (1.0 - tanh_c * tanh_c)
         d_i = tl.where(active, dc_total * gate_g * gate_i * (1.0 - gate_i), 0.0)
@@ -233,20 +277,27 @@ def _lstm_bwd_kernel(
         d_g = tl.where(active, dc_total * gate_i * (1.0 - gate_g * gate_g), 0.0)
         d_o = tl.where(active, dh * tanh_c * gate_o * (1.0 - gate_o), 0.0)
         dc = tl.where(active, dc_total * gate_f, dc)
+        # (Where the lane is not running, dh is dh_carry itself: every load of the step is masked off.)
         dh_carry = tl.where(active, 0.0, dh)
 
         dgates_at = dgates_all_ptr + row_offsets(dgates_slot, B, offs_b, offs_n, 4 * H)
-        tl.store(dgates_at, to_storage(d_i, dgates_all_ptr, BF16_INTERPRETER), mask=store_mask)
-        tl.store(dgates_at + H, to_storage(d_f, dgates_all_ptr, BF16_INTERPRETER), mask=store_mask)
-        tl.store(dgates_at + 2 * H, to_storage(d_g, dgates_all_ptr, BF16_INTERPRETER), mask=store_mask)
-        tl.store(dgates_at + 3 * H, to_storage(d_o, dgates_all_ptr, BF16_INTERPRETER), mask=store_mask)
+        tl.store(dgates_at, to_storage(d_i, dgates_all_ptr, BF16_INTERPRETER), mask=step_store_mask)
+        tl.store(dgates_at + H, to_storage(d_f, dgates_all_ptr, BF16_INTERPRETER), mask=step_store_mask)
+        tl.store(dgates_at + 2 * H, to_storage(d_g, dgates_all_ptr, BF16_INTERPRETER), mask=step_store_mask)
+        tl.store(dgates_at + 3 * H, to_storage(d_o, dgates_all_ptr, BF16_INTERPRETER), mask=step_store_mask)
         barrier_arrive(barrier_ptr, s, n_steps, USE_BARRIER)
         # What the next step reads from the forward and from above does not depend on this step: it
-        # loads during the barrier.
-        t_next = backward_step_slots(t_start + s + 1, T, reverse)[0]
+        # loads during the barrier (in a wavefront with the dot of the layer above's gate gradients,
+        # published a barrier earlier).
+        t_next = backward_step_slots(t_start + s + 1 - lag, T, reverse)[0]
         dh_out, gate_i, gate_f, gate_g, gate_o, c, c_prev = _saved_step(
             dh_ptr, gates_ptr, c_all_ptr, t_next, reverse, B, H, offs_b, offs_n, ahead_mask(mask, t_next, T)
         )
+        if WAVEFRONT:
+            dh_out += gradient_from_above(
+                dgates_above_ptr, t_next, noise_ptr, w_in_ptr, t_next, lane, num_layers, T, B, H, offs_b, mask_b,
+                offs_n, mask_n, 4, HAS_NOISE, BLOCK_K_IN, DOT_PRECISION, BF16_INTERPRETER,
+            )  # fmt: skip
         failed, timeout = barrier_wait(barrier_ptr, s, n_steps, failed, timeout, USE_BARRIER)
     tl.store(dc_ptr + carry_offs, dc, mask=store_mask)
     tl.store(dh_carry_ptr + carry_offs, dh_carry, mask=store_mask)
@@ -261,21 +312,25 @@ def lstm_scan_fwd(
     c_all: torch.Tensor,
     lengths: torch.Tensor,
     training: bool,
+    wavefront: Wavefront | None = None,
 ) -> None:
     """Runs the recurrence of D directions (1, or 2: forward and reverse) over gates [D, T, B, 4H]
     (overwritten with activated gates when training), filling the slots of h_all [D, T + 1, B, H] and
     c_all [D, T + 1 if training else 2, B, H] (fp32); w_hh [D, 4H, H]; rows stop updating at their length
-    (lengths [B] int64)."""
+    (lengths [B] int64). With `wavefront` the D lanes are the layers of a unidirectional stack, gates
+    holding layer 0's input projection and the upper layers' biases."""
     seq_len, batch, hidden = h_all.shape[1] - 1, h_all.shape[2], h_all.shape[3]
     assert c_all.shape[1] == (seq_len + 1 if training else 2), "c_all has T + 1 slots when training, else 2"
+    inputs, scalars, constexprs, steps = wavefront_arguments(wavefront, w_hh, seq_len)
     run_scan(
         "lstm",
         "forward",
         _lstm_fwd_kernel,
         w_hh,
-        (gates, w_hh, h_all, c_all, lengths),
-        dict(T=seq_len, B=batch, H=hidden),
-        dict(TRAINING=training, **scan_constexprs(gates.dtype)),
+        (gates, w_hh, h_all, c_all, lengths, *inputs),
+        dict(T=seq_len, B=batch, H=hidden, **scalars),
+        dict(TRAINING=training, **constexprs, **scan_constexprs(gates.dtype)),
+        steps,
     )
 
 
@@ -288,18 +343,22 @@ def lstm_scan_bwd(
     dc: torch.Tensor,
     dh_carry: torch.Tensor,
     lengths: torch.Tensor,
+    wavefront: Wavefront | None = None,
 ) -> None:
     """Backward through time of D directions: fills dgates_all [D, T + 1, B, 4H] (gates' dtype, its zero
     slots already cleared), turns dc [D, B, H] (fp32) from dc_n into dc_0 and leaves in dh_carry [D, B, H]
     (fp32, zero in) the gradient carried past rows' lengths, the part of dh_0 that does not go through
-    W_hh. gates [D, T, B, 4H], w_hh [D, 4H, H], c_all [D, T + 1, B, H], dh [D, T, B, H]."""
+    W_hh. gates [D, T, B, 4H], w_hh [D, 4H, H], c_all [D, T + 1, B, H], dh [D, T, B, H]. With `wavefront`
+    the lanes are layers and a layer's dh gets the gradient of the layer above's input in the kernel."""
     seq_len, batch, hidden = dh.shape[1:]
+    inputs, scalars, constexprs, steps = wavefront_arguments(wavefront, w_hh, seq_len)
     run_scan(
         "lstm",
         "backward",
         _lstm_bwd_kernel,
         w_hh,
-        (dgates_all, gates, w_hh, c_all, dh, dc, dh_carry, lengths),
-        dict(T=seq_len, B=batch, H=hidden),
-        scan_constexprs(gates.dtype),
+        (dgates_all, gates, w_hh, c_all, dh, dc, dh_carry, lengths, *inputs),
+        dict(T=seq_len, B=batch, H=hidden, **scalars),
+        dict(**constexprs, **scan_constexprs(gates.dtype)),
+        steps,
     )

@@ -10,6 +10,8 @@ t - 1 reverse) from slot t + 1 - reverse.
 import triton
 import triton.language as tl
 
+from .activations import to_storage
+
 # tl.atomic_poll (an acquire poll with a timeout) arrived in Triton 3.9; torch's CUDA wheels pin older
 # releases (torch 2.11: Triton 3.6). There the barrier's wait is the same poll written in PTX (_POLL_ASM),
 # one instruction to the compiler: written as a Triton loop of acquire loads, the loads of the next step
@@ -41,6 +43,94 @@ def program_direction(direction_start):
     launch runs directions direction_start ... along grid axis 2 (both directions of a bidirectional
     layer in one launch, or one of them); every per-direction buffer has a leading direction axis."""
     return (direction_start + tl.program_id(2)).to(tl.int64)
+
+
+# A wavefront launch (WAVEFRONT kernels, rnnfast/wavefront.py) runs a unidirectional stack: grid axis 2 is
+# the layer ("lane"), and layer l runs WAVEFRONT_LAG * l steps behind layer 0 in the forward (the
+# backward: WAVEFRONT_LAG * (L - 1 - l) steps behind the top layer). Two steps behind, the input a layer
+# reads from the layer below (forward: y_t; backward: the gradient of the layer above's input gates) was
+# published one grid barrier before the barrier it waits at while loading it, so that load and its dot
+# run during the wait. One step behind it would be published at that very barrier (a race: the negative
+# control of tests/test_wavefront.py).
+WAVEFRONT_LAG: tl.constexpr = tl.constexpr(2)
+
+
+@triton.jit
+def lane_schedule(lane, num_layers, WAVEFRONT: tl.constexpr, BACKWARD: tl.constexpr):
+    """(reverse, lag) of a program's lane (program_direction): outside a wavefront the lane is a direction
+    (reverse = lane) with no lag; in a wavefront it is a layer, run forward in time, `lag` launch steps
+    behind the stack's first layer of the pass (layer 0 forward, layer L - 1 backward)."""
+    if WAVEFRONT:
+        if BACKWARD:
+            lag = WAVEFRONT_LAG * (num_layers - 1 - lane)
+        else:
+            lag = WAVEFRONT_LAG * lane
+        return lane * 0, lag
+    else:
+        return lane, lane * 0
+
+
+@triton.jit
+def running_masks(t, T, mask_b, store_mask):
+    """(running, rows mask, store mask) of a step at time t: a wavefront's lane runs nothing at launch
+    steps before its first time step or after its last (t outside [0, T)), it only meets the barrier."""
+    running = (t >= 0) & (t < T)
+    # (A where, not mask & running: the interpreter turns a tensor & scalar of booleans into integers.)
+    return running, tl.where(running, mask_b, False), tl.where(running, store_mask, False)
+
+
+@triton.jit
+def input_from_below(
+    h_all_ptr, noise_ptr, w_in_ptr, t, lane, T, B, H, offs_b, mask_b, w_cols, mask_j,
+    COLUMNS: tl.constexpr, HAS_NOISE: tl.constexpr, BLOCK_K: tl.constexpr,
+    DOT_PRECISION: tl.constexpr, BF16_INTERPRETER: tl.constexpr,
+):  # fmt: skip
+    """A wavefront forward's input projection of step t in the kernel, for layer `lane` > 0: the
+    program's columns (w_cols, weight_slice's) of (noise_t * y_t) @ W_in^T, [BLOCK_B, COLUMNS] fp32, where
+    y_t is h_t of the layer below (slot t + 1 of its h_all, lane - 1's [T + 1, B, H] just before
+    h_all_ptr's), noise_t the layer's dropout scales (noise_ptr [T, B, H], HAS_NOISE; y_t * noise_t
+    rounded to the layer's dtype, as torch.nn's dropout computes it) and W_in [G*H, H] its input weight,
+    streamed from L2 in BLOCK_K pieces. Zero for layer 0 (its projection is a GEMM before the launch) and
+    outside [0, T)."""
+    k_size = H * ((lane > 0) & (t >= 0) & (t < T)).to(tl.int32)
+    below_ptr = h_all_ptr - (T + 1) * B * H
+    y_rows = ((t + 1).to(tl.int64) * B + offs_b) * H
+    noise_rows = (t.to(tl.int64) * B + offs_b) * H
+    acc = tl.zeros((offs_b.shape[0], COLUMNS), tl.float32)
+    for k in range(0, k_size, BLOCK_K):
+        w = load_weight_piece(w_in_ptr, w_cols, mask_j, k, k_size, 1, BLOCK_K, 1, BF16_INTERPRETER)
+        offs_k = k + tl.arange(0, BLOCK_K)[None, :]
+        in_k = mask_b[:, None] & (offs_k < k_size)
+        y = tl.load(below_ptr + y_rows[:, None] + offs_k, mask=in_k, other=0.0)
+        if HAS_NOISE:
+            noise = tl.load(noise_ptr + noise_rows[:, None] + offs_k, mask=in_k, other=0.0)
+            y = to_storage(y.to(tl.float32) * noise.to(tl.float32), below_ptr, BF16_INTERPRETER)
+        acc = tl.dot(y.to(w.dtype), w, acc, input_precision=DOT_PRECISION)
+    return acc
+
+
+@triton.jit
+def gradient_from_above(
+    dgates_above_ptr, slot, noise_ptr, w_in_ptr, t, lane, num_layers, T, B, H, offs_b, mask_b, offs_n, mask_n,
+    GATES: tl.constexpr, HAS_NOISE: tl.constexpr, BLOCK_K: tl.constexpr,
+    DOT_PRECISION: tl.constexpr, BF16_INTERPRETER: tl.constexpr,
+):  # fmt: skip
+    """A wavefront backward's gradient reaching layer `lane`'s h_t from the layer above (lane < L - 1):
+    the program's units of (dgates_t @ W_in) * noise_t, [BLOCK_B, BLOCK_N] fp32, where dgates_t is the
+    gradient of the layer above's input gates at step t (slot `slot` of dgates_above_ptr [*, B, G*H]),
+    W_in [G*H, H] its input weight (streamed in BLOCK_K pieces of G*H) and noise_t its dropout scales
+    ([T, B, H], HAS_NOISE). Zero for the top layer and outside [0, T)."""
+    k_size = GATES * H * ((lane < num_layers - 1) & (t >= 0) & (t < T)).to(tl.int32)
+    rows = (slot.to(tl.int64) * B + offs_b) * (GATES * H)
+    acc = tl.zeros((offs_b.shape[0], offs_n.shape[0]), tl.float32)
+    for k in range(0, k_size, BLOCK_K):
+        w = load_weight_piece(w_in_ptr, offs_n, mask_n, k, k_size, H, BLOCK_K, 1, BF16_INTERPRETER)
+        acc = _dot_piece(dgates_above_ptr, rows, mask_b, k, k_size, w, BLOCK_K, 1, DOT_PRECISION, acc)
+    if HAS_NOISE:
+        mask = tl.where(k_size > 0, mask_b[:, None] & mask_n[None, :], False)
+        noise = tl.load(noise_ptr + row_offsets(t, B, offs_b, offs_n, H), mask=mask, other=0.0)
+        acc = acc * noise.to(tl.float32)
+    return acc
 
 
 @triton.jit

@@ -1,0 +1,246 @@
+"""A unidirectional stack of LSTM layers as one wavefront: every layer in the same grid-synchronised
+launch, layer l running WAVEFRONT_LAG steps behind layer l - 1 (kernels/recurrence.py), so a pass takes
+T + 2(L - 1) barrier steps instead of L x T. Forward and backward are one launch each.
+
+Layer 0's input projection is a GEMM before the launch, as in a layer's scan (rnnfast.ops); an upper
+layer projects its input inside the kernel, from the layer below's state slots scaled by its dropout
+noise. The noise is drawn before the launch, one tensor per upper layer in layer order, with the very
+call torch.nn's dropout between layers makes (F.dropout, here of ones): the same random numbers as the
+layer-by-layer scan, which draws them between its layers. With proj_size the upper layers' input
+weights are W_ih W_hr of the layer below (the kernels' state is r = o * tanh(c), ops.scan), so dropout
+there (on h = W_hr r) cannot be applied in the kernel: such a stack in training runs layer by layer
+(`wavefront_problem`). The backward's recurrence also runs the gradient reaching each layer's input
+down to the layer below inside the kernel; the weight gradients are GEMMs after it.
+
+Eager only (an autograd.Function): under torch.compile the layers run as scans of the custom op.
+"""
+
+import torch
+import torch.nn.functional as F
+
+from . import differentiable
+from .ops import _autocast_off, _error_flags, _padding_mask
+
+# The cells the wavefront kernels are written for.
+WAVEFRONT_CELLS = ("lstm",)
+
+
+def wavefront_problem(
+    cell: str, num_layers: int, bidirectional: bool, dropout_in_training: bool, projections: bool, hidden: int,
+    batch: int, dtype: torch.dtype, device: torch.device,
+) -> str | None:  # fmt: skip
+    """Why a stack on the TRITON path runs layer by layer instead of as one wavefront (None: it runs as
+    a wavefront): one layer, bidirectional (configs.NO_BIDIRECTIONAL_WAVEFRONT), a cell without wavefront
+    kernels, proj_size with dropout in training, or a plan that cannot keep every layer's programs in one
+    grid-synchronised launch."""
+    from .kernels.configs import NO_BIDIRECTIONAL_WAVEFRONT, plan_scan
+
+    if num_layers < 2:
+        return "one layer"
+    if bidirectional:
+        return NO_BIDIRECTIONAL_WAVEFRONT
+    if cell not in WAVEFRONT_CELLS:
+        return f"no wavefront kernels for {cell}"
+    if projections and dropout_in_training:
+        return "proj_size with dropout: the dropout applies to W_hr r, which the kernel does not compute"
+    plan = plan_scan(cell, hidden, batch, dtype, device, num_layers)
+    if not plan.grid_sync or plan.directions != num_layers:
+        return "the layers' programs are not all resident in one grid-synchronised launch"
+    return None
+
+
+def stack_scan(cell, x, lengths, h0, c0, layer_weights, dropout: float):
+    """The stack of len(layer_weights) unidirectional layers of `cell` over time-major x [T, B, I], as
+    ops.scan runs one layer: h0 [L, B, P], c0 [L, B, H], layer_weights a (w_ih, w_hh, b_ih, b_hh, w_hr) per
+    layer (torch.nn layout, no direction axis; biases None without bias, w_hr None without projections),
+    `dropout` the probability applied to every layer's output but the last (0: none). Returns
+    (y [T, B, P], h_n [L, B, P], c_n [L, B, H])."""
+    seq_len, batch = x.shape[:2]
+    num_layers = len(layer_weights)
+    w_ih = [w[0] for w in layer_weights]
+    w_hh = [w[1] for w in layer_weights]
+    w_hr = [w[4] for w in layer_weights]
+    projections = w_hr[0] is not None
+    hidden = w_hh[0].shape[1] if not projections else w_hr[0].shape[1]
+    if projections:
+        w_rec = torch.stack([a @ b for a, b in zip(w_hh, w_hr)])
+        first_gates = torch.stack([h @ w.t() for h, w in zip(h0, w_hh)])
+        h_init = h0.new_zeros(num_layers, batch, hidden)
+        w_in = torch.stack([a @ b for a, b in zip(w_ih[1:], w_hr[:-1])])
+    else:
+        w_rec, first_gates, h_init = torch.stack(w_hh), None, h0
+        w_in = torch.stack(w_ih[1:])
+    has_bias = layer_weights[0][2] is not None
+    bias = torch.stack([w[2] + w[3] for w in layer_weights]) if has_bias else None
+    noise = None
+    if dropout > 0:
+        ones = x.new_ones(num_layers - 1, seq_len, batch, hidden)
+        noise = torch.stack([F.dropout(ones[i], dropout, training=True) for i in range(num_layers - 1)])
+    inputs = (x, h_init, c0, w_ih[0], w_in, w_rec.contiguous(), bias, first_gates)
+    h_all, c_n = _WavefrontScan.apply(cell, lengths, noise, *inputs)
+    y, finals = h_all[-1, 1:], h_all[:, seq_len]
+    if projections:
+        y = y @ w_hr[-1].t()
+        finals = torch.stack([h @ w.t() for h, w in zip(finals, w_hr)])
+    if lengths is not None:
+        y = y.masked_fill(_padding_mask(lengths, seq_len), 0)
+    return y, finals, c_n
+
+
+def _wavefront_buffers(x, lengths, h_init, c0, w_ih0, w_rec, bias, first_gates, training):
+    """The forward's buffers: gates [L, T, B, G*H] (layer 0: x W_ih^T + bias; upper layers: their bias,
+    the kernel adds their input projection), h_all [L, T + 1, B, H] and c_all [L, T + 1 or 2, B, H] fp32
+    with the initial states in slot 0."""
+    seq_len, batch, _ = x.shape
+    num_layers, gate_width, hidden = w_rec.shape
+    gates = x.new_empty(num_layers, seq_len, batch, gate_width)
+    x2d, first = x.reshape(seq_len * batch, -1), gates[0].view(seq_len * batch, gate_width)
+    if bias is None:
+        torch.mm(x2d, w_ih0.t(), out=first)
+        gates[1:] = 0
+    else:
+        torch.addmm(bias[0], x2d, w_ih0.t(), out=first)  # as ops.scan's projection, one rounding
+        gates[1:] = bias[1:, None, None, :]
+    if first_gates is not None:
+        gates[:, 0] += first_gates
+    h_all = x.new_empty(num_layers, seq_len + 1, batch, hidden)
+    h_all[:, 0] = h_init
+    c_all = x.new_empty(num_layers, seq_len + 1 if training else 2, batch, hidden, dtype=torch.float32)
+    c_all[:, 0] = c0
+    return gates, h_all, c_all
+
+
+class _WavefrontScan(torch.autograd.Function):
+    """(h_all [L, T + 1, B, H], c_n [L, B, H]) of a stack: x [T, B, I], h_init [L, B, H], c0 [L, B, H],
+    w_ih0 [G*H, I] (layer 0's), w_in [L - 1, G*H, H] (the upper layers' input weights), w_rec [L, G*H, H],
+    bias [L, G*H] or None, first_gates [L, B, G*H] or None (added to step 0's gates); lengths [B] or None,
+    noise [L - 1, T, B, H] or None (not differentiated)."""
+
+    @staticmethod
+    def forward(ctx, cell, lengths, noise, x, h_init, c0, w_ih0, w_in, w_rec, bias, first_gates):
+        from .kernels import lstm_scan_fwd
+
+        seq_len, batch, _ = x.shape
+        training = any(ctx.needs_input_grad)
+        kernel_lengths = lengths if lengths is not None else torch.full((batch,), seq_len, device=x.device)
+        gates, h_all, c_all = _wavefront_buffers(x, lengths, h_init, c0, w_ih0, w_rec, bias, first_gates, training)
+        if batch > 0:
+            with _error_flags("triton"):
+                lstm_scan_fwd(gates, w_rec, h_all, c_all, kernel_lengths, training, _wavefront(w_in, noise, h_all))
+        c_n = c_all[:, seq_len % c_all.shape[1]].to(x.dtype)
+        ctx.cell, ctx.has_bias, ctx.has_first_gates = cell, bias is not None, first_gates is not None
+        ctx.save_for_backward(x, kernel_lengths, noise, h_init, c0, w_ih0, w_in, w_rec, bias, first_gates,
+                              h_all, c_all, gates)  # fmt: skip
+        ctx.lengths_given = lengths is not None
+        return h_all, c_n
+
+    @staticmethod
+    def backward(ctx, d_h_all, d_c_n):
+        saved = ctx.saved_tensors
+        x, lengths, noise, h_init, c0, w_ih0, w_in, w_rec, bias, first_gates, h_all, c_all, gates = saved
+        if d_h_all is None:
+            d_h_all = torch.zeros_like(h_all)
+        if d_c_n is None:
+            d_c_n = torch.zeros_like(c0)
+        if torch.is_grad_enabled():  # create_graph=True: a backward autograd can differentiate again
+            inputs = (x, h_init, c0, w_ih0, w_in, w_rec, bias, first_gates)
+            return None, None, None, *_differentiable_grads(ctx, lengths if ctx.lengths_given else None, noise,
+                                                             inputs, d_h_all, d_c_n)  # fmt: skip
+        with _autocast_off(x.device):
+            grads = _wavefront_backward(x, lengths, noise, w_ih0, w_in, w_rec, h_all, c_all, gates, d_h_all, d_c_n)
+        dx, d_h_init, d_c0, d_w_ih0, d_w_in, d_w_rec, d_bias, d_first = grads
+        needs = ctx.needs_input_grad[3:]
+        picked = [g if need else None for g, need in zip(grads, needs)]
+        if not ctx.has_bias:
+            picked[6] = None
+        if not ctx.has_first_gates:
+            picked[7] = None
+        return None, None, None, *picked
+
+
+def _wavefront(w_in, noise, h_all):
+    """The kernels' Wavefront arguments: w_in [L, G*H, H] with layer 0's slot unread, noise likewise."""
+    from .kernels import Wavefront
+
+    num_layers = h_all.shape[0]
+    stacked_w_in = w_in.new_empty(num_layers, *w_in.shape[1:])
+    stacked_w_in[1:] = w_in
+    stacked_noise = None
+    if noise is not None:
+        stacked_noise = noise.new_empty(num_layers, *noise.shape[1:])
+        stacked_noise[1:] = noise
+    return Wavefront(stacked_w_in, stacked_noise)
+
+
+def _layer_inputs(x, noise, h_all):
+    """Each layer's input sequence [T, B, *]: x, then the layer below's outputs scaled by the noise."""
+    inputs = [x]
+    for layer in range(1, h_all.shape[0]):
+        below = h_all[layer - 1, 1:]
+        inputs.append(below if noise is None else below * noise[layer - 1])
+    return inputs
+
+
+def _wavefront_backward(x, lengths, noise, w_ih0, w_in, w_rec, h_all, c_all, gates, d_h_all, d_c_n):
+    from .kernels import lstm_scan_bwd
+
+    num_layers, seq_len, batch, hidden = h_all.shape
+    seq_len -= 1
+    dh = d_h_all[:, 1:].to(torch.float32, copy=True)
+    dgates_all = gates.new_empty(num_layers, seq_len + 1, batch, gates.shape[3])
+    dgates_all[:, seq_len].zero_()
+    dc = d_c_n.to(torch.float32, copy=True)
+    dh_carry = dh.new_zeros(num_layers, batch, hidden)
+    if batch > 0:
+        with _error_flags("triton", backward=True):
+            lstm_scan_bwd(dgates_all, gates, w_rec, c_all, dh, dc, dh_carry, lengths, _wavefront(w_in, noise, h_all))
+        dgates = dgates_all[:, :seq_len]
+    else:
+        dgates = dgates_all[:, :seq_len].zero_()
+    inputs = _layer_inputs(x, noise, h_all)
+    d_h_init, d_w_rec, d_w_in = [], [], []
+    for layer in range(num_layers):
+        dgates2d = dgates[layer].flatten(0, 1)
+        d_h_init.append(dgates[layer, 0].float() @ w_rec[layer].float() + dh_carry[layer] + d_h_all[layer, 0])
+        d_w_rec.append(dgates2d.t() @ h_all[layer, :seq_len].flatten(0, 1))
+        if layer:
+            d_w_in.append(dgates2d.t() @ inputs[layer].flatten(0, 1))
+    dgates0 = dgates[0].flatten(0, 1)
+    dx = (dgates0 @ w_ih0).view(x.shape)
+    d_w_ih0 = dgates0.t() @ x.flatten(0, 1)
+    d_bias = dgates.sum((1, 2))
+    d_first = dgates[:, 0]
+    return (dx, torch.stack(d_h_init).to(x.dtype), dc.to(x.dtype), d_w_ih0, torch.stack(d_w_in),
+            torch.stack(d_w_rec), d_bias, d_first)  # fmt: skip
+
+
+def _differentiable_grads(ctx, lengths, noise, inputs, d_h_all, d_c_n) -> list:
+    """The gradients of the stack's inputs as a graph autograd can differentiate again: every layer
+    recomputed with plain torch ops (rnnfast.differentiable) and differentiated with create_graph."""
+    x, h_init, c0, w_ih0, w_in, w_rec, bias, first_gates = inputs
+    wanted = [i for i, t in enumerate(inputs) if t is not None and ctx.needs_input_grad[3 + i]]
+    seq_len, batch = x.shape[:2]
+    rows = torch.arange(batch, device=x.device)
+    first_steps = (torch.zeros_like(rows), rows)
+    with _autocast_off(x.device):
+        layer_input, slots, finals = x, [], []
+        for layer in range(w_rec.shape[0]):
+            w_ih = w_ih0 if layer == 0 else w_in[layer - 1]
+            b = None if bias is None else bias[layer]
+            zero = None if b is None else torch.zeros_like(b)
+            first = None if first_gates is None else first_gates[layer]
+            h_all, c_n = differentiable.scan_slots(
+                ctx.cell, False, layer_input, lengths, h_init[layer], c0[layer], w_ih, w_rec[layer], b, zero, first,
+                first_steps,
+            )  # fmt: skip
+            slots.append(h_all)
+            finals.append(c_n)
+            layer_input = h_all[1:] if noise is None or layer == w_rec.shape[0] - 1 else h_all[1:] * noise[layer]
+        found = torch.autograd.grad(
+            [torch.stack(slots), torch.stack(finals)], [inputs[i] for i in wanted], [d_h_all, d_c_n],
+            create_graph=True, allow_unused=True,
+        )  # fmt: skip
+    grads = [None] * len(inputs)
+    for i, grad in zip(wanted, found):
+        grads[i] = torch.zeros_like(inputs[i]) if grad is None else grad
+    return grads
