@@ -33,6 +33,7 @@ def wavefront_problem(
     a wavefront): one layer, bidirectional (configs.NO_BIDIRECTIONAL_WAVEFRONT), a cell without wavefront
     kernels, proj_size with dropout in training, or a plan that cannot keep every layer's programs in one
     grid-synchronised launch."""
+    from .kernels import launch
     from .kernels.configs import NO_BIDIRECTIONAL_WAVEFRONT, plan_scan
 
     if num_layers < 2:
@@ -43,6 +44,8 @@ def wavefront_problem(
         return f"no wavefront kernels for {cell}"
     if projections and dropout_in_training:
         return "proj_size with dropout: the dropout applies to W_hr r, which the kernel does not compute"
+    if launch.timed_out(device):
+        return "a grid barrier timed out on this device"
     plan = plan_scan(cell, hidden, batch, dtype, device, num_layers)
     if not plan.grid_sync or plan.directions != num_layers:
         return "the layers' programs are not all resident in one grid-synchronised launch"

@@ -102,6 +102,11 @@ def _device_key(device: torch.device) -> str:
     return "interpreter" if interpreting() else str(device)
 
 
+def timed_out(device: torch.device | None) -> bool:
+    """Whether a grid barrier has timed out on `device` before (its scans then run the fallback)."""
+    return _device_key(device or torch.device("cpu")) in _timed_out_devices
+
+
 def blocks_per_sm(gpu: Gpu, registers: int, shared_bytes: int, num_warps: int) -> int:
     """How many blocks of a compiled kernel one SM holds at once (registers allocated per warp in
     units of 256, as the CUDA occupancy calculator does)."""

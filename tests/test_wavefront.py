@@ -1,0 +1,202 @@
+"""Unidirectional LSTM stacks as one wavefront launch per pass (rnnfast/wavefront.py, issue 26 item 1),
+planned as on an H100 (RNNFAST_PLAN_TARGET=h100) and run by the threaded interpreter, every program in
+its own thread with random yields: against torch.nn for 2 and 3 layers, proj_size, lengths, dropout
+(torch.nn's own draws), half precision and every gradient. Negative control: one step behind instead of
+two, the upper layers read their input as it is being written, and the comparison catches it."""
+
+import pytest
+import torch
+import triton.language as tl
+from torch import nn
+
+import rnnfast
+from rnnfast import wavefront
+from rnnfast.kernels import configs, launch, recurrence
+from tests.oracle import Case, assert_matches, compare_with_torch, make_inputs, make_pair, strided_grad_output
+from tests.threaded import threaded_programs
+
+KERNELS = ("_lstm_fwd_kernel", "_lstm_bwd_kernel")
+
+
+@pytest.fixture
+def h100(monkeypatch):
+    monkeypatch.setenv("RNNFAST_PLAN_TARGET", "h100")
+    monkeypatch.delenv("RNNFAST_NO_GRID_SYNC", raising=False)
+    monkeypatch.setattr(launch, "_timed_out_devices", set())
+
+
+@pytest.fixture
+def stacks(monkeypatch):
+    """Counts the wavefront launches (stack_scan calls) and the scan kernel launches by kernel name."""
+    from triton.runtime.interpreter import InterpretedFunction
+
+    counts = {"stacks": 0}
+    run, apply = InterpretedFunction.run, wavefront._WavefrontScan.apply
+
+    def counting(self, *args, **kwargs):
+        counts[self.fn.__name__] = counts.get(self.fn.__name__, 0) + 1
+        return run(self, *args, **kwargs)
+
+    def counting_apply(*args):
+        counts["stacks"] += 1
+        return apply(*args)
+
+    monkeypatch.setattr(InterpretedFunction, "run", counting)
+    monkeypatch.setattr(wavefront._WavefrontScan, "apply", counting_apply)
+    return counts
+
+
+def lstm_pair(case: Case, dtype=torch.float32, **options):
+    return make_pair(rnnfast.LSTM, nn.LSTM, case, dtype=dtype, backend="triton", **options)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [Case(3, 5, 4, 20, num_layers=2), Case(2, 4, 3, 12, num_layers=3, batch_first=True), Case(1, 1, 2, 20, 2)],
+    ids=str,
+)
+def test_wavefront_matches_torch_nn(case, h100, stacks):
+    assert wavefront.wavefront_problem(
+        "lstm", case.num_layers, False, False, False, case.hidden_size, case.batch, torch.float32, None
+    ) is None  # fmt: skip
+    torch.manual_seed(0)
+    module, reference = lstm_pair(case)
+    x, hx = make_inputs(case)
+    with threaded_programs(random_yields=0.2, seed=1):
+        compare_with_torch(module, reference, x, hx, grad_output=strided_grad_output(case))
+    # One launch per pass for the whole stack.
+    assert stacks == {"stacks": 1, KERNELS[0]: 1, KERNELS[1]: 1}, stacks
+
+
+def test_wavefront_proj_size_and_lengths(h100, stacks):
+    torch.manual_seed(1)
+    reference = nn.LSTM(5, 20, num_layers=3, proj_size=6)
+    module = rnnfast.LSTM(5, 20, num_layers=3, proj_size=6, backend="triton")
+    module.load_state_dict(reference.state_dict())
+    x = torch.randn(5, 4, 5)
+    lengths = torch.tensor([5, 2, 4, 1])
+    packed = nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False)
+    h0, c0 = torch.randn(3, 4, 6), torch.randn(3, 4, 20)
+    weights = torch.randn(int(lengths.sum()), 6)
+    with threaded_programs(random_yields=0.2, seed=2):
+        out, (h_n, c_n) = module(packed, (h0, c0))
+        loss = (out.data * weights).sum() + h_n.sum() + (c_n * c_n).sum()
+        grads = torch.autograd.grad(loss, list(module.parameters()))
+    expected, (expected_h, expected_c) = reference(packed, (h0, c0))
+    expected_loss = (expected.data * weights).sum() + expected_h.sum()
+    expected_grads = torch.autograd.grad(expected_loss + (expected_c * expected_c).sum(), list(reference.parameters()))
+    assert stacks["stacks"] == 1
+    assert_matches(out.data, expected.data, torch.float32, "packed output")
+    assert_matches(h_n, expected_h, torch.float32, "h_n")
+    assert_matches(c_n, expected_c, torch.float32, "c_n")
+    for (name, _), mine, theirs in zip(module.named_parameters(), grads, expected_grads):
+        assert_matches(mine, theirs, torch.float32, f"grad of {name}")
+
+
+def test_wavefront_dropout_draws_as_torch_nn(h100, stacks):
+    """Dropout between layers with torch.nn's random numbers: the noise of every upper layer is drawn
+    before the launch, in layer order, by the call torch.nn's CPU LSTM makes between its layers."""
+    case = Case(3, 4, 5, 12, num_layers=3)
+    module, reference = lstm_pair(case, dropout=0.4)
+    x, hx = make_inputs(case)
+    torch.manual_seed(7)
+    with threaded_programs(random_yields=0.2, seed=3):
+        out, (h_n, c_n) = module(x, hx)
+        grads = torch.autograd.grad(out.sum() + h_n.sum() + c_n.sum(), list(module.parameters()))
+    torch.manual_seed(7)
+    expected, (expected_h, expected_c) = reference(x, hx)
+    expected_loss = expected.sum() + expected_h.sum() + expected_c.sum()
+    expected_grads = torch.autograd.grad(expected_loss, list(reference.parameters()))
+    assert stacks["stacks"] == 1
+    assert_matches(out, expected, torch.float32, "output with dropout")
+    assert_matches(h_n, expected_h, torch.float32, "h_n with dropout")
+    for mine, theirs in zip(grads, expected_grads):
+        assert_matches(mine, theirs, torch.float32, "parameter gradient with dropout")
+    # The draws are the layer-by-layer scan's: the same seed gives the same output on the PyTorch scan.
+    module.backend = "scan"
+    torch.manual_seed(7)
+    assert_matches(module(x, hx)[0], out, torch.float32, "output of the layer-by-layer scan")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_wavefront_half_precision(dtype, h100, stacks):
+    case = Case(3, 4, 5, 20, num_layers=2)
+    torch.manual_seed(4)
+    module, reference = lstm_pair(case, dtype)
+    x, hx = make_inputs(case)
+    x, hx = x.to(dtype).float(), tuple(h.to(dtype).float() for h in hx)
+    with threaded_programs(random_yields=0.1, seed=4):
+        compare_with_torch(module, reference, x, hx, dtype=dtype)
+    assert stacks["stacks"] == 1
+
+
+def test_wavefront_double_backward(h100):
+    """create_graph=True: the backward recomputes the stack with plain torch ops (rnnfast.differentiable),
+    so a gradient penalty differentiates again, as with torch.nn."""
+    torch.manual_seed(5)
+    case = Case(2, 3, 3, 6, num_layers=2)
+    module, reference = lstm_pair(case)
+    x, hx = make_inputs(case)
+    results = []
+    for layers in (module, reference):
+        inputs = x.detach().requires_grad_()
+        with threaded_programs(random_yields=0.1, seed=5):
+            out, _ = layers(inputs, hx)
+            (dx,) = torch.autograd.grad(out.sum(), inputs, create_graph=True)
+            results.append(torch.autograd.grad((dx * dx).sum(), list(layers.parameters())))
+    for mine, theirs in zip(*results):
+        assert_matches(mine, theirs, torch.float32, "double backward")
+
+
+def test_wavefront_fallback_one_launch_per_step(stacks, monkeypatch):
+    """Without the grid barrier (the serial interpreter here; a device whose barrier timed out) the same
+    kernels run the wavefront one launch per step: T + 2(L - 1) launches for the whole stack per pass."""
+    monkeypatch.setenv("RNNFAST_NO_GRID_SYNC", "1")
+    torch.manual_seed(6)
+    case = Case(2, 4, 3, 10, num_layers=3)
+    module, reference = lstm_pair(case)
+    x, (h0, c0) = make_inputs(case)
+    layer_weights = [module._layer_weights(i) for i in range(case.num_layers)]
+    for layers in (module, reference):
+        layers.zero_grad()
+    y, h_n, c_n = wavefront.stack_scan("lstm", x, None, h0, c0, layer_weights, 0.0)
+    (y.sum() + h_n.sum() + c_n.sum()).backward()
+    expected, (expected_h, expected_c) = reference(x, (h0, c0))
+    (expected.sum() + expected_h.sum() + expected_c.sum()).backward()
+    steps = case.seq_len + 2 * (case.num_layers - 1)
+    assert stacks == {"stacks": 1, KERNELS[0]: steps, KERNELS[1]: steps}, stacks
+    assert_matches(y, expected, torch.float32, "output")
+    assert_matches(c_n, expected_c, torch.float32, "c_n")
+    for (name, p), q in zip(module.named_parameters(), reference.parameters()):
+        assert_matches(p.grad, q.grad, torch.float32, f"grad of {name}")
+
+
+def test_control_one_step_behind_is_wrong(h100, monkeypatch):
+    """Negative control: with the upper layers one step behind, a layer loads y_t of the layer below at
+    the barrier where it is published, before every program of that layer has stored it."""
+    monkeypatch.setattr(recurrence, "WAVEFRONT_LAG", tl.constexpr(1))
+    torch.manual_seed(0)
+    case = Case(3, 6, 5, 20, num_layers=3)
+    module, reference = lstm_pair(case)
+    x, hx = make_inputs(case)
+    with pytest.raises(AssertionError, match="max error"), threaded_programs(random_yields=0.1, seed=0):
+        compare_with_torch(module, reference, x, hx, gradients=False)
+
+
+@pytest.mark.parametrize(
+    "args, reason",
+    [
+        (("lstm", 1, False, False, False), "one layer"),
+        (("lstm", 2, True, False, False), "bidirectional"),
+        (("gru", 2, False, False, False), "no wavefront kernels for gru"),
+        (("lstm", 2, False, True, True), "proj_size with dropout"),
+    ],
+)
+def test_stacks_that_run_layer_by_layer(args, reason, h100):
+    assert reason in wavefront.wavefront_problem(*args, 20, 3, torch.float32, None)
+
+
+def test_stack_whose_layers_do_not_fit_runs_layer_by_layer(h100, monkeypatch):
+    monkeypatch.setattr(configs, "plan_scan", lambda *args: configs.plan_layer(*args[:5], directions=1))
+    problem = wavefront.wavefront_problem("lstm", 2, False, False, False, 20, 3, torch.float32, None)
+    assert "not all resident" in problem
