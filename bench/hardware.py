@@ -35,6 +35,7 @@ runs itself in a subprocess without the interpreter (`python -m bench.hardware`,
 """
 
 import contextlib
+import functools
 import json
 import os
 import pathlib
@@ -54,7 +55,7 @@ from bench.cases import DTYPES
 from rnnfast.dispatch import interpreting
 from rnnfast.kernels import gru, lstm, rnn
 from rnnfast.kernels.configs import GPUS, planning_for
-from rnnfast.kernels.launch import compiling_offline
+from rnnfast.kernels.launch import Wavefront, compiling_offline
 
 # Per-block hardware limits every compiled kernel is checked against (CUDA programming guide).
 SHARED_MEMORY_LIMIT = {gpu.arch: gpu.shared_per_block for gpu in GPUS.values()}
@@ -213,11 +214,12 @@ def _programs(grid) -> int:
 
 def launched_kernels(
     cell: str, scan_pass: str, seq_len: int, batch: int, hidden: int, dtype: torch.dtype, gpu: str,
-    directions: int, training: bool,
+    directions: int, training: bool, wavefront_layers: int = 0, noise: bool = False,
 ) -> list[dict]:  # fmt: skip
     """The kernels one layer's `scan_pass` (`directions` directions) launches for this shape on `gpu`,
     compiled as launched: one row per distinct compiled kernel with its launch count, programs per launch,
-    specialisation and resources."""
+    specialisation and resources. wavefront_layers > 0 (LSTM only): instead, the wavefront of a stack of
+    that many unidirectional layers (rnnfast/wavefront.py), its upper layers with dropout `noise`."""
     arch = GPUS[gpu].arch
 
     def resources(kernel, grid, args, kwargs) -> tuple[int, int]:
@@ -226,7 +228,10 @@ def launched_kernels(
 
     # The launcher compiles its candidate launches here as it would on the GPU (launch.without_spills).
     with recording() as launches, compiling_offline(resources):
-        EXAMPLE_LAUNCHES[cell](cell, scan_pass, seq_len, batch, hidden, dtype, gpu, directions, training)
+        example = EXAMPLE_LAUNCHES[cell]
+        if wavefront_layers:
+            example = functools.partial(_lstm_wavefront_launch, layers=wavefront_layers, noise=noise)
+        example(cell, scan_pass, seq_len, batch, hidden, dtype, gpu, directions, training)
     rows: dict[tuple, dict] = {}
     for launch in launches:
         spec, resources = compile_launch(launch, arch)
@@ -271,6 +276,31 @@ def _lstm_example_launch(
             fp32(seq_len, batch, hidden),
         )
         lstm.lstm_scan_bwd(dgates_all, gates, w_hh, c_all, dh, fp32(batch, hidden), fp32(batch, hidden), lengths)
+
+
+def _lstm_wavefront_launch(
+    cell: str, scan_pass: str, seq_len: int, batch: int, hidden: int, dtype: torch.dtype, gpu: str,
+    directions: int, training: bool, layers: int, noise: bool,
+) -> None:  # fmt: skip
+    """EXAMPLE_LAUNCHES' interface for the wavefront of `layers` stacked LSTM layers (`directions` is 1):
+    the lanes are layers, with the upper layers' input weights and (noise) their dropout scales."""
+    assert cell == "lstm" and directions == 1, "wavefronts are unidirectional LSTM stacks"
+    empty, fp32, lengths = _meta_buffers(layers, batch, dtype)
+    gates, w_hh = empty(seq_len, batch, 4 * hidden), empty(4 * hidden, hidden)
+    wavefront = Wavefront(empty(4 * hidden, hidden), empty(seq_len, batch, hidden) if noise else None)
+    with planning_for(gpu):
+        if scan_pass == "forward":
+            c_all = fp32(seq_len + 1 if training else 2, batch, hidden)
+            h_all = empty(seq_len + 1, batch, hidden)
+            lstm.lstm_scan_fwd(gates, w_hh, h_all, c_all, lengths, training, wavefront)
+            return
+        dgates_all, c_all, dh = (
+            empty(seq_len + 1, batch, 4 * hidden),
+            fp32(seq_len + 1, batch, hidden),
+            fp32(seq_len, batch, hidden),
+        )
+        dc, dh_carry = fp32(batch, hidden), fp32(batch, hidden)
+        lstm.lstm_scan_bwd(dgates_all, gates, w_hh, c_all, dh, dc, dh_carry, lengths, wavefront)
 
 
 def _gru_example_launch(

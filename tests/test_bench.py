@@ -153,7 +153,7 @@ def test_report_writes_plans_csv(tmp_path):
         assert row["cudnn_algorithm"] == "PERSIST_STATIC_SMALL_H"
     # Batch 1 is a constant of the launched kernel, batch 8 is neither 1 nor a multiple of 16.
     lstm = [row["specialized"] for row in rows[:4:2]]
-    assert lstm == ["B=1, H%16, pointers%16 11/11", "H%16, pointers%16 11/11"]
+    assert lstm == ["B=1, H%16, pointers%16 13/13", "H%16, pointers%16 13/13"]
     # A bidirectional layer runs both directions in each launch: twice the programs.
     assert [int(rows[1]["programs"]), int(rows[3]["programs"])] == [
         2 * int(rows[0]["programs"]),

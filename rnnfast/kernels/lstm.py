@@ -36,6 +36,7 @@ from .recurrence import (
     backward_step_slots,
     barrier_arrive,
     barrier_wait,
+    first_step_mask,
     forward_step_slots,
     gate_tiles,
     gradient_from_above,
@@ -61,6 +62,16 @@ def _saved_step(dh_ptr, gates_ptr, c_all_ptr, t, reverse, B, H, offs_b, offs_n, 
     c = tl.load(c_all_ptr + row_offsets(t + 1 - reverse, B, offs_b, offs_n, H), mask=mask, other=0.0)
     c_prev = tl.load(c_all_ptr + row_offsets(t + reverse, B, offs_b, offs_n, H), mask=mask, other=0.0)
     return dh_out, gate_i, gate_f, gate_g, gate_o, c, c_prev
+
+
+@triton.jit
+def _active(t, lengths, rows_mask, WAVEFRONT: tl.constexpr):
+    """[BLOCK_B, 1]: the rows step t updates, those within their length (and, in a wavefront, none
+    where the lane does not run: rows_mask off, recurrence.running_masks)."""
+    if WAVEFRONT:
+        return ((t < lengths) & rows_mask)[:, None]
+    else:
+        return (t < lengths)[:, None]
 
 
 @triton.jit
@@ -131,7 +142,9 @@ def _lstm_fwd_kernel(
     w = weight_slice(w_hh_ptr, w_cols, mask_j, H, 1, K_PIECES, K_SPLIT, K_GROUPS, BLOCK_K, BF16_INTERPRETER)
 
     # A wavefront's lane that starts later (t < 0 at t_start) starts from the state of its first step.
-    first_t = tl.minimum(tl.maximum(t_start - lag, 0), T - 1)
+    first_t = t_start - lag
+    if WAVEFRONT:
+        first_t = tl.minimum(tl.maximum(first_t, 0), T - 1)
     _, first_read, _ = forward_step_slots(first_t, T, reverse)
     h_own = load_state_tile(h_all_ptr, first_read, B, offs_b, offs_n, H, mask)
     c = load_state_tile(c_all_ptr, _c_slot(first_read, TRAINING), B, offs_b, offs_n, H, mask)
@@ -139,7 +152,8 @@ def _lstm_fwd_kernel(
     timeout = timeout_ns
     failed = 0
     t_first = forward_step_slots(t_start - lag, T, reverse)[0]
-    x_i, x_f, x_g, x_o = gate_tiles(gates_ptr, t_first, B, H, offs_b, offs_n, ahead_mask(mask, t_first, T), 4)
+    first_mask = first_step_mask(mask, t_first, T, WAVEFRONT)
+    x_i, x_f, x_g, x_o = gate_tiles(gates_ptr, t_first, B, H, offs_b, offs_n, first_mask, 4)
     below = tl.zeros((BLOCK_B, 4 * BLOCK_N), tl.float32)
     if WAVEFRONT:
         below = input_from_below(
@@ -148,7 +162,7 @@ def _lstm_fwd_kernel(
         )  # fmt: skip
     for s in range(n_steps):
         t, read_slot, write_slot = forward_step_slots(t_start + s - lag, T, reverse)
-        running, rows_mask, step_store_mask = running_masks(t, T, mask_b, store_mask)
+        rows_mask, step_store_mask = running_masks(t, T, mask_b, store_mask, WAVEFRONT)
         gate_offs = row_offsets(t, B, offs_b, offs_n, 4 * H)
         h_rows = (read_slot.to(tl.int64) * B + offs_b) * H
         acc, failed, timeout = recurrent_dot(
@@ -165,7 +179,7 @@ def _lstm_fwd_kernel(
         gate_g = tanh(pre_g + x_g)
         gate_o = sigmoid(pre_o + x_o)
 
-        active = ((t < lengths) & running)[:, None]
+        active = _active(t, lengths, rows_mask, WAVEFRONT)
         c = tl.where(active, gate_f * c + gate_i * gate_g, c)
         h = to_storage(tl.where(active, gate_o * tanh(c), h_own), h_all_ptr, BF16_INTERPRETER)
         h_own = h.to(tl.float32)
@@ -252,7 +266,7 @@ def _lstm_bwd_kernel(
     failed = 0
     t = backward_step_slots(t_start - lag, T, reverse)[0]
     dh_out, gate_i, gate_f, gate_g, gate_o, c, c_prev = _saved_step(
-        dh_ptr, gates_ptr, c_all_ptr, t, reverse, B, H, offs_b, offs_n, ahead_mask(mask, t, T)
+        dh_ptr, gates_ptr, c_all_ptr, t, reverse, B, H, offs_b, offs_n, first_step_mask(mask, t, T, WAVEFRONT)
     )
     if WAVEFRONT:
         dh_out += gradient_from_above(
@@ -261,7 +275,7 @@ def _lstm_bwd_kernel(
         )  # fmt: skip
     for s in range(n_steps):
         t, dgates_slot, next_slot = backward_step_slots(t_start + s - lag, T, reverse)
-        running, rows_mask, step_store_mask = running_masks(t, T, mask_b, store_mask)
+        rows_mask, step_store_mask = running_masks(t, T, mask_b, store_mask, WAVEFRONT)
         next_rows = (next_slot.to(tl.int64) * B + offs_b) * 4 * H
         dh, failed, timeout = recurrent_dot(
             dh_out + dh_carry, dgates_all_ptr, next_rows, rows_mask, 4 * H, w, w_hh_ptr, offs_n, mask_n, H,
@@ -269,7 +283,7 @@ def _lstm_bwd_kernel(
             K_PIECES, K_SPLIT, K_GROUPS, BLOCK_K, DOT_PRECISION, BF16_INTERPRETER,
         )  # fmt: skip
 
-        active = ((t < lengths) & running)[:, None]
+        active = _active(t, lengths, rows_mask, WAVEFRONT)
         tanh_c = tanh(c)
         dc_total = dc + dh * gate_o * (1.0 - tanh_c * tanh_c)
         d_i = tl.where(active, dc_total * gate_g * gate_i * (1.0 - gate_i), 0.0)

@@ -71,12 +71,26 @@ def lane_schedule(lane, num_layers, WAVEFRONT: tl.constexpr, BACKWARD: tl.conste
 
 
 @triton.jit
-def running_masks(t, T, mask_b, store_mask):
-    """(running, rows mask, store mask) of a step at time t: a wavefront's lane runs nothing at launch
-    steps before its first time step or after its last (t outside [0, T)), it only meets the barrier."""
-    running = (t >= 0) & (t < T)
-    # (A where, not mask & running: the interpreter turns a tensor & scalar of booleans into integers.)
-    return running, tl.where(running, mask_b, False), tl.where(running, store_mask, False)
+def running_masks(t, T, mask_b, store_mask, WAVEFRONT: tl.constexpr):
+    """(rows mask, store mask) of a step at time t: a wavefront's lane runs nothing at launch steps before
+    its first time step or after its last (t outside [0, T)), it only meets the barrier. Outside a
+    wavefront every step runs: the masks as they are (the kernels compile as without wavefronts)."""
+    if WAVEFRONT:
+        running = (t >= 0) & (t < T)
+        # (A where, not mask & running: the interpreter turns a tensor & scalar of booleans into integers.)
+        return tl.where(running, mask_b, False), tl.where(running, store_mask, False)
+    else:
+        return mask_b, store_mask
+
+
+@triton.jit
+def first_step_mask(mask, t, T, WAVEFRONT: tl.constexpr):
+    """The mask of the tiles a launch loads for its first step, at time t: off where a wavefront's lane
+    has not started yet (ahead_mask), `mask` outside a wavefront (every launch starts at a step it runs)."""
+    if WAVEFRONT:
+        return ahead_mask(mask, t, T)
+    else:
+        return mask
 
 
 @triton.jit
