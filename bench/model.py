@@ -206,6 +206,29 @@ def wavefront_forward_ms(
     return (projection + LAUNCH_S + steps * step) * 1e3
 
 
+def lane_wavefront_ms(
+    forward: PassWork, forward_waiting: PassWork, backward: PassWork, backward_waiting: PassWork, num_layers: int,
+    gates: int, seq_len: int, batch: int, hidden: int, elem_bytes: int, gpu_name: str,
+) -> tuple[float, float]:  # fmt: skip
+    """MODEL (forward, forward+backward) milliseconds of the wavefront rnnfast builds (rnnfast/wavefront.py):
+    every layer runs the same pass plan (`forward`, `backward`: one layer's programs), the upper layers'
+    input dots (`*_waiting`: W_ih streamed from L2) during the barrier wait, T + 2(L - 1) steps per pass in
+    one launch each. Around them: layer 0's input projection; after the backward, dx of layer 0 and every
+    layer's dW_ih and dW_hh (the upper layers' dx is inside the kernel). Input size = hidden."""
+    gpu = GPUS[gpu_name]
+    steps = seq_len + 2 * (num_layers - 1)
+    projection = gemm_seconds(seq_len * batch, gates * hidden, hidden, elem_bytes, gpu)
+    upper = num_layers - 1
+
+    def pass_s(work: PassWork, waiting: PassWork) -> float:
+        step = overlapped_wavefront_step_seconds([work] * num_layers, [None] + [waiting] * upper, gpu)
+        return LAUNCH_S + steps * step
+
+    forward_s = projection + pass_s(forward, forward_waiting)
+    backward_s = pass_s(backward, backward_waiting) + (3 + 2 * upper) * projection
+    return forward_s * 1e3, (forward_s + backward_s) * 1e3
+
+
 # cuDNN's STANDARD algorithm runs a layer as a sequence of kernels: per step and direction the recurrent
 # GEMM, then the gate kernel that reads its result (forward; backward the gate gradients, then the GEMM
 # for dh), so at least two dependent kernels per step. Such a kernel costs at least this much from the

@@ -13,7 +13,9 @@ Files written to --out:
 - report-kernels.csv: one row per distinct compiled kernel per GPU, with the shapes that launch it.
 - report.csv: the planner's tiles, K pieces, K split and warps per cell, dtype, hidden size, batch and GPU.
 - stacks.csv: per plan row, the MODEL's forward of a STACK_LAYERS-layer stack, layer by layer and as one
-  wavefront launch (kernels/configs.py plan_wavefront; no kernel runs it yet), beside cuDNN's.
+  wavefront launch as designed (kernels/configs.py plan_wavefront: W_ih on chip), beside cuDNN's; and the
+  wavefront rnnfast runs (rnnfast/wavefront.py, LSTM: W_ih streamed from L2; the built_* columns), forward
+  and forward+backward, or why the stack runs layer by layer.
 - step-terms.csv: per plan row and pass, what the MODEL charges one time step, term by term.
 - report.md: all five, with the command and versions.
 """
@@ -181,6 +183,10 @@ STACK_COLUMNS = [
     "model_forward_ms", "model_vs_layer_by_layer", "model_overlapped_forward_ms",
     "model_overlapped_vs_layer_by_layer", "cudnn_algorithm",
     "cudnn_standard_floor_layer_by_layer_forward_ms", "cudnn_standard_floor_overlapped_forward_ms",
+    "model_layer_by_layer_forward_backward_ms", "built_wavefront", "built_reason", "built_training_wavefront",
+    "built_training_reason", "built_programs_per_layer",
+    "model_built_forward_ms", "model_built_forward_backward_ms", "model_built_vs_layer_by_layer",
+    "model_built_training_vs_layer_by_layer",
 ]  # fmt: skip
 
 
@@ -203,6 +209,50 @@ def overlapped_upper_work(upper, input_size: int, hidden: int, elem: int) -> tup
     return critical, waiting
 
 
+def lane_wavefront_row(cell: str, hidden: int, batch: int, dtype: str, seq_len: int, gpu: str, num_layers: int) -> dict:
+    """The wavefront rnnfast runs for a unidirectional stack (rnnfast/wavefront.py; LSTM only), or why it
+    runs layer by layer: its plan (one pass plan for every layer, plan_scan over L lanes) and the MODEL's
+    (forward, forward+backward) of it (model.lane_wavefront_ms), the upper layers' input dots streamed from L2 in
+    launch.WAVEFRONT_BLOCK_K chunks during the barrier wait."""
+    from rnnfast.kernels.configs import plan_scan, planning_for
+    from rnnfast.kernels.launch import WAVEFRONT_BLOCK_K
+    from rnnfast.wavefront import wavefront_problem
+
+    torch_dtype, gates = DTYPES[dtype], GATES[cell]
+    elem = torch_dtype.itemsize
+    with planning_for(gpu):
+        shape = (hidden, batch, torch_dtype, None)
+        reasons = {
+            training: wavefront_problem(cell, num_layers, False, False, False, *shape, training)
+            for training in (False, True)
+        }
+        plan = plan_scan(cell, hidden, batch, torch_dtype, None, num_layers)
+    row = dict(
+        built_wavefront=reasons[False] is None, built_reason=reasons[False] or "",
+        built_training_wavefront=reasons[True] is None, built_training_reason=reasons[True] or "",
+    )  # fmt: skip
+    # The model of the wavefront wherever its kernels could run it (also where the rule declines it).
+    if cell != "lstm" or not plan.grid_sync or plan.directions != num_layers:
+        return row
+    block_k = max(16, min(WAVEFRONT_BLOCK_K, triton.next_power_of_2(hidden)))
+
+    def works(pass_plan, k: int):
+        lane = dataclasses.replace(pass_plan, directions=1)
+        streamed = dataclasses.replace(
+            lane, k_pieces=(), k_split=1, block_k=block_k, weight_bytes=k * lane.dot_columns * elem
+        )
+        waiting = pass_work(streamed, k, 1, True, elem)
+        waiting = dataclasses.replace(waiting, barriers_per_step=0, tiles_per_step=0, k_split_sums_per_step=0)
+        return pass_work(lane, k, 1, True, elem), waiting
+
+    forward, backward = works(plan.forward, hidden), works(plan.backward, gates * hidden)
+    built = model.lane_wavefront_ms(*forward, *backward, num_layers, gates, seq_len, batch, hidden, elem, gpu)
+    return dict(
+        **row, built_programs_per_layer=forward[0].programs,
+        model_built_forward_ms=round(built[0], 3), model_built_forward_backward_ms=round(built[1], 3),
+    )  # fmt: skip
+
+
 def stack_row(
     cell: str, hidden: int, batch: int, dtype: str, seq_len: int, gpu: str, directions: int = 1,
     num_layers: int = STACK_LAYERS,
@@ -213,7 +263,7 @@ def stack_row(
     otherwise the layers run one after the other: L x T). Beside it the cuDNN algorithm torch.nn would run
     and lower bounds on its STANDARD algorithm: layer by layer, and with the layers overlapped perfectly
     (unidirectional only: a bidirectional stack cannot overlap its layers' steps, NO_BIDIRECTIONAL_WAVEFRONT)."""
-    from rnnfast.kernels.configs import plan_wavefront, planning_for
+    from rnnfast.kernels.configs import NO_BIDIRECTIONAL_WAVEFRONT, plan_wavefront, planning_for
 
     torch_dtype, gates = DTYPES[dtype], GATES[cell]
     elem = torch_dtype.itemsize
@@ -223,10 +273,21 @@ def stack_row(
         model.layer_ms(
             q["forward"], q["backward"], gates, seq_len, batch, hidden, elem, gpu, directions=directions,
             launch_groups=q["launch_groups"], input_size=size,
-        )[0]
+        )
         for size in inputs
     ]  # fmt: skip
-    layer_by_layer = sum(per_layer)
+    layer_by_layer = sum(ms[0] for ms in per_layer)
+    layer_by_layer_training = sum(ms[1] for ms in per_layer)
+    built = (
+        lane_wavefront_row(cell, hidden, batch, dtype, seq_len, gpu, num_layers)
+        if directions == 1
+        else dict.fromkeys(("built_reason", "built_training_reason"), NO_BIDIRECTIONAL_WAVEFRONT)
+    )
+    if "model_built_forward_ms" in built:
+        built["model_built_vs_layer_by_layer"] = round(built["model_built_forward_ms"] / layer_by_layer, 3)
+        built["model_built_training_vs_layer_by_layer"] = round(
+            built["model_built_forward_backward_ms"] / layer_by_layer_training, 3
+        )
     with planning_for(gpu):
         plan = plan_wavefront(cell, hidden, batch, torch_dtype, num_layers, directions)
     if plan.wavefront:
@@ -263,6 +324,7 @@ def stack_row(
         model_overlapped_vs_layer_by_layer=round(behind_two / layer_by_layer, 3), cudnn_algorithm=algorithm,
         cudnn_standard_floor_layer_by_layer_forward_ms=round(sum(floors), 3) if algorithm == "STANDARD" else None,
         cudnn_standard_floor_overlapped_forward_ms=round(overlapped, 3) if algorithm == "STANDARD" else None,
+        model_layer_by_layer_forward_backward_ms=round(layer_by_layer_training, 3), **built,
     )  # fmt: skip
 
 
@@ -513,10 +575,12 @@ def main_report(argv: list[str]) -> int:
     print()
     stack_intro = (
         f"{STACK_LAYERS}-layer stacks (stacks.csv), forward, MODEL: layer by layer as today, and as one wavefront "
-        "launch (layer l at step t - l; kernels/configs.py plan_wavefront, not built) where every layer's "
+        "launch as designed (layer l at step t - l; kernels/configs.py plan_wavefront) where every layer's "
         "slices fit on chip at once, and with the upper layers two steps behind (layer l at step t - 2l: an "
         "upper layer's W_ih dot runs during the barrier wait, model.overlapped_wavefront_step_seconds); "
-        "input size = hidden size."
+        "built: the wavefront rnnfast runs (rnnfast/wavefront.py, LSTM only: one pass plan for every layer, "
+        "two steps behind, W_ih streamed from L2 during the wait), forward and forward+backward "
+        "(model.lane_wavefront_ms); input size = hidden size."
     )
     print(stack_intro)
     stack_columns, stack_lines = _stack_table(stacks)

@@ -25,16 +25,26 @@ from .ops import _autocast_off, _error_flags, _padding_mask
 WAVEFRONT_CELLS = ("lstm",)
 
 
+# The upper layers' input weights are streamed from L2 during the barrier wait, each whole matrix every
+# step (forward; the backward reads it again), traffic a layer by layer scan does not have. By the MODEL
+# (`python -m bench report`, stacks.csv's built_* columns: 2-layer LSTM, T 1024, B 1-64, H100 and A100) a
+# stack gains while an upper layer's W_ih is at most this many bytes: forward alone 0.50-0.82x of layer by
+# layer up to fp16 H384 / fp32 H256 (fp16 H768: 1.04-1.33x); forward+backward 0.70-0.93x up to fp16 H192,
+# 0.76-0.81x at fp32 H128 (fp16 H384: 1.27-1.45x). Larger, the stack runs layer by layer.
+WAVEFRONT_MAX_W_IH_BYTES = {"inference": 1_250_000, "training": 300_000}
+
+
 def wavefront_problem(
     cell: str, num_layers: int, bidirectional: bool, dropout_in_training: bool, projections: bool, hidden: int,
-    batch: int, dtype: torch.dtype, device: torch.device,
+    batch: int, dtype: torch.dtype, device: torch.device, training: bool = False,
 ) -> str | None:  # fmt: skip
     """Why a stack on the TRITON path runs layer by layer instead of as one wavefront (None: it runs as
     a wavefront): one layer, bidirectional (configs.NO_BIDIRECTIONAL_WAVEFRONT), a cell without wavefront
-    kernels, proj_size with dropout in training, or a plan that cannot keep every layer's programs in one
-    grid-synchronised launch."""
+    kernels, proj_size with dropout in training, an input weight too large to stream each step
+    (WAVEFRONT_MAX_W_IH_BYTES; `training`: a backward follows), or a plan that cannot keep every layer's
+    programs in one grid-synchronised launch."""
     from .kernels import launch
-    from .kernels.configs import NO_BIDIRECTIONAL_WAVEFRONT, plan_scan
+    from .kernels.configs import GATES, NO_BIDIRECTIONAL_WAVEFRONT, plan_scan
 
     if num_layers < 2:
         return "one layer"
@@ -44,6 +54,10 @@ def wavefront_problem(
         return f"no wavefront kernels for {cell}"
     if projections and dropout_in_training:
         return "proj_size with dropout: the dropout applies to W_hr r, which the kernel does not compute"
+    w_ih_bytes = GATES[cell] * hidden * hidden * dtype.itemsize
+    most = WAVEFRONT_MAX_W_IH_BYTES["training" if training else "inference"]
+    if w_ih_bytes > most:
+        return f"an upper layer's W_ih ({w_ih_bytes:,} B) is over {most:,} B, too large to stream each step"
     if launch.timed_out(device):
         return "a grid barrier timed out on this device"
     plan = plan_scan(cell, hidden, batch, dtype, device, num_layers)

@@ -416,3 +416,28 @@ def test_overlapped_wavefront_hides_the_upper_input_dot_in_the_barrier_wait():
     assert critical.programs == waiting.programs == upper.programs
     assert critical.shared_bytes_per_step + waiting.shared_bytes_per_step == upper.weight_bytes
     assert (waiting.tiles_per_step, waiting.barriers_per_step, critical.tiles_per_step) == (0, 0, 1)
+
+
+def test_built_wavefront_model_streams_w_ih_each_step():
+    """The wavefront rnnfast runs (rnnfast/wavefront.py): one pass plan for both layers, T + 2(L - 1) steps
+    per pass, the upper layer's W_ih streamed from L2 during the wait. Small layers gain (H128 fp16: about
+    half the forward), large ones lose to layer by layer, and the product runs those layer by layer."""
+    small = report.stack_row("lstm", 128, 16, "fp16", 1024, "h100")
+    assert small["built_wavefront"] and small["built_training_wavefront"]
+    assert small["model_built_vs_layer_by_layer"] < 0.6 and small["model_built_training_vs_layer_by_layer"] < 0.8
+    large = report.stack_row("lstm", 768, 16, "fp16", 1024, "h100")
+    assert not large["built_wavefront"] and "too large to stream" in large["built_reason"]
+    assert large["model_built_vs_layer_by_layer"] > 1.0  # why: the MODEL figure is kept beside the reason
+    from rnnfast.kernels.configs import plan_scan, planning_for
+
+    with planning_for("h100"):
+        plan = plan_scan("lstm", 128, 16, torch.float16, None, 2)
+    gpu = report.model.GPUS["h100"]
+    lane = dataclasses.replace(plan.forward, directions=1)
+    assert small["built_programs_per_layer"] == lane.programs
+    critical = report.pass_work(lane, 128, 1, True, 2)
+    step = report.model.overlapped_wavefront_step_seconds([critical, critical], [None, None], gpu)
+    # The streamed dot adds only what exceeds the barrier's wait: at H128 nothing, so the forward is
+    # layer 0's projection, one launch and T + 2 steps of a layer's step.
+    projection = report.model.gemm_seconds(16 * 1024, 4 * 128, 128, 2, gpu)
+    assert small["model_built_forward_ms"] == round((projection + report.model.LAUNCH_S + 1026 * step) * 1e3, 3)

@@ -200,3 +200,17 @@ def test_stack_whose_layers_do_not_fit_runs_layer_by_layer(h100, monkeypatch):
     monkeypatch.setattr(configs, "plan_scan", lambda *args: configs.plan_layer(*args[:5], directions=1))
     problem = wavefront.wavefront_problem("lstm", 2, False, False, False, 20, 3, torch.float32, None)
     assert "not all resident" in problem
+
+
+@pytest.mark.parametrize(
+    "hidden, dtype, training, runs",
+    [(128, torch.float16, True, True), (192, torch.float16, True, True), (256, torch.float16, True, False),
+     (384, torch.float16, False, True), (768, torch.float16, False, False), (128, torch.float32, True, True),
+     (256, torch.float32, True, False), (256, torch.float32, False, True)],
+)  # fmt: skip
+def test_wavefront_only_where_streaming_w_ih_pays(hidden, dtype, training, runs, h100):
+    """The rule from the MODEL (wavefront.WAVEFRONT_MAX_W_IH_BYTES): the upper layers' W_ih is streamed from
+    L2 every step, so large layers run layer by layer, training (a backward streaming it again) sooner."""
+    problem = wavefront.wavefront_problem("lstm", 2, False, False, False, hidden, 16, dtype, None, training)
+    assert (problem is None) == runs, problem
+    assert runs or "too large to stream" in problem
