@@ -44,7 +44,7 @@ def wavefront_problem(
     (WAVEFRONT_MAX_W_IH_BYTES; `training`: a backward follows), or a plan that cannot keep every layer's
     programs in one grid-synchronised launch."""
     from .kernels import launch
-    from .kernels.configs import GATES, NO_BIDIRECTIONAL_WAVEFRONT, plan_scan
+    from .kernels.configs import GATES, NO_BIDIRECTIONAL_WAVEFRONT, plan_wavefront_lanes
 
     if num_layers < 2:
         return "one layer"
@@ -54,15 +54,17 @@ def wavefront_problem(
         return f"no wavefront kernels for {cell}"
     if projections and dropout_in_training:
         return "proj_size with dropout: the dropout applies to W_hr r, which the kernel does not compute"
-    w_ih_bytes = GATES[cell] * hidden * hidden * dtype.itemsize
-    most = WAVEFRONT_MAX_W_IH_BYTES["training" if training else "inference"]
-    if w_ih_bytes > most:
-        return f"an upper layer's W_ih ({w_ih_bytes:,} B) is over {most:,} B, too large to stream each step"
     if launch.timed_out(device):
         return "a grid barrier timed out on this device"
-    plan = plan_scan(cell, hidden, batch, dtype, device, num_layers)
+    plan = plan_wavefront_lanes(cell, hidden, batch, dtype, device, num_layers)
     if not plan.grid_sync or plan.directions != num_layers:
         return "the layers' programs are not all resident in one grid-synchronised launch"
+    # Streamed: the backward always, the forward where W_in does not fit on chip beside W_hh.
+    if training or not plan.forward.in_pieces:
+        w_ih_bytes = GATES[cell] * hidden * hidden * dtype.itemsize
+        most = WAVEFRONT_MAX_W_IH_BYTES["training" if training else "inference"]
+        if w_ih_bytes > most:
+            return f"an upper layer's W_ih ({w_ih_bytes:,} B) is over {most:,} B, too large to stream each step"
     return None
 
 
@@ -176,11 +178,14 @@ class _WavefrontScan(torch.autograd.Function):
 
 
 def _wavefront(w_in, noise, h_all):
-    """The kernels' Wavefront arguments: w_in [L, G*H, H] with layer 0's slot unread, noise likewise."""
+    """The kernels' Wavefront arguments: w_in [L, G*H, H] with zeros in layer 0's slot (its lane loads an
+    on-chip slice of it, multiplied by nothing but zeros: not garbage, which may hold NaNs), and noise
+    [L, T, B, H] with layer 0's slot never read."""
     from .kernels import Wavefront
 
     num_layers = h_all.shape[0]
     stacked_w_in = w_in.new_empty(num_layers, *w_in.shape[1:])
+    stacked_w_in[0] = 0
     stacked_w_in[1:] = w_in
     stacked_noise = None
     if noise is not None:

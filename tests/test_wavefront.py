@@ -68,6 +68,35 @@ def test_wavefront_matches_torch_nn(case, h100, stacks):
     assert stacks == {"stacks": 1, KERNELS[0]: 1, KERNELS[1]: 1}, stacks
 
 
+def test_wavefront_input_weights_on_chip_split_across_warps(h100, stacks):
+    """H64: the forward holds each upper layer's W_in on chip beside W_hh, each slice's K split between
+    two warps (configs.plan_wavefront_lanes); every gradient against torch.nn."""
+    case = Case(2, 3, 5, 64, num_layers=2)
+    plan = configs.plan_wavefront_lanes("lstm", 64, 2, torch.float32, None, 2)
+    assert plan.forward.in_pieces == plan.forward.k_pieces == (64,) and plan.forward.k_split == 2
+    torch.manual_seed(2)
+    module, reference = lstm_pair(case)
+    x, hx = make_inputs(case)
+    with threaded_programs(random_yields=0.05, seed=2):
+        compare_with_torch(module, reference, x, hx)
+    assert stacks == {"stacks": 1, KERNELS[0]: 1, KERNELS[1]: 1}, stacks
+
+
+def test_wavefront_input_weights_streamed(h100, stacks, monkeypatch):
+    """Where W_in does not fit on chip beside W_hh the forward streams it from L2 (as the backward always
+    does): forced here by planning the lanes without it."""
+    monkeypatch.setattr(launch, "plan_wavefront_lanes", configs.plan_scan)
+    case = Case(3, 4, 5, 20, num_layers=3)
+    assert launch.plan_wavefront_lanes("lstm", 20, 3, torch.float32, None, 3).forward.in_pieces == ()
+    torch.manual_seed(3)
+    module, reference = lstm_pair(case, dropout=0.3)
+    module.eval(), reference.eval()
+    x, hx = make_inputs(case)
+    with threaded_programs(random_yields=0.2, seed=3):
+        compare_with_torch(module, reference, x, hx)
+    assert stacks["stacks"] == 1
+
+
 def test_wavefront_proj_size_and_lengths(h100, stacks):
     torch.manual_seed(1)
     reference = nn.LSTM(5, 20, num_layers=3, proj_size=6)
@@ -205,12 +234,15 @@ def test_stack_whose_layers_do_not_fit_runs_layer_by_layer(h100, monkeypatch):
 @pytest.mark.parametrize(
     "hidden, dtype, training, runs",
     [(128, torch.float16, True, True), (192, torch.float16, True, True), (256, torch.float16, True, False),
-     (384, torch.float16, False, True), (768, torch.float16, False, False), (128, torch.float32, True, True),
-     (256, torch.float32, True, False), (256, torch.float32, False, True)],
+     (384, torch.float16, False, True), (768, torch.float16, False, True), (128, torch.float32, True, True),
+     (256, torch.float32, True, False), (256, torch.float32, False, True), (768, torch.float16, True, False),
+    (1024, torch.float16, False, False)],
 )  # fmt: skip
 def test_wavefront_only_where_streaming_w_ih_pays(hidden, dtype, training, runs, h100):
-    """The rule from the MODEL (wavefront.WAVEFRONT_MAX_W_IH_BYTES): the upper layers' W_ih is streamed from
-    L2 every step, so large layers run layer by layer, training (a backward streaming it again) sooner."""
+    """The rule from the MODEL (wavefront.WAVEFRONT_MAX_W_IH_BYTES): where an upper layer's W_ih is streamed
+    from L2 every step (always in the backward; in the forward where it does not fit on chip beside
+    W_hh: fp16 H1024 on an H100) large layers run layer by layer; with W_ih on chip the forward runs as a
+    wavefront whatever its size (fp16 H768)."""
     problem = wavefront.wavefront_problem("lstm", 2, False, False, False, hidden, 16, dtype, None, training)
     assert (problem is None) == runs, problem
     assert runs or "too large to stream" in problem

@@ -224,7 +224,8 @@ class PassPlan:
     batch_tiles: int
     hidden_tiles: int
     directions: int  # directions one launch runs (grid axis 2): 1, or 2 for both of a bidirectional layer
-    weight_bytes: int  # bytes of W_hh in one program's slice
+    weight_bytes: int  # bytes of W_hh in one program's slice (with a wavefront's W_in: of both)
+    in_pieces: tuple[int, ...] = ()  # a wavefront forward: W_in's K (H) as pieces held on chip; () streamed
 
     @property
     def programs(self) -> int:
@@ -474,6 +475,35 @@ def plan_scan(
     alone = plan_layer(cell, hidden_size, batch_size, dtype, device, 1, grid_sync)
     stationary = joint.forward.stationary and joint.backward.stationary
     return joint if stationary and joint.grid_sync >= alone.grid_sync else alone
+
+
+def plan_wavefront_lanes(
+    cell: str,
+    hidden_size: int,
+    batch_size: int,
+    dtype: torch.dtype,
+    device: torch.device | None,
+    num_layers: int,
+    grid_sync: bool = True,
+) -> LayerPlan:
+    """The plan of the wavefront rnnfast runs (rnnfast/wavefront.py): every layer of the stack is a lane
+    of plan_scan's plan over `num_layers` lanes, and the forward keeps each upper layer's W_in on chip
+    beside W_hh where a plan of the lanes with both slices (K = 2H: _pass_plan's input_size) fits in one
+    wave: both held as pieces of H, W_hh's K_PIECES and W_in's in_pieces; else W_in streams from L2.
+    The backward streams the layer above's W_in (its dot over K = G*H: recurrence.gradient_from_above)."""
+    lanes = plan_scan(cell, hidden_size, batch_size, dtype, device, num_layers, grid_sync)
+    gpu = target_gpu(device)
+    if not lanes.grid_sync:
+        return lanes
+    both = _pass_plan(GATES[cell], hidden_size, batch_size, dtype.itemsize, gpu, False, num_layers, False, hidden_size)
+    if not both.stationary or both.programs > gpu.sm_count:
+        return lanes
+    pieces = k_pieces(hidden_size, max(both.k_pieces))
+    k_split = both.k_split
+    while k_split > 1 and min(pieces) < MIN_DOT * k_split:
+        k_split //= 2
+    forward = dataclasses.replace(both, k_pieces=pieces, k_split=k_split, in_pieces=pieces)
+    return dataclasses.replace(lanes, forward=forward)
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ import torch
 import triton
 
 from ..dispatch import interpreting
-from .configs import Gpu, plan_scan
+from .configs import Gpu, plan_scan, plan_wavefront_lanes
 
 # How long a program waits at one barrier before giving up. The threaded interpreter runs a step of
 # every program in Python, so it gets far longer.
@@ -343,7 +343,8 @@ def run_scan(
     one launch (sequence) per lane."""
     device = w_hh.device
     steps = scalars["T"] if steps is None else steps
-    plan_of = functools.partial(plan_scan, cell, scalars["H"], scalars["B"], w_hh.dtype, device, w_hh.shape[0])
+    planner = plan_wavefront_lanes if constexprs.get("WAVEFRONT") else plan_scan
+    plan_of = functools.partial(planner, cell, scalars["H"], scalars["B"], w_hh.dtype, device, w_hh.shape[0])
     plan = plan_of()
     # One step has no barrier between steps: the step kernel runs it, without a flag to read back.
     if steps == 1 or _device_key(device) in _timed_out_devices:
@@ -424,6 +425,8 @@ def _launch(
         # Triton's default (it changes in Triton 3.10).
         enable_fp_fusion=False,
     )
+    if "IN_PIECES" in kwargs:  # a wavefront forward's W_in on chip, by the plan
+        kwargs["IN_PIECES"] = pass_plan.in_pieces
     args = (*tensors, exchange, barrier, error)
     return kernel, grid, args, without_spills(kernel, grid, args, kwargs, device, plan.gpu)
 

@@ -121,7 +121,8 @@ def _lstm_fwd_kernel(
     K_SPLIT: tl.constexpr,  # warps sharing the stationary dot's K (recurrence.recurrent_dot); 1 streamed
     K_GROUPS: tl.constexpr,  # programs sharing the stationary dot's K (recurrence.k_group_sum); 1 streamed
     BLOCK_K: tl.constexpr,  # 0: the weight slice is stationary; else streamed in chunks of BLOCK_K
-    BLOCK_K_IN: tl.constexpr,  # WAVEFRONT: chunks of the input dot's K (recurrence.input_from_below)
+    IN_PIECES: tl.constexpr,  # WAVEFRONT: the input weight's K (H) as pieces, held on chip; () streamed
+    BLOCK_K_IN: tl.constexpr,  # WAVEFRONT: chunks of the streamed input dot's K (recurrence.input_from_below)
     USE_BARRIER: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     BF16_INTERPRETER: tl.constexpr,
@@ -140,6 +141,10 @@ def _lstm_fwd_kernel(
     w_cols = ((offs_j % 4) * H + unit_j) * H  # W_hh^T column j is row (gate, unit) of W_hh
     mask_j = unit_j < H
     w = weight_slice(w_hh_ptr, w_cols, mask_j, H, 1, K_PIECES, K_SPLIT, K_GROUPS, BLOCK_K, BF16_INTERPRETER)
+    w_in = ()
+    if WAVEFRONT:
+        if len(IN_PIECES) > 0:  # (layer 0's lane loads a slice it never reads: every lane runs one kernel)
+            w_in = weight_slice(w_in_ptr, w_cols, mask_j, H, 1, IN_PIECES, K_SPLIT, 1, 0, BF16_INTERPRETER)
 
     # A wavefront's lane that starts later (t < 0 at t_start) starts from the state of its first step.
     first_t = t_start - lag
@@ -157,8 +162,8 @@ def _lstm_fwd_kernel(
     below = tl.zeros((BLOCK_B, 4 * BLOCK_N), tl.float32)
     if WAVEFRONT:
         below = input_from_below(
-            h_all_ptr, noise_ptr, w_in_ptr, t_first, lane, T, B, H, offs_b, mask_b, w_cols, mask_j,
-            4 * BLOCK_N, HAS_NOISE, BLOCK_K_IN, DOT_PRECISION, BF16_INTERPRETER,
+            h_all_ptr, noise_ptr, w_in_ptr, w_in, t_first, lane, T, B, H, offs_b, mask_b, w_cols, mask_j,
+            4 * BLOCK_N, IN_PIECES, K_SPLIT, HAS_NOISE, BLOCK_K_IN, DOT_PRECISION, BF16_INTERPRETER,
         )  # fmt: skip
     for s in range(n_steps):
         t, read_slot, write_slot = forward_step_slots(t_start + s - lag, T, reverse)
@@ -198,8 +203,8 @@ def _lstm_fwd_kernel(
         x_i, x_f, x_g, x_o = gate_tiles(gates_ptr, t_next, B, H, offs_b, offs_n, ahead_mask(mask, t_next, T), 4)
         if WAVEFRONT:
             below = input_from_below(
-                h_all_ptr, noise_ptr, w_in_ptr, t_next, lane, T, B, H, offs_b, mask_b, w_cols, mask_j,
-                4 * BLOCK_N, HAS_NOISE, BLOCK_K_IN, DOT_PRECISION, BF16_INTERPRETER,
+                h_all_ptr, noise_ptr, w_in_ptr, w_in, t_next, lane, T, B, H, offs_b, mask_b, w_cols, mask_j,
+                4 * BLOCK_N, IN_PIECES, K_SPLIT, HAS_NOISE, BLOCK_K_IN, DOT_PRECISION, BF16_INTERPRETER,
             )  # fmt: skip
         failed, timeout = barrier_wait(barrier_ptr, s, n_steps, failed, timeout, USE_BARRIER)
     if USE_BARRIER:
@@ -343,7 +348,7 @@ def lstm_scan_fwd(
         w_hh,
         (gates, w_hh, h_all, c_all, lengths, *inputs),
         dict(T=seq_len, B=batch, H=hidden, **scalars),
-        dict(TRAINING=training, **constexprs, **scan_constexprs(gates.dtype)),
+        dict(TRAINING=training, IN_PIECES=(), **constexprs, **scan_constexprs(gates.dtype)),
         steps,
     )
 

@@ -94,32 +94,65 @@ def first_step_mask(mask, t, T, WAVEFRONT: tl.constexpr):
 
 
 @triton.jit
+def _noisy_input(below_ptr, y_rows, noise_ptr, noise_rows, in_k, offs_k, HAS_NOISE: tl.constexpr,
+                 BF16_INTERPRETER: tl.constexpr):  # fmt: skip
+    """A tile of y_t (times its dropout noise, rounded to the layer's dtype as torch.nn's dropout does)."""
+    y = tl.load(below_ptr + y_rows + offs_k, mask=in_k, other=0.0)
+    if HAS_NOISE:
+        noise = tl.load(noise_ptr + noise_rows + offs_k, mask=in_k, other=0.0)
+        y = to_storage(y.to(tl.float32) * noise.to(tl.float32), below_ptr, BF16_INTERPRETER)
+    return y
+
+
+@triton.jit
 def input_from_below(
-    h_all_ptr, noise_ptr, w_in_ptr, t, lane, T, B, H, offs_b, mask_b, w_cols, mask_j,
-    COLUMNS: tl.constexpr, HAS_NOISE: tl.constexpr, BLOCK_K: tl.constexpr,
-    DOT_PRECISION: tl.constexpr, BF16_INTERPRETER: tl.constexpr,
+    h_all_ptr, noise_ptr, w_in_ptr, w_in, t, lane, T, B, H, offs_b, mask_b, w_cols, mask_j,
+    COLUMNS: tl.constexpr, IN_PIECES: tl.constexpr, K_SPLIT: tl.constexpr, HAS_NOISE: tl.constexpr,
+    BLOCK_K: tl.constexpr, DOT_PRECISION: tl.constexpr, BF16_INTERPRETER: tl.constexpr,
 ):  # fmt: skip
     """A wavefront forward's input projection of step t in the kernel, for layer `lane` > 0: the
     program's columns (w_cols, weight_slice's) of (noise_t * y_t) @ W_in^T, [BLOCK_B, COLUMNS] fp32, where
     y_t is h_t of the layer below (slot t + 1 of its h_all, lane - 1's [T + 1, B, H] just before
     h_all_ptr's), noise_t the layer's dropout scales (noise_ptr [T, B, H], HAS_NOISE; y_t * noise_t
-    rounded to the layer's dtype, as torch.nn's dropout computes it) and W_in [G*H, H] its input weight,
-    streamed from L2 in BLOCK_K pieces. Zero for layer 0 (its projection is a GEMM before the launch) and
-    outside [0, T)."""
+    rounded to the layer's dtype, as torch.nn's dropout computes it) and W_in [G*H, H] its input weight:
+    on chip (w_in, weight_slice's pieces IN_PIECES, each split K_SPLIT ways across warps as the recurrent
+    slice) or, with IN_PIECES empty, streamed from L2 in BLOCK_K pieces. Zero for layer 0 (its projection
+    is a GEMM before the launch) and outside [0, T)."""
     k_size = H * ((lane > 0) & (t >= 0) & (t < T)).to(tl.int32)
     below_ptr = h_all_ptr - (T + 1) * B * H
     y_rows = ((t + 1).to(tl.int64) * B + offs_b) * H
     noise_rows = (t.to(tl.int64) * B + offs_b) * H
     acc = tl.zeros((offs_b.shape[0], COLUMNS), tl.float32)
-    for k in range(0, k_size, BLOCK_K):
-        w = load_weight_piece(w_in_ptr, w_cols, mask_j, k, k_size, 1, BLOCK_K, 1, BF16_INTERPRETER)
-        offs_k = k + tl.arange(0, BLOCK_K)[None, :]
-        in_k = mask_b[:, None] & (offs_k < k_size)
-        y = tl.load(below_ptr + y_rows[:, None] + offs_k, mask=in_k, other=0.0)
-        if HAS_NOISE:
-            noise = tl.load(noise_ptr + noise_rows[:, None] + offs_k, mask=in_k, other=0.0)
-            y = to_storage(y.to(tl.float32) * noise.to(tl.float32), below_ptr, BF16_INTERPRETER)
-        acc = tl.dot(y.to(w.dtype), w, acc, input_precision=DOT_PRECISION)
+    if len(IN_PIECES) == 0:
+        for k in range(0, k_size, BLOCK_K):
+            w = load_weight_piece(w_in_ptr, w_cols, mask_j, k, k_size, 1, BLOCK_K, 1, BF16_INTERPRETER)
+            offs_k = k + tl.arange(0, BLOCK_K)[None, :]
+            in_k = mask_b[:, None] & (offs_k < k_size)
+            y = _noisy_input(below_ptr, y_rows[:, None], noise_ptr, noise_rows[:, None], in_k, offs_k, HAS_NOISE,
+                             BF16_INTERPRETER)  # fmt: skip
+            acc = tl.dot(y.to(w.dtype), w, acc, input_precision=DOT_PRECISION)
+    else:
+        k_start = 0
+        for i in tl.static_range(len(IN_PIECES)):
+            if K_SPLIT == 1:
+                offs_k = k_start + tl.arange(0, IN_PIECES[i])[None, :]
+                rows, rows_mask = y_rows[:, None], mask_b[:, None]
+                n_rows = noise_rows[:, None]
+            else:
+                share = tl.arange(0, K_SPLIT)[:, None, None] * (IN_PIECES[i] // K_SPLIT)
+                offs_k = k_start + share + tl.arange(0, IN_PIECES[i] // K_SPLIT)[None, None, :]
+                rows, rows_mask = y_rows[None, :, None], mask_b[None, :, None]
+                n_rows = noise_rows[None, :, None]
+            in_k = rows_mask & (offs_k < k_size)
+            y = _noisy_input(below_ptr, rows, noise_ptr, n_rows, in_k, offs_k, HAS_NOISE, BF16_INTERPRETER)
+            if i == 0:
+                part = tl.dot(y.to(w_in[i].dtype), w_in[i], input_precision=DOT_PRECISION)
+            else:
+                part = tl.dot(y.to(w_in[i].dtype), w_in[i], part, input_precision=DOT_PRECISION)
+            k_start += IN_PIECES[i]
+        if K_SPLIT > 1:
+            part = tl.sum(part, axis=0)
+        acc += part
     return acc
 
 
