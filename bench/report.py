@@ -183,8 +183,8 @@ STACK_COLUMNS = [
     "model_forward_ms", "model_vs_layer_by_layer", "model_overlapped_forward_ms",
     "model_overlapped_vs_layer_by_layer", "cudnn_algorithm",
     "cudnn_standard_floor_layer_by_layer_forward_ms", "cudnn_standard_floor_overlapped_forward_ms",
-    "model_layer_by_layer_forward_backward_ms", "built_wavefront", "built_reason", "built_training_wavefront",
-    "built_training_reason", "built_programs_per_layer",
+    "model_layer_by_layer_forward_backward_ms", "built_wavefront", "built_reason", "built_backward_wavefront",
+    "built_w_in_on_chip", "built_programs_per_layer",
     "model_built_forward_ms", "model_built_forward_backward_ms", "model_built_vs_layer_by_layer",
     "model_built_training_vs_layer_by_layer",
 ]  # fmt: skip
@@ -211,25 +211,23 @@ def overlapped_upper_work(upper, input_size: int, hidden: int, elem: int) -> tup
 
 def lane_wavefront_row(cell: str, hidden: int, batch: int, dtype: str, seq_len: int, gpu: str, num_layers: int) -> dict:
     """The wavefront rnnfast runs for a unidirectional stack (rnnfast/wavefront.py; LSTM only), or why it
-    runs layer by layer: its plan (one pass plan for every layer, plan_scan over L lanes) and the MODEL's
-    (forward, forward+backward) of it (model.lane_wavefront_ms), the upper layers' input dots streamed from L2 in
-    launch.WAVEFRONT_BLOCK_K chunks during the barrier wait."""
-    from rnnfast.kernels.configs import plan_scan, planning_for
+    runs layer by layer: its plan (one pass plan for every layer: configs.plan_wavefront_lanes) and the
+    MODEL's (forward, forward+backward) of it (model.lane_wavefront_ms). The upper layers' input dots run
+    during the barrier wait: the forward's from W_in on chip where the plan holds it (built_w_in_on_chip),
+    else streamed from L2 in launch.WAVEFRONT_BLOCK_K chunks, as the backward's always are."""
+    from rnnfast.kernels.configs import plan_wavefront_lanes, planning_for
     from rnnfast.kernels.launch import WAVEFRONT_BLOCK_K
-    from rnnfast.wavefront import wavefront_problem
+    from rnnfast.wavefront import backward_wavefront, wavefront_problem
 
     torch_dtype, gates = DTYPES[dtype], GATES[cell]
     elem = torch_dtype.itemsize
     with planning_for(gpu):
         shape = (hidden, batch, torch_dtype, None)
-        reasons = {
-            training: wavefront_problem(cell, num_layers, False, False, False, *shape, training)
-            for training in (False, True)
-        }
-        plan = plan_scan(cell, hidden, batch, torch_dtype, None, num_layers)
+        reason = wavefront_problem(cell, num_layers, False, False, False, *shape)
+        plan = plan_wavefront_lanes(cell, hidden, batch, torch_dtype, None, num_layers)
     row = dict(
-        built_wavefront=reasons[False] is None, built_reason=reasons[False] or "",
-        built_training_wavefront=reasons[True] is None, built_training_reason=reasons[True] or "",
+        built_wavefront=reason is None, built_reason=reason or "",
+        built_backward_wavefront=reason is None and backward_wavefront(cell, hidden, torch_dtype),
     )  # fmt: skip
     # The model of the wavefront wherever its kernels could run it (also where the rule declines it).
     if cell != "lstm" or not plan.grid_sync or plan.directions != num_layers:
@@ -237,18 +235,20 @@ def lane_wavefront_row(cell: str, hidden: int, batch: int, dtype: str, seq_len: 
     block_k = max(16, min(WAVEFRONT_BLOCK_K, triton.next_power_of_2(hidden)))
 
     def works(pass_plan, k: int):
-        lane = dataclasses.replace(pass_plan, directions=1)
-        streamed = dataclasses.replace(
-            lane, k_pieces=(), k_split=1, block_k=block_k, weight_bytes=k * lane.dot_columns * elem
-        )
-        waiting = pass_work(streamed, k, 1, True, elem)
+        """(the step after the barrier, the upper layers' input dot during the wait) of one lane."""
+        slice_bytes = k * pass_plan.dot_columns * elem
+        lane = dataclasses.replace(pass_plan, directions=1, weight_bytes=slice_bytes)
+        if pass_plan.in_pieces:
+            waiting = pass_work(lane, k, 1, True, elem)
+        else:
+            waiting = pass_work(dataclasses.replace(lane, k_pieces=(), k_split=1, block_k=block_k), k, 1, True, elem)
         waiting = dataclasses.replace(waiting, barriers_per_step=0, tiles_per_step=0, k_split_sums_per_step=0)
         return pass_work(lane, k, 1, True, elem), waiting
 
     forward, backward = works(plan.forward, hidden), works(plan.backward, gates * hidden)
     built = model.lane_wavefront_ms(*forward, *backward, num_layers, gates, seq_len, batch, hidden, elem, gpu)
     return dict(
-        **row, built_programs_per_layer=forward[0].programs,
+        **row, built_w_in_on_chip=bool(plan.forward.in_pieces), built_programs_per_layer=forward[0].programs,
         model_built_forward_ms=round(built[0], 3), model_built_forward_backward_ms=round(built[1], 3),
     )  # fmt: skip
 
@@ -281,8 +281,12 @@ def stack_row(
     built = (
         lane_wavefront_row(cell, hidden, batch, dtype, seq_len, gpu, num_layers)
         if directions == 1
-        else dict.fromkeys(("built_reason", "built_training_reason"), NO_BIDIRECTIONAL_WAVEFRONT)
+        else dict(built_wavefront=False, built_reason=NO_BIDIRECTIONAL_WAVEFRONT, built_backward_wavefront=False)
     )
+    if "model_built_forward_ms" in built and not built["built_backward_wavefront"]:
+        # The backward then runs layer by layer, as it does without a wavefront forward.
+        training_ms = built["model_built_forward_ms"] + layer_by_layer_training - layer_by_layer
+        built["model_built_forward_backward_ms"] = round(training_ms, 3)
     if "model_built_forward_ms" in built:
         built["model_built_vs_layer_by_layer"] = round(built["model_built_forward_ms"] / layer_by_layer, 3)
         built["model_built_training_vs_layer_by_layer"] = round(

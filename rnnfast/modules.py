@@ -234,14 +234,9 @@ class _RecurrentLayers(_Backend):
         layer_input = x
         if path == TRITON and not tracing(x):
             dropout = self.dropout if self.training else 0.0
-            training = torch.is_grad_enabled() and (
-                x.requires_grad
-                or any(h.requires_grad for h in hidden)
-                or any(p.requires_grad for p in self.parameters())
-            )
             problem = wavefront_problem(
                 cell, self.num_layers, self.bidirectional, dropout > 0, self.proj_size > 0, self.hidden_size,
-                x.size(1), x.dtype, x.device, training,
+                x.size(1), x.dtype, x.device,
             )  # fmt: skip
             if problem is None:
                 weights = [self._layer_weights(index) for index in range(self.num_layers)]

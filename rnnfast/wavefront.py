@@ -25,26 +25,28 @@ from .ops import _autocast_off, _error_flags, _padding_mask
 WAVEFRONT_CELLS = ("lstm",)
 
 
-# The upper layers' input weights are streamed from L2 during the barrier wait, each whole matrix every
-# step (forward; the backward reads it again), traffic a layer by layer scan does not have. By the MODEL
-# (`python -m bench report`, stacks.csv's built_* columns: 2-layer LSTM, T 1024, B 1-64, H100 and A100) a
-# stack gains while an upper layer's W_ih is at most this many bytes: forward alone 0.50-0.82x of layer by
-# layer up to fp16 H384 / fp32 H256 (fp16 H768: 1.04-1.33x); forward+backward 0.70-0.93x up to fp16 H192,
-# 0.76-0.81x at fp32 H128 (fp16 H384: 1.27-1.45x). Larger, the stack runs layer by layer.
-WAVEFRONT_MAX_W_IH_BYTES = {"inference": 1_250_000, "training": 300_000}
+# The upper layers' input weights stream from L2 during the barrier wait where they are not on chip: each
+# whole matrix every step, traffic a layer by layer scan does not have. By the MODEL (`python -m bench
+# report`, stacks.csv's built_* columns: 2-layer LSTM, T 1024, B 1-64, H100 and A100) a pass gains while an
+# upper layer's W_ih is at most this many bytes. Forward with W_ih streamed: 0.50-0.82x of layer by layer
+# up to fp16 H384 / fp32 H256 (fp16 H768 at B64: 1.04x; fp16 H1024 at B16: 1.37x); with W_ih on chip (where
+# configs.plan_wavefront_lanes fits it) no limit: fp16 H768 B16 on an H100 0.545x. Backward (always
+# streamed, the layer above's W_ih over K = 4H): 0.58-0.73x at H64, 0.86-1.0x at fp16 H128, 1.07-1.28x at
+# fp16 H192; past the limit the backward runs layer by layer (the kernels of one layer, dx a GEMM).
+WAVEFRONT_MAX_W_IH_BYTES = {"forward": 1_250_000, "backward": 160_000}
 
 
 def wavefront_problem(
     cell: str, num_layers: int, bidirectional: bool, dropout_in_training: bool, projections: bool, hidden: int,
-    batch: int, dtype: torch.dtype, device: torch.device, training: bool = False,
+    batch: int, dtype: torch.dtype, device: torch.device,
 ) -> str | None:  # fmt: skip
-    """Why a stack on the TRITON path runs layer by layer instead of as one wavefront (None: it runs as
-    a wavefront): one layer, bidirectional (configs.NO_BIDIRECTIONAL_WAVEFRONT), a cell without wavefront
-    kernels, proj_size with dropout in training, an input weight too large to stream each step
-    (WAVEFRONT_MAX_W_IH_BYTES; `training`: a backward follows), or a plan that cannot keep every layer's
-    programs in one grid-synchronised launch."""
+    """Why a stack on the TRITON path runs layer by layer instead of as one wavefront forward (None: it
+    runs as a wavefront): one layer, bidirectional (configs.NO_BIDIRECTIONAL_WAVEFRONT), a cell without
+    wavefront kernels, proj_size with dropout in training, a plan that cannot keep every layer's programs
+    in one grid-synchronised launch, or an input weight too large to stream each step
+    (WAVEFRONT_MAX_W_IH_BYTES) where it does not fit on chip."""
     from .kernels import launch
-    from .kernels.configs import GATES, NO_BIDIRECTIONAL_WAVEFRONT, plan_wavefront_lanes
+    from .kernels.configs import NO_BIDIRECTIONAL_WAVEFRONT, plan_wavefront_lanes
 
     if num_layers < 2:
         return "one layer"
@@ -59,13 +61,25 @@ def wavefront_problem(
     plan = plan_wavefront_lanes(cell, hidden, batch, dtype, device, num_layers)
     if not plan.grid_sync or plan.directions != num_layers:
         return "the layers' programs are not all resident in one grid-synchronised launch"
-    # Streamed: the backward always, the forward where W_in does not fit on chip beside W_hh.
-    if training or not plan.forward.in_pieces:
-        w_ih_bytes = GATES[cell] * hidden * hidden * dtype.itemsize
-        most = WAVEFRONT_MAX_W_IH_BYTES["training" if training else "inference"]
-        if w_ih_bytes > most:
-            return f"an upper layer's W_ih ({w_ih_bytes:,} B) is over {most:,} B, too large to stream each step"
+    if not plan.forward.in_pieces and not _streams_well(cell, hidden, dtype, "forward"):
+        size = _w_ih_bytes(cell, hidden, dtype)
+        return f"an upper layer's W_ih ({size:,} B) does not fit on chip and is too large to stream"
     return None
+
+
+def backward_wavefront(cell: str, hidden: int, dtype: torch.dtype) -> bool:
+    """Whether a wavefront forward's backward is a wavefront too (else its layers run one after the other)."""
+    return _streams_well(cell, hidden, dtype, "backward")
+
+
+def _w_ih_bytes(cell: str, hidden: int, dtype: torch.dtype) -> int:
+    from .kernels.configs import GATES
+
+    return GATES[cell] * hidden * hidden * dtype.itemsize
+
+
+def _streams_well(cell: str, hidden: int, dtype: torch.dtype, scan_pass: str) -> bool:
+    return _w_ih_bytes(cell, hidden, dtype) <= WAVEFRONT_MAX_W_IH_BYTES[scan_pass]
 
 
 def stack_scan(cell, x, lengths, h0, c0, layer_weights, dropout: float):
@@ -151,6 +165,7 @@ class _WavefrontScan(torch.autograd.Function):
         ctx.save_for_backward(x, kernel_lengths, noise, h_init, c0, w_ih0, w_in, w_rec, bias, first_gates,
                               h_all, c_all, gates)  # fmt: skip
         ctx.lengths_given = lengths is not None
+        ctx.backward_wavefront = backward_wavefront(cell, w_rec.shape[2], x.dtype)
         return h_all, c_n
 
     @staticmethod
@@ -166,7 +181,9 @@ class _WavefrontScan(torch.autograd.Function):
             return None, None, None, *_differentiable_grads(ctx, lengths if ctx.lengths_given else None, noise,
                                                              inputs, d_h_all, d_c_n)  # fmt: skip
         with _autocast_off(x.device):
-            grads = _wavefront_backward(x, lengths, noise, w_ih0, w_in, w_rec, h_all, c_all, gates, d_h_all, d_c_n)
+            grads = _wavefront_backward(
+                x, lengths, noise, w_ih0, w_in, w_rec, h_all, c_all, gates, d_h_all, d_c_n, ctx.backward_wavefront
+            )
         dx, d_h_init, d_c0, d_w_ih0, d_w_in, d_w_rec, d_bias, d_first = grads
         needs = ctx.needs_input_grad[3:]
         picked = [g if need else None for g, need in zip(grads, needs)]
@@ -203,7 +220,10 @@ def _layer_inputs(x, noise, h_all):
     return inputs
 
 
-def _wavefront_backward(x, lengths, noise, w_ih0, w_in, w_rec, h_all, c_all, gates, d_h_all, d_c_n):
+def _wavefront_backward(x, lengths, noise, w_ih0, w_in, w_rec, h_all, c_all, gates, d_h_all, d_c_n, as_wavefront):
+    """The gradients of _WavefrontScan's inputs: the backward recurrence of every layer as one wavefront
+    launch (`as_wavefront`), or layer by layer from the top, each layer's launch reading the gradient of its
+    output from the layer above (dgates @ W_in, times the noise: a GEMM), then the weight GEMMs."""
     from .kernels import lstm_scan_bwd
 
     num_layers, seq_len, batch, hidden = h_all.shape
@@ -215,7 +235,16 @@ def _wavefront_backward(x, lengths, noise, w_ih0, w_in, w_rec, h_all, c_all, gat
     dh_carry = dh.new_zeros(num_layers, batch, hidden)
     if batch > 0:
         with _error_flags("triton", backward=True):
-            lstm_scan_bwd(dgates_all, gates, w_rec, c_all, dh, dc, dh_carry, lengths, _wavefront(w_in, noise, h_all))
+            if as_wavefront:
+                wavefront = _wavefront(w_in, noise, h_all)
+                lstm_scan_bwd(dgates_all, gates, w_rec, c_all, dh, dc, dh_carry, lengths, wavefront)
+            for layer in () if as_wavefront else reversed(range(num_layers)):
+                if layer < num_layers - 1:
+                    above = dgates_all[layer + 1, :seq_len] @ w_in[layer]
+                    dh[layer] += above if noise is None else above * noise[layer]
+                lanes = slice(layer, layer + 1)
+                buffers = (dgates_all, gates, w_rec, c_all, dh, dc, dh_carry)
+                lstm_scan_bwd(*(buffer[lanes] for buffer in buffers), lengths)
         dgates = dgates_all[:, :seq_len]
     else:
         dgates = dgates_all[:, :seq_len].zero_()

@@ -418,26 +418,34 @@ def test_overlapped_wavefront_hides_the_upper_input_dot_in_the_barrier_wait():
     assert (waiting.tiles_per_step, waiting.barriers_per_step, critical.tiles_per_step) == (0, 0, 1)
 
 
-def test_built_wavefront_model_streams_w_ih_each_step():
+def test_built_wavefront_model():
     """The wavefront rnnfast runs (rnnfast/wavefront.py): one pass plan for both layers, T + 2(L - 1) steps
-    per pass, the upper layer's W_ih streamed from L2 during the wait. Small layers gain (H128 fp16: about
-    half the forward), large ones lose to layer by layer, and the product runs those layer by layer."""
+    per pass, the upper layer's input dot during the wait. Issue 26's shape (fp16 B16 H768, H100) holds
+    W_ih on chip and models under 0.6x of layer by layer; at B64 it would stream W_ih and lose, so it runs
+    layer by layer; small layers gain in both passes."""
+    target = report.stack_row("lstm", 768, 16, "fp16", 1024, "h100")
+    assert target["built_wavefront"] and target["built_w_in_on_chip"] and not target["built_backward_wavefront"]
+    assert target["model_built_vs_layer_by_layer"] <= 0.6
+    # Its backward runs layer by layer: the forward's gain, nothing else.
+    gain = target["model_layer_by_layer_forward_ms"] - target["model_built_forward_ms"]
+    training = target["model_layer_by_layer_forward_backward_ms"] - gain
+    assert target["model_built_forward_backward_ms"] == pytest.approx(training, abs=2e-3)
+    wide = report.stack_row("lstm", 768, 64, "fp16", 1024, "h100")
+    assert not wide["built_wavefront"] and "too large to stream" in wide["built_reason"]
+    assert not wide["built_w_in_on_chip"] and wide["model_built_vs_layer_by_layer"] > 1.0
     small = report.stack_row("lstm", 128, 16, "fp16", 1024, "h100")
-    assert small["built_wavefront"] and small["built_training_wavefront"]
+    assert small["built_wavefront"] and small["built_backward_wavefront"]
     assert small["model_built_vs_layer_by_layer"] < 0.6 and small["model_built_training_vs_layer_by_layer"] < 0.8
-    large = report.stack_row("lstm", 768, 16, "fp16", 1024, "h100")
-    assert not large["built_wavefront"] and "too large to stream" in large["built_reason"]
-    assert large["model_built_vs_layer_by_layer"] > 1.0  # why: the MODEL figure is kept beside the reason
-    from rnnfast.kernels.configs import plan_scan, planning_for
+    from rnnfast.kernels.configs import plan_wavefront_lanes, planning_for
 
     with planning_for("h100"):
-        plan = plan_scan("lstm", 128, 16, torch.float16, None, 2)
+        plan = plan_wavefront_lanes("lstm", 128, 16, torch.float16, None, 2)
     gpu = report.model.GPUS["h100"]
-    lane = dataclasses.replace(plan.forward, directions=1)
+    lane = dataclasses.replace(plan.forward, directions=1, weight_bytes=128 * plan.forward.dot_columns * 2)
     assert small["built_programs_per_layer"] == lane.programs
     critical = report.pass_work(lane, 128, 1, True, 2)
     step = report.model.overlapped_wavefront_step_seconds([critical, critical], [None, None], gpu)
-    # The streamed dot adds only what exceeds the barrier's wait: at H128 nothing, so the forward is
-    # layer 0's projection, one launch and T + 2 steps of a layer's step.
+    # The input dot adds only what exceeds the barrier's wait: at H128 nothing, so the forward is layer 0's
+    # projection, one launch and T + 2 steps of a layer's step.
     projection = report.model.gemm_seconds(16 * 1024, 4 * 128, 128, 2, gpu)
     assert small["model_built_forward_ms"] == round((projection + report.model.LAUNCH_S + 1026 * step) * 1e3, 3)

@@ -72,6 +72,26 @@ def test_launched_kernels_compile_within_limits(report, cell):
     assert all(row["loop_instructions"] > row["mma_instructions"] > 0 for row in rows)
 
 
+# Wavefront stacks (rnnfast/wavefront.py): issue 26's shape, whose forward holds W_ih on chip beside W_hh,
+# and a small one whose backward is a wavefront too (W_ih streamed), with and without dropout noise.
+WAVEFRONT_REQUESTS = [
+    dict(cell="lstm", scan_pass=scan_pass, seq_len=SEQ_LEN, batch=16, hidden=hidden, dtype="fp16", gpu=gpu,
+         directions=1, training=True, wavefront_layers=2, noise=noise)
+    for hidden, passes in ((768, ("forward",)), (128, ("forward", "backward"))) for scan_pass in passes
+    for gpu in GPUS for noise in (False, True)
+]  # fmt: skip
+
+
+def test_wavefront_kernels_compile_within_limits():
+    rows = hardware.kernel_report(WAVEFRONT_REQUESTS)
+    assert len(rows) == len(WAVEFRONT_REQUESTS)  # one launch each: the whole stack's pass
+    for row in rows:
+        assert row["launches"] == 1 and row["fits"] and row["spill_bytes"] == 0, row
+        assert not row["approximate_instructions"] and row["loop_instructions"] > row["mma_instructions"] > 0, row
+    # Both layers' programs in one wave of the SMs.
+    assert all(row["programs"] <= configs.GPUS[row["gpu"]].sm_count for row in rows)
+
+
 def test_time_loop_instructions_count_the_outermost_loop():
     listing = """
         /*0000*/                   MOV R1, c[0x0][0x28] ;

@@ -232,17 +232,38 @@ def test_stack_whose_layers_do_not_fit_runs_layer_by_layer(h100, monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "hidden, dtype, training, runs",
-    [(128, torch.float16, True, True), (192, torch.float16, True, True), (256, torch.float16, True, False),
-     (384, torch.float16, False, True), (768, torch.float16, False, True), (128, torch.float32, True, True),
-     (256, torch.float32, True, False), (256, torch.float32, False, True), (768, torch.float16, True, False),
-    (1024, torch.float16, False, False)],
+    "hidden, dtype, forward, backward",
+    [(64, torch.float32, True, True), (128, torch.float16, True, True), (128, torch.float32, True, False),
+     (384, torch.float16, True, False), (768, torch.float16, True, False), (1024, torch.float16, False, False)],
 )  # fmt: skip
-def test_wavefront_only_where_streaming_w_ih_pays(hidden, dtype, training, runs, h100):
-    """The rule from the MODEL (wavefront.WAVEFRONT_MAX_W_IH_BYTES): where an upper layer's W_ih is streamed
-    from L2 every step (always in the backward; in the forward where it does not fit on chip beside
-    W_hh: fp16 H1024 on an H100) large layers run layer by layer; with W_ih on chip the forward runs as a
-    wavefront whatever its size (fp16 H768)."""
-    problem = wavefront.wavefront_problem("lstm", 2, False, False, False, hidden, 16, dtype, None, training)
-    assert (problem is None) == runs, problem
-    assert runs or "too large to stream" in problem
+def test_wavefront_passes_where_the_model_says_they_gain(hidden, dtype, forward, backward, h100):
+    """The rule from the MODEL (wavefront.WAVEFRONT_MAX_W_IH_BYTES): the forward runs as a wavefront where
+    the upper layers' W_ih fits on chip (fp16 H768 on an H100) or is small enough to stream each step, the
+    backward (which always streams it) only for small layers; larger, its layers run one after the other."""
+    problem = wavefront.wavefront_problem("lstm", 2, False, False, False, hidden, 16, dtype, None)
+    assert (problem is None) == forward, problem
+    assert forward or "too large to stream" in problem
+    assert wavefront.backward_wavefront("lstm", hidden, dtype) == backward
+
+
+def test_wavefront_forward_with_layer_by_layer_backward(h100, stacks, monkeypatch):
+    """Past the backward's limit the wavefront forward's backward runs layer by layer from the top: one
+    launch per layer, each reading the gradient of its output from the layer above (a GEMM, times the
+    dropout noise); dropout and lengths, every gradient against torch.nn."""
+    monkeypatch.setitem(wavefront.WAVEFRONT_MAX_W_IH_BYTES, "backward", 0)
+    case = Case(3, 4, 5, 12, num_layers=3)
+    module, reference = lstm_pair(case, dropout=0.4)
+    x, hx = make_inputs(case)
+    grad_output = strided_grad_output(case)
+    results = []
+    for layers in (module, reference):
+        inputs = [x.detach().requires_grad_(), *(h.detach().requires_grad_() for h in hx)]
+        torch.manual_seed(8)  # the same dropout draws
+        with threaded_programs(random_yields=0.2, seed=8):
+            out, (h_n, c_n) = layers(inputs[0], tuple(inputs[1:]))
+            leaves = inputs + list(layers.parameters())
+            grads = torch.autograd.grad([out, h_n, c_n], leaves, [grad_output, torch.ones_like(h_n), c_n.detach()])
+        results.append((out, h_n, c_n, *grads))
+    for mine, theirs in zip(*results):
+        assert_matches(mine, theirs, torch.float32, "output, final states or gradient")
+    assert stacks == {"stacks": 1, KERNELS[0]: 1, KERNELS[1]: 3}, stacks
