@@ -531,6 +531,9 @@ def report_parser() -> argparse.ArgumentParser:
         help="1: a unidirectional layer, 2: a bidirectional one (default: both)",
     )  # fmt: skip
     parser.add_argument(
+        "--stacks-only", action="store_true", help="write only stacks.csv (the MODEL's stacks; compiles nothing)"
+    )
+    parser.add_argument(
         "--out", type=Path, default=RESULTS, help="folder for plans.csv, report-kernels.csv, report.csv, report.md"
     )
     return parser
@@ -546,6 +549,15 @@ def main_report(argv: list[str]) -> int:
     kernels = [entry for entry in KERNELS if args.kernel is None or entry[0] in args.kernel]
 
     plans = plan_rows(cells, dtypes, args.hidden, args.batch, gpus, args.seq_len, args.directions)
+    if args.stacks_only:
+        stacks = [
+            stack_row(r["cell"], r["hidden"], r["batch"], r["dtype"], r["seq_len"], r["gpu"], r["directions"])
+            for r in plans
+        ]
+        args.out.mkdir(parents=True, exist_ok=True)
+        write_csv(stacks, args.out / "stacks.csv", STACK_COLUMNS)
+        print(f"wrote {args.out / 'stacks.csv'} ({len(stacks)} rows, MODEL; `report {' '.join(argv)}`)")
+        return 0
     compiled = hardware.kernel_report(kernel_requests(plans, kernels))
     add_compiled(plans, compiled)
     kernel_lines = kernel_rows(compiled)

@@ -317,3 +317,25 @@ def test_auto_runs_torchs_own_kernels_where_triton_cannot(old_triton, monkeypatc
     module, reference = module.to(DEVICE, dtype), reference.to(DEVICE, dtype)
     x, hx = make_inputs(case)
     compare_with_torch(module, reference, x.to(DEVICE, dtype), tuple(h.to(DEVICE, dtype) for h in hx), dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+@pytest.mark.parametrize("hidden, num_layers", [(24, 3), (128, 2), (768, 2)])
+def test_wavefront_stacks_on_the_device_match_torch_nn(hidden, num_layers, dtype, fresh_grid_sync, monkeypatch):
+    """Unidirectional LSTM stacks as one wavefront launch per pass (rnnfast/wavefront.py) where the plan
+    allows it (H 768 fp16: W_ih on chip; H 128: the backward too), against cuDNN, every gradient."""
+    from rnnfast import wavefront
+
+    runs = []
+    apply = wavefront._WavefrontScan.apply
+    monkeypatch.setattr(wavefront._WavefrontScan, "apply", lambda *args: runs.append(1) or apply(*args))
+    torch.manual_seed(12)
+    case = Case(16, 40, 16, hidden, num_layers=num_layers)
+    module, reference = oracle.make_pair(LAYERS["lstm"][0], torch.nn.LSTM, case, dtype, backend="triton")
+    x, hx = make_inputs(case)
+    x, hx = x.to(dtype).float(), tuple(h.to(dtype).float() for h in hx)  # the same rounded inputs
+    expected = wavefront.wavefront_problem("lstm", num_layers, False, False, False, hidden, 16, dtype, DEVICE)
+    compare_with_torch(
+        module.to(DEVICE), reference.to(DEVICE), x.to(DEVICE), tuple(h.to(DEVICE) for h in hx), dtype=dtype
+    )
+    assert runs == ([1] if expected is None else []), expected
