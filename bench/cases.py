@@ -71,6 +71,12 @@ GPU_FIRST_CASES = [
     Case("lstm", 16, 1024, hidden, hidden, dtype=torch.float16, gpu_only=True) for hidden in (768, 256, 64)
 ]
 
+# Issue 26's stack (a 2-layer fp16 LSTM, one wavefront forward with W_ih on chip, backward layer by layer)
+# and a small one whose backward is a wavefront too (rnnfast/wavefront.py).
+WAVEFRONT_CASES = [
+    Case("lstm", 16, 1024, hidden, hidden, dtype=torch.float16, num_layers=2, gpu_only=True) for hidden in (768, 128)
+]
+
 
 def smoke_grid() -> list[Case]:
     """Every cell at toy sizes, plus a stacked bidirectional layer: runs in seconds."""
@@ -98,10 +104,10 @@ def default_grid() -> list[Case]:
 
 def full_grid() -> list[Case]:
     """The GPU grid, most wanted first (a GPU is lent for minutes: --time-budget stops the run in order):
-    issue 11's target and its smaller-H points, the FlashRNN point, then every cell over hidden size and
-    sequence length in fp32 and bf16, fp16 at the reference point, small batches, stacked and
-    bidirectional layers, variable lengths."""
-    cases = [*GPU_FIRST_CASES, FLASHRNN_CASE]
+    issue 11's target and its smaller-H points, the FlashRNN point, issue 26's wavefront stacks, then every
+    cell over hidden size and sequence length in fp32 and bf16, fp16 at the reference point, small batches,
+    stacked and bidirectional layers, variable lengths."""
+    cases = [*GPU_FIRST_CASES, FLASHRNN_CASE, *WAVEFRONT_CASES]
     for cell in CELLS:
         for dtype in (torch.float32, torch.bfloat16):
             cases += _hidden_sweep(cell, 64, 100, HIDDEN_SIZES, dtype)

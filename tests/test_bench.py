@@ -201,13 +201,15 @@ def test_results_rewritten_after_every_case(tmp_path, monkeypatch):
 
 
 def test_full_grid_starts_with_issue_11s_target():
-    from bench.cases import FLASHRNN_CASE, full_grid
+    from bench.cases import FLASHRNN_CASE, WAVEFRONT_CASES, full_grid
 
-    first = full_grid()[:4]
+    first = full_grid()[:6]
     assert [(c.cell, c.batch, c.seq_len, c.hidden_size, c.dtype) for c in first[:3]] == [
         ("lstm", 16, 1024, hidden, torch.float16) for hidden in (768, 256, 64)
     ]
     assert first[3] == FLASHRNN_CASE
+    # Then issue 26's 2-layer stacks, run as wavefronts.
+    assert first[4:] == WAVEFRONT_CASES and all(c.num_layers == 2 and not c.bidirectional for c in first[4:])
 
 
 def test_model_beside_gpu_measurements(tmp_path):
