@@ -156,10 +156,12 @@ class _WavefrontScan(torch.autograd.Function):
         seq_len, batch, _ = x.shape
         training = any(ctx.needs_input_grad)
         kernel_lengths = lengths if lengths is not None else torch.full((batch,), seq_len, device=x.device)
-        gates, h_all, c_all = _wavefront_buffers(x, lengths, h_init, c0, w_ih0, w_rec, bias, first_gates, training)
-        if batch > 0:
-            with _error_flags("triton"):
-                lstm_scan_fwd(gates, w_rec, h_all, c_all, kernel_lengths, training, _wavefront(w_in, noise, h_all))
+        with _autocast_off(x.device):  # the module chose the dtype
+            gates, h_all, c_all = _wavefront_buffers(x, lengths, h_init, c0, w_ih0, w_rec, bias, first_gates, training)
+            if batch > 0:
+                with _error_flags("triton"):
+                    wavefront = _wavefront(w_in, noise, h_all)
+                    lstm_scan_fwd(gates, w_rec, h_all, c_all, kernel_lengths, training, wavefront)
         c_n = c_all[:, seq_len % c_all.shape[1]].to(x.dtype)
         ctx.cell, ctx.has_bias, ctx.has_first_gates = cell, bias is not None, first_gates is not None
         ctx.save_for_backward(x, kernel_lengths, noise, h_init, c0, w_ih0, w_in, w_rec, bias, first_gates,

@@ -19,6 +19,7 @@ another and could never meet at a barrier.
 
 import contextlib
 import dataclasses
+import functools
 import os
 from dataclasses import dataclass
 
@@ -492,18 +493,28 @@ def plan_wavefront_lanes(
     wave: both held as pieces of H, W_hh's K_PIECES and W_in's in_pieces; else W_in streams from L2.
     The backward streams the layer above's W_in (its dot over K = G*H: recurrence.gradient_from_above)."""
     lanes = plan_scan(cell, hidden_size, batch_size, dtype, device, num_layers, grid_sync)
-    gpu = target_gpu(device)
     if not lanes.grid_sync:
         return lanes
-    both = _pass_plan(GATES[cell], hidden_size, batch_size, dtype.itemsize, gpu, False, num_layers, False, hidden_size)
+    forward = _forward_with_input_slices(
+        GATES[cell], hidden_size, batch_size, dtype.itemsize, lanes.gpu, num_layers, TRITON_VERSION
+    )
+    return lanes if forward is None else dataclasses.replace(lanes, forward=forward)
+
+
+@functools.cache
+def _forward_with_input_slices(
+    gates: int, hidden: int, batch: int, elem: int, gpu: Gpu, lanes: int, triton_version: tuple
+) -> PassPlan | None:
+    """plan_wavefront_lanes' forward with W_in on chip, or None where it does not fit in one wave (kept per
+    installed Triton version, which the planner's rules read)."""
+    both = _pass_plan(gates, hidden, batch, elem, gpu, False, lanes, False, hidden)
     if not both.stationary or both.programs > gpu.sm_count:
-        return lanes
-    pieces = k_pieces(hidden_size, max(both.k_pieces))
+        return None
+    pieces = k_pieces(hidden, max(both.k_pieces))
     k_split = both.k_split
     while k_split > 1 and min(pieces) < MIN_DOT * k_split:
         k_split //= 2
-    forward = dataclasses.replace(both, k_pieces=pieces, k_split=k_split, in_pieces=pieces)
-    return dataclasses.replace(lanes, forward=forward)
+    return dataclasses.replace(both, k_pieces=pieces, k_split=k_split, in_pieces=pieces)
 
 
 @dataclass(frozen=True)
