@@ -267,3 +267,22 @@ def test_wavefront_forward_with_layer_by_layer_backward(h100, stacks, monkeypatc
     for mine, theirs in zip(*results):
         assert_matches(mine, theirs, torch.float32, "output, final states or gradient")
     assert stacks == {"stacks": 1, KERNELS[0]: 1, KERNELS[1]: 3}, stacks
+
+
+def test_wavefront_barrier_timeout_then_layer_by_layer(h100, stacks, monkeypatch):
+    """Under the serial interpreter the wavefront's barrier can never complete: the forward raises
+    GridSyncTimeout (one flag read for the launch) and warns; later stacks on that device run layer by
+    layer, each layer by the fallback (one launch per step), and are right."""
+    monkeypatch.setitem(launch.GRID_SYNC_TIMEOUT_NS, "interpreter", 100_000)
+    launch._warn_timeout.cache_clear()
+    torch.manual_seed(9)
+    case = Case(2, 3, 4, 12, num_layers=2)
+    module, reference = lstm_pair(case)
+    x, hx = make_inputs(case)
+    with pytest.warns(RuntimeWarning, match="timed out"), pytest.raises(launch.GridSyncTimeout, match="timed out"):
+        module(x, hx)
+    assert stacks["stacks"] == 1
+    assert "timed out" in wavefront.wavefront_problem("lstm", 2, False, False, False, 12, 2, torch.float32, None)
+    compare_with_torch(module, reference, x, hx)
+    assert stacks["stacks"] == 1  # no second wavefront
+    assert stacks[KERNELS[0]] == 1 + case.num_layers * case.seq_len, stacks
