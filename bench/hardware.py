@@ -218,8 +218,8 @@ def launched_kernels(
 ) -> list[dict]:  # fmt: skip
     """The kernels one layer's `scan_pass` (`directions` directions) launches for this shape on `gpu`,
     compiled as launched: one row per distinct compiled kernel with its launch count, programs per launch,
-    specialisation and resources. wavefront_layers > 0 (LSTM only): instead, the wavefront of a stack of
-    that many unidirectional layers (rnnfast/wavefront.py), its upper layers with dropout `noise`."""
+    specialisation and resources. wavefront_layers > 0 (LSTM, Elman RNN): instead, the wavefront of a stack
+    of that many unidirectional layers (rnnfast/wavefront.py), its upper layers with dropout `noise`."""
     arch = GPUS[gpu].arch
 
     def resources(kernel, grid, args, kwargs) -> tuple[int, int]:
@@ -230,7 +230,7 @@ def launched_kernels(
     with recording() as launches, compiling_offline(resources):
         example = EXAMPLE_LAUNCHES[cell]
         if wavefront_layers:
-            example = functools.partial(_lstm_wavefront_launch, layers=wavefront_layers, noise=noise)
+            example = functools.partial(_wavefront_launch, layers=wavefront_layers, noise=noise)
         example(cell, scan_pass, seq_len, batch, hidden, dtype, gpu, directions, training)
     rows: dict[tuple, dict] = {}
     for launch in launches:
@@ -278,29 +278,33 @@ def _lstm_example_launch(
         lstm.lstm_scan_bwd(dgates_all, gates, w_hh, c_all, dh, fp32(batch, hidden), fp32(batch, hidden), lengths)
 
 
-def _lstm_wavefront_launch(
+def _wavefront_launch(
     cell: str, scan_pass: str, seq_len: int, batch: int, hidden: int, dtype: torch.dtype, gpu: str,
     directions: int, training: bool, layers: int, noise: bool,
 ) -> None:  # fmt: skip
-    """EXAMPLE_LAUNCHES' interface for the wavefront of `layers` stacked LSTM layers (`directions` is 1):
-    the lanes are layers, with the upper layers' input weights and (noise) their dropout scales."""
-    assert cell == "lstm" and directions == 1, "wavefronts are unidirectional LSTM stacks"
+    """EXAMPLE_LAUNCHES' interface for the wavefront of `layers` stacked LSTM or Elman RNN layers
+    (`directions` is 1): the lanes are layers, with the upper layers' input weights and (noise) their
+    dropout scales."""
+    assert cell in ("lstm", "rnn_tanh", "rnn_relu") and directions == 1, "wavefronts are unidirectional stacks"
+    gates_width = 4 * hidden if cell == "lstm" else hidden
     empty, fp32, lengths = _meta_buffers(layers, batch, dtype)
-    gates, w_hh = empty(seq_len, batch, 4 * hidden), empty(4 * hidden, hidden)
-    wavefront = Wavefront(empty(4 * hidden, hidden), empty(seq_len, batch, hidden) if noise else None)
+    gates, w_hh = empty(seq_len, batch, gates_width), empty(gates_width, hidden)
+    wavefront = Wavefront(empty(gates_width, hidden), empty(seq_len, batch, hidden) if noise else None)
+    h_all, dgates_all = empty(seq_len + 1, batch, hidden), empty(seq_len + 1, batch, gates_width)
+    dh, dh_carry = fp32(seq_len, batch, hidden), fp32(batch, hidden)
+    relu = cell == "rnn_relu"
     with planning_for(gpu):
-        if scan_pass == "forward":
+        if cell != "lstm":
+            if scan_pass == "forward":
+                rnn.rnn_scan_fwd(gates, w_hh, h_all, lengths, relu, wavefront)
+            else:
+                rnn.rnn_scan_bwd(dgates_all, w_hh, h_all, dh, dh_carry, lengths, relu, wavefront)
+        elif scan_pass == "forward":
             c_all = fp32(seq_len + 1 if training else 2, batch, hidden)
-            h_all = empty(seq_len + 1, batch, hidden)
             lstm.lstm_scan_fwd(gates, w_hh, h_all, c_all, lengths, training, wavefront)
-            return
-        dgates_all, c_all, dh = (
-            empty(seq_len + 1, batch, 4 * hidden),
-            fp32(seq_len + 1, batch, hidden),
-            fp32(seq_len, batch, hidden),
-        )
-        dc, dh_carry = fp32(batch, hidden), fp32(batch, hidden)
-        lstm.lstm_scan_bwd(dgates_all, gates, w_hh, c_all, dh, dc, dh_carry, lengths, wavefront)
+        else:
+            c_all, dc = fp32(seq_len + 1, batch, hidden), fp32(batch, hidden)
+            lstm.lstm_scan_bwd(dgates_all, gates, w_hh, c_all, dh, dc, dh_carry, lengths, wavefront)
 
 
 def _gru_example_launch(

@@ -1,6 +1,6 @@
-"""A unidirectional stack of LSTM layers as one wavefront: every layer in the same grid-synchronised
-launch, layer l running WAVEFRONT_LAG steps behind layer l - 1 (kernels/recurrence.py), so a pass takes
-T + 2(L - 1) barrier steps instead of L x T. Forward and backward are one launch each.
+"""A unidirectional stack of LSTM or Elman RNN layers as one wavefront: every layer in the same
+grid-synchronised launch, layer l running WAVEFRONT_LAG steps behind layer l - 1 (kernels/recurrence.py),
+so a pass takes T + 2(L - 1) barrier steps instead of L x T. Forward and backward are one launch each.
 
 Layer 0's input projection is a GEMM before the launch, as in a layer's scan (rnnfast.ops); an upper
 layer projects its input inside the kernel, from the layer below's state slots scaled by its dropout
@@ -22,7 +22,7 @@ from . import differentiable
 from .ops import _autocast_off, _error_flags, _padding_mask
 
 # The cells the wavefront kernels are written for.
-WAVEFRONT_CELLS = ("lstm",)
+WAVEFRONT_CELLS = ("lstm", "rnn_tanh", "rnn_relu")
 
 
 # The upper layers' input weights stream from L2 during the barrier wait where they are not on chip: each
@@ -46,7 +46,7 @@ def wavefront_problem(
     in one grid-synchronised launch, or an input weight too large to stream each step
     (WAVEFRONT_MAX_W_IH_BYTES) where it does not fit on chip."""
     from .kernels import launch
-    from .kernels.configs import NO_BIDIRECTIONAL_WAVEFRONT, plan_wavefront_lanes
+    from .kernels.configs import MIN_DOT, NO_BIDIRECTIONAL_WAVEFRONT, WIDE_TILE_ROWS, plan_wavefront_lanes
 
     if num_layers < 2:
         return "one layer"
@@ -61,6 +61,10 @@ def wavefront_problem(
     plan = plan_wavefront_lanes(cell, hidden, batch, dtype, device, num_layers)
     if not plan.grid_sync or plan.directions != num_layers:
         return "the layers' programs are not all resident in one grid-synchronised launch"
+    if hidden % MIN_DOT and plan.forward.block_b >= WIDE_TILE_ROWS:
+        # Compiled as launched (Triton 3.9), the LSTM fp32 B64 H257 forward spilled 48 B on sm_90 and
+        # did not fit a block's shared memory on sm_80 (176,128 B).
+        return "H not a multiple of 16 with 64-row tiles: the wavefront's forward does not compile within limits"
     if not plan.forward.in_pieces and not _streams_well(cell, hidden, dtype, "forward"):
         size = _w_ih_bytes(cell, hidden, dtype)
         return f"an upper layer's W_ih ({size:,} B) does not fit on chip and is too large to stream"
@@ -117,13 +121,33 @@ def stack_scan(cell, x, lengths, h0, c0, layer_weights, dropout: float):
         finals = torch.stack([h @ w.t() for h, w in zip(finals, w_hr)])
     if lengths is not None:
         y = y.masked_fill(_padding_mask(lengths, seq_len), 0)
-    return y, finals, c_n
+    return (y, finals, c_n) if cell == "lstm" else (y, finals)
+
+
+def _scan_fwd(cell, gates, w_rec, h_all, c_all, lengths, training, wavefront):
+    """The cell's wavefront forward launch (kernels/lstm.py, kernels/rnn.py)."""
+    from .kernels import lstm_scan_fwd, rnn_scan_fwd
+
+    if cell == "lstm":
+        lstm_scan_fwd(gates, w_rec, h_all, c_all, lengths, training, wavefront)
+    else:
+        rnn_scan_fwd(gates, w_rec, h_all, lengths, cell == "rnn_relu", wavefront)
+
+
+def _scan_bwd(cell, dgates_all, gates, w_rec, c_all, h_all, dh, dc, dh_carry, lengths, wavefront=None):
+    """The cell's backward launch, of every lane (a wavefront) or of the lanes given (one layer)."""
+    from .kernels import lstm_scan_bwd, rnn_scan_bwd
+
+    if cell == "lstm":
+        lstm_scan_bwd(dgates_all, gates, w_rec, c_all, dh, dc, dh_carry, lengths, wavefront)
+    else:
+        rnn_scan_bwd(dgates_all, w_rec, h_all, dh, dh_carry, lengths, cell == "rnn_relu", wavefront)
 
 
 def _wavefront_buffers(x, lengths, h_init, c0, w_ih0, w_rec, bias, first_gates, training):
     """The forward's buffers: gates [L, T, B, G*H] (layer 0: x W_ih^T + bias; upper layers: their bias,
     the kernel adds their input projection), h_all [L, T + 1, B, H] and c_all [L, T + 1 or 2, B, H] fp32
-    with the initial states in slot 0."""
+    with the initial states in slot 0 (LSTM; else empty)."""
     seq_len, batch, _ = x.shape
     num_layers, gate_width, hidden = w_rec.shape
     gates = x.new_empty(num_layers, seq_len, batch, gate_width)
@@ -138,21 +162,21 @@ def _wavefront_buffers(x, lengths, h_init, c0, w_ih0, w_rec, bias, first_gates, 
         gates[:, 0] += first_gates
     h_all = x.new_empty(num_layers, seq_len + 1, batch, hidden)
     h_all[:, 0] = h_init
+    if c0 is None:
+        return gates, h_all, x.new_empty(0, dtype=torch.float32)
     c_all = x.new_empty(num_layers, seq_len + 1 if training else 2, batch, hidden, dtype=torch.float32)
     c_all[:, 0] = c0
     return gates, h_all, c_all
 
 
 class _WavefrontScan(torch.autograd.Function):
-    """(h_all [L, T + 1, B, H], c_n [L, B, H]) of a stack: x [T, B, I], h_init [L, B, H], c0 [L, B, H],
-    w_ih0 [G*H, I] (layer 0's), w_in [L - 1, G*H, H] (the upper layers' input weights), w_rec [L, G*H, H],
-    bias [L, G*H] or None, first_gates [L, B, G*H] or None (added to step 0's gates); lengths [B] or None,
-    noise [L - 1, T, B, H] or None (not differentiated)."""
+    """(h_all [L, T + 1, B, H], c_n [L, B, H] or empty) of a stack: x [T, B, I], h_init [L, B, H], c0
+    [L, B, H] (LSTM, else None), w_ih0 [G*H, I] (layer 0's), w_in [L - 1, G*H, H] (the upper layers'
+    input weights), w_rec [L, G*H, H], bias [L, G*H] or None, first_gates [L, B, G*H] or None (added to
+    step 0's gates); lengths [B] or None, noise [L - 1, T, B, H] or None (not differentiated)."""
 
     @staticmethod
     def forward(ctx, cell, lengths, noise, x, h_init, c0, w_ih0, w_in, w_rec, bias, first_gates):
-        from .kernels import lstm_scan_fwd
-
         seq_len, batch, _ = x.shape
         training = any(ctx.needs_input_grad)
         kernel_lengths = lengths if lengths is not None else torch.full((batch,), seq_len, device=x.device)
@@ -161,8 +185,8 @@ class _WavefrontScan(torch.autograd.Function):
             if batch > 0:
                 with _error_flags("triton"):
                     wavefront = _wavefront(w_in, noise, h_all)
-                    lstm_scan_fwd(gates, w_rec, h_all, c_all, kernel_lengths, training, wavefront)
-        c_n = c_all[:, seq_len % c_all.shape[1]].to(x.dtype)
+                    _scan_fwd(cell, gates, w_rec, h_all, c_all, kernel_lengths, training, wavefront)
+        c_n = c_all[:, seq_len % c_all.shape[1]].to(x.dtype) if c0 is not None else x.new_empty(0)
         ctx.cell, ctx.has_bias, ctx.has_first_gates = cell, bias is not None, first_gates is not None
         ctx.save_for_backward(x, kernel_lengths, noise, h_init, c0, w_ih0, w_in, w_rec, bias, first_gates,
                               h_all, c_all, gates)  # fmt: skip
@@ -177,15 +201,16 @@ class _WavefrontScan(torch.autograd.Function):
         if d_h_all is None:
             d_h_all = torch.zeros_like(h_all)
         if d_c_n is None:
-            d_c_n = torch.zeros_like(c0)
+            d_c_n = torch.zeros_like(c0) if c0 is not None else x.new_empty(0)
         if torch.is_grad_enabled():  # create_graph=True: a backward autograd can differentiate again
             inputs = (x, h_init, c0, w_ih0, w_in, w_rec, bias, first_gates)
             return None, None, None, *_differentiable_grads(ctx, lengths if ctx.lengths_given else None, noise,
                                                              inputs, d_h_all, d_c_n)  # fmt: skip
         with _autocast_off(x.device):
             grads = _wavefront_backward(
-                x, lengths, noise, w_ih0, w_in, w_rec, h_all, c_all, gates, d_h_all, d_c_n, ctx.backward_wavefront
-            )
+                ctx.cell, x, lengths, noise, w_ih0, w_in, w_rec, h_all, c_all, gates, d_h_all, d_c_n,
+                ctx.backward_wavefront,
+            )  # fmt: skip
         dx, d_h_init, d_c0, d_w_ih0, d_w_in, d_w_rec, d_bias, d_first = grads
         needs = ctx.needs_input_grad[3:]
         picked = [g if need else None for g, need in zip(grads, needs)]
@@ -222,31 +247,31 @@ def _layer_inputs(x, noise, h_all):
     return inputs
 
 
-def _wavefront_backward(x, lengths, noise, w_ih0, w_in, w_rec, h_all, c_all, gates, d_h_all, d_c_n, as_wavefront):
+def _wavefront_backward(
+    cell, x, lengths, noise, w_ih0, w_in, w_rec, h_all, c_all, gates, d_h_all, d_c_n, as_wavefront
+):  # fmt: skip
     """The gradients of _WavefrontScan's inputs: the backward recurrence of every layer as one wavefront
     launch (`as_wavefront`), or layer by layer from the top, each layer's launch reading the gradient of its
     output from the layer above (dgates @ W_in, times the noise: a GEMM), then the weight GEMMs."""
-    from .kernels import lstm_scan_bwd
-
     num_layers, seq_len, batch, hidden = h_all.shape
     seq_len -= 1
     dh = d_h_all[:, 1:].to(torch.float32, copy=True)
     dgates_all = gates.new_empty(num_layers, seq_len + 1, batch, gates.shape[3])
     dgates_all[:, seq_len].zero_()
-    dc = d_c_n.to(torch.float32, copy=True)
+    dc = d_c_n.to(torch.float32, copy=True) if cell == "lstm" else None
     dh_carry = dh.new_zeros(num_layers, batch, hidden)
     if batch > 0:
         with _error_flags("triton", backward=True):
             if as_wavefront:
                 wavefront = _wavefront(w_in, noise, h_all)
-                lstm_scan_bwd(dgates_all, gates, w_rec, c_all, dh, dc, dh_carry, lengths, wavefront)
+                _scan_bwd(cell, dgates_all, gates, w_rec, c_all, h_all, dh, dc, dh_carry, lengths, wavefront)
             for layer in () if as_wavefront else reversed(range(num_layers)):
                 if layer < num_layers - 1:
                     above = dgates_all[layer + 1, :seq_len] @ w_in[layer]
                     dh[layer] += above if noise is None else above * noise[layer]
                 lanes = slice(layer, layer + 1)
-                buffers = (dgates_all, gates, w_rec, c_all, dh, dc, dh_carry)
-                lstm_scan_bwd(*(buffer[lanes] for buffer in buffers), lengths)
+                buffers = (dgates_all, gates, w_rec, c_all, h_all, dh, dc, dh_carry)
+                _scan_bwd(cell, *(None if b is None else b[lanes] for b in buffers), lengths)
         dgates = dgates_all[:, :seq_len]
     else:
         dgates = dgates_all[:, :seq_len].zero_()
@@ -263,7 +288,8 @@ def _wavefront_backward(x, lengths, noise, w_ih0, w_in, w_rec, h_all, c_all, gat
     d_w_ih0 = dgates0.t() @ x.flatten(0, 1)
     d_bias = dgates.sum((1, 2))
     d_first = dgates[:, 0]
-    return (dx, torch.stack(d_h_init).to(x.dtype), dc.to(x.dtype), d_w_ih0, torch.stack(d_w_in),
+    d_c0 = dc.to(x.dtype) if dc is not None else None
+    return (dx, torch.stack(d_h_init).to(x.dtype), d_c0, d_w_ih0, torch.stack(d_w_in),
             torch.stack(d_w_rec), d_bias, d_first)  # fmt: skip
 
 
@@ -283,14 +309,17 @@ def _differentiable_grads(ctx, lengths, noise, inputs, d_h_all, d_c_n) -> list:
             zero = None if b is None else torch.zeros_like(b)
             first = None if first_gates is None else first_gates[layer]
             h_all, c_n = differentiable.scan_slots(
-                ctx.cell, False, layer_input, lengths, h_init[layer], c0[layer], w_ih, w_rec[layer], b, zero, first,
+                ctx.cell, False, layer_input, lengths, h_init[layer], None if c0 is None else c0[layer], w_ih,
+                w_rec[layer], b, zero, first,
                 first_steps,
             )  # fmt: skip
             slots.append(h_all)
             finals.append(c_n)
             layer_input = h_all[1:] if noise is None or layer == w_rec.shape[0] - 1 else h_all[1:] * noise[layer]
         found = torch.autograd.grad(
-            [torch.stack(slots), torch.stack(finals)], [inputs[i] for i in wanted], [d_h_all, d_c_n],
+            [torch.stack(slots), *([torch.stack(finals)] if c0 is not None else [])],
+            [inputs[i] for i in wanted],
+            [d_h_all, *([d_c_n] if c0 is not None else [])],
             create_graph=True, allow_unused=True,
         )  # fmt: skip
     grads = [None] * len(inputs)

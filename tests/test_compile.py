@@ -72,11 +72,13 @@ def test_launched_kernels_compile_within_limits(report, cell):
     assert all(row["loop_instructions"] > row["mma_instructions"] > 0 for row in rows)
 
 
-# Wavefront stacks (rnnfast/wavefront.py): issue 26's shape, whose forward holds W_ih on chip beside W_hh,
-# and a small one whose backward is a wavefront too (W_ih streamed), with and without dropout noise.
+# Wavefront stacks (rnnfast/wavefront.py), LSTM and Elman RNN: issue 26's shape, whose forward holds W_ih on
+# chip beside W_hh, and a small one whose backward is a wavefront too (W_ih streamed), with and without
+# dropout noise.
 WAVEFRONT_REQUESTS = [
-    dict(cell="lstm", scan_pass=scan_pass, seq_len=SEQ_LEN, batch=16, hidden=hidden, dtype="fp16", gpu=gpu,
+    dict(cell=cell, scan_pass=scan_pass, seq_len=SEQ_LEN, batch=16, hidden=hidden, dtype="fp16", gpu=gpu,
          directions=1, training=True, wavefront_layers=2, noise=noise)
+    for cell in ("lstm", "rnn_tanh")
     for hidden, passes in ((768, ("forward",)), (128, ("forward", "backward"))) for scan_pass in passes
     for gpu in GPUS for noise in (False, True)
 ]  # fmt: skip

@@ -16,6 +16,7 @@ from tests.oracle import Case, assert_matches, compare_with_torch, make_inputs, 
 from tests.threaded import threaded_programs
 
 KERNELS = ("_lstm_fwd_kernel", "_lstm_bwd_kernel")
+RNN_KERNELS = ("_rnn_fwd_kernel", "_rnn_bwd_kernel")
 
 
 @pytest.fixture
@@ -95,6 +96,39 @@ def test_wavefront_input_weights_streamed(h100, stacks, monkeypatch):
     with threaded_programs(random_yields=0.2, seed=3):
         compare_with_torch(module, reference, x, hx)
     assert stacks["stacks"] == 1
+
+
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+def test_elman_wavefront_matches_torch_nn(nonlinearity, h100, stacks):
+    """The Elman RNN's wavefront: 3 layers, strided input and grad_output, every gradient."""
+    case = Case(3, 5, 4, 20, num_layers=3)
+    torch.manual_seed(10)
+    module, reference = make_pair(rnnfast.RNN, nn.RNN, case, backend="triton", nonlinearity=nonlinearity)
+    x, hx = make_inputs(case, lstm=False)
+    with threaded_programs(random_yields=0.2, seed=10):
+        compare_with_torch(module, reference, x, hx, grad_output=strided_grad_output(case))
+    assert stacks == {"stacks": 1, RNN_KERNELS[0]: 1, RNN_KERNELS[1]: 1}, stacks
+
+
+def test_elman_wavefront_dropout_and_layer_by_layer_backward(h100, stacks, monkeypatch):
+    """The Elman RNN's wavefront forward with dropout (torch.nn's draws), its backward layer by layer:
+    every gradient against torch.nn."""
+    monkeypatch.setitem(wavefront.WAVEFRONT_MAX_W_IH_BYTES, "backward", 0)
+    torch.manual_seed(11)
+    reference = nn.RNN(5, 12, num_layers=2, dropout=0.5)
+    module = rnnfast.RNN(5, 12, num_layers=2, dropout=0.5, backend="triton")
+    module.load_state_dict(reference.state_dict())
+    x, h0 = torch.randn(4, 3, 5), torch.randn(2, 3, 12)
+    results = []
+    for layers in (module, reference):
+        torch.manual_seed(12)  # the same dropout draws
+        with threaded_programs(random_yields=0.2, seed=11):
+            out, h_n = layers(x, h0)
+            loss = (out * out).sum() + (h_n * h_n).sum()
+            results.append((out, h_n, *torch.autograd.grad(loss, list(layers.parameters()))))
+    for mine, theirs in zip(*results):
+        assert_matches(mine, theirs, torch.float32, "output, h_n or parameter gradient")
+    assert stacks == {"stacks": 1, RNN_KERNELS[0]: 1, RNN_KERNELS[1]: 2}, stacks
 
 
 def test_wavefront_proj_size_and_lengths(h100, stacks):
@@ -218,6 +252,7 @@ def test_control_one_step_behind_is_wrong(h100, monkeypatch):
         (("lstm", 1, False, False, False), "one layer"),
         (("lstm", 2, True, False, False), "bidirectional"),
         (("gru", 2, False, False, False), "no wavefront kernels for gru"),
+        (("rnn_relu", 1, False, False, False), "one layer"),
         (("lstm", 2, False, True, True), "proj_size with dropout"),
     ],
 )

@@ -510,6 +510,11 @@ def _forward_with_input_slices(
     both = _pass_plan(gates, hidden, batch, elem, gpu, False, lanes, False, hidden)
     if not both.stationary or both.programs > gpu.sm_count:
         return None
+    # Compiled as launched (Triton 3.9), the two slices spilled 32-376 B per thread at 255 registers with
+    # H not a multiple of 16 (H 257, every dtype, B 1-64, sm_80 and sm_90), and with 64-row tiles on sm_80
+    # (fp32 H256: 104 B; fp16/bf16 H512: 3.3 KB); none of the others (42 kernels) spilled.
+    if hidden % MIN_DOT or (gpu.arch < 90 and both.block_b >= WIDE_TILE_ROWS):
+        return None
     pieces = k_pieces(hidden, max(both.k_pieces))
     k_split = both.k_split
     while k_split > 1 and min(pieces) < MIN_DOT * k_split:

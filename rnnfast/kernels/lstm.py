@@ -32,6 +32,7 @@ import triton.language as tl
 from .activations import sigmoid, tanh, to_storage
 from .launch import Wavefront, run_scan, scan_constexprs, wavefront_arguments
 from .recurrence import (
+    active_rows,
     ahead_mask,
     backward_step_slots,
     barrier_arrive,
@@ -62,16 +63,6 @@ def _saved_step(dh_ptr, gates_ptr, c_all_ptr, t, reverse, B, H, offs_b, offs_n, 
     c = tl.load(c_all_ptr + row_offsets(t + 1 - reverse, B, offs_b, offs_n, H), mask=mask, other=0.0)
     c_prev = tl.load(c_all_ptr + row_offsets(t + reverse, B, offs_b, offs_n, H), mask=mask, other=0.0)
     return dh_out, gate_i, gate_f, gate_g, gate_o, c, c_prev
-
-
-@triton.jit
-def _active(t, lengths, rows_mask, WAVEFRONT: tl.constexpr):
-    """[BLOCK_B, 1]: the rows step t updates, those within their length (and, in a wavefront, none
-    where the lane does not run: rows_mask off, recurrence.running_masks)."""
-    if WAVEFRONT:
-        return ((t < lengths) & rows_mask)[:, None]
-    else:
-        return (t < lengths)[:, None]
 
 
 @triton.jit
@@ -184,7 +175,7 @@ def _lstm_fwd_kernel(
         gate_g = tanh(pre_g + x_g)
         gate_o = sigmoid(pre_o + x_o)
 
-        active = _active(t, lengths, rows_mask, WAVEFRONT)
+        active = active_rows(t, lengths, rows_mask, WAVEFRONT)
         c = tl.where(active, gate_f * c + gate_i * gate_g, c)
         h = to_storage(tl.where(active, gate_o * tanh(c), h_own), h_all_ptr, BF16_INTERPRETER)
         h_own = h.to(tl.float32)
@@ -288,7 +279,7 @@ def _lstm_bwd_kernel(
             K_PIECES, K_SPLIT, K_GROUPS, BLOCK_K, DOT_PRECISION, BF16_INTERPRETER,
         )  # fmt: skip
 
-        active = _active(t, lengths, rows_mask, WAVEFRONT)
+        active = active_rows(t, lengths, rows_mask, WAVEFRONT)
         tanh_c = tanh(c)
         dc_total = dc + dh * gate_o * (1.0 - tanh_c * tanh_c)
         d_i = tl.where(active, dc_total * gate_g * gate_i * (1.0 - gate_i), 0.0)

@@ -84,6 +84,16 @@ def running_masks(t, T, mask_b, store_mask, WAVEFRONT: tl.constexpr):
 
 
 @triton.jit
+def active_rows(t, lengths, rows_mask, WAVEFRONT: tl.constexpr):
+    """[BLOCK_B, 1]: the rows step t updates, those within their length (and, in a wavefront, none
+    where the lane does not run: rows_mask off, recurrence.running_masks)."""
+    if WAVEFRONT:
+        return ((t < lengths) & rows_mask)[:, None]
+    else:
+        return (t < lengths)[:, None]
+
+
+@triton.jit
 def first_step_mask(mask, t, T, WAVEFRONT: tl.constexpr):
     """The mask of the tiles a launch loads for its first step, at time t: off where a wavefront's lane
     has not started yet (ahead_mask), `mask` outside a wavefront (every launch starts at a step it runs)."""
