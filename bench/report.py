@@ -594,7 +594,7 @@ def main_report(argv: list[str]) -> int:
         "launch as designed (layer l at step t - l; kernels/configs.py plan_wavefront) where every layer's "
         "slices fit on chip at once, and with the upper layers two steps behind (layer l at step t - 2l: an "
         "upper layer's W_ih dot runs during the barrier wait, model.overlapped_wavefront_step_seconds); "
-        "built: the wavefront rnnfast runs (rnnfast/wavefront.py, LSTM only: one pass plan for every layer, "
+        "built: the wavefront rnnfast runs (rnnfast/wavefront.py, LSTM and Elman RNN: one pass plan for every layer, "
         "two steps behind, W_ih streamed from L2 during the wait), forward and forward+backward "
         "(model.lane_wavefront_ms); input size = hidden size."
     )

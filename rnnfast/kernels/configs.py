@@ -529,7 +529,8 @@ class WavefrontPlan:
     programs keep their slices on chip at once: layer 0's W_hh (its W_ih projection stays a GEMM before
     the scan), an upper layer's W_ih and W_hh stacked, one dot over [y_t of the layer below, h_{t-1}] per
     step (K = input + H). Where that is impossible (`reason`) the layers run one after the other, as
-    today. A plan for bench/model.py's MODEL (issue 26 item 1): no kernel runs it yet."""
+    today. The design bench/model.py models beside the built one: the kernels run plan_wavefront_lanes'
+    plans (one pass plan for every layer)."""
 
     num_layers: int
     first: PassPlan | None  # layer 0's forward (K = H)
