@@ -14,7 +14,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from . import native
 from .dispatch import NATIVE, TRITON, backend_name, choose_path, tracing
 from .ops import error_flags_read_once, scan, stack_directions
-from .wavefront import stack_scan, wavefront_problem
+from .wavefront import dropout_noise, stack_scan, wavefront_problem
 
 _BACKEND_DOC = """backend (rnnfast only): "auto" (Triton kernels for CUDA tensors; on CPU, per call, torch's
             native kernels or rnnfast's PyTorch scan, whichever was measured faster), "triton" (always;
@@ -127,7 +127,7 @@ class _RecurrentLayers(_Backend):
             input, hidden, run_dtype = _autocast(input, hidden, self._cell_name())
             _check_same_device_and_dtype(input, getattr(self, self._flat_weights_names[0]), hidden)
             x = input.transpose(0, 1) if self.batch_first else input
-            output, final = self._scan_layers(path, x, hidden, lengths, run_dtype)
+            output, final = self._scan_layers(path, x, hidden, lengths, run_dtype, packed)
             if self.batch_first:
                 output = output.transpose(0, 1)
         if packed is not None:
@@ -225,6 +225,7 @@ class _RecurrentLayers(_Backend):
         hidden: tuple[torch.Tensor, ...],
         lengths: torch.Tensor | None,
         run_dtype: torch.dtype | None,
+        packed: PackedSequence | None = None,
     ):
         if x.size(0) == 0:
             raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
@@ -243,7 +244,7 @@ class _RecurrentLayers(_Backend):
                 weights = [tuple(None if w is None else w.to(run_dtype) if run_dtype else w for w in layer)
                            for layer in weights]  # fmt: skip
                 c0 = hidden[1] if len(hidden) == 2 else None
-                y, *states = stack_scan(cell, x, lengths, hidden[0], c0, weights, dropout)
+                y, *states = stack_scan(cell, x, lengths, hidden[0], c0, weights, dropout, packed)
                 return y, tuple(states)
         # One device-to-host wait per forward (the grid barriers' error flags), after every layer is queued.
         with error_flags_read_once(path, x):
@@ -258,7 +259,11 @@ class _RecurrentLayers(_Backend):
                 for final, state in zip(finals, states):
                     final.append(state)
                 if self.dropout > 0 and self.training and layer < self.num_layers - 1:
-                    layer_input = F.dropout(layer_input, self.dropout, training=True)
+                    # torch.nn draws over its layer's output: packed rows for PackedSequence input.
+                    if packed is None:
+                        layer_input = F.dropout(layer_input, self.dropout, training=True)
+                    else:
+                        layer_input = layer_input * dropout_noise(layer_input, self.dropout, packed)
         return layer_input, tuple(torch.cat(final) for final in finals)
 
     def _layer_weights(self, index: int) -> tuple:

@@ -17,6 +17,7 @@ Eager only (an autograd.Function): under torch.compile the layers run as scans o
 
 import torch
 import torch.nn.functional as F
+from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
 from . import differentiable
 from .ops import _autocast_off, _error_flags, _padding_mask
@@ -86,11 +87,26 @@ def _streams_well(cell: str, hidden: int, dtype: torch.dtype, scan_pass: str) ->
     return _w_ih_bytes(cell, hidden, dtype) <= WAVEFRONT_MAX_W_IH_BYTES[scan_pass]
 
 
-def stack_scan(cell, x, lengths, h0, c0, layer_weights, dropout: float):
+def dropout_noise(like: torch.Tensor, p: float, packed: PackedSequence | None = None) -> torch.Tensor:
+    """The scales torch.nn's dropout multiplies a layer's output like [T, B, width] by, drawn by the same
+    call (F.dropout, of ones) over the same tensor shape: the padded output, or for PackedSequence input
+    the packed rows (torch.nn's layers run on packed data), laid out padded (padding rows get 0)."""
+    if packed is None:
+        return F.dropout(like.new_ones(like.shape), p, training=True)
+    noise = F.dropout(like.new_ones(packed.data.shape[0], like.shape[2]), p, training=True)
+    padded, _ = pad_packed_sequence(
+        PackedSequence(noise, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices),
+        total_length=like.shape[0],
+    )
+    return padded
+
+
+def stack_scan(cell, x, lengths, h0, c0, layer_weights, dropout: float, packed: PackedSequence | None = None):
     """The stack of len(layer_weights) unidirectional layers of `cell` over time-major x [T, B, I], as
     ops.scan runs one layer: h0 [L, B, P], c0 [L, B, H], layer_weights a (w_ih, w_hh, b_ih, b_hh, w_hr) per
     layer (torch.nn layout, no direction axis; biases None without bias, w_hr None without projections),
-    `dropout` the probability applied to every layer's output but the last (0: none). Returns
+    `dropout` the probability applied to every layer's output but the last (0: none; `packed`: the
+    PackedSequence x was padded from, whose rows torch.nn's dropout draws over). Returns
     (y [T, B, P], h_n [L, B, P], c_n [L, B, H])."""
     seq_len, batch = x.shape[:2]
     num_layers = len(layer_weights)
@@ -111,8 +127,8 @@ def stack_scan(cell, x, lengths, h0, c0, layer_weights, dropout: float):
     bias = torch.stack([w[2] + w[3] for w in layer_weights]) if has_bias else None
     noise = None
     if dropout > 0:
-        ones = x.new_ones(num_layers - 1, seq_len, batch, hidden)
-        noise = torch.stack([F.dropout(ones[i], dropout, training=True) for i in range(num_layers - 1)])
+        like = x.new_empty(seq_len, batch, hidden)
+        noise = torch.stack([dropout_noise(like, dropout, packed) for _ in range(num_layers - 1)])
     inputs = (x, h_init, c0, w_ih[0], w_in, w_rec.contiguous(), bias, first_gates)
     h_all, c_n = _WavefrontScan.apply(cell, lengths, noise, *inputs)
     y, finals = h_all[-1, 1:], h_all[:, seq_len]

@@ -173,6 +173,24 @@ def test_dropout_matches_torch_nn_rng(spec):
     assert_matches(module(x)[0], reference(x)[0], torch.float32, "fp32 result")
 
 
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bidir"])
+def test_dropout_on_packed_input_matches_torch_nn_rng(spec, bidirectional):
+    """torch.nn's layers run on the packed rows, so its dropout draws over them, not over a padded
+    tensor: rnnfast draws the same scales (wavefront.dropout_noise) and gets the same outputs and
+    gradients."""
+    torch.manual_seed(9)
+    module, reference = spec.pair(Case(3, 5, 4, 6, num_layers=3, bidirectional=bidirectional), dropout=0.5)
+    x = torch.randn(5, 3, 4)
+    packed = nn.utils.rnn.pack_padded_sequence(x, torch.tensor([3, 5, 2]), enforce_sorted=False)
+    results = []
+    for layers in (module, reference):
+        torch.manual_seed(10)
+        out, _ = layers(packed)
+        results.append((out.data, *torch.autograd.grad(out.data.sum(), list(layers.parameters()))))
+    for mine, theirs in zip(*results):
+        assert_matches(mine, theirs, torch.float32, "output or gradient with dropout on packed input")
+
+
 def test_state_dict_round_trip(spec):
     options = dict(num_layers=2, bidirectional=True, bias=False, **spec.options)
     reference = spec.reference(5, 7, **options)

@@ -321,3 +321,24 @@ def test_wavefront_barrier_timeout_then_layer_by_layer(h100, stacks, monkeypatch
     compare_with_torch(module, reference, x, hx)
     assert stacks["stacks"] == 1  # no second wavefront
     assert stacks[KERNELS[0]] == 1 + case.num_layers * case.seq_len, stacks
+
+
+def test_wavefront_dropout_on_packed_input_draws_as_torch_nn(h100, stacks):
+    """With PackedSequence input torch.nn's dropout draws over the packed rows: so do the noise tensors
+    drawn before the wavefront's launch (wavefront.dropout_noise)."""
+    torch.manual_seed(13)
+    reference = nn.LSTM(4, 12, num_layers=3, dropout=0.5)
+    module = rnnfast.LSTM(4, 12, num_layers=3, dropout=0.5, backend="triton")
+    module.load_state_dict(reference.state_dict())
+    x = torch.randn(5, 3, 4)
+    packed = nn.utils.rnn.pack_padded_sequence(x, torch.tensor([3, 5, 2]), enforce_sorted=False)
+    results = []
+    for layers in (module, reference):
+        torch.manual_seed(14)
+        with threaded_programs(random_yields=0.2, seed=13):
+            out, (h_n, c_n) = layers(packed)
+            loss = out.data.sum() + h_n.sum() + c_n.sum()
+            results.append((out.data, h_n, c_n, *torch.autograd.grad(loss, list(layers.parameters()))))
+    for mine, theirs in zip(*results):
+        assert_matches(mine, theirs, torch.float32, "output, final state or gradient")
+    assert stacks["stacks"] == 1
