@@ -214,9 +214,9 @@ def lane_wavefront_row(cell: str, hidden: int, batch: int, dtype: str, seq_len: 
     runs layer by layer: its plan (one pass plan for every layer: configs.plan_wavefront_lanes) and the
     MODEL's (forward, forward+backward) of it (model.lane_wavefront_ms). The upper layers' input dots run
     during the barrier wait: the forward's from W_in on chip where the plan holds it (built_w_in_on_chip),
-    else streamed from L2 in launch.WAVEFRONT_BLOCK_K chunks, as the backward's always are."""
+    else streamed from L2 in launch.wavefront_block_k chunks, as the backward's always are."""
     from rnnfast.kernels.configs import plan_wavefront_lanes, planning_for
-    from rnnfast.kernels.launch import WAVEFRONT_BLOCK_K
+    from rnnfast.kernels.launch import wavefront_block_k
     from rnnfast.wavefront import WAVEFRONT_CELLS, backward_wavefront, wavefront_problem
 
     torch_dtype, gates = DTYPES[dtype], GATES[cell]
@@ -232,7 +232,7 @@ def lane_wavefront_row(cell: str, hidden: int, batch: int, dtype: str, seq_len: 
     # The model of the wavefront wherever its kernels could run it (also where the rule declines it).
     if cell not in WAVEFRONT_CELLS or not plan.grid_sync or plan.directions != num_layers:
         return row
-    block_k = max(16, min(WAVEFRONT_BLOCK_K, triton.next_power_of_2(hidden)))
+    block_k = wavefront_block_k(hidden)
 
     def works(pass_plan, k: int):
         """(the step after the barrier, the upper layers' input dot during the wait) of one lane."""

@@ -119,16 +119,20 @@ def stack_scan(cell, x, lengths, h0, c0, layer_weights, dropout: float, packed: 
         w_rec = torch.stack([a @ b for a, b in zip(w_hh, w_hr)])
         first_gates = torch.stack([h @ w.t() for h, w in zip(h0, w_hh)])
         h_init = h0.new_zeros(num_layers, batch, hidden)
-        w_in = torch.stack([a @ b for a, b in zip(w_ih[1:], w_hr[:-1])])
+        upper = [a @ b for a, b in zip(w_ih[1:], w_hr[:-1])]
     else:
         w_rec, first_gates, h_init = torch.stack(w_hh), None, h0
-        w_in = torch.stack(w_ih[1:])
+        upper = w_ih[1:]
     has_bias = layer_weights[0][2] is not None
     bias = torch.stack([w[2] + w[3] for w in layer_weights]) if has_bias else None
+    # Layer 0's lane loads a slice of its W_in too, multiplied by nothing but zeros: zeros, not garbage
+    # (which may hold NaNs). Its noise is never read.
+    w_in = torch.stack([torch.zeros_like(upper[0]), *upper])
     noise = None
     if dropout > 0:
-        like = x.new_empty(seq_len, batch, hidden)
-        noise = torch.stack([dropout_noise(like, dropout, packed) for _ in range(num_layers - 1)])
+        noise = x.new_empty(num_layers, seq_len, batch, hidden)
+        for layer in range(1, num_layers):  # in layer order, as torch.nn draws them
+            noise[layer] = dropout_noise(noise[layer], dropout, packed)
     inputs = (x, h_init, c0, w_ih[0], w_in, w_rec.contiguous(), bias, first_gates)
     h_all, c_n = _WavefrontScan.apply(cell, lengths, noise, *inputs)
     y, finals = h_all[-1, 1:], h_all[:, seq_len]
@@ -187,12 +191,15 @@ def _wavefront_buffers(x, lengths, h_init, c0, w_ih0, w_rec, bias, first_gates, 
 
 class _WavefrontScan(torch.autograd.Function):
     """(h_all [L, T + 1, B, H], c_n [L, B, H] or empty) of a stack: x [T, B, I], h_init [L, B, H], c0
-    [L, B, H] (LSTM, else None), w_ih0 [G*H, I] (layer 0's), w_in [L - 1, G*H, H] (the upper layers'
-    input weights), w_rec [L, G*H, H], bias [L, G*H] or None, first_gates [L, B, G*H] or None (added to
-    step 0's gates); lengths [B] or None, noise [L - 1, T, B, H] or None (not differentiated)."""
+    [L, B, H] (LSTM, else None), w_ih0 [G*H, I] (layer 0's), w_in [L, G*H, H] (each layer's input weight,
+    layer 0's zeros), w_rec [L, G*H, H], bias [L, G*H] or None, first_gates [L, B, G*H] or None (added to
+    step 0's gates); lengths [B] or None, noise [L, T, B, H] or None (each layer's dropout scales, layer
+    0's unread; not differentiated)."""
 
     @staticmethod
     def forward(ctx, cell, lengths, noise, x, h_init, c0, w_ih0, w_in, w_rec, bias, first_gates):
+        from .kernels import Wavefront
+
         seq_len, batch, _ = x.shape
         training = any(ctx.needs_input_grad)
         kernel_lengths = lengths if lengths is not None else torch.full((batch,), seq_len, device=x.device)
@@ -200,7 +207,7 @@ class _WavefrontScan(torch.autograd.Function):
             gates, h_all, c_all = _wavefront_buffers(x, lengths, h_init, c0, w_ih0, w_rec, bias, first_gates, training)
             if batch > 0:
                 with _error_flags("triton"):
-                    wavefront = _wavefront(w_in, noise, h_all)
+                    wavefront = Wavefront(w_in, noise)
                     _scan_fwd(cell, gates, w_rec, h_all, c_all, kernel_lengths, training, wavefront)
         c_n = c_all[:, seq_len % c_all.shape[1]].to(x.dtype) if c0 is not None else x.new_empty(0)
         ctx.cell, ctx.has_bias, ctx.has_first_gates = cell, bias is not None, first_gates is not None
@@ -227,7 +234,6 @@ class _WavefrontScan(torch.autograd.Function):
                 ctx.cell, x, lengths, noise, w_ih0, w_in, w_rec, h_all, c_all, gates, d_h_all, d_c_n,
                 ctx.backward_wavefront,
             )  # fmt: skip
-        dx, d_h_init, d_c0, d_w_ih0, d_w_in, d_w_rec, d_bias, d_first = grads
         needs = ctx.needs_input_grad[3:]
         picked = [g if need else None for g, need in zip(grads, needs)]
         if not ctx.has_bias:
@@ -237,29 +243,12 @@ class _WavefrontScan(torch.autograd.Function):
         return None, None, None, *picked
 
 
-def _wavefront(w_in, noise, h_all):
-    """The kernels' Wavefront arguments: w_in [L, G*H, H] with zeros in layer 0's slot (its lane loads an
-    on-chip slice of it, multiplied by nothing but zeros: not garbage, which may hold NaNs), and noise
-    [L, T, B, H] with layer 0's slot never read."""
-    from .kernels import Wavefront
-
-    num_layers = h_all.shape[0]
-    stacked_w_in = w_in.new_empty(num_layers, *w_in.shape[1:])
-    stacked_w_in[0] = 0
-    stacked_w_in[1:] = w_in
-    stacked_noise = None
-    if noise is not None:
-        stacked_noise = noise.new_empty(num_layers, *noise.shape[1:])
-        stacked_noise[1:] = noise
-    return Wavefront(stacked_w_in, stacked_noise)
-
-
 def _layer_inputs(x, noise, h_all):
     """Each layer's input sequence [T, B, *]: x, then the layer below's outputs scaled by the noise."""
     inputs = [x]
     for layer in range(1, h_all.shape[0]):
         below = h_all[layer - 1, 1:]
-        inputs.append(below if noise is None else below * noise[layer - 1])
+        inputs.append(below if noise is None else below * noise[layer])
     return inputs
 
 
@@ -269,6 +258,8 @@ def _wavefront_backward(
     """The gradients of _WavefrontScan's inputs: the backward recurrence of every layer as one wavefront
     launch (`as_wavefront`), or layer by layer from the top, each layer's launch reading the gradient of its
     output from the layer above (dgates @ W_in, times the noise: a GEMM), then the weight GEMMs."""
+    from .kernels import Wavefront
+
     num_layers, seq_len, batch, hidden = h_all.shape
     seq_len -= 1
     dh = d_h_all[:, 1:].to(torch.float32, copy=True)
@@ -279,12 +270,12 @@ def _wavefront_backward(
     if batch > 0:
         with _error_flags("triton", backward=True):
             if as_wavefront:
-                wavefront = _wavefront(w_in, noise, h_all)
+                wavefront = Wavefront(w_in, noise)
                 _scan_bwd(cell, dgates_all, gates, w_rec, c_all, h_all, dh, dc, dh_carry, lengths, wavefront)
             for layer in () if as_wavefront else reversed(range(num_layers)):
                 if layer < num_layers - 1:
-                    above = dgates_all[layer + 1, :seq_len] @ w_in[layer]
-                    dh[layer] += above if noise is None else above * noise[layer]
+                    above = dgates_all[layer + 1, :seq_len] @ w_in[layer + 1]
+                    dh[layer] += above if noise is None else above * noise[layer + 1]
                 lanes = slice(layer, layer + 1)
                 buffers = (dgates_all, gates, w_rec, c_all, h_all, dh, dc, dh_carry)
                 _scan_bwd(cell, *(None if b is None else b[lanes] for b in buffers), lengths)
@@ -297,8 +288,7 @@ def _wavefront_backward(
         dgates2d = dgates[layer].flatten(0, 1)
         d_h_init.append(dgates[layer, 0].float() @ w_rec[layer].float() + dh_carry[layer] + d_h_all[layer, 0])
         d_w_rec.append(dgates2d.t() @ h_all[layer, :seq_len].flatten(0, 1))
-        if layer:
-            d_w_in.append(dgates2d.t() @ inputs[layer].flatten(0, 1))
+        d_w_in.append(dgates2d.t() @ inputs[layer].flatten(0, 1) if layer else torch.zeros_like(w_in[0]))
     dgates0 = dgates[0].flatten(0, 1)
     dx = (dgates0 @ w_ih0).view(x.shape)
     d_w_ih0 = dgates0.t() @ x.flatten(0, 1)
@@ -320,7 +310,7 @@ def _differentiable_grads(ctx, lengths, noise, inputs, d_h_all, d_c_n) -> list:
     with _autocast_off(x.device):
         layer_input, slots, finals = x, [], []
         for layer in range(w_rec.shape[0]):
-            w_ih = w_ih0 if layer == 0 else w_in[layer - 1]
+            w_ih = w_ih0 if layer == 0 else w_in[layer]
             b = None if bias is None else bias[layer]
             zero = None if b is None else torch.zeros_like(b)
             first = None if first_gates is None else first_gates[layer]
@@ -331,7 +321,7 @@ def _differentiable_grads(ctx, lengths, noise, inputs, d_h_all, d_c_n) -> list:
             )  # fmt: skip
             slots.append(h_all)
             finals.append(c_n)
-            layer_input = h_all[1:] if noise is None or layer == w_rec.shape[0] - 1 else h_all[1:] * noise[layer]
+            layer_input = h_all[1:] if noise is None or layer == w_rec.shape[0] - 1 else h_all[1:] * noise[layer + 1]
         found = torch.autograd.grad(
             [torch.stack(slots), *([torch.stack(finals)] if c0 is not None else [])],
             [inputs[i] for i in wanted],

@@ -75,12 +75,17 @@ class Wavefront:
     are its layers (kernels/recurrence.py, lane_schedule). Layer l > 0 projects its input, h_t of layer
     l - 1 scaled by its dropout noise, inside the kernel."""
 
-    w_in: torch.Tensor  # [L, G*H, H] each layer's input weight (layer 0's is not read)
+    w_in: torch.Tensor  # [L, G*H, H] each layer's input weight (layer 0's zeros: its lane multiplies them by zeros)
     noise: torch.Tensor | None  # [L, T, B, H] each layer's dropout scales (layer 0's not read); None: no dropout
 
 
 # Chunks of K of a wavefront's input dots, streamed from L2 during the barrier wait.
 WAVEFRONT_BLOCK_K = 64
+
+
+def wavefront_block_k(hidden: int) -> int:
+    """The K chunk of a wavefront's streamed input dots for this hidden size (a dot at least 16 deep)."""
+    return max(16, min(WAVEFRONT_BLOCK_K, triton.next_power_of_2(hidden)))
 
 
 def wavefront_arguments(wavefront: Wavefront | None, w_hh: torch.Tensor, seq_len: int) -> tuple:
@@ -93,8 +98,7 @@ def wavefront_arguments(wavefront: Wavefront | None, w_hh: torch.Tensor, seq_len
 
     layers, hidden = w_hh.shape[0], w_hh.shape[2]
     noise = wavefront.noise if wavefront.noise is not None else w_hh
-    block_k = max(16, min(WAVEFRONT_BLOCK_K, triton.next_power_of_2(hidden)))
-    constexprs = dict(WAVEFRONT=True, HAS_NOISE=wavefront.noise is not None, BLOCK_K_IN=block_k)
+    constexprs = dict(WAVEFRONT=True, HAS_NOISE=wavefront.noise is not None, BLOCK_K_IN=wavefront_block_k(hidden))
     return (wavefront.w_in, noise), dict(num_layers=layers), constexprs, seq_len + WAVEFRONT_LAG.value * (layers - 1)
 
 

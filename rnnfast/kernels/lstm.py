@@ -90,7 +90,7 @@ def _lstm_fwd_kernel(
     h_all_ptr,  # [D, T + 1, B, H] hidden-state slots, h0 already in the first read slot
     c_all_ptr,  # [D, T + 1 (TRAINING) or 2, B, H] fp32 cell-state slots (_c_slot), c0 in the first read slot
     lengths_ptr,  # [B] int64 sequence lengths (T for every row of an unpadded batch)
-    w_in_ptr,  # WAVEFRONT: [D, 4H, H] each layer's input weight (layer 0's unused); else unused
+    w_in_ptr,  # WAVEFRONT: [D, 4H, H] each layer's input weight (layer 0's zero); else unused
     noise_ptr,  # WAVEFRONT and HAS_NOISE: [D, T, B, H] each layer's dropout scales (layer 0's unused)
     exchange_ptr,  # [programs, BLOCK_B, dot columns] fp32 partial products of K groups (K_GROUPS > 1)
     barrier_ptr,  # [2 (+ programs if K_GROUPS > 1)] int32, zero at launch: grid-barrier counters, K-group counts
@@ -212,7 +212,7 @@ def _lstm_bwd_kernel(
     dc_ptr,  # [D, B, H] fp32 gradient of the cell state: dc_n in, dc_0 out, updated in place
     dh_carry_ptr,  # [D, B, H] fp32 gradient carried past the steps beyond a row's length; zero in
     lengths_ptr,  # [B] int64 sequence lengths
-    w_in_ptr,  # WAVEFRONT: [D, 4H, H] each layer's input weight (layer 0's unused); else unused
+    w_in_ptr,  # WAVEFRONT: [D, 4H, H] each layer's input weight (layer 0's zero); else unused
     noise_ptr,  # WAVEFRONT and HAS_NOISE: [D, T, B, H] each layer's dropout scales (layer 0's unused)
     exchange_ptr,  # [programs, BLOCK_B, dot columns] fp32 partial products of K groups (K_GROUPS > 1)
     barrier_ptr,  # [2 (+ programs if K_GROUPS > 1)] int32, zero at launch: grid-barrier counters, K-group counts
