@@ -54,7 +54,7 @@ from triton.runtime.jit import JITFunction
 from bench.cases import DTYPES
 from rnnfast.dispatch import interpreting
 from rnnfast.kernels import gru, lstm, rnn
-from rnnfast.kernels.configs import GPUS, planning_for
+from rnnfast.kernels.configs import GATES, GPUS, planning_for
 from rnnfast.kernels.launch import Wavefront, compiling_offline
 
 # Per-block hardware limits every compiled kernel is checked against (CUDA programming guide).
@@ -218,7 +218,7 @@ def launched_kernels(
 ) -> list[dict]:  # fmt: skip
     """The kernels one layer's `scan_pass` (`directions` directions) launches for this shape on `gpu`,
     compiled as launched: one row per distinct compiled kernel with its launch count, programs per launch,
-    specialisation and resources. wavefront_layers > 0 (LSTM, Elman RNN): instead, the wavefront of a stack
+    specialisation and resources. wavefront_layers > 0: instead, the wavefront of a stack
     of that many unidirectional layers (rnnfast/wavefront.py), its upper layers with dropout `noise`."""
     arch = GPUS[gpu].arch
 
@@ -282,11 +282,11 @@ def _wavefront_launch(
     cell: str, scan_pass: str, seq_len: int, batch: int, hidden: int, dtype: torch.dtype, gpu: str,
     directions: int, training: bool, layers: int, noise: bool,
 ) -> None:  # fmt: skip
-    """EXAMPLE_LAUNCHES' interface for the wavefront of `layers` stacked LSTM or Elman RNN layers
+    """EXAMPLE_LAUNCHES' interface for the wavefront of `layers` stacked LSTM, GRU or Elman RNN layers
     (`directions` is 1): the lanes are layers, with the upper layers' input weights and (noise) their
     dropout scales."""
-    assert cell in ("lstm", "rnn_tanh", "rnn_relu") and directions == 1, "wavefronts are unidirectional stacks"
-    gates_width = 4 * hidden if cell == "lstm" else hidden
+    assert directions == 1, "wavefronts are unidirectional stacks"
+    gates_width = GATES[cell] * hidden
     empty, fp32, lengths = _meta_buffers(layers, batch, dtype)
     gates, w_hh = empty(seq_len, batch, gates_width), empty(gates_width, hidden)
     wavefront = Wavefront(empty(gates_width, hidden), empty(seq_len, batch, hidden) if noise else None)
@@ -294,7 +294,15 @@ def _wavefront_launch(
     dh, dh_carry = fp32(seq_len, batch, hidden), fp32(batch, hidden)
     relu = cell == "rnn_relu"
     with planning_for(gpu):
-        if cell != "lstm":
+        if cell == "gru":
+            b_hh = empty(gates_width)
+            hn_all = fp32(seq_len if training or scan_pass == "backward" else 0, batch, hidden)
+            if scan_pass == "forward":
+                gru.gru_scan_fwd(gates, w_hh, b_hh, h_all, hn_all, lengths, training, wavefront)
+            else:
+                dgates_x = empty(seq_len, batch, gates_width)
+                gru.gru_scan_bwd(dgates_all, dgates_x, gates, w_hh, h_all, hn_all, dh, dh_carry, lengths, wavefront)
+        elif cell != "lstm":
             if scan_pass == "forward":
                 rnn.rnn_scan_fwd(gates, w_hh, h_all, lengths, relu, wavefront)
             else:

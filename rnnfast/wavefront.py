@@ -1,4 +1,4 @@
-"""A unidirectional stack of LSTM or Elman RNN layers as one wavefront: every layer in the same
+"""A unidirectional stack of LSTM, GRU or Elman RNN layers as one wavefront: every layer in the same
 grid-synchronised launch, layer l running WAVEFRONT_LAG steps behind layer l - 1 (kernels/recurrence.py),
 so a pass takes T + 2(L - 1) barrier steps instead of L x T. Forward and backward are one launch each.
 
@@ -10,7 +10,9 @@ layer-by-layer scan, which draws them between its layers. With proj_size the upp
 weights are W_ih W_hr of the layer below (the kernels' state is r = o * tanh(c), ops.scan), so dropout
 there (on h = W_hr r) cannot be applied in the kernel: such a stack in training runs layer by layer
 (`wavefront_problem`). The backward's recurrence also runs the gradient reaching each layer's input
-down to the layer below inside the kernel; the weight gradients are GEMMs after it.
+down to the layer below inside the kernel; the weight gradients are GEMMs after it. The GRU keeps b_hh in
+its recurrence (inside the reset product) and its input projection's gate gradients apart (dgates_x):
+the gradient reaching the layer below is dgates_x W_ih, not the recurrent gates' dgates_h W_ih.
 
 Eager only (an autograd.Function): under torch.compile the layers run as scans of the custom op.
 """
@@ -23,7 +25,7 @@ from . import differentiable
 from .ops import _autocast_off, _error_flags, _padding_mask
 
 # The cells the wavefront kernels are written for.
-WAVEFRONT_CELLS = ("lstm", "rnn_tanh", "rnn_relu")
+WAVEFRONT_CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
 
 
 # The upper layers' input weights stream from L2 during the barrier wait where they are not on chip: each
@@ -124,7 +126,15 @@ def stack_scan(cell, x, lengths, h0, c0, layer_weights, dropout: float, packed: 
         w_rec, first_gates, h_init = torch.stack(w_hh), None, h0
         upper = w_ih[1:]
     has_bias = layer_weights[0][2] is not None
-    bias = torch.stack([w[2] + w[3] for w in layer_weights]) if has_bias else None
+    # The input bias, added to the gates before the launch (the GRU's b_ih; the others fold b_hh in), and
+    # the GRU's recurrent bias b_hh.
+    b_rec = None
+    if not has_bias:
+        bias = None
+    elif cell == "gru":
+        bias, b_rec = torch.stack([w[2] for w in layer_weights]), torch.stack([w[3] for w in layer_weights])
+    else:
+        bias = torch.stack([w[2] + w[3] for w in layer_weights])
     # Layer 0's lane loads a slice of its W_in too, multiplied by nothing but zeros: zeros, not garbage
     # (which may hold NaNs). Its noise is never read.
     w_in = torch.stack([torch.zeros_like(upper[0]), *upper])
@@ -133,7 +143,7 @@ def stack_scan(cell, x, lengths, h0, c0, layer_weights, dropout: float, packed: 
         noise = x.new_empty(num_layers, seq_len, batch, hidden)
         for layer in range(1, num_layers):  # in layer order, as torch.nn draws them
             noise[layer] = dropout_noise(noise[layer], dropout, packed)
-    inputs = (x, h_init, c0, w_ih[0], w_in, w_rec.contiguous(), bias, first_gates)
+    inputs = (x, h_init, c0, w_ih[0], w_in, w_rec.contiguous(), bias, b_rec, first_gates)
     h_all, c_n = _WavefrontScan.apply(cell, lengths, noise, *inputs)
     y, finals = h_all[-1, 1:], h_all[:, seq_len]
     if projections:
@@ -144,30 +154,35 @@ def stack_scan(cell, x, lengths, h0, c0, layer_weights, dropout: float, packed: 
     return (y, finals, c_n) if cell == "lstm" else (y, finals)
 
 
-def _scan_fwd(cell, gates, w_rec, h_all, c_all, lengths, training, wavefront):
-    """The cell's wavefront forward launch (kernels/lstm.py, kernels/rnn.py)."""
-    from .kernels import lstm_scan_fwd, rnn_scan_fwd
+def _scan_fwd(cell, gates, w_rec, b_rec, h_all, saved, lengths, training, wavefront):
+    """The cell's wavefront forward launch (kernels/lstm.py, kernels/gru.py, kernels/rnn.py)."""
+    from .kernels import gru_scan_fwd, lstm_scan_fwd, rnn_scan_fwd
 
     if cell == "lstm":
-        lstm_scan_fwd(gates, w_rec, h_all, c_all, lengths, training, wavefront)
+        lstm_scan_fwd(gates, w_rec, h_all, saved, lengths, training, wavefront)
+    elif cell == "gru":
+        gru_scan_fwd(gates, w_rec, b_rec, h_all, saved, lengths, training, wavefront)
     else:
         rnn_scan_fwd(gates, w_rec, h_all, lengths, cell == "rnn_relu", wavefront)
 
 
-def _scan_bwd(cell, dgates_all, gates, w_rec, c_all, h_all, dh, dc, dh_carry, lengths, wavefront=None):
+def _scan_bwd(cell, dgates_all, dgates_x, gates, w_rec, saved, h_all, dh, dc, dh_carry, lengths, wavefront=None):
     """The cell's backward launch, of every lane (a wavefront) or of the lanes given (one layer)."""
-    from .kernels import lstm_scan_bwd, rnn_scan_bwd
+    from .kernels import gru_scan_bwd, lstm_scan_bwd, rnn_scan_bwd
 
     if cell == "lstm":
-        lstm_scan_bwd(dgates_all, gates, w_rec, c_all, dh, dc, dh_carry, lengths, wavefront)
+        lstm_scan_bwd(dgates_all, gates, w_rec, saved, dh, dc, dh_carry, lengths, wavefront)
+    elif cell == "gru":
+        gru_scan_bwd(dgates_all, dgates_x, gates, w_rec, h_all, saved, dh, dh_carry, lengths, wavefront)
     else:
         rnn_scan_bwd(dgates_all, w_rec, h_all, dh, dh_carry, lengths, cell == "rnn_relu", wavefront)
 
 
-def _wavefront_buffers(x, lengths, h_init, c0, w_ih0, w_rec, bias, first_gates, training):
+def _wavefront_buffers(cell, x, lengths, h_init, c0, w_ih0, w_rec, bias, first_gates, training):
     """The forward's buffers: gates [L, T, B, G*H] (layer 0: x W_ih^T + bias; upper layers: their bias,
-    the kernel adds their input projection), h_all [L, T + 1, B, H] and c_all [L, T + 1 or 2, B, H] fp32
-    with the initial states in slot 0 (LSTM; else empty)."""
+    the kernel adds their input projection), h_all [L, T + 1, B, H] with the initial states in slot 0,
+    and the cell's saved state fp32: the LSTM's c_all [L, T + 1 or 2, B, H] with c0 in slot 0, the GRU's
+    hn_all [L, T or 0, B, H] (W_hn h_{t-1} + b_hn, when training), else empty."""
     seq_len, batch, _ = x.shape
     num_layers, gate_width, hidden = w_rec.shape
     gates = x.new_empty(num_layers, seq_len, batch, gate_width)
@@ -182,6 +197,8 @@ def _wavefront_buffers(x, lengths, h_init, c0, w_ih0, w_rec, bias, first_gates, 
         gates[:, 0] += first_gates
     h_all = x.new_empty(num_layers, seq_len + 1, batch, hidden)
     h_all[:, 0] = h_init
+    if cell == "gru":
+        return gates, h_all, x.new_empty(num_layers, seq_len if training else 0, batch, hidden, dtype=torch.float32)
     if c0 is None:
         return gates, h_all, x.new_empty(0, dtype=torch.float32)
     c_all = x.new_empty(num_layers, seq_len + 1 if training else 2, batch, hidden, dtype=torch.float32)
@@ -192,54 +209,61 @@ def _wavefront_buffers(x, lengths, h_init, c0, w_ih0, w_rec, bias, first_gates, 
 class _WavefrontScan(torch.autograd.Function):
     """(h_all [L, T + 1, B, H], c_n [L, B, H] or empty) of a stack: x [T, B, I], h_init [L, B, H], c0
     [L, B, H] (LSTM, else None), w_ih0 [G*H, I] (layer 0's), w_in [L, G*H, H] (each layer's input weight,
-    layer 0's zeros), w_rec [L, G*H, H], bias [L, G*H] or None, first_gates [L, B, G*H] or None (added to
-    step 0's gates); lengths [B] or None, noise [L, T, B, H] or None (each layer's dropout scales, layer
-    0's unread; not differentiated)."""
+    layer 0's zeros), w_rec [L, G*H, H], bias [L, G*H] or None (the input bias), b_rec [L, G*H] or None
+    (the GRU's recurrent bias b_hh), first_gates [L, B, G*H] or None (added to step 0's gates); lengths [B]
+    or None, noise [L, T, B, H] or None (each layer's dropout scales, layer 0's unread; not
+    differentiated)."""
 
     @staticmethod
-    def forward(ctx, cell, lengths, noise, x, h_init, c0, w_ih0, w_in, w_rec, bias, first_gates):
+    def forward(ctx, cell, lengths, noise, x, h_init, c0, w_ih0, w_in, w_rec, bias, b_rec, first_gates):
         from .kernels import Wavefront
 
         seq_len, batch, _ = x.shape
         training = any(ctx.needs_input_grad)
         kernel_lengths = lengths if lengths is not None else torch.full((batch,), seq_len, device=x.device)
         with _autocast_off(x.device):  # the module chose the dtype
-            gates, h_all, c_all = _wavefront_buffers(x, lengths, h_init, c0, w_ih0, w_rec, bias, first_gates, training)
+            gates, h_all, saved = _wavefront_buffers(
+                cell, x, lengths, h_init, c0, w_ih0, w_rec, bias, first_gates, training
+            )
             if batch > 0:
                 with _error_flags("triton"):
                     wavefront = Wavefront(w_in, noise)
-                    _scan_fwd(cell, gates, w_rec, h_all, c_all, kernel_lengths, training, wavefront)
-        c_n = c_all[:, seq_len % c_all.shape[1]].to(x.dtype) if c0 is not None else x.new_empty(0)
+                    kernel_b_rec = b_rec if b_rec is not None or cell != "gru" else w_rec.new_zeros(w_rec.shape[:2])
+                    _scan_fwd(cell, gates, w_rec, kernel_b_rec, h_all, saved, kernel_lengths, training, wavefront)
+        c_n = saved[:, seq_len % saved.shape[1]].to(x.dtype) if c0 is not None else x.new_empty(0)
         ctx.cell, ctx.has_bias, ctx.has_first_gates = cell, bias is not None, first_gates is not None
-        ctx.save_for_backward(x, kernel_lengths, noise, h_init, c0, w_ih0, w_in, w_rec, bias, first_gates,
-                              h_all, c_all, gates)  # fmt: skip
+        ctx.save_for_backward(x, kernel_lengths, noise, h_init, c0, w_ih0, w_in, w_rec, bias, b_rec, first_gates,
+                              h_all, saved, gates)  # fmt: skip
         ctx.lengths_given = lengths is not None
         ctx.backward_wavefront = backward_wavefront(cell, w_rec.shape[2], x.dtype)
         return h_all, c_n
 
     @staticmethod
     def backward(ctx, d_h_all, d_c_n):
-        saved = ctx.saved_tensors
-        x, lengths, noise, h_init, c0, w_ih0, w_in, w_rec, bias, first_gates, h_all, c_all, gates = saved
+        x, lengths, noise, h_init, c0, w_ih0, w_in, w_rec, bias, b_rec, first_gates, h_all, saved, gates = (
+            ctx.saved_tensors
+        )
         if d_h_all is None:
             d_h_all = torch.zeros_like(h_all)
         if d_c_n is None:
             d_c_n = torch.zeros_like(c0) if c0 is not None else x.new_empty(0)
         if torch.is_grad_enabled():  # create_graph=True: a backward autograd can differentiate again
-            inputs = (x, h_init, c0, w_ih0, w_in, w_rec, bias, first_gates)
+            inputs = (x, h_init, c0, w_ih0, w_in, w_rec, bias, b_rec, first_gates)
             return None, None, None, *_differentiable_grads(ctx, lengths if ctx.lengths_given else None, noise,
                                                              inputs, d_h_all, d_c_n)  # fmt: skip
         with _autocast_off(x.device):
             grads = _wavefront_backward(
-                ctx.cell, x, lengths, noise, w_ih0, w_in, w_rec, h_all, c_all, gates, d_h_all, d_c_n,
+                ctx.cell, x, lengths, noise, w_ih0, w_in, w_rec, h_all, saved, gates, d_h_all, d_c_n,
                 ctx.backward_wavefront,
             )  # fmt: skip
         needs = ctx.needs_input_grad[3:]
         picked = [g if need else None for g, need in zip(grads, needs)]
         if not ctx.has_bias:
-            picked[6] = None
-        if not ctx.has_first_gates:
+            picked[6] = picked[7] = None
+        if b_rec is None:
             picked[7] = None
+        if not ctx.has_first_gates:
+            picked[8] = None
         return None, None, None, *picked
 
 
@@ -253,11 +277,13 @@ def _layer_inputs(x, noise, h_all):
 
 
 def _wavefront_backward(
-    cell, x, lengths, noise, w_ih0, w_in, w_rec, h_all, c_all, gates, d_h_all, d_c_n, as_wavefront
+    cell, x, lengths, noise, w_ih0, w_in, w_rec, h_all, saved, gates, d_h_all, d_c_n, as_wavefront
 ):  # fmt: skip
     """The gradients of _WavefrontScan's inputs: the backward recurrence of every layer as one wavefront
     launch (`as_wavefront`), or layer by layer from the top, each layer's launch reading the gradient of its
-    output from the layer above (dgates @ W_in, times the noise: a GEMM), then the weight GEMMs."""
+    output from the layer above (the gradient of its input projection @ W_in, times the noise: a GEMM),
+    then the weight GEMMs. The input projection's gate gradients are the recurrent ones (dgates_h) but for
+    the GRU's (dgates_x)."""
     from .kernels import Wavefront
 
     num_layers, seq_len, batch, hidden = h_all.shape
@@ -265,44 +291,49 @@ def _wavefront_backward(
     dh = d_h_all[:, 1:].to(torch.float32, copy=True)
     dgates_all = gates.new_empty(num_layers, seq_len + 1, batch, gates.shape[3])
     dgates_all[:, seq_len].zero_()
+    dgates_x = torch.empty_like(gates) if cell == "gru" else None
     dc = d_c_n.to(torch.float32, copy=True) if cell == "lstm" else None
     dh_carry = dh.new_zeros(num_layers, batch, hidden)
     if batch > 0:
         with _error_flags("triton", backward=True):
+            buffers = (dgates_all, dgates_x, gates, w_rec, saved, h_all, dh, dc, dh_carry)
             if as_wavefront:
-                wavefront = Wavefront(w_in, noise)
-                _scan_bwd(cell, dgates_all, gates, w_rec, c_all, h_all, dh, dc, dh_carry, lengths, wavefront)
+                _scan_bwd(cell, *buffers, lengths, Wavefront(w_in, noise))
             for layer in () if as_wavefront else reversed(range(num_layers)):
                 if layer < num_layers - 1:
-                    above = dgates_all[layer + 1, :seq_len] @ w_in[layer + 1]
+                    above_gates = dgates_all[layer + 1, :seq_len] if dgates_x is None else dgates_x[layer + 1]
+                    above = above_gates @ w_in[layer + 1]
                     dh[layer] += above if noise is None else above * noise[layer + 1]
                 lanes = slice(layer, layer + 1)
-                buffers = (dgates_all, gates, w_rec, c_all, h_all, dh, dc, dh_carry)
                 _scan_bwd(cell, *(None if b is None else b[lanes] for b in buffers), lengths)
         dgates = dgates_all[:, :seq_len]
     else:
         dgates = dgates_all[:, :seq_len].zero_()
+        if dgates_x is not None:
+            dgates_x.zero_()
+    dgates_in = dgates if dgates_x is None else dgates_x
     inputs = _layer_inputs(x, noise, h_all)
     d_h_init, d_w_rec, d_w_in = [], [], []
     for layer in range(num_layers):
-        dgates2d = dgates[layer].flatten(0, 1)
+        dgates2d, dgates_in2d = dgates[layer].flatten(0, 1), dgates_in[layer].flatten(0, 1)
         d_h_init.append(dgates[layer, 0].float() @ w_rec[layer].float() + dh_carry[layer] + d_h_all[layer, 0])
         d_w_rec.append(dgates2d.t() @ h_all[layer, :seq_len].flatten(0, 1))
-        d_w_in.append(dgates2d.t() @ inputs[layer].flatten(0, 1) if layer else torch.zeros_like(w_in[0]))
-    dgates0 = dgates[0].flatten(0, 1)
+        d_w_in.append(dgates_in2d.t() @ inputs[layer].flatten(0, 1) if layer else torch.zeros_like(w_in[0]))
+    dgates0 = dgates_in[0].flatten(0, 1)
     dx = (dgates0 @ w_ih0).view(x.shape)
     d_w_ih0 = dgates0.t() @ x.flatten(0, 1)
-    d_bias = dgates.sum((1, 2))
-    d_first = dgates[:, 0]
+    d_bias = dgates_in.sum((1, 2))
+    d_b_rec = dgates.sum((1, 2)) if dgates_x is not None else None
+    d_first = dgates_in[:, 0]
     d_c0 = dc.to(x.dtype) if dc is not None else None
     return (dx, torch.stack(d_h_init).to(x.dtype), d_c0, d_w_ih0, torch.stack(d_w_in),
-            torch.stack(d_w_rec), d_bias, d_first)  # fmt: skip
+            torch.stack(d_w_rec), d_bias, d_b_rec, d_first)  # fmt: skip
 
 
 def _differentiable_grads(ctx, lengths, noise, inputs, d_h_all, d_c_n) -> list:
     """The gradients of the stack's inputs as a graph autograd can differentiate again: every layer
     recomputed with plain torch ops (rnnfast.differentiable) and differentiated with create_graph."""
-    x, h_init, c0, w_ih0, w_in, w_rec, bias, first_gates = inputs
+    x, h_init, c0, w_ih0, w_in, w_rec, bias, b_rec, first_gates = inputs
     wanted = [i for i, t in enumerate(inputs) if t is not None and ctx.needs_input_grad[3 + i]]
     seq_len, batch = x.shape[:2]
     rows = torch.arange(batch, device=x.device)
@@ -311,12 +342,13 @@ def _differentiable_grads(ctx, lengths, noise, inputs, d_h_all, d_c_n) -> list:
         layer_input, slots, finals = x, [], []
         for layer in range(w_rec.shape[0]):
             w_ih = w_ih0 if layer == 0 else w_in[layer]
-            b = None if bias is None else bias[layer]
-            zero = None if b is None else torch.zeros_like(b)
+            b_ih = None if bias is None else bias[layer]
+            # (the other cells' b_hh is folded into bias: its place is zeros)
+            b_hh = None if b_ih is None else b_rec[layer] if b_rec is not None else torch.zeros_like(b_ih)
             first = None if first_gates is None else first_gates[layer]
             h_all, c_n = differentiable.scan_slots(
                 ctx.cell, False, layer_input, lengths, h_init[layer], None if c0 is None else c0[layer], w_ih,
-                w_rec[layer], b, zero, first,
+                w_rec[layer], b_ih, b_hh, first,
                 first_steps,
             )  # fmt: skip
             slots.append(h_all)

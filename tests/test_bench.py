@@ -203,7 +203,7 @@ def test_results_rewritten_after_every_case(tmp_path, monkeypatch):
 def test_full_grid_starts_with_issue_11s_target():
     from bench.cases import FLASHRNN_CASE, WAVEFRONT_CASES, full_grid
 
-    first = full_grid()[:6]
+    first = full_grid()[: 4 + len(WAVEFRONT_CASES)]
     assert [(c.cell, c.batch, c.seq_len, c.hidden_size, c.dtype) for c in first[:3]] == [
         ("lstm", 16, 1024, hidden, torch.float16) for hidden in (768, 256, 64)
     ]

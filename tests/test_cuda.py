@@ -319,11 +319,12 @@ def test_auto_runs_torchs_own_kernels_where_triton_cannot(old_triton, monkeypatc
     compare_with_torch(module, reference, x.to(DEVICE, dtype), tuple(h.to(DEVICE, dtype) for h in hx), dtype=dtype)
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
 @pytest.mark.parametrize("hidden, num_layers", [(24, 3), (128, 2), (768, 2)])
-def test_wavefront_stacks_on_the_device_match_torch_nn(hidden, num_layers, dtype, fresh_grid_sync, monkeypatch):
-    """Unidirectional LSTM stacks as one wavefront launch per pass (rnnfast/wavefront.py) where the plan
-    allows it (H 768 fp16: W_ih on chip; H 128: the backward too), against cuDNN, every gradient."""
+def test_wavefront_stacks_on_the_device_match_torch_nn(cell, hidden, num_layers, dtype, fresh_grid_sync, monkeypatch):
+    """Unidirectional stacks as one wavefront launch per pass (rnnfast/wavefront.py) where the plan allows
+    it (H 768 fp16: W_ih on chip; H 128: the backward too), against cuDNN, every gradient."""
     from rnnfast import wavefront
 
     runs = []
@@ -331,11 +332,10 @@ def test_wavefront_stacks_on_the_device_match_torch_nn(hidden, num_layers, dtype
     monkeypatch.setattr(wavefront._WavefrontScan, "apply", lambda *args: runs.append(1) or apply(*args))
     torch.manual_seed(12)
     case = Case(16, 40, 16, hidden, num_layers=num_layers)
-    module, reference = oracle.make_pair(LAYERS["lstm"][0], torch.nn.LSTM, case, dtype, backend="triton")
-    x, hx = make_inputs(case)
-    x, hx = x.to(dtype).float(), tuple(h.to(dtype).float() for h in hx)  # the same rounded inputs
-    expected = wavefront.wavefront_problem("lstm", num_layers, False, False, False, hidden, 16, dtype, DEVICE)
-    compare_with_torch(
-        module.to(DEVICE), reference.to(DEVICE), x.to(DEVICE), tuple(h.to(DEVICE) for h in hx), dtype=dtype
-    )
+    module, reference = oracle.make_pair(*LAYERS[cell][:2], case, dtype, backend="triton")
+    x, state = make_inputs(case, lstm=cell == "lstm")
+    # The same rounded inputs for both.
+    x, hx = x.to(dtype).float(), oracle.as_state([h.to(dtype).float().to(DEVICE) for h in oracle.as_list(state)], state)
+    expected = wavefront.wavefront_problem(cell, num_layers, False, False, False, hidden, 16, dtype, DEVICE)
+    compare_with_torch(module.to(DEVICE), reference.to(DEVICE), x.to(DEVICE), hx, dtype=dtype)
     assert runs == ([1] if expected is None else []), expected

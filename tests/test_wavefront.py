@@ -1,7 +1,7 @@
-"""Unidirectional LSTM stacks as one wavefront launch per pass (rnnfast/wavefront.py, issue 26 item 1),
-planned as on an H100 (RNNFAST_PLAN_TARGET=h100) and run by the threaded interpreter, every program in
-its own thread with random yields: against torch.nn for 2 and 3 layers, proj_size, lengths, dropout
-(torch.nn's own draws), half precision and every gradient. Negative control: one step behind instead of
+"""Unidirectional LSTM, GRU and Elman RNN stacks as one wavefront launch per pass (rnnfast/wavefront.py,
+issue 26 item 1), planned as on an H100 (RNNFAST_PLAN_TARGET=h100) and run by the threaded interpreter,
+every program in its own thread with random yields: against torch.nn for 2 and 3 layers, proj_size,
+lengths, dropout (torch.nn's own draws), half precision and every gradient. Negative control: one step behind instead of
 two, the upper layers read their input as it is being written, and the comparison catches it."""
 
 import pytest
@@ -12,11 +12,12 @@ from torch import nn
 import rnnfast
 from rnnfast import wavefront
 from rnnfast.kernels import configs, launch, recurrence
-from tests.oracle import Case, assert_matches, compare_with_torch, make_inputs, make_pair, strided_grad_output
+from tests.oracle import LAYERS, Case, assert_matches, compare_with_torch, make_inputs, make_pair, strided_grad_output
 from tests.threaded import threaded_programs
 
 KERNELS = ("_lstm_fwd_kernel", "_lstm_bwd_kernel")
 RNN_KERNELS = ("_rnn_fwd_kernel", "_rnn_bwd_kernel")
+GRU_KERNELS = ("_gru_fwd_kernel", "_gru_bwd_kernel")
 
 
 @pytest.fixture
@@ -131,6 +132,80 @@ def test_elman_wavefront_dropout_and_layer_by_layer_backward(h100, stacks, monke
     assert stacks == {"stacks": 1, RNN_KERNELS[0]: 1, RNN_KERNELS[1]: 2}, stacks
 
 
+def test_gru_wavefront_matches_torch_nn(h100, stacks):
+    """The GRU's wavefront (b_hh inside the reset product, in the kernel; the gradient reaching the layer
+    below from the input projection's gate gradients, dgates_x): 3 layers, strided input and grad_output,
+    every gradient."""
+    case = Case(3, 5, 4, 20, num_layers=3)
+    torch.manual_seed(20)
+    module, reference = make_pair(rnnfast.GRU, nn.GRU, case, backend="triton")
+    x, hx = make_inputs(case, lstm=False)
+    with threaded_programs(random_yields=0.2, seed=20):
+        compare_with_torch(module, reference, x, hx, grad_output=strided_grad_output(case))
+    assert stacks == {"stacks": 1, GRU_KERNELS[0]: 1, GRU_KERNELS[1]: 1}, stacks
+
+
+def test_gru_wavefront_without_bias_input_weights_on_chip(h100, stacks):
+    """bias=False (no b_ih, b_hh) at H48 with batch 1, where the forward holds W_in on chip."""
+    case = Case(1, 4, 3, 48, num_layers=2)
+    assert configs.plan_wavefront_lanes("gru", 48, 1, torch.float32, None, 2).forward.in_pieces
+    torch.manual_seed(21)
+    module, reference = make_pair(rnnfast.GRU, nn.GRU, case, backend="triton", bias=False)
+    x, hx = make_inputs(case, lstm=False)
+    with threaded_programs(random_yields=0.05, seed=21):
+        compare_with_torch(module, reference, x, hx)
+    assert stacks == {"stacks": 1, GRU_KERNELS[0]: 1, GRU_KERNELS[1]: 1}, stacks
+
+
+@pytest.mark.parametrize("backward", ["wavefront", "layer by layer"])
+def test_gru_wavefront_dropout_on_packed_input(backward, h100, stacks, monkeypatch):
+    """The GRU's wavefront with dropout (torch.nn's draws over the packed rows) and lengths, its backward
+    as one wavefront or layer by layer (the gradient from the layer above a GEMM of its dgates_x): the
+    output, h_n and every gradient (input included) against torch.nn."""
+    if backward == "layer by layer":
+        monkeypatch.setitem(wavefront.WAVEFRONT_MAX_W_IH_BYTES, "backward", 0)
+    torch.manual_seed(22)
+    reference = nn.GRU(4, 12, num_layers=3, dropout=0.5)
+    module = rnnfast.GRU(4, 12, num_layers=3, dropout=0.5, backend="triton")
+    module.load_state_dict(reference.state_dict())
+    x = torch.randn(5, 3, 4)
+    results = []
+    for layers in (module, reference):
+        inputs = x.clone().requires_grad_()
+        packed = nn.utils.rnn.pack_padded_sequence(inputs, torch.tensor([3, 5, 2]), enforce_sorted=False)
+        torch.manual_seed(23)
+        with threaded_programs(random_yields=0.2, seed=22):
+            out, h_n = layers(packed)
+            loss = (out.data * out.data).sum() + h_n.sum()
+            results.append((out.data, h_n, *torch.autograd.grad(loss, [inputs, *layers.parameters()])))
+    for mine, theirs in zip(*results):
+        assert_matches(mine, theirs, torch.float32, "output, h_n or gradient")
+    assert stacks == {"stacks": 1, GRU_KERNELS[0]: 1, GRU_KERNELS[1]: 1 if backward == "wavefront" else 3}, stacks
+
+
+def test_gru_wavefront_bf16_and_double_backward(h100, stacks):
+    """The GRU's wavefront in bf16 against torch.nn in fp32 on the same rounded weights; and create_graph
+    (the stack recomputed with torch ops, b_hh kept apart) differentiates again as torch.nn does."""
+    case = Case(2, 3, 5, 16, num_layers=2)
+    torch.manual_seed(24)
+    module, reference = make_pair(rnnfast.GRU, nn.GRU, case, torch.bfloat16, backend="triton")
+    x, hx = make_inputs(case, lstm=False)
+    x, hx = x.to(torch.bfloat16).float(), hx.to(torch.bfloat16).float()
+    with threaded_programs(random_yields=0.1, seed=24):
+        compare_with_torch(module, reference, x, hx, dtype=torch.bfloat16)
+    assert stacks["stacks"] == 1
+    module, reference = make_pair(rnnfast.GRU, nn.GRU, Case(2, 3, 3, 6, num_layers=2), backend="triton")
+    results = []
+    for layers in (module, reference):
+        inputs = x[..., :3].detach().requires_grad_()
+        with threaded_programs(random_yields=0.1, seed=25):
+            out, _ = layers(inputs)
+            (dx,) = torch.autograd.grad(out.sum(), inputs, create_graph=True)
+            results.append(torch.autograd.grad((dx * dx).sum(), list(layers.parameters())))
+    for mine, theirs in zip(*results):
+        assert_matches(mine, theirs, torch.float32, "double backward")
+
+
 def test_wavefront_proj_size_and_lengths(h100, stacks):
     torch.manual_seed(1)
     reference = nn.LSTM(5, 20, num_layers=3, proj_size=6)
@@ -234,14 +309,15 @@ def test_wavefront_fallback_one_launch_per_step(stacks, monkeypatch):
         assert_matches(p.grad, q.grad, torch.float32, f"grad of {name}")
 
 
-def test_control_one_step_behind_is_wrong(h100, monkeypatch):
+@pytest.mark.parametrize("layers", ["lstm", "gru"])
+def test_control_one_step_behind_is_wrong(layers, h100, monkeypatch):
     """Negative control: with the upper layers one step behind, a layer loads y_t of the layer below at
     the barrier where it is published, before every program of that layer has stored it."""
     monkeypatch.setattr(recurrence, "WAVEFRONT_LAG", tl.constexpr(1))
     torch.manual_seed(0)
     case = Case(3, 6, 5, 20, num_layers=3)
-    module, reference = lstm_pair(case)
-    x, hx = make_inputs(case)
+    module, reference = make_pair(*LAYERS[layers][:2], case, backend="triton")
+    x, hx = make_inputs(case, lstm=layers == "lstm")
     with pytest.raises(AssertionError, match="max error"), threaded_programs(random_yields=0.1, seed=0):
         compare_with_torch(module, reference, x, hx, gradients=False)
 
@@ -251,7 +327,7 @@ def test_control_one_step_behind_is_wrong(h100, monkeypatch):
     [
         (("lstm", 1, False, False, False), "one layer"),
         (("lstm", 2, True, False, False), "bidirectional"),
-        (("gru", 2, False, False, False), "no wavefront kernels for gru"),
+        (("gru", 2, True, False, False), "bidirectional"),
         (("rnn_relu", 1, False, False, False), "one layer"),
         (("lstm", 2, False, True, True), "proj_size with dropout"),
     ],
