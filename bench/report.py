@@ -210,14 +210,14 @@ def overlapped_upper_work(upper, input_size: int, hidden: int, elem: int) -> tup
 
 
 def lane_wavefront_row(cell: str, hidden: int, batch: int, dtype: str, seq_len: int, gpu: str, num_layers: int) -> dict:
-    """The wavefront rnnfast runs for a unidirectional stack (rnnfast/wavefront.py; LSTM and Elman RNN), or why it
+    """The wavefront rnnfast runs for a unidirectional stack (rnnfast/wavefront.py; every cell), or why it
     runs layer by layer: its plan (one pass plan for every layer: configs.plan_wavefront_lanes) and the
     MODEL's (forward, forward+backward) of it (model.lane_wavefront_ms). The upper layers' input dots run
     during the barrier wait: the forward's from W_in on chip where the plan holds it (built_w_in_on_chip),
     else streamed from L2 in launch.wavefront_block_k chunks, as the backward's always are."""
     from rnnfast.kernels.configs import plan_wavefront_lanes, planning_for
     from rnnfast.kernels.launch import wavefront_block_k
-    from rnnfast.wavefront import WAVEFRONT_CELLS, backward_wavefront, wavefront_problem
+    from rnnfast.wavefront import backward_wavefront, wavefront_problem
 
     torch_dtype, gates = DTYPES[dtype], GATES[cell]
     elem = torch_dtype.itemsize
@@ -230,7 +230,7 @@ def lane_wavefront_row(cell: str, hidden: int, batch: int, dtype: str, seq_len: 
         built_backward_wavefront=reason is None and backward_wavefront(cell, hidden, torch_dtype),
     )  # fmt: skip
     # The model of the wavefront wherever its kernels could run it (also where the rule declines it).
-    if cell not in WAVEFRONT_CELLS or not plan.grid_sync or plan.directions != num_layers:
+    if not plan.grid_sync or plan.directions != num_layers:
         return row
     block_k = wavefront_block_k(hidden)
 
@@ -594,9 +594,9 @@ def main_report(argv: list[str]) -> int:
         "launch as designed (layer l at step t - l; kernels/configs.py plan_wavefront) where every layer's "
         "slices fit on chip at once, and with the upper layers two steps behind (layer l at step t - 2l: an "
         "upper layer's W_ih dot runs during the barrier wait, model.overlapped_wavefront_step_seconds); "
-        "built: the wavefront rnnfast runs (rnnfast/wavefront.py, LSTM and Elman RNN: one pass plan for every layer, "
-        "two steps behind, W_ih streamed from L2 during the wait), forward and forward+backward "
-        "(model.lane_wavefront_ms); input size = hidden size."
+        "built: the wavefront rnnfast runs (rnnfast/wavefront.py, every cell: one pass plan for every layer, "
+        "two steps behind, W_ih on chip where it fits, else streamed from L2 during the wait), forward and "
+        "forward+backward (model.lane_wavefront_ms); input size = hidden size."
     )
     print(stack_intro)
     stack_columns, stack_lines = _stack_table(stacks)

@@ -24,10 +24,6 @@ from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 from . import differentiable
 from .ops import _autocast_off, _error_flags, _padding_mask
 
-# The cells the wavefront kernels are written for.
-WAVEFRONT_CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
-
-
 # The upper layers' input weights stream from L2 during the barrier wait where they are not on chip: each
 # whole matrix every step, traffic a layer by layer scan does not have. By the MODEL (`python -m bench
 # report`, stacks.csv's built_* columns: 2-layer LSTM, T 1024, B 1-64, H100 and A100) a pass gains while an
@@ -44,8 +40,8 @@ def wavefront_problem(
     batch: int, dtype: torch.dtype, device: torch.device,
 ) -> str | None:  # fmt: skip
     """Why a stack on the TRITON path runs layer by layer instead of as one wavefront forward (None: it
-    runs as a wavefront): one layer, bidirectional (configs.NO_BIDIRECTIONAL_WAVEFRONT), a cell without
-    wavefront kernels, proj_size with dropout in training, a plan that cannot keep every layer's programs
+    runs as a wavefront): one layer, bidirectional (configs.NO_BIDIRECTIONAL_WAVEFRONT), proj_size with
+    dropout in training, a device whose barrier timed out, a plan that cannot keep every layer's programs
     in one grid-synchronised launch, or an input weight too large to stream each step
     (WAVEFRONT_MAX_W_IH_BYTES) where it does not fit on chip."""
     from .kernels import launch
@@ -55,8 +51,6 @@ def wavefront_problem(
         return "one layer"
     if bidirectional:
         return NO_BIDIRECTIONAL_WAVEFRONT
-    if cell not in WAVEFRONT_CELLS:
-        return f"no wavefront kernels for {cell}"
     if projections and dropout_in_training:
         return "proj_size with dropout: the dropout applies to W_hr r, which the kernel does not compute"
     if launch.timed_out(device):

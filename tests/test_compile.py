@@ -72,7 +72,7 @@ def test_launched_kernels_compile_within_limits(report, cell):
     assert all(row["loop_instructions"] > row["mma_instructions"] > 0 for row in rows)
 
 
-# Wavefront stacks (rnnfast/wavefront.py), LSTM and Elman RNN: issue 26's shape, whose forward holds W_ih on
+# Wavefront stacks (rnnfast/wavefront.py), every cell: issue 26's shape, whose forward holds W_ih on
 # chip beside W_hh, and a small one whose backward is a wavefront too (W_ih streamed), with and without
 # dropout noise.
 WAVEFRONT_REQUESTS = [
