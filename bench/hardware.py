@@ -59,6 +59,7 @@ from rnnfast.kernels.launch import Wavefront, compiling_offline
 
 # Per-block hardware limits every compiled kernel is checked against (CUDA programming guide).
 SHARED_MEMORY_LIMIT = {gpu.arch: gpu.shared_per_block for gpu in GPUS.values()}
+REGISTERS_PER_SM = {gpu.arch: gpu.registers_per_sm for gpu in GPUS.values()}
 MAX_REGISTERS_PER_THREAD = 255
 # PTX floating-point instructions that do not round as IEEE arithmetic does (PTX ISA): Triton's fp32 `/`
 # is div.full, tl.exp ex2.approx, and so on.
@@ -78,8 +79,15 @@ class KernelResources:
     loop_instructions: int  # SASS instructions in the body of the outermost loop (a scan's time loop; its
     # barrier's polling loop counted once): what each warp issues per step
 
-    def fits(self, arch: int) -> bool:
-        return self.registers <= MAX_REGISTERS_PER_THREAD and self.shared_bytes <= SHARED_MEMORY_LIMIT[arch]
+    def fits(self, arch: int, num_warps: int) -> bool:
+        """Whether one block of `num_warps` warps can run: its registers (all its threads') and shared memory
+        within an SM's."""
+        block_registers = self.registers * 32 * num_warps
+        return (
+            self.registers <= MAX_REGISTERS_PER_THREAD
+            and block_registers <= REGISTERS_PER_SM[arch]
+            and self.shared_bytes <= SHARED_MEMORY_LIMIT[arch]
+        )
 
 
 @dataclass(frozen=True)
@@ -239,7 +247,7 @@ def launched_kernels(
         row = rows.setdefault(key, dict(
             kernel=launch.kernel.__name__, launches=0, programs=_programs(launch.grid),
             specialized=spec.describe(launch.kernel), num_warps=spec.options["num_warps"],
-            **asdict(resources), fits=resources.fits(arch),
+            **asdict(resources), fits=resources.fits(arch, spec.options["num_warps"]),
         ))  # fmt: skip
         row["launches"] += 1
     return list(rows.values())

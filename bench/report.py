@@ -184,7 +184,7 @@ STACK_COLUMNS = [
     "model_overlapped_vs_layer_by_layer", "cudnn_algorithm",
     "cudnn_standard_floor_layer_by_layer_forward_ms", "cudnn_standard_floor_overlapped_forward_ms",
     "model_layer_by_layer_forward_backward_ms", "built_wavefront", "built_reason", "built_backward_wavefront",
-    "built_w_in_on_chip", "built_programs_per_layer",
+    "built_w_in_on_chip", "built_backward_w_in_on_chip", "built_programs_per_layer",
     "model_built_forward_ms", "model_built_forward_backward_ms", "model_built_vs_layer_by_layer",
     "model_built_training_vs_layer_by_layer",
 ]  # fmt: skip
@@ -213,8 +213,8 @@ def lane_wavefront_row(cell: str, hidden: int, batch: int, dtype: str, seq_len: 
     """The wavefront rnnfast runs for a unidirectional stack (rnnfast/wavefront.py; every cell), or why it
     runs layer by layer: its plan (one pass plan for every layer: configs.plan_wavefront_lanes) and the
     MODEL's (forward, forward+backward) of it (model.lane_wavefront_ms). The upper layers' input dots run
-    during the barrier wait: the forward's from W_in on chip where the plan holds it (built_w_in_on_chip),
-    else streamed from L2 in launch.wavefront_block_k chunks, as the backward's always are."""
+    during the barrier wait: from W_in on chip where the pass's plan holds it (built_w_in_on_chip,
+    built_backward_w_in_on_chip), else streamed from L2 in launch.wavefront_block_k chunks."""
     from rnnfast.kernels.configs import plan_wavefront_lanes, planning_for
     from rnnfast.kernels.launch import wavefront_block_k
     from rnnfast.wavefront import backward_wavefront, wavefront_problem
@@ -225,10 +225,8 @@ def lane_wavefront_row(cell: str, hidden: int, batch: int, dtype: str, seq_len: 
         shape = (hidden, batch, torch_dtype, None)
         reason = wavefront_problem(cell, num_layers, False, False, False, *shape)
         plan = plan_wavefront_lanes(cell, hidden, batch, torch_dtype, None, num_layers)
-    row = dict(
-        built_wavefront=reason is None, built_reason=reason or "",
-        built_backward_wavefront=reason is None and backward_wavefront(cell, hidden, torch_dtype),
-    )  # fmt: skip
+        backward_built = reason is None and backward_wavefront(cell, num_layers, *shape)
+    row = dict(built_wavefront=reason is None, built_reason=reason or "", built_backward_wavefront=backward_built)
     # The model of the wavefront wherever its kernels could run it (also where the rule declines it).
     if not plan.grid_sync or plan.directions != num_layers:
         return row
@@ -248,7 +246,9 @@ def lane_wavefront_row(cell: str, hidden: int, batch: int, dtype: str, seq_len: 
     forward, backward = works(plan.forward, hidden), works(plan.backward, gates * hidden)
     built = model.lane_wavefront_ms(*forward, *backward, num_layers, gates, seq_len, batch, hidden, elem, gpu)
     return dict(
-        **row, built_w_in_on_chip=bool(plan.forward.in_pieces), built_programs_per_layer=forward[0].programs,
+        **row, built_w_in_on_chip=bool(plan.forward.in_pieces),
+        built_backward_w_in_on_chip=backward_built and bool(plan.backward.in_pieces),
+        built_programs_per_layer=forward[0].programs,
         model_built_forward_ms=round(built[0], 3), model_built_forward_backward_ms=round(built[1], 3),
     )  # fmt: skip
 

@@ -24,16 +24,6 @@ from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 from . import differentiable
 from .ops import _autocast_off, _error_flags, _padding_mask
 
-# The upper layers' input weights stream from L2 during the barrier wait where they are not on chip: each
-# whole matrix every step, traffic a layer by layer scan does not have. By the MODEL (`python -m bench
-# report`, stacks.csv's built_* columns: 2-layer LSTM, T 1024, B 1-64, H100 and A100) a pass gains while an
-# upper layer's W_ih is at most this many bytes. Forward with W_ih streamed: 0.50-0.82x of layer by layer
-# up to fp16 H384 / fp32 H256 (fp16 H768 at B64: 1.04x; fp16 H1024 at B16: 1.37x); with W_ih on chip (where
-# configs.plan_wavefront_lanes fits it) no limit: fp16 H768 B16 on an H100 0.545x. Backward (always
-# streamed, the layer above's W_ih over K = 4H): 0.58-0.73x at H64, 0.86-1.0x at fp16 H128, 1.07-1.28x at
-# fp16 H192; past the limit the backward runs layer by layer (the kernels of one layer, dx a GEMM).
-WAVEFRONT_MAX_W_IH_BYTES = {"forward": 1_250_000, "backward": 160_000}
-
 
 def wavefront_problem(
     cell: str, num_layers: int, bidirectional: bool, dropout_in_training: bool, projections: bool, hidden: int,
@@ -43,9 +33,16 @@ def wavefront_problem(
     runs as a wavefront): one layer, bidirectional (configs.NO_BIDIRECTIONAL_WAVEFRONT), proj_size with
     dropout in training, a device whose barrier timed out, a plan that cannot keep every layer's programs
     in one grid-synchronised launch, or an input weight too large to stream each step
-    (WAVEFRONT_MAX_W_IH_BYTES) where it does not fit on chip."""
+    (configs.WAVEFRONT_MAX_W_IH_BYTES) where it does not fit on chip."""
     from .kernels import launch
-    from .kernels.configs import MIN_DOT, NO_BIDIRECTIONAL_WAVEFRONT, WIDE_TILE_ROWS, plan_wavefront_lanes
+    from .kernels.configs import (
+        MIN_DOT,
+        NO_BIDIRECTIONAL_WAVEFRONT,
+        WIDE_TILE_ROWS,
+        input_weight_bytes,
+        plan_wavefront_lanes,
+        streams_well,
+    )
 
     if num_layers < 2:
         return "one layer"
@@ -62,25 +59,23 @@ def wavefront_problem(
         # Compiled as launched (Triton 3.9), the LSTM fp32 B64 H257 forward spilled 48 B on sm_90 and
         # did not fit a block's shared memory on sm_80 (176,128 B).
         return "H not a multiple of 16 with 64-row tiles: the wavefront's forward does not compile within limits"
-    if not plan.forward.in_pieces and not _streams_well(cell, hidden, dtype, "forward"):
-        size = _w_ih_bytes(cell, hidden, dtype)
+    if not plan.forward.in_pieces and not streams_well(cell, hidden, dtype, "forward"):
+        size = input_weight_bytes(cell, hidden, dtype)
         return f"an upper layer's W_ih ({size:,} B) does not fit on chip and is too large to stream"
     return None
 
 
-def backward_wavefront(cell: str, hidden: int, dtype: torch.dtype) -> bool:
-    """Whether a wavefront forward's backward is a wavefront too (else its layers run one after the other)."""
-    return _streams_well(cell, hidden, dtype, "backward")
+def backward_wavefront(
+    cell: str, num_layers: int, hidden: int, batch: int, dtype: torch.dtype, device: torch.device | None
+) -> bool:  # fmt: skip
+    """Whether a wavefront forward's backward is a wavefront too (else its layers run one after the other):
+    where the layer above's W_in is small enough to stream each step, or its plan holds it on chip
+    (configs.plan_wavefront_lanes)."""
+    from .kernels.configs import plan_wavefront_lanes, streams_well
 
-
-def _w_ih_bytes(cell: str, hidden: int, dtype: torch.dtype) -> int:
-    from .kernels.configs import GATES
-
-    return GATES[cell] * hidden * hidden * dtype.itemsize
-
-
-def _streams_well(cell: str, hidden: int, dtype: torch.dtype, scan_pass: str) -> bool:
-    return _w_ih_bytes(cell, hidden, dtype) <= WAVEFRONT_MAX_W_IH_BYTES[scan_pass]
+    if streams_well(cell, hidden, dtype, "backward"):
+        return True
+    return bool(plan_wavefront_lanes(cell, hidden, batch, dtype, device, num_layers).backward.in_pieces)
 
 
 def dropout_noise(like: torch.Tensor, p: float, packed: PackedSequence | None = None) -> torch.Tensor:
@@ -229,7 +224,8 @@ class _WavefrontScan(torch.autograd.Function):
         ctx.save_for_backward(x, kernel_lengths, noise, h_init, c0, w_ih0, w_in, w_rec, bias, b_rec, first_gates,
                               h_all, saved, gates)  # fmt: skip
         ctx.lengths_given = lengths is not None
-        ctx.backward_wavefront = backward_wavefront(cell, w_rec.shape[2], x.dtype)
+        num_layers, _, hidden = w_rec.shape
+        ctx.backward_wavefront = backward_wavefront(cell, num_layers, hidden, batch, x.dtype, x.device)
         return h_all, c_n
 
     @staticmethod

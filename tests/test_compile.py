@@ -20,6 +20,7 @@ import rnnfast
 from bench import hardware, model
 from bench import report as bench_report
 from bench.cases import DTYPES as DTYPE_OF
+from rnnfast import wavefront
 from rnnfast.dispatch import MIN_TRITON
 from rnnfast.kernels import configs, launch
 from tests.threaded import threaded_programs
@@ -72,19 +73,37 @@ def test_launched_kernels_compile_within_limits(report, cell):
     assert all(row["loop_instructions"] > row["mma_instructions"] > 0 for row in rows)
 
 
-# Wavefront stacks (rnnfast/wavefront.py), every cell: issue 26's shape, whose forward holds W_ih on
-# chip beside W_hh, and a small one whose backward is a wavefront too (W_ih streamed), with and without
-# dropout noise.
-WAVEFRONT_REQUESTS = [
-    dict(cell=cell, scan_pass=scan_pass, seq_len=SEQ_LEN, batch=16, hidden=hidden, dtype="fp16", gpu=gpu,
-         directions=1, training=True, wavefront_layers=2, noise=noise)
-    for cell in ("lstm", "rnn_tanh")
-    for hidden, passes in ((768, ("forward",)), (128, ("forward", "backward"))) for scan_pass in passes
-    for gpu in GPUS for noise in (False, True)
-]  # fmt: skip
+# Wavefront stacks (rnnfast/wavefront.py), every cell: each pass the product runs as a wavefront at issue
+# 26's shape (fp16 B16 H768) and at H128, with the input weights on chip (forwards, and the backwards but
+# the LSTM's at H768, which runs layer by layer), with dropout noise, and H128's forward without; and at
+# H100 (not a multiple of 16) on an H100, where both passes stream them.
+def _wavefront_requests():
+    requests = []
+    for cell in CELLS:
+        for gpu in GPUS:
+            for hidden in (768, 128, 100):
+                if hidden == 100 and gpu != "h100":
+                    continue
+                with configs.planning_for(gpu):
+                    if wavefront.wavefront_problem(cell, 2, False, False, False, hidden, 16, torch.float16, None):
+                        continue
+                    passes = [("forward", True), ("forward", False)] if hidden == 128 else [("forward", True)]
+                    if wavefront.backward_wavefront(cell, 2, hidden, 16, torch.float16, None):
+                        passes.append(("backward", True))
+                requests += [
+                    dict(cell=cell, scan_pass=scan_pass, seq_len=SEQ_LEN, batch=16, hidden=hidden, dtype="fp16",
+                         gpu=gpu, directions=1, training=True, wavefront_layers=2, noise=noise)
+                    for scan_pass, noise in passes
+                ]  # fmt: skip
+    return requests
+
+
+WAVEFRONT_REQUESTS = _wavefront_requests()
 
 
 def test_wavefront_kernels_compile_within_limits():
+    on_chip = {(r["cell"], r["gpu"], r["scan_pass"]) for r in WAVEFRONT_REQUESTS if r["hidden"] == 768}
+    assert {("gru", "h100", "backward"), ("rnn_tanh", "h100", "backward"), ("lstm", "h100", "forward")} <= on_chip
     rows = hardware.kernel_report(WAVEFRONT_REQUESTS)
     assert len(rows) == len(WAVEFRONT_REQUESTS)  # one launch each: the whole stack's pass
     for row in rows:
@@ -92,6 +111,16 @@ def test_wavefront_kernels_compile_within_limits():
         assert not row["approximate_instructions"] and row["loop_instructions"] > row["mma_instructions"] > 0, row
     # Both layers' programs in one wave of the SMs.
     assert all(row["programs"] <= configs.GPUS[row["gpu"]].sm_count for row in rows)
+
+
+def test_a_block_fits_only_with_all_its_threads_registers():
+    """KernelResources.fits: 255 registers a thread fit a block of 8 warps (65,280 of an SM's 65,536),
+    not of 16 (what ptxas compiled under maxnreg at 16 warps: 244 a thread); shared memory per block."""
+    resources = hardware.KernelResources(255, 0, 1024, 1, 0, 2)
+    assert resources.fits(90, 8) and not resources.fits(90, 16)
+    assert hardware.KernelResources(128, 0, 1024, 1, 0, 2).fits(90, 16)
+    too_much_shared = hardware.KernelResources(64, 0, configs.GPUS["h100"].shared_per_block + 1, 1, 0, 2)
+    assert not too_much_shared.fits(90, 4)
 
 
 def test_time_loop_instructions_count_the_outermost_loop():
@@ -123,27 +152,39 @@ print(json.dumps(dict(version=triton.__version__, rows=hardware.kernel_report(js
 @pytest.mark.skipif(not OLDEST_TRITON, reason="RNNFAST_OLDEST_TRITON names no folder with the oldest Triton")
 def test_kernels_compile_with_the_oldest_supported_triton():
     """Every cell's kernels, both passes, at issue 11's B16 H768 (K pieces, K split) and at B64 H768 (64-row
-    tiles), fp16 and fp32, compiled as launched for both GPUs by the oldest Triton rnnfast supports: they
-    compile, fit and do not spill. Its tl has no atomic_poll: the barrier waits in inline PTX
-    (recurrence._POLL_ASM); with a Triton loop there, 14 of the B64 H768 kernels spilled 8-160 B."""
+    tiles), fp16 and fp32, compiled as launched for both GPUs, and the wavefronts with input weights on chip,
+    by the oldest Triton rnnfast supports: they compile, fit and do not spill. Its tl has no atomic_poll:
+    the barrier waits in inline PTX (recurrence._POLL_ASM); with a Triton loop there, 14 of the B64 H768
+    kernels spilled 8-160 B."""
     requests = [
         dict(cell=cell, scan_pass=scan_pass, seq_len=SEQ_LEN, batch=batch, hidden=768, dtype=dtype, gpu=gpu,
              directions=1, training=True)
         for batch in (16, 64) for cell in CELLS for dtype in ("fp16", "fp32") for gpu in GPUS
         for scan_pass in ("forward", "backward")
     ]  # fmt: skip
+    # And issue 26's wavefronts (2 layers, dropout noise) on an H100: the forwards with W_ih on chip, the
+    # GRU's and Elman cell's backward with the layer above's (planned for this Triton: K split across
+    # every warp).
+    wavefronts = [
+        dict(cell=cell, scan_pass=scan_pass, seq_len=SEQ_LEN, batch=16, hidden=768, dtype="fp16", gpu="h100",
+             directions=1, training=True, wavefront_layers=2, noise=True)
+        for cell in CELLS for scan_pass in ("forward", "backward") if (cell, scan_pass) != ("lstm", "backward")
+    ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": OLDEST_TRITON, "TRITON_INTERPRET": "0"}
     run = subprocess.run(
-        [sys.executable, "-c", OLDEST_TRITON_COMPILE, json.dumps(requests)],
+        [sys.executable, "-c", OLDEST_TRITON_COMPILE, json.dumps(requests + wavefronts)],
         cwd=REPO, env=env, capture_output=True, text=True,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(run.stdout.splitlines()[-1])
     assert tuple(int(part) for part in result["version"].split(".")[:2]) == MIN_TRITON
     rows = result["rows"]
-    assert {(r["batch"], r["cell"], r["scan_pass"], r["dtype"], r["gpu"]) for r in rows} == {
+    layers = [row for row in rows if not row.get("wavefront_layers")]
+    assert {(r["batch"], r["cell"], r["scan_pass"], r["dtype"], r["gpu"]) for r in layers} == {
         (r["batch"], r["cell"], r["scan_pass"], r["dtype"], r["gpu"]) for r in requests
     }
+    stacks = [row for row in rows if row.get("wavefront_layers")]
+    assert len(stacks) == len(wavefronts) and all(row["launches"] == 1 for row in stacks), stacks
     assert all(row["fits"] and row["spill_bytes"] == 0 for row in rows), [r for r in rows if r["spill_bytes"]]
     assert not any(row["approximate_instructions"] for row in rows)
 
@@ -262,8 +303,8 @@ def test_kernels_launch_without_floating_point_contraction(monkeypatch, layer):
 def test_warps_chosen_by_compiling_without_spills():
     """launch.without_spills: the plan's warps when its kernel compiles without spills, else the first of
     WARPS_TRIED that does and fits the block's shared memory, else the plan's warps with maxnreg if that
-    does, else the plan's; bench/hardware.py passes
-    its offline compile, a CUDA device Triton's (a stand-in compile here)."""
+    does and a block of them can hold that many registers, else the plan's; bench/hardware.py passes its
+    offline compile, a CUDA device Triton's (a stand-in compile here)."""
     gpu, meta = configs.GPUS["h100"], torch.device("meta")
     compiled = []
 
@@ -288,6 +329,10 @@ def test_warps_chosen_by_compiling_without_spills():
     assert choose(8, {8: spills, 4: spills, 16: spills, (8, "maxnreg"): clean}) == (8, "maxnreg")
     assert compiled == [8, 4, 16, (8, "maxnreg")]
     assert choose(8, {8: spills, 4: spills, 16: spills}) == 8
+    # Not at 16 warps: a block of 16 warps at 255 registers a thread would need twice an SM's registers.
+    compiled.clear()
+    assert choose(16, {16: spills, 8: spills, 4: spills, (16, "maxnreg"): clean}) == 16
+    assert compiled == [16, 8, 4]
     # Nothing is compiled for the interpreter's CPU tensors, nor for meta tensors outside compiling_offline.
     assert launch.without_spills(None, (1, 1, 1), (), dict(num_warps=8), meta, gpu) == dict(num_warps=8)
 
@@ -338,16 +383,6 @@ def test_cuda_launch_decisions_made_once_per_specialisation(monkeypatch):
                     dict(grid=(2, 1, 1))):  # fmt: skip
         assert decide(**changed) == 3, changed
         assert decide(**changed) == 0, changed
-
-
-def test_register_cap_lifted_where_every_warp_count_spills():
-    """The GRU fp16 backward at B1 H100 on sm_90 spills at 4, 8 and 16 warps (ptxas caps it at 128
-    registers): launched with maxnreg, it does not."""
-    request = dict(cell="gru", scan_pass="backward", seq_len=SEQ_LEN, batch=1, hidden=100, dtype="fp16",
-                   gpu="h100", directions=2, training=True)  # fmt: skip
-    rows = hardware.kernel_report([request])
-    assert rows and all(row["spill_bytes"] == 0 and row["fits"] for row in rows), rows
-    assert any(row["registers"] > 128 for row in rows)
 
 
 def test_long_hidden_sizes_stream_their_weights_within_limits():

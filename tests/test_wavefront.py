@@ -12,7 +12,16 @@ from torch import nn
 import rnnfast
 from rnnfast import wavefront
 from rnnfast.kernels import configs, launch, recurrence
-from tests.oracle import LAYERS, Case, assert_matches, compare_with_torch, make_inputs, make_pair, strided_grad_output
+from tests.oracle import (
+    LAYERS,
+    Case,
+    as_list,
+    assert_matches,
+    compare_with_torch,
+    make_inputs,
+    make_pair,
+    strided_grad_output,
+)
 from tests.threaded import threaded_programs
 
 KERNELS = ("_lstm_fwd_kernel", "_lstm_bwd_kernel")
@@ -25,6 +34,17 @@ def h100(monkeypatch):
     monkeypatch.setenv("RNNFAST_PLAN_TARGET", "h100")
     monkeypatch.delenv("RNNFAST_NO_GRID_SYNC", raising=False)
     monkeypatch.setattr(launch, "_timed_out_devices", set())
+
+
+def force_layer_by_layer_backward(monkeypatch):
+    """The wavefront forward's backward runs layer by layer (wavefront.backward_wavefront's answer where the
+    layer above's W_ih neither streams well nor fits on chip)."""
+    monkeypatch.setattr(wavefront, "backward_wavefront", lambda *shape: False)
+
+
+@pytest.fixture
+def layer_by_layer_backward(monkeypatch):
+    force_layer_by_layer_backward(monkeypatch)
 
 
 @pytest.fixture
@@ -111,10 +131,9 @@ def test_elman_wavefront_matches_torch_nn(nonlinearity, h100, stacks):
     assert stacks == {"stacks": 1, RNN_KERNELS[0]: 1, RNN_KERNELS[1]: 1}, stacks
 
 
-def test_elman_wavefront_dropout_and_layer_by_layer_backward(h100, stacks, monkeypatch):
+def test_elman_wavefront_dropout_and_layer_by_layer_backward(h100, stacks, layer_by_layer_backward):
     """The Elman RNN's wavefront forward with dropout (torch.nn's draws), its backward layer by layer:
     every gradient against torch.nn."""
-    monkeypatch.setitem(wavefront.WAVEFRONT_MAX_W_IH_BYTES, "backward", 0)
     torch.manual_seed(11)
     reference = nn.RNN(5, 12, num_layers=2, dropout=0.5)
     module = rnnfast.RNN(5, 12, num_layers=2, dropout=0.5, backend="triton")
@@ -163,7 +182,7 @@ def test_gru_wavefront_dropout_on_packed_input(backward, h100, stacks, monkeypat
     as one wavefront or layer by layer (the gradient from the layer above a GEMM of its dgates_x): the
     output, h_n and every gradient (input included) against torch.nn."""
     if backward == "layer by layer":
-        monkeypatch.setitem(wavefront.WAVEFRONT_MAX_W_IH_BYTES, "backward", 0)
+        force_layer_by_layer_backward(monkeypatch)
     torch.manual_seed(22)
     reference = nn.GRU(4, 12, num_layers=3, dropout=0.5)
     module = rnnfast.GRU(4, 12, num_layers=3, dropout=0.5, backend="triton")
@@ -343,25 +362,66 @@ def test_stack_whose_layers_do_not_fit_runs_layer_by_layer(h100, monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "hidden, dtype, forward, backward",
-    [(64, torch.float32, True, True), (128, torch.float16, True, True), (128, torch.float32, True, False),
-     (384, torch.float16, True, False), (768, torch.float16, True, False), (1024, torch.float16, False, False)],
+    "cell, hidden, dtype, forward, backward, backward_on_chip",
+    [("lstm", 64, torch.float32, True, True, True), ("lstm", 128, torch.float16, True, True, True),
+     ("rnn_tanh", 64, torch.float32, True, True, False), ("rnn_tanh", 100, torch.float32, True, True, False),
+     ("lstm", 257, torch.float16, True, False, False),
+     ("lstm", 768, torch.float16, True, False, False), ("gru", 768, torch.float16, True, True, True),
+     ("lstm", 1024, torch.float16, False, False, False)],
 )  # fmt: skip
-def test_wavefront_passes_where_the_model_says_they_gain(hidden, dtype, forward, backward, h100):
-    """The rule from the MODEL (wavefront.WAVEFRONT_MAX_W_IH_BYTES): the forward runs as a wavefront where
-    the upper layers' W_ih fits on chip (fp16 H768 on an H100) or is small enough to stream each step, the
-    backward (which always streams it) only for small layers; larger, its layers run one after the other."""
-    problem = wavefront.wavefront_problem("lstm", 2, False, False, False, hidden, 16, dtype, None)
+def test_wavefront_passes_where_the_model_says_they_gain(
+    cell, hidden, dtype, forward, backward, backward_on_chip, h100
+):
+    """The rule from the MODEL (configs.WAVEFRONT_MAX_W_IH_BYTES): a pass runs as a wavefront where the
+    upper layers' W_ih fits on chip beside W_hh (the forward's slices of H columns, the backward's of G*H
+    rows; H a multiple of 16, the backward's slices at most configs.MAX_INPUT_SLICES_BYTES: at fp16 H768
+    B16 on an H100 the GRU's, not the LSTM's) or is small enough to stream each step (Elman H100, LSTM
+    fp16 H257's forward; the backward streams it where that costs nothing: Elman fp32 H64), else its
+    layers run one after the other; the forward not at all past that."""
+    problem = wavefront.wavefront_problem(cell, 2, False, False, False, hidden, 16, dtype, None)
     assert (problem is None) == forward, problem
     assert forward or "too large to stream" in problem
-    assert wavefront.backward_wavefront("lstm", hidden, dtype) == backward
+    assert wavefront.backward_wavefront(cell, 2, hidden, 16, dtype, None) == backward
+    plan = configs.plan_wavefront_lanes(cell, hidden, 16, dtype, None, 2)
+    assert bool(plan.backward.in_pieces) == backward_on_chip
 
 
-def test_wavefront_forward_with_layer_by_layer_backward(h100, stacks, monkeypatch):
-    """Past the backward's limit the wavefront forward's backward runs layer by layer from the top: one
-    launch per layer, each reading the gradient of its output from the layer above (a GEMM, times the
-    dropout noise); dropout and lengths, every gradient against torch.nn."""
-    monkeypatch.setitem(wavefront.WAVEFRONT_MAX_W_IH_BYTES, "backward", 0)
+@pytest.mark.parametrize("layers", ["lstm", "gru", "rnn_tanh"])
+def test_wavefront_backward_with_input_weights_on_chip(layers, h100, stacks, monkeypatch):
+    """The backward holds its slice of the layer above's W_in on chip beside W_hh ([G*H, units], K split
+    across warps as W_hh's) where it fits and is not small enough to stream for free (made so here at
+    H32): 3 layers (the top layer's slot past W_in loads zeros), dropout with torch.nn's draws, every
+    gradient against torch.nn."""
+    monkeypatch.setattr(configs, "W_IH_STREAMS_FREE_BYTES", 0)
+    backward = configs.plan_wavefront_lanes(layers, 32, 3, torch.float32, None, 3).backward
+    assert backward.in_pieces == backward.k_pieces and backward.k_groups == 1, backward
+    torch.manual_seed(30)
+    module_class, reference_class = LAYERS[layers][:2]
+    reference = reference_class(4, 32, num_layers=3, dropout=0.3)
+    module = module_class(4, 32, num_layers=3, dropout=0.3, backend="triton")
+    module.load_state_dict(reference.state_dict())
+    x = torch.randn(3, 3, 4)
+    grad_output = torch.randn(3, 3, 64)[..., ::2]
+    results = []
+    for net in (module, reference):
+        inputs = x.clone().requires_grad_()
+        torch.manual_seed(31)
+        with threaded_programs(random_yields=0.1, seed=30):
+            out, state = net(inputs)
+            finals = as_list(state)
+            grads = torch.autograd.grad([out, *finals], [inputs, *net.parameters()], [grad_output, *finals])
+        results.append((out, *finals, *grads))
+    for mine, theirs in zip(*results):
+        assert_matches(mine, theirs, torch.float32, "output, final state or gradient")
+    kernels = {"lstm": KERNELS, "gru": GRU_KERNELS, "rnn_tanh": RNN_KERNELS}[layers]
+    assert stacks == {"stacks": 1, kernels[0]: 1, kernels[1]: 1}, stacks
+
+
+def test_wavefront_forward_with_layer_by_layer_backward(h100, stacks, layer_by_layer_backward):
+    """Where the layer above's W_ih neither streams well nor fits on chip the wavefront forward's backward
+    runs layer by layer from the top: one launch per layer, each reading the gradient of its output from
+    the layer above (a GEMM, times the dropout noise); dropout and lengths, every gradient against
+    torch.nn."""
     case = Case(3, 4, 5, 12, num_layers=3)
     module, reference = lstm_pair(case, dropout=0.4)
     x, hx = make_inputs(case)

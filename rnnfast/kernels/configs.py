@@ -226,7 +226,7 @@ class PassPlan:
     hidden_tiles: int
     directions: int  # directions one launch runs (grid axis 2): 1, or 2 for both of a bidirectional layer
     weight_bytes: int  # bytes of W_hh in one program's slice (with a wavefront's W_in: of both)
-    in_pieces: tuple[int, ...] = ()  # a wavefront forward: W_in's K (H) as pieces held on chip; () streamed
+    in_pieces: tuple[int, ...] = ()  # a wavefront: W_in's K (H forward, G*H backward) as pieces on chip; () streamed
 
     @property
     def programs(self) -> int:
@@ -296,9 +296,10 @@ def _tiling(
     # Forward: a program's dot has a column per (unit, gate), gates padded to a power of two, and K = H.
     # Backward: a column per unit, and K runs over every gate's pre-activation. A program's share of K is
     # all of it, or with k_groups programs per tile its part (a multiple of MIN_DOT). With an input_size
-    # the forward's slice also holds W_ih (K = input_size + H: one dot over [x_t, h_{t-1}]; plan_wavefront).
+    # the slice also holds input weights: forward W_ih (K = input_size + H: one dot over [x_t, h_{t-1}];
+    # plan_wavefront), backward the layer above's W_in (K = G*H + input_size; plan_wavefront_lanes).
     columns_per_unit = 1 if backward or gates == 1 else triton.next_power_of_2(gates)
-    k = gates * hidden if backward else hidden + input_size
+    k = (gates * hidden if backward else hidden) + input_size
     if k_groups > 1:
         k = triton.cdiv(k, k_groups * MIN_DOT) * MIN_DOT
     block_n = max(1, MIN_DOT // columns_per_unit)
@@ -478,6 +479,35 @@ def plan_scan(
     return joint if stationary and joint.grid_sync >= alone.grid_sync else alone
 
 
+# The upper layers' input weights stream from L2 during the barrier wait where they are not on chip: each
+# whole matrix every step, traffic a layer by layer scan does not have. By the MODEL (`python -m bench
+# report`, stacks.csv's built_* columns: 2-layer stacks, T 1024, B 1-64, H100 and A100) a pass gains while
+# an upper layer's W_ih is at most this many bytes. Forward with W_ih streamed: 0.50-0.82x of layer by
+# layer up to 1,056,784 B (LSTM fp32 H257), 1.06-1.09x at 1,179,648 B (Elman fp16 H768 B64), 1.04x at
+# 4.7 MB (LSTM fp16 H768 B64); with W_ih on chip (where plan_wavefront_lanes fits it) no limit: LSTM fp16
+# H768 B16 on an H100 0.545x. Backward with the layer above's W_ih streamed (K = 4H): 0.58-0.73x at H64,
+# 0.86-1.0x at fp16 H128, 1.07-1.28x at fp16 H192; past the limit the backward holds it on chip where
+# plan_wavefront_lanes fits it, else runs layer by layer (the kernels of one layer, dx a GEMM).
+WAVEFRONT_MAX_W_IH_BYTES = {"forward": 1_100_000, "backward": 160_000}
+
+
+def input_weight_bytes(cell: str, hidden: int, dtype: torch.dtype) -> int:
+    """The bytes of an upper layer's W_ih [G*H, H] (input size = hidden size)."""
+    return GATES[cell] * hidden * hidden * dtype.itemsize
+
+
+def streams_well(cell: str, hidden: int, dtype: torch.dtype, scan_pass: str) -> bool:
+    """Whether a wavefront's `scan_pass` gains with its upper layers' W_ih streamed (WAVEFRONT_MAX_W_IH_BYTES)."""
+    return input_weight_bytes(cell, hidden, dtype) <= WAVEFRONT_MAX_W_IH_BYTES[scan_pass]
+
+
+# By the MODEL (stacks.csv's 2-layer rows at H 64-256) a wavefront backward with the layer above's W_ih on
+# chip is faster than with it streamed wherever both fit (79 rows; LSTM fp16 B16 H128 on an H100: 4.09
+# against 5.78 ms forward+backward), but where W_ih is this small (Elman H64: 8-16 KiB) streaming it
+# during the barrier wait costs nothing and the slices on chip made the step 0.3-1.5 % slower.
+W_IH_STREAMS_FREE_BYTES = 16 * 1024
+
+
 def plan_wavefront_lanes(
     cell: str,
     hidden_size: int,
@@ -488,35 +518,80 @@ def plan_wavefront_lanes(
     grid_sync: bool = True,
 ) -> LayerPlan:
     """The plan of the wavefront rnnfast runs (rnnfast/wavefront.py): every layer of the stack is a lane
-    of plan_scan's plan over `num_layers` lanes, and the forward keeps each upper layer's W_in on chip
-    beside W_hh where a plan of the lanes with both slices (K = 2H: _pass_plan's input_size) fits in one
-    wave: both held as pieces of H, W_hh's K_PIECES and W_in's in_pieces; else W_in streams from L2.
-    The backward streams the layer above's W_in (its dot over K = G*H: recurrence.gradient_from_above)."""
+    of plan_scan's plan over `num_layers` lanes, and each pass keeps the input weights it multiplies by
+    on chip beside W_hh where a plan of the lanes with both slices fits in one wave: the forward an upper
+    layer's W_in (K = 2H: _pass_plan's input_size; both slices pieces of H), the backward the layer
+    above's W_in (K = 2 G*H: pieces of G*H; recurrence.gradient_from_above), as W_hh's K_PIECES and
+    W_in's in_pieces; the backward streams a W_in of at most W_IH_STREAMS_FREE_BYTES. Elsewhere W_in
+    streams from L2."""
     lanes = plan_scan(cell, hidden_size, batch_size, dtype, device, num_layers, grid_sync)
     if not lanes.grid_sync:
         return lanes
-    forward = _forward_with_input_slices(
-        GATES[cell], hidden_size, batch_size, dtype.itemsize, lanes.gpu, num_layers, TRITON_VERSION
-    )
-    return lanes if forward is None else dataclasses.replace(lanes, forward=forward)
+    passes = {
+        scan_pass: _with_input_slices(
+            GATES[cell],
+            hidden_size,
+            batch_size,
+            dtype.itemsize,
+            lanes.gpu,
+            num_layers,
+            scan_pass == "backward",
+            TRITON_VERSION,
+        )  # fmt: skip
+        for scan_pass in ("forward", "backward")
+        if scan_pass == "forward" or input_weight_bytes(cell, hidden_size, dtype) > W_IH_STREAMS_FREE_BYTES
+    }
+    return dataclasses.replace(lanes, **{name: plan for name, plan in passes.items() if plan is not None})
+
+
+# The largest slices (W_hh's and W_in's together) a program holds: beyond them the kernels spilled (the
+# rules in _with_input_slices), with 16-row tiles and with wider ones.
+MAX_INPUT_SLICES_BYTES = 160 * 1024
+MAX_WIDE_TILE_INPUT_SLICES_BYTES = 96 * 1024
 
 
 @functools.cache
-def _forward_with_input_slices(
-    gates: int, hidden: int, batch: int, elem: int, gpu: Gpu, lanes: int, triton_version: tuple
+def _with_input_slices(
+    gates: int, hidden: int, batch: int, elem: int, gpu: Gpu, lanes: int, backward: bool, triton_version: tuple
 ) -> PassPlan | None:
-    """plan_wavefront_lanes' forward with W_in on chip, or None where it does not fit in one wave (kept per
-    installed Triton version, which the planner's rules read)."""
-    both = _pass_plan(gates, hidden, batch, elem, gpu, False, lanes, False, hidden)
+    """plan_wavefront_lanes' pass with W_in on chip, or None where it does not fit in one wave or would not
+    compile within limits (kept per installed Triton version, which the planner's rules read)."""
+    k = gates * hidden if backward else hidden
+    both = _pass_plan(gates, hidden, batch, elem, gpu, backward, lanes, False, k)
     if not both.stationary or both.programs > gpu.sm_count:
         return None
-    # Compiled as launched (Triton 3.9), the two slices spilled 32-376 B per thread at 255 registers with
-    # H not a multiple of 16 (H 257, every dtype, B 1-64, sm_80 and sm_90), and with 64-row tiles on sm_80
-    # (fp32 H256: 104 B; fp16/bf16 H512: 3.3 KB); none of the others (42 kernels) spilled.
+    # Compiled as launched (Triton 3.9), the forward's two slices spilled 32-376 B per thread at 255
+    # registers with H not a multiple of 16 (H 257, every dtype, B 1-64, sm_80 and sm_90), and with 64-row
+    # tiles on sm_80 (fp32 H256: 104 B; fp16/bf16 H512: 3.3 KB); none of the others (42 kernels) spilled.
     if hidden % MIN_DOT or (gpu.arch < 90 and both.block_b >= WIDE_TILE_ROWS):
         return None
-    pieces = k_pieces(hidden, max(both.k_pieces))
+    # Slices of more than this many bytes (both together) spilled 8-3,624 B (Triton 3.9, sm_90) in the
+    # backward (LSTM fp16 H768 B1/B16, fp32 H384; GRU fp32 H384 B64, H512 B16) and in forwards of 32-row
+    # tiles (LSTM, GRU fp32 H384 B64: 80 B); with 16-row tiles the forward's compiled clean (LSTM, GRU fp16
+    # B16 H768: 196,608 B, 243-248 registers).
+    if both.weight_bytes > MAX_INPUT_SLICES_BYTES and (backward or both.block_b > MIN_DOT):
+        return None
+    # With 32-row tiles (B64) slices of 96 KiB and more compiled to 254-255 registers and some spilled 8-24
+    # B (Triton 3.9): the backward's (LSTM bf16 H512 on sm_90, GRU fp32 H384: 8 B, 2,848 B on sm_80) and
+    # the Elman cell's forward on sm_90 (fp16/bf16 H768: 24 B; on sm_80 255 registers, none spilled); the
+    # LSTM's and GRU's forwards at 131,072 B took 218-220 registers.
+    elman_forward_on_sm90 = gates == 1 and gpu.arch >= 90
+    if (
+        both.block_b > MIN_DOT
+        and both.weight_bytes >= MAX_WIDE_TILE_INPUT_SLICES_BYTES
+        and (backward or elman_forward_on_sm90)
+    ):
+        return None
+    pieces = k_pieces(k, max(both.k_pieces))
     k_split = both.k_split
+    if triton_version < (3, 9):
+        # Triton 3.6.0, compiled as launched: of 70 forwards with both slices at H 256-768 (every cell,
+        # fp16/fp32, B 1-64, sm_80 and sm_90) 17 spilled 16-256 B at 255 registers, 9 of them with tiles
+        # of 32 or 64 rows; with 16-row tiles K split across every warp compiled those tried (LSTM fp16
+        # B16 H768 on sm_90: 222 registers, 0 B) without spilling (tests/test_compile.py).
+        if both.block_b > MIN_DOT:
+            return None
+        k_split = both.num_warps
     while k_split > 1 and min(pieces) < MIN_DOT * k_split:
         k_split //= 2
     return dataclasses.replace(both, k_pieces=pieces, k_split=k_split, in_pieces=pieces)

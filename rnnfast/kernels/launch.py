@@ -176,9 +176,11 @@ def _co_resident(kernel, grid, args, kwargs, gpu: Gpu) -> bool:
 # another warp count compiles the same launch without spilling (measured on sm_80 and sm_90).
 WARPS_TRIED = (8, 4, 16)
 # Where every warp count spills, a last try lets ptxas use up to this many registers per thread: left to
-# its own heuristics it capped the GRU fp16 backward at B1 H100 (sm_90) at 128 registers and spilled 8-16
-# B at 4, 8 and 16 warps; with maxnreg 255 it took 210 and spilled nothing (compiled). Not the default:
-# set globally it made other kernels spill (the Elman forward, 24-48 B at 255 registers).
+# its own heuristics it once capped the GRU fp16 backward at B1 H100 (sm_90) at 128 registers and spilled
+# 8-16 B at 4, 8 and 16 warps; with maxnreg 255 it took 210 and spilled nothing (compiled). Since the GRU
+# kernels' rewrite for the wavefront that kernel compiles at 8 warps to 128 registers without spilling,
+# so the choice is tested with a stand-in compile (tests/test_compile.py). Not the default: set globally
+# it made other kernels spill (the Elman forward, 24-48 B at 255 registers).
 MAX_REGISTERS = 255
 # Set by bench/hardware.py while it records launches on meta tensors: compiles a launch offline for
 # the planned GPU, as _cuda_resources does on a CUDA device.
@@ -218,7 +220,12 @@ def without_spills(kernel, grid, args, kwargs: dict, device: torch.device, gpu: 
     def decide() -> dict:
         """The options (num_warps, maxnreg) that differ from the plan's."""
         warps = dict.fromkeys((kwargs["num_warps"], *WARPS_TRIED))
-        for options in (*({"num_warps": w} for w in warps), {"maxnreg": MAX_REGISTERS}):
+        candidates = [{"num_warps": w} for w in warps]
+        # (maxnreg only where a block of the plan's warps can hold that many registers per thread: at 16
+        # warps ptxas then compiled 244 registers a thread, twice what an SM holds for the block.)
+        if MAX_REGISTERS * 32 * kwargs["num_warps"] <= gpu.registers_per_sm:
+            candidates.append({"maxnreg": MAX_REGISTERS})
+        for options in candidates:
             spill_bytes, shared_bytes = resources(kernel, grid, args, {**kwargs, **options})
             if spill_bytes == 0 and shared_bytes <= gpu.shared_per_block:
                 return options

@@ -167,22 +167,49 @@ def input_from_below(
 
 
 @triton.jit
+def above_weight_slice(w_in_ptr, offs_n, mask_n, lane, num_layers, H, GATES: tl.constexpr, IN_PIECES: tl.constexpr,
+                       K_SPLIT: tl.constexpr, BF16_INTERPRETER: tl.constexpr):  # fmt: skip
+    """A wavefront backward's slice of the layer above's input weight W_in[:, units] ([G*H, BLOCK_N] as
+    IN_PIECES pieces of G*H, each split K_SPLIT ways as the recurrent slice) held on chip for
+    gradient_from_above; () when IN_PIECES is empty (streamed). The top layer's lane loads zeros (there is
+    no layer above: its slot past the end of W_in is never read)."""
+    pieces = ()
+    if len(IN_PIECES) > 0:
+        k_size = GATES * H * (lane < num_layers - 1).to(tl.int32)
+        pieces = weight_slice(w_in_ptr, offs_n, mask_n, k_size, H, IN_PIECES, K_SPLIT, 1, 0, BF16_INTERPRETER)
+    return pieces
+
+
+@triton.jit
 def gradient_from_above(
-    dgates_above_ptr, slot, noise_ptr, w_in_ptr, t, lane, num_layers, T, B, H, offs_b, mask_b, offs_n, mask_n,
-    GATES: tl.constexpr, HAS_NOISE: tl.constexpr, BLOCK_K: tl.constexpr,
-    DOT_PRECISION: tl.constexpr, BF16_INTERPRETER: tl.constexpr,
+    dgates_above_ptr, slot, noise_ptr, w_in_ptr, w_in, t, lane, num_layers, T, B, H, offs_b, mask_b, offs_n,
+    mask_n, GATES: tl.constexpr, IN_PIECES: tl.constexpr, K_SPLIT: tl.constexpr, HAS_NOISE: tl.constexpr,
+    BLOCK_K: tl.constexpr, DOT_PRECISION: tl.constexpr, BF16_INTERPRETER: tl.constexpr,
 ):  # fmt: skip
     """A wavefront backward's gradient reaching layer `lane`'s h_t from the layer above (lane < L - 1):
     the program's units of (dgates_t @ W_in) * noise_t, [BLOCK_B, BLOCK_N] fp32, where dgates_t is the
     gradient of the layer above's input gates at step t (slot `slot` of dgates_above_ptr [*, B, G*H]),
-    W_in [G*H, H] its input weight (streamed in BLOCK_K pieces of G*H) and noise_t its dropout scales
-    ([T, B, H], HAS_NOISE). Zero for the top layer and outside [0, T)."""
+    W_in [G*H, H] its input weight: on chip (w_in, above_weight_slice's pieces IN_PIECES) or, with
+    IN_PIECES empty, streamed in BLOCK_K pieces of G*H; noise_t its dropout scales ([T, B, H],
+    HAS_NOISE). Zero for the top layer and outside [0, T)."""
     k_size = GATES * H * ((lane < num_layers - 1) & (t >= 0) & (t < T)).to(tl.int32)
     rows = (slot.to(tl.int64) * B + offs_b) * (GATES * H)
     acc = tl.zeros((offs_b.shape[0], offs_n.shape[0]), tl.float32)
-    for k in range(0, k_size, BLOCK_K):
-        w = load_weight_piece(w_in_ptr, offs_n, mask_n, k, k_size, H, BLOCK_K, 1, BF16_INTERPRETER)
-        acc = _dot_piece(dgates_above_ptr, rows, mask_b, k, k_size, w, BLOCK_K, 1, DOT_PRECISION, acc)
+    if len(IN_PIECES) == 0:
+        for k in range(0, k_size, BLOCK_K):
+            w = load_weight_piece(w_in_ptr, offs_n, mask_n, k, k_size, H, BLOCK_K, 1, BF16_INTERPRETER)
+            acc = _dot_piece(dgates_above_ptr, rows, mask_b, k, k_size, w, BLOCK_K, 1, DOT_PRECISION, acc)
+    else:
+        part = _dot_piece(dgates_above_ptr, rows, mask_b, 0, k_size, w_in[0], IN_PIECES[0], K_SPLIT, DOT_PRECISION,
+                          None)  # fmt: skip
+        k_start = IN_PIECES[0]
+        for i in tl.static_range(1, len(IN_PIECES)):
+            part = _dot_piece(dgates_above_ptr, rows, mask_b, k_start, k_size, w_in[i], IN_PIECES[i], K_SPLIT,
+                              DOT_PRECISION, part)  # fmt: skip
+            k_start += IN_PIECES[i]
+        if K_SPLIT > 1:
+            part = tl.sum(part, axis=0)
+        acc += part
     if HAS_NOISE:
         mask = tl.where(k_size > 0, mask_b[:, None] & mask_n[None, :], False)
         noise = tl.load(noise_ptr + row_offsets(t, B, offs_b, offs_n, H), mask=mask, other=0.0)

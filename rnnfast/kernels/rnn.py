@@ -15,6 +15,7 @@ import triton.language as tl
 from .activations import tanh, to_storage
 from .launch import Wavefront, run_scan, scan_constexprs, wavefront_arguments
 from .recurrence import (
+    above_weight_slice,
     active_rows,
     ahead_mask,
     backward_step_slots,
@@ -162,7 +163,8 @@ def _rnn_bwd_kernel(
     K_SPLIT: tl.constexpr,  # warps sharing the stationary dot's K (recurrence.recurrent_dot); 1 streamed
     K_GROUPS: tl.constexpr,  # programs sharing the stationary dot's K (recurrence.k_group_sum); 1 streamed
     BLOCK_K: tl.constexpr,
-    BLOCK_K_IN: tl.constexpr,  # WAVEFRONT: chunks of the dot with the layer above (recurrence.gradient_from_above)
+    IN_PIECES: tl.constexpr,  # WAVEFRONT: the layer above's W_in's K (G*H) as pieces, held on chip; () streamed
+    BLOCK_K_IN: tl.constexpr,  # WAVEFRONT: chunks of the streamed dot with the layer above (gradient_from_above)
     USE_BARRIER: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     BF16_INTERPRETER: tl.constexpr,
@@ -180,6 +182,11 @@ def _rnn_bwd_kernel(
     noise_ptr += (lane + 1) * T * B * H
     offs_b, offs_n, mask_b, mask_n, mask, store_mask = program_tile(B, H, BLOCK_B, BLOCK_N, K_GROUPS)
     w = weight_slice(w_hh_ptr, offs_n, mask_n, H, H, K_PIECES, K_SPLIT, K_GROUPS, BLOCK_K, BF16_INTERPRETER)
+    w_in = ()
+    if WAVEFRONT:
+        w_in = above_weight_slice(
+            w_in_ptr, offs_n, mask_n, lane, num_layers, H, 1, IN_PIECES, K_SPLIT, BF16_INTERPRETER
+        )
 
     carry_offs = (offs_b.to(tl.int64) * H)[:, None] + offs_n[None, :]
     dh_carry = tl.load(dh_carry_ptr + carry_offs, mask=mask, other=0.0)
@@ -192,8 +199,8 @@ def _rnn_bwd_kernel(
     h = load_state_tile(h_all_ptr, t + 1 - reverse, B, offs_b, offs_n, H, first_mask)
     if WAVEFRONT:
         dh_out += gradient_from_above(
-            dgates_above_ptr, t, noise_ptr, w_in_ptr, t, lane, num_layers, T, B, H, offs_b, mask_b, offs_n, mask_n,
-            1, HAS_NOISE, BLOCK_K_IN, DOT_PRECISION, BF16_INTERPRETER,
+            dgates_above_ptr, t, noise_ptr, w_in_ptr, w_in, t, lane, num_layers, T, B, H, offs_b, mask_b, offs_n,
+            mask_n, 1, IN_PIECES, K_SPLIT, HAS_NOISE, BLOCK_K_IN, DOT_PRECISION, BF16_INTERPRETER,
         )  # fmt: skip
     for s in range(n_steps):
         t, dgates_slot, next_slot = backward_step_slots(t_start + s - lag, T, reverse)
@@ -223,8 +230,8 @@ def _rnn_bwd_kernel(
         h = load_state_tile(h_all_ptr, t_next + 1 - reverse, B, offs_b, offs_n, H, next_mask)
         if WAVEFRONT:
             dh_out += gradient_from_above(
-                dgates_above_ptr, t_next, noise_ptr, w_in_ptr, t_next, lane, num_layers, T, B, H, offs_b, mask_b,
-                offs_n, mask_n, 1, HAS_NOISE, BLOCK_K_IN, DOT_PRECISION, BF16_INTERPRETER,
+                dgates_above_ptr, t_next, noise_ptr, w_in_ptr, w_in, t_next, lane, num_layers, T, B, H, offs_b, mask_b,
+                offs_n, mask_n, 1, IN_PIECES, K_SPLIT, HAS_NOISE, BLOCK_K_IN, DOT_PRECISION, BF16_INTERPRETER,
             )  # fmt: skip
         failed, timeout = barrier_wait(barrier_ptr, s, n_steps, failed, timeout, USE_BARRIER)
     tl.store(dh_carry_ptr + carry_offs, dh_carry, mask=store_mask)
@@ -279,6 +286,6 @@ def rnn_scan_bwd(
         w_hh,
         (dgates_all, w_hh, h_all, dh, dh_carry, lengths, *inputs),
         dict(T=seq_len, B=batch, H=hidden, **scalars),
-        dict(RELU=relu, **constexprs, **scan_constexprs(h_all.dtype)),
+        dict(RELU=relu, IN_PIECES=(), **constexprs, **scan_constexprs(h_all.dtype)),
         steps,
     )
