@@ -536,6 +536,7 @@ def plan_wavefront_lanes(
             lanes.gpu,
             num_layers,
             scan_pass == "backward",
+            not streams_well(cell, hidden_size, dtype, scan_pass),
             TRITON_VERSION,
         )  # fmt: skip
         for scan_pass in ("forward", "backward")
@@ -552,49 +553,66 @@ MAX_WIDE_TILE_INPUT_SLICES_BYTES = 96 * 1024
 
 @functools.cache
 def _with_input_slices(
-    gates: int, hidden: int, batch: int, elem: int, gpu: Gpu, lanes: int, backward: bool, triton_version: tuple
+    gates: int,
+    hidden: int,
+    batch: int,
+    elem: int,
+    gpu: Gpu,
+    lanes: int,
+    backward: bool,
+    narrow_tiles: bool,
+    triton_version: tuple,
 ) -> PassPlan | None:
     """plan_wavefront_lanes' pass with W_in on chip, or None where it does not fit in one wave or would not
-    compile within limits (kept per installed Triton version, which the planner's rules read)."""
+    compile within limits (kept per installed Triton version, which the planner's rules read): the widest
+    batch tile that fits, else, if `narrow_tiles`, 16-row tiles (more units a program, each step looping
+    over more tiles: by the MODEL slower than the wide tiles with W_in streamed, where that streams well;
+    faster than layer by layer, Elman fp16 B64 H768 on an H100: 2.77 against 5.78 ms)."""
     k = gates * hidden if backward else hidden
-    both = _pass_plan(gates, hidden, batch, elem, gpu, backward, lanes, False, k)
-    if not both.stationary or both.programs > gpu.sm_count:
+    widest = _pass_plan(gates, hidden, batch, elem, gpu, backward, lanes, False, k)
+    candidates = [widest]
+    if narrow_tiles and widest.block_b > MIN_DOT:
+        candidates += [_tiling(gates, hidden, batch, MIN_DOT, elem, gpu, backward, lanes, OPERAND_BUDGET_BYTES, 1, k)]
+    both = next(
+        (plan for plan in candidates if _slices_compile(plan, gates, hidden, gpu, backward, triton_version)), None
+    )
+    if both is None:
         return None
+    pieces = k_pieces(k, max(both.k_pieces))
+    k_split = both.num_warps if triton_version < (3, 9) else both.k_split
+    while k_split > 1 and min(pieces) < MIN_DOT * k_split:
+        k_split //= 2
+    return dataclasses.replace(both, k_pieces=pieces, k_split=k_split, in_pieces=pieces)
+
+
+def _slices_compile(plan: PassPlan, gates: int, hidden: int, gpu: Gpu, backward: bool, triton_version: tuple) -> bool:
+    """Whether a plan with both slices on chip fits in one wave and compiled, as launched, without spilling."""
+    if not plan.stationary or plan.programs > gpu.sm_count:
+        return False
     # Compiled as launched (Triton 3.9), the forward's two slices spilled 32-376 B per thread at 255
     # registers with H not a multiple of 16 (H 257, every dtype, B 1-64, sm_80 and sm_90), and with 64-row
     # tiles on sm_80 (fp32 H256: 104 B; fp16/bf16 H512: 3.3 KB); none of the others (42 kernels) spilled.
-    if hidden % MIN_DOT or (gpu.arch < 90 and both.block_b >= WIDE_TILE_ROWS):
-        return None
+    if hidden % MIN_DOT or (gpu.arch < 90 and plan.block_b >= WIDE_TILE_ROWS):
+        return False
     # Slices of more than this many bytes (both together) spilled 8-3,624 B (Triton 3.9, sm_90) in the
     # backward (LSTM fp16 H768 B1/B16, fp32 H384; GRU fp32 H384 B64, H512 B16) and in forwards of 32-row
     # tiles (LSTM, GRU fp32 H384 B64: 80 B); with 16-row tiles the forward's compiled clean (LSTM, GRU fp16
     # B16 H768: 196,608 B, 243-248 registers).
-    if both.weight_bytes > MAX_INPUT_SLICES_BYTES and (backward or both.block_b > MIN_DOT):
-        return None
+    if plan.weight_bytes > MAX_INPUT_SLICES_BYTES and (backward or plan.block_b > MIN_DOT):
+        return False
     # With 32-row tiles (B64) slices of 96 KiB and more compiled to 254-255 registers and some spilled 8-24
     # B (Triton 3.9): the backward's (LSTM bf16 H512 on sm_90, GRU fp32 H384: 8 B, 2,848 B on sm_80) and
     # the Elman cell's forward on sm_90 (fp16/bf16 H768: 24 B; on sm_80 255 registers, none spilled); the
     # LSTM's and GRU's forwards at 131,072 B took 218-220 registers.
     elman_forward_on_sm90 = gates == 1 and gpu.arch >= 90
-    if (
-        both.block_b > MIN_DOT
-        and both.weight_bytes >= MAX_WIDE_TILE_INPUT_SLICES_BYTES
-        and (backward or elman_forward_on_sm90)
-    ):
-        return None
-    pieces = k_pieces(k, max(both.k_pieces))
-    k_split = both.k_split
-    if triton_version < (3, 9):
-        # Triton 3.6.0, compiled as launched: of 70 forwards with both slices at H 256-768 (every cell,
-        # fp16/fp32, B 1-64, sm_80 and sm_90) 17 spilled 16-256 B at 255 registers, 9 of them with tiles
-        # of 32 or 64 rows; with 16-row tiles K split across every warp compiled those tried (LSTM fp16
-        # B16 H768 on sm_90: 222 registers, 0 B) without spilling (tests/test_compile.py).
-        if both.block_b > MIN_DOT:
-            return None
-        k_split = both.num_warps
-    while k_split > 1 and min(pieces) < MIN_DOT * k_split:
-        k_split //= 2
-    return dataclasses.replace(both, k_pieces=pieces, k_split=k_split, in_pieces=pieces)
+    wide = plan.block_b > MIN_DOT
+    if wide and plan.weight_bytes >= MAX_WIDE_TILE_INPUT_SLICES_BYTES and (backward or elman_forward_on_sm90):
+        return False
+    # Triton 3.6.0, compiled as launched: of 70 forwards with both slices at H 256-768 (every cell,
+    # fp16/fp32, B 1-64, sm_80 and sm_90) 17 spilled 16-256 B at 255 registers, 9 of them with tiles of 32
+    # or 64 rows; with 16-row tiles K split across every warp compiled those tried (LSTM fp16 B16 H768 on
+    # sm_90: 222 registers, 0 B) without spilling (tests/test_compile.py).
+    return triton_version >= (3, 9) or not wide
 
 
 @dataclass(frozen=True)
