@@ -417,6 +417,32 @@ def test_wavefront_backward_with_input_weights_on_chip(layers, h100, stacks, mon
     assert stacks == {"stacks": 1, kernels[0]: 1, kernels[1]: 1}, stacks
 
 
+@pytest.fixture
+def fresh_input_slice_plans():
+    configs._with_input_slices.cache_clear()
+    yield
+    configs._with_input_slices.cache_clear()
+
+
+def test_wavefront_forward_with_input_weights_on_chip_in_16_row_tiles(
+    h100, stacks, monkeypatch, fresh_input_slice_plans
+):
+    """Where the widest tile may not hold both slices and W_in does not stream well (the Elman fp16 B64
+    H768 forward on an H100), the forward takes 16-row tiles with W_in on chip: made so here at B40 H32
+    (three batch tiles, the last one partial); every gradient against torch.nn."""
+    monkeypatch.setattr(configs, "MAX_WIDE_TILE_INPUT_SLICES_BYTES", 0)
+    monkeypatch.setattr(configs, "WAVEFRONT_MAX_W_IH_BYTES", {**configs.WAVEFRONT_MAX_W_IH_BYTES, "forward": 0})
+    forward = configs.plan_wavefront_lanes("rnn_tanh", 32, 40, torch.float32, None, 2).forward
+    assert forward.in_pieces and forward.block_b == 16, forward
+    case = Case(3, 40, 4, 32, num_layers=2)
+    torch.manual_seed(40)
+    module, reference = make_pair(rnnfast.RNN, nn.RNN, case, backend="triton")
+    x, hx = make_inputs(case, lstm=False)
+    with threaded_programs(random_yields=0.05, seed=40):
+        compare_with_torch(module, reference, x, hx, grad_output=strided_grad_output(case))
+    assert stacks["stacks"] == 1 and stacks[RNN_KERNELS[0]] == 1, stacks
+
+
 def test_wavefront_forward_with_layer_by_layer_backward(h100, stacks, layer_by_layer_backward):
     """Where the layer above's W_ih neither streams well nor fits on chip the wavefront forward's backward
     runs layer by layer from the top: one launch per layer, each reading the gradient of its output from
