@@ -18,6 +18,10 @@ Files written to --out:
   and forward+backward, or why the stack runs layer by layer.
 - step-terms.csv: per plan row and pass, what the MODEL charges one time step, term by term.
 - report.md: all five, with the command and versions.
+With --wavefront-kernels, only wavefront-kernels.csv: every 2-layer wavefront pass whose plan holds the
+input weights on chip (W_in beside W_hh), compiled as launched by the installed Triton (the planner's
+rules read its version: `PYTHONPATH=.ci/triton-oldest python -m bench report --wavefront-kernels` for the
+oldest supported one).
 """
 
 import argparse
@@ -534,9 +538,57 @@ def report_parser() -> argparse.ArgumentParser:
         "--stacks-only", action="store_true", help="write only stacks.csv (the MODEL's stacks; compiles nothing)"
     )
     parser.add_argument(
+        "--wavefront-kernels", action="store_true",
+        help="write only wavefront-kernels.csv: the wavefront passes with W_in on chip, compiled as launched",
+    )  # fmt: skip
+    parser.add_argument(
         "--out", type=Path, default=RESULTS, help="folder for plans.csv, report-kernels.csv, report.csv, report.md"
     )
     return parser
+
+
+WAVEFRONT_KERNEL_COLUMNS = [
+    "cell", "scan_pass", "dtype", "hidden", "batch", "gpu", "block_b", "num_warps", "k_split", "weight_bytes",
+    "programs", "registers", "spill_bytes", "shared_bytes", "fits",
+]  # fmt: skip
+
+
+def wavefront_kernel_rows(
+    cells: Sequence[str], dtypes: Sequence[str], hidden_sizes: Sequence[int], batch_sizes: Sequence[int],
+    gpus: Sequence[str], seq_len: int,
+) -> list[dict]:  # fmt: skip
+    """Every pass of a unidirectional STACK_LAYERS-layer stack (with dropout noise) whose wavefront plan
+    holds the input weights on chip (configs.plan_wavefront_lanes: in_pieces), its plan and its one
+    launch compiled as launched (the worst of its kernels)."""
+    from bench import hardware
+    from rnnfast.kernels.configs import plan_wavefront_lanes, planning_for
+
+    requests, plans = [], []
+    for cell, dtype, hidden, batch, gpu in itertools.product(cells, dtypes, hidden_sizes, batch_sizes, gpus):
+        with planning_for(gpu):
+            lanes = plan_wavefront_lanes(cell, hidden, batch, DTYPES[dtype], None, STACK_LAYERS)
+        for scan_pass in ("forward", "backward"):
+            plan = getattr(lanes, scan_pass)
+            if plan.in_pieces:
+                plans.append(plan)
+                requests.append(dict(
+                    cell=cell, scan_pass=scan_pass, seq_len=seq_len, batch=batch, hidden=hidden, dtype=dtype,
+                    gpu=gpu, directions=1, training=True, wavefront_layers=STACK_LAYERS, noise=True,
+                ))  # fmt: skip
+    compiled = hardware.kernel_report(requests)
+    rows = []
+    for request, plan in zip(requests, plans):
+        kernels = [row for row in compiled if all(row[key] == value for key, value in request.items())]
+        rows.append({
+            **{key: request[key] for key in ("cell", "scan_pass", "dtype", "hidden", "batch", "gpu")},
+            "block_b": plan.block_b, "num_warps": plan.num_warps, "k_split": plan.k_split,
+            "weight_bytes": plan.weight_bytes, "programs": max(row["programs"] for row in kernels),
+            "registers": max(row["registers"] for row in kernels),
+            "spill_bytes": max(row["spill_bytes"] for row in kernels),
+            "shared_bytes": max(row["shared_bytes"] for row in kernels),
+            "fits": all(row["fits"] for row in kernels),
+        })  # fmt: skip
+    return rows
 
 
 def main_report(argv: list[str]) -> int:
@@ -548,6 +600,16 @@ def main_report(argv: list[str]) -> int:
     gpus = [gpu for gpu in GPUS if args.gpu is None or gpu in args.gpu]
     kernels = [entry for entry in KERNELS if args.kernel is None or entry[0] in args.kernel]
 
+    if args.wavefront_kernels:
+        rows = wavefront_kernel_rows(cells, dtypes, args.hidden, args.batch, gpus, args.seq_len)
+        args.out.mkdir(parents=True, exist_ok=True)
+        write_csv(rows, args.out / "wavefront-kernels.csv", WAVEFRONT_KERNEL_COLUMNS)
+        spilled = [row for row in rows if row["spill_bytes"] or not row["fits"]]
+        print(
+            f"wrote {args.out / 'wavefront-kernels.csv'} ({len(rows)} passes compiled with triton "
+            f"{triton.__version__}, {len(spilled)} spilled or do not fit; `report {' '.join(argv)}`)"
+        )
+        return 1 if spilled else 0
     plans = plan_rows(cells, dtypes, args.hidden, args.batch, gpus, args.seq_len, args.directions)
     if args.stacks_only:
         stacks = [

@@ -355,6 +355,18 @@ def test_wavefront_that_does_not_fit_falls_back_to_layer_by_layer():
     assert row["model_vs_layer_by_layer"] == 1.0
 
 
+def test_wavefront_kernels_report_compiles_the_passes_with_input_weights_on_chip(tmp_path):
+    """`python -m bench report --wavefront-kernels`: a row per pass whose plan holds W_in on chip (here the
+    Elman H64 B16 forward; its backward streams its 8 KiB W_in), compiled as launched, one launch."""
+    argv = ["--wavefront-kernels", "--cell", "rnn_tanh", "--dtype", "fp16", "--hidden", "64", "--batch", "16",
+            "--gpu", "h100", "--seq-len", "64", "--out", str(tmp_path)]  # fmt: skip
+    assert report.main_report(argv) == 0
+    with open(tmp_path / "wavefront-kernels.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert [(row["cell"], row["scan_pass"]) for row in rows] == [("rnn_tanh", "forward")], rows
+    assert rows[0]["spill_bytes"] == "0" and rows[0]["fits"] == "True" and int(rows[0]["registers"]) > 0
+
+
 def test_bidirectional_stack_has_no_wavefront():
     """Each direction of layer 1 starts from an output layer 0 writes at its last step: no overlap, L x T
     steps; the upper layer projects both directions' outputs (input 2H)."""
