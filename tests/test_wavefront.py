@@ -119,15 +119,21 @@ def test_wavefront_input_weights_streamed(h100, stacks, monkeypatch):
     assert stacks["stacks"] == 1
 
 
+def compare_stack_with_torch(module_class, reference_class, case: Case, seed: int, random_yields: float, **options):
+    """Runs `case` through the rnnfast stack (threaded) and torch.nn's, with strided grad_output: output,
+    final state and every gradient must match."""
+    torch.manual_seed(seed)
+    module, reference = make_pair(module_class, reference_class, case, backend="triton", **options)
+    x, hx = make_inputs(case, lstm=module_class is rnnfast.LSTM)
+    with threaded_programs(random_yields=random_yields, seed=seed):
+        compare_with_torch(module, reference, x, hx, grad_output=strided_grad_output(case))
+
+
 @pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
 def test_elman_wavefront_matches_torch_nn(nonlinearity, h100, stacks):
     """The Elman RNN's wavefront: 3 layers, strided input and grad_output, every gradient."""
     case = Case(3, 5, 4, 20, num_layers=3)
-    torch.manual_seed(10)
-    module, reference = make_pair(rnnfast.RNN, nn.RNN, case, backend="triton", nonlinearity=nonlinearity)
-    x, hx = make_inputs(case, lstm=False)
-    with threaded_programs(random_yields=0.2, seed=10):
-        compare_with_torch(module, reference, x, hx, grad_output=strided_grad_output(case))
+    compare_stack_with_torch(rnnfast.RNN, nn.RNN, case, 10, 0.2, nonlinearity=nonlinearity)
     assert stacks == {"stacks": 1, RNN_KERNELS[0]: 1, RNN_KERNELS[1]: 1}, stacks
 
 
@@ -155,12 +161,7 @@ def test_gru_wavefront_matches_torch_nn(h100, stacks):
     """The GRU's wavefront (b_hh inside the reset product, in the kernel; the gradient reaching the layer
     below from the input projection's gate gradients, dgates_x): 3 layers, strided input and grad_output,
     every gradient."""
-    case = Case(3, 5, 4, 20, num_layers=3)
-    torch.manual_seed(20)
-    module, reference = make_pair(rnnfast.GRU, nn.GRU, case, backend="triton")
-    x, hx = make_inputs(case, lstm=False)
-    with threaded_programs(random_yields=0.2, seed=20):
-        compare_with_torch(module, reference, x, hx, grad_output=strided_grad_output(case))
+    compare_stack_with_torch(rnnfast.GRU, nn.GRU, Case(3, 5, 4, 20, num_layers=3), 20, 0.2)
     assert stacks == {"stacks": 1, GRU_KERNELS[0]: 1, GRU_KERNELS[1]: 1}, stacks
 
 
@@ -434,12 +435,7 @@ def test_wavefront_forward_with_input_weights_on_chip_in_16_row_tiles(
     monkeypatch.setattr(configs, "WAVEFRONT_MAX_W_IH_BYTES", {**configs.WAVEFRONT_MAX_W_IH_BYTES, "forward": 0})
     forward = configs.plan_wavefront_lanes("rnn_tanh", 32, 40, torch.float32, None, 2).forward
     assert forward.in_pieces and forward.block_b == 16, forward
-    case = Case(3, 40, 4, 32, num_layers=2)
-    torch.manual_seed(40)
-    module, reference = make_pair(rnnfast.RNN, nn.RNN, case, backend="triton")
-    x, hx = make_inputs(case, lstm=False)
-    with threaded_programs(random_yields=0.05, seed=40):
-        compare_with_torch(module, reference, x, hx, grad_output=strided_grad_output(case))
+    compare_stack_with_torch(rnnfast.RNN, nn.RNN, Case(3, 40, 4, 32, num_layers=2), 40, 0.05)
     assert stacks["stacks"] == 1 and stacks[RNN_KERNELS[0]] == 1, stacks
 
 
