@@ -198,6 +198,26 @@ def test_kernels_compile_with_the_oldest_supported_triton():
     assert not any(row["approximate_instructions"] for row in rows)
 
 
+@pytest.mark.parametrize(
+    "cell, hidden, batch, dtype, on_chip_36",
+    [("lstm", 384, 64, torch.float16, False), ("rnn_tanh", 768, 32, torch.float32, False),
+     ("rnn_tanh", 768, 64, torch.float16, True), ("lstm", 768, 16, torch.float16, True)],
+)  # fmt: skip
+def test_input_slices_over_160_kib_before_triton_3_9(monkeypatch, cell, hidden, batch, dtype, on_chip_36):
+    """configs._slices_compile: with Triton 3.6 a forward holds more than 160 KiB of slices only with K
+    split across every warp in 16 bits (LSTM fp16 H384 B64, K split 4 ways, and Elman fp32 H768 B32
+    spilled 24-32 B; python -m bench report --wavefront-kernels); Triton 3.9 holds all four on chip."""
+
+    def forward(version: tuple[int, int]):
+        monkeypatch.setattr(configs, "TRITON_VERSION", version)
+        monkeypatch.setattr(configs, "_PLANS", {})
+        with configs.planning_for("h100"):
+            return configs.plan_wavefront_lanes(cell, hidden, batch, dtype, None, 2).forward
+
+    assert bool(forward((3, 6)).in_pieces) == on_chip_36
+    assert forward((3, 9)).in_pieces
+
+
 @pytest.mark.parametrize("version, split", [((3, 6), 1), ((3, 9), 2)])
 def test_wide_tiles_keep_k_whole_on_sm80_before_triton_3_9(monkeypatch, version, split):
     """configs.wide_tile_k_split: the A100's LSTM fp16 B64 H768 plans (64-row tiles) split K 2 ways, but

@@ -573,22 +573,23 @@ def _with_input_slices(
     candidates = [widest]
     if narrow_tiles and widest.block_b > MIN_DOT:
         candidates += [_tiling(gates, hidden, batch, MIN_DOT, elem, gpu, backward, lanes, OPERAND_BUDGET_BYTES, 1, k)]
-    both = next(
-        (plan for plan in candidates if _slices_compile(plan, gates, hidden, gpu, backward, triton_version)), None
-    )
-    if both is None:
-        return None
-    pieces = k_pieces(k, max(both.k_pieces))
-    k_split = both.num_warps if triton_version < (3, 9) else both.k_split
-    while k_split > 1 and min(pieces) < MIN_DOT * k_split:
-        k_split //= 2
-    return dataclasses.replace(both, k_pieces=pieces, k_split=k_split, in_pieces=pieces)
+    for plan in candidates:
+        if plan.stationary and plan.programs <= gpu.sm_count:
+            pieces = k_pieces(k, max(plan.k_pieces))
+            k_split = plan.num_warps if triton_version < (3, 9) else plan.k_split
+            while k_split > 1 and min(pieces) < MIN_DOT * k_split:
+                k_split //= 2
+            plan = dataclasses.replace(plan, k_pieces=pieces, k_split=k_split, in_pieces=pieces)
+            if _slices_compile(plan, gates, hidden, elem, gpu, backward, triton_version):
+                return plan
+    return None
 
 
-def _slices_compile(plan: PassPlan, gates: int, hidden: int, gpu: Gpu, backward: bool, triton_version: tuple) -> bool:
-    """Whether a plan with both slices on chip fits in one wave and compiled, as launched, without spilling."""
-    if not plan.stationary or plan.programs > gpu.sm_count:
-        return False
+def _slices_compile(
+    plan: PassPlan, gates: int, hidden: int, elem: int, gpu: Gpu, backward: bool, triton_version: tuple
+) -> bool:
+    """Whether a plan (one wave of stationary programs) with both slices on chip compiled, as launched,
+    without spilling."""
     # Compiled as launched (Triton 3.9), the forward's two slices spilled 32-376 B per thread at 255
     # registers with H not a multiple of 16 (H 257, every dtype, B 1-64, sm_80 and sm_90), and with 64-row
     # tiles on sm_80 (fp32 H256: 104 B; fp16/bf16 H512: 3.3 KB); none of the others (42 kernels) spilled.
@@ -611,8 +612,15 @@ def _slices_compile(plan: PassPlan, gates: int, hidden: int, gpu: Gpu, backward:
     # Triton 3.6.0, compiled as launched: of 70 forwards with both slices at H 256-768 (every cell,
     # fp16/fp32, B 1-64, sm_80 and sm_90) 17 spilled 16-256 B at 255 registers, 9 of them with tiles of 32
     # or 64 rows; with 16-row tiles K split across every warp compiled those tried (LSTM fp16 B16 H768 on
-    # sm_90: 222 registers, 0 B) without spilling (tests/test_compile.py).
-    return triton_version >= (3, 9) or not wide
+    # sm_90: 222 registers, 0 B) without spilling (tests/test_compile.py). Over MAX_INPUT_SLICES_BYTES
+    # (196,608 B, `python -m bench report --wavefront-kernels` at H 64-1024, B 1-64: 590 passes) 3 spilled
+    # 24-32 B at 255 registers: LSTM fp16/bf16 H384 B64 (K split 4 ways, not 8) and Elman fp32 H768 B32 on
+    # sm_90; the 12 others (K split across all 8 warps) compiled clean, and the 10 of them in 16 bits are
+    # kept.
+    if triton_version < (3, 9):
+        over = plan.weight_bytes > MAX_INPUT_SLICES_BYTES
+        return not wide and not (over and (plan.k_split < plan.num_warps or elem == 4))
+    return True
 
 
 @dataclass(frozen=True)
