@@ -218,6 +218,23 @@ def test_input_slices_over_160_kib_before_triton_3_9(monkeypatch, cell, hidden, 
     assert forward((3, 9)).in_pieces
 
 
+@pytest.mark.parametrize(
+    "cell, hidden, batch, gpu, on_chip",
+    [("lstm", 512, 32, "h100", False), ("gru", 512, 32, "h100", False), ("rnn_tanh", 768, 32, "a100", False),
+     ("lstm", 384, 32, "h100", True), ("gru", 384, 32, "a100", True), ("rnn_tanh", 512, 64, "a100", True)],
+)  # fmt: skip
+def test_wide_tile_input_slices_in_32_bits(monkeypatch, cell, hidden, batch, gpu, on_chip):
+    """configs._slices_compile: fp32 forwards with 32-row tiles and 96 KiB or more of slices hold them on
+    chip only with the shorter K (Triton 3.9, python -m bench report --wavefront-kernels: LSTM, GRU H512
+    B32 on sm_90 and Elman H768 B32 on sm_80 spilled 72-96 B; the others took 250-255 registers, none
+    spilled)."""
+    monkeypatch.setattr(configs, "TRITON_VERSION", (3, 9))
+    monkeypatch.setattr(configs, "_PLANS", {})
+    with configs.planning_for(gpu):
+        forward = configs.plan_wavefront_lanes(cell, hidden, batch, torch.float32, None, 2).forward
+    assert bool(forward.in_pieces) == on_chip
+
+
 @pytest.mark.parametrize("version, split", [((3, 6), 1), ((3, 9), 2)])
 def test_wide_tiles_keep_k_whole_on_sm80_before_triton_3_9(monkeypatch, version, split):
     """configs.wide_tile_k_split: the A100's LSTM fp16 B64 H768 plans (64-row tiles) split K 2 ways, but

@@ -604,10 +604,18 @@ def _slices_compile(
     # With 32-row tiles (B64) slices of 96 KiB and more compiled to 254-255 registers and some spilled 8-24
     # B (Triton 3.9): the backward's (LSTM bf16 H512 on sm_90, GRU fp32 H384: 8 B, 2,848 B on sm_80) and
     # the Elman cell's forward on sm_90 (fp16/bf16 H768: 24 B; on sm_80 255 registers, none spilled); the
-    # LSTM's and GRU's forwards at 131,072 B took 218-220 registers.
+    # LSTM's and GRU's 16-bit forwards at 131,072 B took 218-220 registers. In 32 bits the forwards at
+    # 96 KiB and more (`python -m bench report --wavefront-kernels`, H 64-1024, B 1-64: 8 passes) took
+    # 250-255 registers; the 3 with the longest K spilled 72-96 B (LSTM, GRU H512 B32 on sm_90; Elman H768
+    # B32 on sm_80), the 5 with K up to 768 (LSTM, GRU H384) or 1,024 (Elman H512) did not.
     elman_forward_on_sm90 = gates == 1 and gpu.arch >= 90
+    long_k_in_32_bits = elem == 4 and hidden >= (512 if gates > 1 else 768)
     wide = plan.block_b > MIN_DOT
-    if wide and plan.weight_bytes >= MAX_WIDE_TILE_INPUT_SLICES_BYTES and (backward or elman_forward_on_sm90):
+    if (
+        wide
+        and plan.weight_bytes >= MAX_WIDE_TILE_INPUT_SLICES_BYTES
+        and (backward or elman_forward_on_sm90 or long_k_in_32_bits)
+    ):
         return False
     # Triton 3.6.0, compiled as launched: of 70 forwards with both slices at H 256-768 (every cell,
     # fp16/fp32, B 1-64, sm_80 and sm_90) 17 spilled 16-256 B at 255 registers, 9 of them with tiles of 32
