@@ -78,6 +78,7 @@ class KernelResources:
     # results the interpreter, which computes IEEE arithmetic, does not reproduce
     loop_instructions: int  # SASS instructions in the body of the outermost loop (a scan's time loop; its
     # barrier's polling loop counted once): what each warp issues per step
+    loop_local_accesses: int  # of those, local-memory loads and stores (LDL, STL): spill traffic per step
 
     def fits(self, arch: int, num_warps: int) -> bool:
         """Whether one block of `num_warps` warps can run: its registers (all its threads') and shared memory
@@ -172,13 +173,20 @@ def _compile(kernel: JITFunction, spec: Specialization, arch: int) -> KernelReso
     match = re.search(r"REG:(\d+) STACK:(\d+)", usage.stdout)
     mmas = len(re.findall(r"\bH(?:G)?MMA\.", sass.stdout))
     approximate = len(re.findall(APPROXIMATE_PTX, compiled.asm["ptx"]))
-    loop = time_loop_instructions(sass.stdout)
-    return KernelResources(int(match[1]), int(match[2]), compiled.metadata.shared, mmas, approximate, loop)
+    loop = time_loop(sass.stdout)
+    return KernelResources(
+        int(match[1]), int(match[2]), compiled.metadata.shared, mmas, approximate, len(loop), local_accesses(loop)
+    )
 
 
-def time_loop_instructions(sass: str) -> int:
-    """The number of instructions between the outermost backward branch of cuobjdump's SASS listing and
-    its target (0 without a loop)."""
+def local_accesses(instructions: list[str]) -> int:
+    """How many of these SASS instructions (predicated or not) load or store local memory."""
+    return sum(bool(re.match(r"(?:@!?U?P\w+\s+)?(?:LDL|STL)\b", text)) for text in instructions)
+
+
+def time_loop(sass: str) -> list[str]:
+    """The instructions between the outermost backward branch of cuobjdump's SASS listing and its target
+    (none without a loop)."""
     addresses = [(int(address, 16), text) for address, text in re.findall(r"/\*([0-9a-f]{4,})\*/\s+([^;]*);", sass)]
     spans = [
         (int(target[1], 16), address)
@@ -186,9 +194,9 @@ def time_loop_instructions(sass: str) -> int:
         if (target := re.search(r"\bBRA\s+0x([0-9a-f]+)", text)) and int(target[1], 16) < address
     ]
     if not spans:
-        return 0
+        return []
     start, end = max(spans, key=lambda span: span[1] - span[0])
-    return sum(start <= address <= end for address, _ in addresses)
+    return [text.strip() for address, text in addresses if start <= address <= end]
 
 
 _compiled: dict[tuple, KernelResources] = {}

@@ -549,7 +549,7 @@ def report_parser() -> argparse.ArgumentParser:
 
 WAVEFRONT_KERNEL_COLUMNS = [
     "cell", "scan_pass", "dtype", "hidden", "batch", "gpu", "block_b", "num_warps", "k_split", "weight_bytes",
-    "programs", "registers", "spill_bytes", "shared_bytes", "fits",
+    "programs", "registers", "spill_bytes", "loop_local_accesses", "shared_bytes", "fits",
 ]  # fmt: skip
 
 
@@ -585,6 +585,7 @@ def wavefront_kernel_rows(
             "weight_bytes": plan.weight_bytes, "programs": max(row["programs"] for row in kernels),
             "registers": max(row["registers"] for row in kernels),
             "spill_bytes": max(row["spill_bytes"] for row in kernels),
+            "loop_local_accesses": max(row["loop_local_accesses"] for row in kernels),
             "shared_bytes": max(row["shared_bytes"] for row in kernels),
             "fits": all(row["fits"] for row in kernels),
         })  # fmt: skip

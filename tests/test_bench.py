@@ -365,6 +365,7 @@ def test_wavefront_kernels_report_compiles_the_passes_with_input_weights_on_chip
         rows = list(csv.DictReader(file))
     assert [(row["cell"], row["scan_pass"]) for row in rows] == [("rnn_tanh", "forward")], rows
     assert rows[0]["spill_bytes"] == "0" and rows[0]["fits"] == "True" and int(rows[0]["registers"]) > 0
+    assert rows[0]["loop_local_accesses"] == "0"
 
 
 def test_bidirectional_stack_has_no_wavefront():

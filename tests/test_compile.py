@@ -125,27 +125,29 @@ def test_wavefront_kernels_compile_within_limits():
 def test_a_block_fits_only_with_all_its_threads_registers():
     """KernelResources.fits: 255 registers a thread fit a block of 8 warps (65,280 of an SM's 65,536),
     not of 16 (what ptxas compiled under maxnreg at 16 warps: 244 a thread); shared memory per block."""
-    resources = hardware.KernelResources(255, 0, 1024, 1, 0, 2)
+    resources = hardware.KernelResources(255, 0, 1024, 1, 0, 2, 0)
     assert resources.fits(90, 8) and not resources.fits(90, 16)
-    assert hardware.KernelResources(128, 0, 1024, 1, 0, 2).fits(90, 16)
-    too_much_shared = hardware.KernelResources(64, 0, configs.GPUS["h100"].shared_per_block + 1, 1, 0, 2)
+    assert hardware.KernelResources(128, 0, 1024, 1, 0, 2, 0).fits(90, 16)
+    too_much_shared = hardware.KernelResources(64, 0, configs.GPUS["h100"].shared_per_block + 1, 1, 0, 2, 0)
     assert not too_much_shared.fits(90, 4)
 
 
-def test_time_loop_instructions_count_the_outermost_loop():
+def test_time_loop_is_the_outermost_loop_and_its_local_accesses_count():
     listing = """
-        /*0000*/                   MOV R1, c[0x0][0x28] ;
+        /*0000*/                   STL [R1+0x8], R3 ;
         /*0010*/                   S2R R0, SR_CTAID.X ;
         /*0020*/                   HMMA.16816.F32 R4, R8, R12, R4 ;
         /*0030*/                   LDG.E R2, desc[UR4][R6.64] ;
         /*0040*/              @!P0 BRA 0x30 ;
-        /*0050*/                   STG.E desc[UR4][R6.64], R2 ;
+        /*0050*/               @P1 LDL.64 R2, [R1+0x10] ;
         /*0060*/                   BRA 0x20 ;
-        /*0070*/                   EXIT ;
+        /*0070*/                   LDL R3, [R1+0x8] ;
     """
-    assert hardware.time_loop_instructions(listing) == 5  # 0x20 .. 0x60, the inner loop's once
-    assert hardware.time_loop_instructions(listing.replace("BRA 0x20", "BRA 0x70")) == 2  # only 0x30 .. 0x40
-    assert hardware.time_loop_instructions("        /*0000*/   EXIT ;") == 0
+    loop = hardware.time_loop(listing)
+    assert len(loop) == 5 and loop[0].startswith("HMMA")  # 0x20 .. 0x60, the inner loop's once
+    assert hardware.local_accesses(loop) == 1  # the predicated LDL.64; the STL and LDL outside do not count
+    assert len(hardware.time_loop(listing.replace("BRA 0x20", "BRA 0x70"))) == 2  # only 0x30 .. 0x40
+    assert hardware.time_loop("        /*0000*/   EXIT ;") == []
 
 
 # A folder holding the oldest Triton rnnfast supports (dispatch.MIN_TRITON; torch 2.11's CUDA wheels pin
@@ -349,7 +351,8 @@ def test_kernels_launch_without_floating_point_contraction(monkeypatch, layer):
 def test_warps_chosen_by_compiling_without_spills():
     """launch.without_spills: the plan's warps when its kernel compiles without spills, else the first of
     WARPS_TRIED that does and fits the block's shared memory, else the plan's warps with maxnreg if that
-    does and a block of them can hold that many registers, else the plan's; bench/hardware.py passes its
+    does and a block of them can hold that many registers, else the one that fits and spills least (the
+    plan's if none fits); bench/hardware.py passes its
     offline compile, a CUDA device Triton's (a stand-in compile here)."""
     gpu, meta = configs.GPUS["h100"], torch.device("meta")
     compiled = []
@@ -375,6 +378,11 @@ def test_warps_chosen_by_compiling_without_spills():
     assert choose(8, {8: spills, 4: spills, 16: spills, (8, "maxnreg"): clean}) == (8, "maxnreg")
     assert compiled == [8, 4, 16, (8, "maxnreg")]
     assert choose(8, {8: spills, 4: spills, 16: spills}) == 8
+    # None is clean: the fitting one that spills least (the LSTM fp16 B16 H768 on-chip backward's figures).
+    least = {8: (24, 1024), 4: (376, 1024), 16: (448, 1024), (8, "maxnreg"): (16, 1024)}
+    assert choose(8, least) == (8, "maxnreg")
+    assert choose(8, {**least, 4: (8, gpu.shared_per_block + 1)}) == (8, "maxnreg")
+    assert choose(8, {8: too_big, 4: too_big, 16: too_big, (8, "maxnreg"): too_big}) == 8
     # Not at 16 warps: a block of 16 warps at 255 registers a thread would need twice an SM's registers.
     compiled.clear()
     assert choose(16, {16: spills, 8: spills, 4: spills, (16, "maxnreg"): clean}) == 16
