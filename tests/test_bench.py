@@ -436,15 +436,17 @@ def test_overlapped_wavefront_hides_the_upper_input_dot_in_the_barrier_wait():
 def test_built_wavefront_model():
     """The wavefront rnnfast runs (rnnfast/wavefront.py): one pass plan for both layers, T + 2(L - 1) steps
     per pass, the upper layer's input dot during the wait. Issue 26's shape (fp16 B16 H768, H100) holds
-    W_ih on chip and models under 0.6x of layer by layer (the GRU's backward too); at B64 it would stream
-    W_ih and lose, so it runs layer by layer; small layers gain in both passes."""
+    W_ih on chip in both passes (the backward's slices, 196,608 B, in 16-row tiles) and models under 0.6x of
+    layer by layer forward, 0.7x forward+backward (the GRU's backward too); at B64 it would stream W_ih
+    and lose, so it runs layer by layer; small layers gain in both passes."""
     target = report.stack_row("lstm", 768, 16, "fp16", 1024, "h100")
-    assert target["built_wavefront"] and target["built_w_in_on_chip"] and not target["built_backward_wavefront"]
+    assert target["built_wavefront"] and target["built_w_in_on_chip"] and target["built_backward_w_in_on_chip"]
     assert target["model_built_vs_layer_by_layer"] <= 0.6
-    # Its backward runs layer by layer: the forward's gain, nothing else.
+    assert target["model_built_training_vs_layer_by_layer"] < 0.7
+    # The backward gains too: more than the forward's gain alone.
     gain = target["model_layer_by_layer_forward_ms"] - target["model_built_forward_ms"]
     training = target["model_layer_by_layer_forward_backward_ms"] - gain
-    assert target["model_built_forward_backward_ms"] == pytest.approx(training, abs=2e-3)
+    assert target["model_built_forward_backward_ms"] < training - 1.0
     # The GRU's: the layer above's W_ih slice fits on chip beside W_hh in the backward too (147,456 B).
     gru = report.stack_row("gru", 768, 16, "fp16", 1024, "h100")
     assert gru["built_backward_wavefront"] and gru["built_w_in_on_chip"] and gru["built_backward_w_in_on_chip"]

@@ -74,9 +74,9 @@ def test_launched_kernels_compile_within_limits(report, cell):
 
 
 # Wavefront stacks (rnnfast/wavefront.py), every cell: each pass the product runs as a wavefront at issue
-# 26's shape (fp16 B16 H768) and at H128, with the input weights on chip (forwards, and the backwards but
-# the LSTM's at H768, which runs layer by layer), with dropout noise, and H128's forward without; and at
-# H100 (not a multiple of 16) on an H100, where both passes stream them.
+# 26's shape (fp16 B16 H768) and at H128, with the input weights on chip (forwards and backwards), with
+# dropout noise, and H128's forward without; and at H100 (not a multiple of 16) on an H100, where both
+# passes stream them.
 def _wavefront_requests():
     requests = []
     for cell in CELLS:
@@ -112,11 +112,18 @@ def test_wavefront_kernels_compile_within_limits():
         elman_b64 = configs.plan_wavefront_lanes("rnn_tanh", 768, 64, torch.float16, None, 2).forward
     assert elman_b64.in_pieces and elman_b64.block_b == 16, elman_b64
     on_chip = {(r["cell"], r["gpu"], r["scan_pass"]) for r in WAVEFRONT_REQUESTS if r["hidden"] == 768}
-    assert {("gru", "h100", "backward"), ("rnn_tanh", "h100", "backward"), ("lstm", "h100", "forward")} <= on_chip
+    passes = {
+        (cell, "h100", scan_pass) for cell in ("lstm", "gru", "rnn_tanh") for scan_pass in ("forward", "backward")
+    }
+    assert passes <= on_chip
     rows = hardware.kernel_report(WAVEFRONT_REQUESTS)
     assert len(rows) == len(WAVEFRONT_REQUESTS)  # one launch each: the whole stack's pass
     for row in rows:
-        assert row["launches"] == 1 and row["fits"] and row["spill_bytes"] == 0, row
+        assert row["launches"] == 1 and row["fits"] and row["loop_local_accesses"] == 0, row
+        # Only the LSTM's backward at H768, over configs.MAX_INPUT_SLICES_BYTES, spills: 16 B, at maxnreg
+        # 255, outside its time loop (8 warps: 24 B, one local load per step).
+        over_the_limit = (row["cell"], row["scan_pass"], row["hidden"]) == ("lstm", "backward", 768)
+        assert row["spill_bytes"] <= (16 if over_the_limit else 0), row
         assert not row["approximate_instructions"] and row["loop_instructions"] > row["mma_instructions"] > 0, row
     # Both layers' programs in one wave of the SMs.
     assert all(row["programs"] <= configs.GPUS[row["gpu"]].sm_count for row in rows)

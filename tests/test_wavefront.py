@@ -367,7 +367,7 @@ def test_stack_whose_layers_do_not_fit_runs_layer_by_layer(h100, monkeypatch):
     [("lstm", 64, torch.float32, True, True, True), ("lstm", 128, torch.float16, True, True, True),
      ("rnn_tanh", 64, torch.float32, True, True, False), ("rnn_tanh", 100, torch.float32, True, True, False),
      ("lstm", 257, torch.float16, True, False, False),
-     ("lstm", 768, torch.float16, True, False, False), ("gru", 768, torch.float16, True, True, True),
+     ("lstm", 768, torch.float16, True, True, True), ("gru", 768, torch.float16, True, True, True),
      ("lstm", 1024, torch.float16, False, False, False)],
 )  # fmt: skip
 def test_wavefront_passes_where_the_model_says_they_gain(
@@ -375,8 +375,8 @@ def test_wavefront_passes_where_the_model_says_they_gain(
 ):
     """The rule from the MODEL (configs.WAVEFRONT_MAX_W_IH_BYTES): a pass runs as a wavefront where the
     upper layers' W_ih fits on chip beside W_hh (the forward's slices of H columns, the backward's of G*H
-    rows; H a multiple of 16, the backward's slices at most configs.MAX_INPUT_SLICES_BYTES: at fp16 H768
-    B16 on an H100 the GRU's, not the LSTM's) or is small enough to stream each step (Elman H100, LSTM
+    rows; H a multiple of 16; over configs.MAX_INPUT_SLICES_BYTES in 16-row tiles, as the LSTM fp16 H768
+    B16 backward on an H100, with Triton 3.9) or is small enough to stream each step (Elman H100, LSTM
     fp16 H257's forward; the backward streams it where that costs nothing: Elman fp32 H64), else its
     layers run one after the other; the forward not at all past that."""
     problem = wavefront.wavefront_problem(cell, 2, False, False, False, hidden, 16, dtype, None)
@@ -437,6 +437,26 @@ def test_wavefront_forward_with_input_weights_on_chip_in_16_row_tiles(
     assert forward.in_pieces and forward.block_b == 16, forward
     compare_stack_with_torch(rnnfast.RNN, nn.RNN, Case(3, 40, 4, 32, num_layers=2), 40, 0.05)
     assert stacks["stacks"] == 1 and stacks[RNN_KERNELS[0]] == 1, stacks
+
+
+def test_wavefront_backward_with_input_weights_on_chip_over_the_slice_limit_in_16_row_tiles(
+    h100, stacks, monkeypatch, fresh_input_slice_plans
+):
+    """Where both slices exceed configs.MAX_INPUT_SLICES_BYTES (the LSTM fp16 B16 H768 backward on an
+    H100: 196,608 B) the backward holds them in 16-row tiles with Triton 3.9 (none of its kernels loads
+    or stores local memory per step), not with 3.6: made so here at B40 H32 (three batch tiles, the last
+    one partial), both passes with W_in on chip; every gradient against torch.nn."""
+    monkeypatch.setattr(configs, "MAX_INPUT_SLICES_BYTES", 0)
+    monkeypatch.setattr(configs, "W_IH_STREAMS_FREE_BYTES", 0)
+    monkeypatch.setattr(configs, "WAVEFRONT_MAX_W_IH_BYTES", {"forward": 0, "backward": 0})
+    monkeypatch.setattr(configs, "TRITON_VERSION", (3, 6))
+    assert not configs.plan_wavefront_lanes("lstm", 32, 40, torch.float32, None, 2).backward.in_pieces
+    monkeypatch.setattr(configs, "TRITON_VERSION", (3, 9))
+    plan = configs.plan_wavefront_lanes("lstm", 32, 40, torch.float32, None, 2)
+    assert plan.backward.in_pieces and plan.backward.block_b == 16 and plan.forward.block_b == 16, plan
+    assert wavefront.backward_wavefront("lstm", 2, 32, 40, torch.float32, None)
+    compare_stack_with_torch(rnnfast.LSTM, nn.LSTM, Case(3, 40, 4, 32, num_layers=2), 41, 0.05)
+    assert stacks == {"stacks": 1, KERNELS[0]: 1, KERNELS[1]: 1}, stacks
 
 
 def test_wavefront_forward_with_layer_by_layer_backward(h100, stacks, layer_by_layer_backward):

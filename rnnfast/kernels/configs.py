@@ -589,17 +589,21 @@ def _slices_compile(
     plan: PassPlan, gates: int, hidden: int, elem: int, gpu: Gpu, backward: bool, triton_version: tuple
 ) -> bool:
     """Whether a plan (one wave of stationary programs) with both slices on chip compiled, as launched,
-    without spilling."""
+    without spilling, or (backwards over MAX_INPUT_SLICES_BYTES) without a local load or store per step."""
     # Compiled as launched (Triton 3.9), the forward's two slices spilled 32-376 B per thread at 255
     # registers with H not a multiple of 16 (H 257, every dtype, B 1-64, sm_80 and sm_90), and with 64-row
     # tiles on sm_80 (fp32 H256: 104 B; fp16/bf16 H512: 3.3 KB); none of the others (42 kernels) spilled.
     if hidden % MIN_DOT or (gpu.arch < 90 and plan.block_b >= WIDE_TILE_ROWS):
         return False
-    # Slices of more than this many bytes (both together) spilled 8-3,624 B (Triton 3.9, sm_90) in the
-    # backward (LSTM fp16 H768 B1/B16, fp32 H384; GRU fp32 H384 B64, H512 B16) and in forwards of 32-row
-    # tiles (LSTM, GRU fp32 H384 B64: 80 B); with 16-row tiles the forward's compiled clean (LSTM, GRU fp16
-    # B16 H768: 196,608 B, 243-248 registers).
-    if plan.weight_bytes > MAX_INPUT_SLICES_BYTES and (backward or plan.block_b > MIN_DOT):
+    # Slices of more than this many bytes (both together) spilled in forwards of 32-row tiles (LSTM, GRU
+    # fp32 H384 B64: 80 B, Triton 3.9, sm_90); with 16-row tiles the forwards compiled clean (LSTM, GRU
+    # fp16 B16 H768: 196,608 B, 243-248 registers). So did the backwards' 16-row tiles with Triton 3.9 as
+    # the launcher picks their warps (launch.without_spills): of the 21 over it (`python -m bench report
+    # --wavefront-kernels`, H 384-1024, B 1-64, sm_90; all 196,608 B) 10 spill nothing and 11 spill 8-24 B
+    # (LSTM fp16/bf16 H768 B1/B16, fp32 H384 B1-B32; GRU fp32 H512 B16/B32, fp16/bf16 H1024 B16), none of
+    # which is a local load or store in the time loop (bench/hardware.py: loop_local_accesses).
+    over = plan.weight_bytes > MAX_INPUT_SLICES_BYTES
+    if over and (plan.block_b > MIN_DOT or (backward and triton_version < (3, 9))):
         return False
     # With 32-row tiles (B64) slices of 96 KiB and more compiled to 254-255 registers and some spilled 8-24
     # B (Triton 3.9): the backward's (LSTM bf16 H512 on sm_90, GRU fp32 H384: 8 B, 2,848 B on sm_80) and
@@ -626,7 +630,6 @@ def _slices_compile(
     # sm_90; the 12 others (K split across all 8 warps) compiled clean, and the 10 of them in 16 bits are
     # kept.
     if triton_version < (3, 9):
-        over = plan.weight_bytes > MAX_INPUT_SLICES_BYTES
         return not wide and not (over and (plan.k_split < plan.num_warps or elem == 4))
     return True
 
