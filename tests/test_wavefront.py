@@ -444,8 +444,8 @@ def test_wavefront_backward_with_input_weights_on_chip_over_the_slice_limit_in_1
 ):
     """Where both slices exceed configs.MAX_INPUT_SLICES_BYTES (the LSTM fp16 B16 H768 backward on an
     H100: 196,608 B) the backward holds them in 16-row tiles with Triton 3.9 (none of its kernels loads
-    or stores local memory per step), not with 3.6: made so here at B40 H32 (three batch tiles, the last
-    one partial), both passes with W_in on chip; every gradient against torch.nn."""
+    or stores local memory per step), with 3.6 only in 16 bits: made so here at fp32 B40 H32 (three batch
+    tiles, the last one partial), both passes with W_in on chip; every gradient against torch.nn."""
     monkeypatch.setattr(configs, "MAX_INPUT_SLICES_BYTES", 0)
     monkeypatch.setattr(configs, "W_IH_STREAMS_FREE_BYTES", 0)
     monkeypatch.setattr(configs, "WAVEFRONT_MAX_W_IH_BYTES", {"forward": 0, "backward": 0})
