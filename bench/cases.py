@@ -71,8 +71,8 @@ GPU_FIRST_CASES = [
     Case("lstm", 16, 1024, hidden, hidden, dtype=torch.float16, gpu_only=True) for hidden in (768, 256, 64)
 ]
 
-# Issue 26's stack (a 2-layer fp16 LSTM, one wavefront forward with W_ih on chip, backward layer by layer)
-# and a small one whose backward is a wavefront too (rnnfast/wavefront.py); the GRU's alike.
+# Issue 26's stack (a 2-layer fp16 LSTM, both passes one wavefront with W_ih on chip on an H100) and a
+# small one (rnnfast/wavefront.py); the GRU's alike.
 WAVEFRONT_CASES = [
     Case(cell, 16, 1024, hidden, hidden, dtype=torch.float16, num_layers=2, gpu_only=True)
     for cell in ("lstm", "gru")

@@ -359,8 +359,8 @@ def test_warps_chosen_by_compiling_without_spills():
     """launch.without_spills: the plan's warps when its kernel compiles without spills, else the first of
     WARPS_TRIED that does and fits the block's shared memory, else the plan's warps with maxnreg if that
     does and a block of them can hold that many registers, else the one that fits and spills least (the
-    plan's if none fits); bench/hardware.py passes its
-    offline compile, a CUDA device Triton's (a stand-in compile here)."""
+    plan's if none fits); bench/hardware.py passes its offline compile, a CUDA device Triton's (a stand-in
+    compile here)."""
     gpu, meta = configs.GPUS["h100"], torch.device("meta")
     compiled = []
 

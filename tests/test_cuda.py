@@ -324,7 +324,7 @@ def test_auto_runs_torchs_own_kernels_where_triton_cannot(old_triton, monkeypatc
 @pytest.mark.parametrize("hidden, num_layers", [(24, 3), (128, 2), (768, 2)])
 def test_wavefront_stacks_on_the_device_match_torch_nn(cell, hidden, num_layers, dtype, fresh_grid_sync, monkeypatch):
     """Unidirectional stacks as one wavefront launch per pass (rnnfast/wavefront.py) where the plan allows
-    it (H 768 fp16: W_ih on chip; H 128: the backward too), against cuDNN, every gradient."""
+    it (H 768 fp16: W_ih on chip, in the backward too on an H100; H 128), against cuDNN, every gradient."""
     from rnnfast import wavefront
 
     runs = []

@@ -597,12 +597,12 @@ def _slices_compile(
         return False
     # Slices of more than this many bytes (both together) spilled in forwards of 32-row tiles (LSTM, GRU
     # fp32 H384 B64: 80 B, Triton 3.9, sm_90); with 16-row tiles the forwards compiled clean (LSTM, GRU
-    # fp16 B16 H768: 196,608 B, 243-248 registers). So did the backwards' 16-row tiles with Triton 3.9 as
-    # the launcher picks their warps (launch.without_spills): of the 21 over it (`python -m bench report
-    # --wavefront-kernels`, H 384-1024, B 1-64, sm_90; all 196,608 B) 10 spill nothing and 11 spill 8-24 B
-    # (LSTM fp16/bf16 H768 B1/B16, fp32 H384 B1-B32; GRU fp32 H512 B16/B32, fp16/bf16 H1024 B16), none of
-    # which is a local load or store in the time loop (bench/hardware.py: loop_local_accesses); with 3.6
-    # (below) the 14 in 16 bits, K split across all 8 warps, took 108-190 registers, none spilled.
+    # fp16 B16 H768: 196,608 B, 243-248 registers). Of the backwards with 16-row tiles over it (`python -m
+    # bench report --wavefront-kernels`, H 384-1024, B 1-64, sm_90; all 196,608 B), with Triton 3.9 and the
+    # warps the launcher picks (launch.without_spills), 10 of 21 spill nothing and 11 spill 8-24 B (LSTM
+    # fp16/bf16 H768 B1/B16, fp32 H384 B1-B32; GRU fp32 H512 B16/B32, fp16/bf16 H1024 B16), none of them
+    # in a local load or store in the time loop (bench/hardware.py: loop_local_accesses); with 3.6 (below)
+    # the 14 in 16 bits, K split across all 8 warps, took 108-190 registers, none spilled.
     over = plan.weight_bytes > MAX_INPUT_SLICES_BYTES
     if over and plan.block_b > MIN_DOT:
         return False
